@@ -1,0 +1,31 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "torus",
+    platforms: [.macOS(.v14)],
+    products: [
+        .library(name: "TorusCore", targets: ["TorusCore"]),
+        .library(name: "TorusSim", targets: ["TorusSim"]),
+        .executable(name: "torus-sim", targets: ["torus-sim"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // The storage core: deterministic state machines, no I/O.
+        .target(name: "TorusCore", dependencies: ["CTorusCRC"], path: "Sources/TorusCore"),
+        // CRC-32C with the CPU's crc32 instruction (pure computation, no I/O).
+        .target(name: "CTorusCRC", path: "Sources/CTorusCRC"),
+        // The deterministic, fault-injecting simulator that drives the core.
+        .target(name: "TorusSim", dependencies: ["TorusCore"], path: "Simulation/TorusSim"),
+        .executableTarget(
+            name: "torus-sim",
+            dependencies: ["TorusSim", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Simulation/torus-sim"
+        ),
+        .testTarget(name: "TorusCoreTests", dependencies: ["TorusCore"], path: "Tests/TorusCoreTests"),
+        .testTarget(name: "SimulationTests", dependencies: ["TorusSim", "TorusCore"], path: "Tests/SimulationTests"),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,176 @@
+import TorusCore
+
+/// The promises of DESIGN §1 as a per-sector model, checked on every read.
+///
+/// Every write stamps each 4 KiB sector with (write id, sector index) and fills the rest
+/// with a pattern derived from both, so any sector read back tells which write produced it,
+/// and whether it is another sector's data or garbage. Value 0 means zeros (never written or
+/// trimmed).
+///
+/// Per sector the model keeps `base`, the candidates for the durable value (one value
+/// normally; several after a writer crash until a read settles which one survived), and
+/// `pending`, the values of writes completed since, oldest first, each with its completion
+/// sequence number. A read must return the newest pending value, or a base candidate when
+/// nothing is pending. A flush makes durable what completed before it was issued; a FUA
+/// write makes itself durable. A writer crash collapses the sector to "base or anything
+/// written after it, including writes that were in flight".
+struct SectorModel {
+    struct Sector {
+        var base: [UInt64] = [0]
+        var pending: [(value: UInt64, seq: UInt64)] = []
+    }
+
+    enum Promise: String {
+        case durability = "durability (acknowledged data survives)"
+        case noWrongData = "no wrong data (never stale, foreign or garbage sectors)"
+        case liveness = "liveness (progress after faults heal)"
+    }
+
+    struct Violation: Error, CustomStringConvertible {
+        var promise: Promise
+        var detail: String
+        var description: String { "promise broken: \(promise.rawValue): \(detail)" }
+    }
+
+    static let sectorSize = 4096
+    private(set) var sectors: [Sector]
+    private(set) var completionSeq: UInt64 = 0
+    private(set) var readsChecked = 0
+
+    init(sectorCount: Int) {
+        sectors = Array(repeating: Sector(), count: sectorCount)
+    }
+
+    // MARK: Data patterns
+
+    static func fill(value: UInt64, sector: UInt64) -> UInt64 { StableHasher.mix(value, sector) | 1 }
+
+    /// Appends the bytes write `value` puts into `sector`.
+    static func sectorBytes(value: UInt64, sector: UInt64, into out: inout [UInt8]) {
+        let start = out.count
+        out += [UInt8](repeating: 0, count: sectorSize)
+        let f = fill(value: value, sector: sector)
+        out.withUnsafeMutableBytes { raw in
+            let p = raw.baseAddress! + start
+            p.storeBytes(of: value.littleEndian, toByteOffset: 0, as: UInt64.self)
+            p.storeBytes(of: sector.littleEndian, toByteOffset: 8, as: UInt64.self)
+            var off = 16
+            while off < sectorSize {
+                p.storeBytes(of: f.littleEndian, toByteOffset: off, as: UInt64.self)
+                off += 8
+            }
+        }
+    }
+
+    /// Decodes a sector read back: its value, or a description of what is wrong with it.
+    static func decode(_ bytes: ArraySlice<UInt8>, sector: UInt64) -> Result<UInt64, Violation> {
+        precondition(bytes.count == sectorSize, "decode needs a whole sector")
+        return bytes.withUnsafeBytes { raw -> Result<UInt64, Violation> in
+            let value = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self))
+            let stamped = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+            if value == 0 && stamped == 0 {
+                var off = 16
+                while off < sectorSize {
+                    if raw.loadUnaligned(fromByteOffset: off, as: UInt64.self) != 0 {
+                        return .failure(Violation(promise: .noWrongData, detail: "sector \(sector) holds garbage (zero header, non-zero body)"))
+                    }
+                    off += 8
+                }
+                return .success(0)
+            }
+            if stamped != sector {
+                return .failure(Violation(promise: .noWrongData,
+                                          detail: "sector \(sector) holds sector \(stamped)'s data (write \(value))"))
+            }
+            let f = fill(value: value, sector: sector).littleEndian
+            var off = 16
+            while off < sectorSize {
+                if raw.loadUnaligned(fromByteOffset: off, as: UInt64.self) != f {
+                    return .failure(Violation(promise: .noWrongData,
+                                              detail: "sector \(sector) holds garbage (torn or corrupt; header says write \(value))"))
+                }
+                off += 8
+            }
+            return .success(value)
+        }
+    }
+
+    // MARK: Events
+
+    /// A write (or trim, value 0 with the trim's id recorded as 0) completed.
+    mutating func writeCompleted(firstSector: UInt64, count: Int, value: UInt64, durable: Bool) {
+        completionSeq += 1
+        for s in Int(firstSector)..<(Int(firstSector) + count) {
+            if durable {
+                sectors[s].base = [value]
+                sectors[s].pending.removeAll()
+            } else {
+                sectors[s].pending.append((value, completionSeq))
+            }
+        }
+    }
+
+    /// The completion sequence a flush issued now covers.
+    var flushMark: UInt64 { completionSeq }
+
+    mutating func flushCompleted(mark: UInt64) {
+        for s in sectors.indices where !sectors[s].pending.isEmpty {
+            guard let last = sectors[s].pending.lastIndex(where: { $0.seq <= mark }) else { continue }
+            sectors[s].base = [sectors[s].pending[last].value]
+            sectors[s].pending.removeFirst(last + 1)
+        }
+    }
+
+    /// The writer lost all volatile state; `inFlight` are the (sector, value) of writes not completed.
+    mutating func writerCrashed(inFlight: [(UInt64, UInt64)]) {
+        for s in sectors.indices where !sectors[s].pending.isEmpty {
+            for p in sectors[s].pending where !sectors[s].base.contains(p.value) { sectors[s].base.append(p.value) }
+            sectors[s].pending.removeAll()
+        }
+        for (s, v) in inFlight where !sectors[Int(s)].base.contains(v) { sectors[Int(s)].base.append(v) }
+    }
+
+    /// A write that failed part-way: each sector holds its previous value or `value`.
+    mutating func writeFailed(firstSector: UInt64, count: Int, value: UInt64) {
+        for s in Int(firstSector)..<(Int(firstSector) + count) {
+            for p in sectors[s].pending where !sectors[s].base.contains(p.value) { sectors[s].base.append(p.value) }
+            sectors[s].pending.removeAll()
+            if !sectors[s].base.contains(value) { sectors[s].base.append(value) }
+        }
+    }
+
+    /// Checks a completed read of `count` sectors from `firstSector`.
+    mutating func readCompleted(firstSector: UInt64, data: [UInt8]) -> Violation? {
+        let n = data.count / Self.sectorSize
+        for k in 0..<n {
+            let s = Int(firstSector) + k
+            let bytes = data[(k * Self.sectorSize)..<((k + 1) * Self.sectorSize)]
+            let value: UInt64
+            switch Self.decode(bytes, sector: UInt64(s)) {
+            case .failure(let v): return v
+            case .success(let v): value = v
+            }
+            readsChecked += 1
+            if let last = sectors[s].pending.last {
+                if value != last.value {
+                    return staleOrLost(s, got: value, expected: [last.value], durable: false)
+                }
+            } else if !sectors[s].base.contains(value) {
+                return staleOrLost(s, got: value, expected: sectors[s].base, durable: true)
+            } else if sectors[s].base.count > 1 {
+                sectors[s].base = [value]  // settled: this is what survived
+            }
+        }
+        return nil
+    }
+
+    /// A durable value that did not come back breaks durability; anything else (stale data
+    /// from before the last completed write) breaks "no wrong data".
+    private func staleOrLost(_ s: Int, got: UInt64, expected: [UInt64], durable: Bool) -> Violation {
+        let exp = expected.map { $0 == 0 ? "zeros" : "write \($0)" }.joined(separator: " or ")
+        let gotS = got == 0 ? "zeros" : "write \(got)"
+        let what = durable ? "durable value" : "last completed write"
+        return Violation(promise: durable ? .durability : .noWrongData,
+                         detail: "sector \(s) read \(gotS), expected the \(what): \(exp)")
+    }
+}

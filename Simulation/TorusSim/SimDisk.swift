@@ -1,0 +1,94 @@
+import TorusCore
+
+/// A simulated disk that is honest about durability (after FoundationDB's AsyncFileNonDurable).
+///
+/// Fault model:
+/// - a completed write is visible to reads but volatile until a `sync` issued after it completes;
+/// - `crash` keeps each volatile sector with probability `survivalProbability`, loses the rest
+///   (the durable contents come back), and may tear one sector of a write still in flight
+///   (first half new, second half old);
+/// - sectors never written read as zeros.
+/// Bounded so recovery stays possible: durable sectors are never damaged.
+final class SimDisk {
+    let geometry: DiskGeometry
+    private var durable: [UInt64: [UInt8]] = [:]
+    private var volatile: [UInt64: [UInt8]] = [:]
+    /// Writes issued but not completed, by op id: (offset, bytes).
+    private var inFlight: [DiskOpID: (UInt64, [UInt8])] = [:]
+    private(set) var bytesWritten: UInt64 = 0
+
+    init(geometry: DiskGeometry) {
+        self.geometry = geometry
+    }
+
+    var sectorSize: Int { geometry.sectorSize }
+
+    func validRange(_ offset: UInt64, _ length: Int) -> Bool {
+        offset % UInt64(sectorSize) == 0 && length % sectorSize == 0 && length >= 0
+            && offset + UInt64(length) <= geometry.capacityBytes
+    }
+
+    func issueWrite(_ id: DiskOpID, offset: UInt64, bytes: [UInt8]) {
+        inFlight[id] = (offset, bytes)
+    }
+
+    /// Applies a completed write to the volatile layer.
+    func completeWrite(_ id: DiskOpID) {
+        guard let (offset, bytes) = inFlight.removeValue(forKey: id) else { return }
+        let s = sectorSize
+        var i = 0
+        while i < bytes.count {
+            volatile[(offset + UInt64(i)) / UInt64(s)] = Array(bytes[i..<(i + s)])
+            i += s
+        }
+        bytesWritten += UInt64(bytes.count)
+    }
+
+    func read(offset: UInt64, length: Int) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: length)
+        let s = sectorSize
+        let first = offset / UInt64(s)
+        out.withUnsafeMutableBytes { dst in
+            for k in 0..<(length / s) {
+                guard let v = volatile[first + UInt64(k)] ?? durable[first + UInt64(k)] else { continue }
+                v.withUnsafeBytes { src in
+                    (dst.baseAddress! + k * s).copyMemory(from: src.baseAddress!, byteCount: s)
+                }
+            }
+        }
+        return out
+    }
+
+    /// Reads what survives a crash right now (used at boot, after `crash`).
+    func readDurable(offset: UInt64, length: Int) -> [UInt8] {
+        precondition(volatile.isEmpty, "boot read with volatile state present")
+        return read(offset: offset, length: length)
+    }
+
+    func sync() {
+        for (k, v) in volatile { durable[k] = v }
+        volatile.removeAll(keepingCapacity: true)
+    }
+
+    /// Power loss: see the fault model above.
+    func crash(random: inout SeededRandom, survivalProbability: Double, tearProbability: Double) {
+        for k in volatile.keys.sorted() where random.chance(survivalProbability) {
+            durable[k] = volatile[k]
+        }
+        volatile.removeAll()
+        let pending = inFlight.keys.sorted()
+        if let victim = pending.first, random.chance(tearProbability) {
+            let (offset, bytes) = inFlight[victim]!
+            let sectors = bytes.count / sectorSize
+            if sectors > 0 {
+                let k = Int(random.below(UInt64(sectors)))
+                let sector = offset / UInt64(sectorSize) + UInt64(k)
+                var torn = durable[sector] ?? Array(repeating: 0, count: sectorSize)
+                let half = sectorSize / 2
+                torn.replaceSubrange(0..<half, with: bytes[(k * sectorSize)..<(k * sectorSize + half)])
+                durable[sector] = torn
+            }
+        }
+        inFlight.removeAll()
+    }
+}

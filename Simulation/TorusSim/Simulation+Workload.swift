@@ -1,0 +1,176 @@
+import TorusCore
+
+/// The workload generator and the writer process.
+extension Simulation {
+    func thinkTime() -> Nanoseconds {
+        // Exponential-ish: uniform in [0, 2 × mean].
+        workRandom.duration(.zero, options.thinkTimeMean * 2)
+    }
+
+    // MARK: Writer process
+
+    func startWriter() {
+        var cfg = VolumeClientConfig()
+        cfg.canary = options.canary
+        cfg.cacheBytesMax = 64 * options.blockSize
+        cfg.dirtyBytesHigh = 16 * options.blockSize
+        cfg.writebacksInFlightMax = 32
+        cfg.leaseTTLSeconds = 5
+        cfg.leaseSafetyMargin = .seconds(1)
+        cfg.tickInterval = .milliseconds(20)
+        cfg.rpcTimeout = .milliseconds(200)
+        cfg.metadataTimeout = .milliseconds(500)
+        cfg.retryBackoff = .milliseconds(50)
+        cfg.readRoundsMax = 40
+        client = VolumeClient(info: volume, ring: ring, clientID: clientID, config: cfg, seed: clientSeeds.next())
+        writerDown = false
+        handleClient(client!.start(now: now))
+    }
+
+    /// The writer process dies: every volatile state is gone, in-flight ops never complete.
+    func crashWriter() {
+        guard client != nil else { return }
+        var inFlightWrites: [(UInt64, UInt64)] = []
+        for id in inflight.keys.sorted() {
+            let op = inflight[id]!
+            switch op.kind {
+            case .write, .trim:
+                for k in 0..<op.sectorCount { inFlightWrites.append((op.firstSector + UInt64(k), op.value == 0 ? 0 : op.value)) }
+            case .read, .flush: break
+            }
+        }
+        model.writerCrashed(inFlight: inFlightWrites)
+        inflight.removeAll()
+        for i in sectorBusy.indices { sectorBusy[i] = 0 }
+        client = nil
+        clientIncarnation += 1
+        clientTimerAt = nil
+        writerDown = true
+        writerRestarts += 1
+        // Abandon the slots' pending think-time events and restart them once the writer is back.
+        slotGeneration += 1
+    }
+
+    func restartWriterLoad() {
+        for s in 0..<options.queueDepth { queue.push(now + thinkTime(), .workload(slot: s, generation: slotGeneration)) }
+    }
+
+    func handleClient(_ outputs: [ClientOutput]) {
+        for o in outputs {
+            guard client != nil else { return }
+            switch o {
+            case .send(let to, let msg):
+                send(from: clientID, to: to, msg)
+            case .metadata(let id, let req):
+                if options.faults && netRandom.chance(options.dropProbability) { continue }
+                queue.push(now + latency(), .metaRequest(incarnation: clientIncarnation, id, req))
+            case .timer(let at):
+                if clientTimerAt == nil || at < clientTimerAt! || clientTimerAt! <= now {
+                    clientTimerAt = at
+                    queue.push(at, .clientTick(incarnation: clientIncarnation))
+                }
+            case .complete(let id, let result):
+                opCompleted(id, result)
+            case .phaseChanged(let phase):
+                traceEvent(12, phase == .ready ? 1 : 2)
+                if phase == .fenced {
+                    // A fenced writer can make nothing visible any more: it is as good as crashed.
+                    crashWriter()
+                    queue.push(now + Nanoseconds.milliseconds(100), .heal(.restartWriter))
+                    return
+                }
+                if phase == .ready && finalPhase == .waitOpen { finalStep(.readBack) }
+            }
+        }
+    }
+
+    // MARK: Ops
+
+    func issueOp(slot: Int) {
+        guard loadRunning, client != nil, violation == nil else { return }
+        let sectorCount = sectorBusy.count
+        let roll = workRandom.below(100)
+        let id = OpID(nextOp)
+        nextOp += 1
+        if roll < 8 {
+            inflight[id] = InflightOp(kind: .flush(mark: model.flushMark), slot: slot, firstSector: 0, sectorCount: 0, value: 0)
+            handleClient(client!.submit(id, .flush, now: now))
+            return
+        }
+        // A range of 1–16 sectors (up to 64 KiB: crosses block boundaries) not overlapping a write in flight.
+        let count = Int(workRandom.below(workRandom.chance(0.8) ? 4 : 16)) + 1
+        var first: UInt64 = 0
+        var found = false
+        for _ in 0..<8 {
+            first = workRandom.below(UInt64(sectorCount - count + 1))
+            if (0..<count).allSatisfy({ sectorBusy[Int(first) + $0] == 0 }) { found = true; break }
+        }
+        guard found else {
+            queue.push(now + thinkTime(), .workload(slot: slot, generation: slotGeneration))
+            return
+        }
+        let offset = first * UInt64(SectorModel.sectorSize)
+        if roll < 50 {
+            // Reads may overlap other reads, so mark nothing: only writes exclude ranges.
+            inflight[id] = InflightOp(kind: .read, slot: slot, firstSector: first, sectorCount: count, value: 0)
+            for k in 0..<count { sectorBusy[Int(first) + k] = 1 }
+            handleClient(client!.submit(id, .read(offset: offset, length: count * SectorModel.sectorSize), now: now))
+        } else if roll < 56 {
+            inflight[id] = InflightOp(kind: .trim, slot: slot, firstSector: first, sectorCount: count, value: 0)
+            for k in 0..<count { sectorBusy[Int(first) + k] = 2 }
+            handleClient(client!.submit(id, .trim(offset: offset, length: count * SectorModel.sectorSize), now: now))
+        } else {
+            let fua = roll >= 94
+            let value = nextWriteValue
+            nextWriteValue += 1
+            var data: [UInt8] = []
+            data.reserveCapacity(count * SectorModel.sectorSize)
+            for k in 0..<count { SectorModel.sectorBytes(value: value, sector: first + UInt64(k), into: &data) }
+            inflight[id] = InflightOp(kind: .write(fua: fua), slot: slot, firstSector: first, sectorCount: count, value: value)
+            for k in 0..<count { sectorBusy[Int(first) + k] = 2 }
+            handleClient(client!.submit(id, .write(offset: offset, data: data, fua: fua), now: now))
+        }
+    }
+
+    func opCompleted(_ id: OpID, _ result: Result<VolumeOpResult, VolumeError>) {
+        guard let op = inflight.removeValue(forKey: id) else { return }
+        opsCompleted += 1
+        for k in 0..<op.sectorCount { sectorBusy[Int(op.firstSector) + k] = 0 }
+        switch (op.kind, result) {
+        case (.read, .success(.read(let data))):
+            if let v = model.readCompleted(firstSector: op.firstSector, data: data) { violation = v }
+        case (.read, .failure(let e)):
+            readErrors += 1
+            if finalPhase != nil {
+                violation = SectorModel.Violation(promise: .durability,
+                                                  detail: "final read of sectors \(op.firstSector)+\(op.sectorCount) failed: \(e)")
+            }
+        case (.write(let fua), .success):
+            model.writeCompleted(firstSector: op.firstSector, count: op.sectorCount, value: op.value, durable: fua)
+        case (.write, .failure(let e)):
+            // The data is in the writer's cache (so visible) but its durability is not acknowledged.
+            switch e {
+            case .fenced: break
+            case .readFailed: model.writeFailed(firstSector: op.firstSector, count: op.sectorCount, value: op.value)
+            default: model.writeCompleted(firstSector: op.firstSector, count: op.sectorCount, value: op.value, durable: false)
+            }
+        case (.trim, .success):
+            model.writeCompleted(firstSector: op.firstSector, count: op.sectorCount, value: 0, durable: false)
+        case (.trim, .failure(let e)):
+            if case .fenced = e { break }
+            model.writeFailed(firstSector: op.firstSector, count: op.sectorCount, value: 0)
+        case (.flush(let mark), .success):
+            model.flushCompleted(mark: mark)
+        case (.flush, .failure): break
+        case (.read, .success(.done)):
+            preconditionFailure("read completed without data")
+        }
+        if finalPhase == .readBack {
+            finalReadNext()
+        } else if loadRunning {
+            queue.push(now + thinkTime(), .workload(slot: op.slot, generation: slotGeneration))
+        } else if finalPhase == .waitIdle && inflight.isEmpty {
+            finalStep(.powerLoss)
+        }
+    }
+}

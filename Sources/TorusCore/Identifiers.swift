@@ -1,0 +1,51 @@
+/// A storage node's identity in the cluster (stable across restarts).
+public struct NodeID: Hashable, Comparable, Sendable, CustomStringConvertible {
+    public var raw: UInt32
+    public init(_ raw: UInt32) { self.raw = raw }
+    public static func < (a: NodeID, b: NodeID) -> Bool { a.raw < b.raw }
+    public var description: String { "n\(raw)" }
+}
+
+/// Names exactly one immutable block content forever.
+///
+/// `epoch` is the writer epoch that produced it and `sequence` is unique per (volume, epoch),
+/// so two different contents can never share a ref: a node either holds a ref with the right
+/// bytes (checksum-verified) or does not hold it. `index` is the block's position in the volume,
+/// or `BlockRef.mapIndexBase + n` for map page `n` and `BlockRef.rootIndex` for the map root.
+public struct BlockRef: Hashable, Comparable, Sendable, CustomStringConvertible {
+    public var volume: UInt64
+    public var epoch: UInt64
+    public var sequence: UInt64
+    public var index: UInt64
+
+    public static let encodedSize = 32
+    public static let rootIndex: UInt64 = .max
+    public static let mapIndexBase: UInt64 = 1 << 62
+
+    public init(volume: UInt64, epoch: UInt64, sequence: UInt64, index: UInt64) {
+        self.volume = volume
+        self.epoch = epoch
+        self.sequence = sequence
+        self.index = index
+    }
+
+    public static func < (a: BlockRef, b: BlockRef) -> Bool {
+        (a.volume, a.epoch, a.sequence, a.index) < (b.volume, b.epoch, b.sequence, b.index)
+    }
+
+    public var description: String { "v\(volume)/e\(epoch)/s\(sequence)/i\(index)" }
+
+    /// A stable 64-bit key for placement hashing.
+    public var placementKey: UInt64 {
+        StableHasher.mix(StableHasher.mix(volume, epoch), StableHasher.mix(sequence, index))
+    }
+
+    public func encode(into w: inout ByteWriter) {
+        w.u64(volume); w.u64(epoch); w.u64(sequence); w.u64(index)
+    }
+
+    public static func decode(from r: inout ByteReader) -> BlockRef? {
+        guard let v = r.u64(), let e = r.u64(), let s = r.u64(), let i = r.u64() else { return nil }
+        return BlockRef(volume: v, epoch: e, sequence: s, index: i)
+    }
+}

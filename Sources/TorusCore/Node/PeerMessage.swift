@@ -1,0 +1,47 @@
+/// Correlates a request with its reply on the peer protocol. Chosen by the sender, unique per sender.
+public struct RPCID: Hashable, Comparable, Sendable, CustomStringConvertible {
+    public var raw: UInt64
+    public init(_ raw: UInt64) { self.raw = raw }
+    public static func < (a: RPCID, b: RPCID) -> Bool { a.raw < b.raw }
+    public var description: String { "#\(raw)" }
+}
+
+/// Messages between volume clients and storage nodes (the peer protocol's semantic layer;
+/// the wire encoding lives with the production transport).
+public enum PeerMessage: Sendable {
+    /// Store an immutable block. With `durable`, the reply comes only once the block survives a crash.
+    case putBlock(RPCID, BlockRef, [UInt8], durable: Bool)
+    case putReply(RPCID, Result<Void, StoreError>)
+    case getBlock(RPCID, BlockRef)
+    /// The node verified the bytes against its checksum before replying.
+    case getReply(RPCID, Result<[UInt8], StoreError>)
+    /// Best effort, no reply: the refs are garbage.
+    case deleteBlocks([BlockRef])
+    /// Make every listed ref durable; the reply lists those the node holds durably.
+    case syncBlocks(RPCID, [BlockRef])
+    case syncReply(RPCID, present: [BlockRef])
+
+    /// Short name for traces.
+    public var kindCode: UInt64 {
+        switch self {
+        case .putBlock: 1
+        case .putReply: 2
+        case .getBlock: 3
+        case .getReply: 4
+        case .deleteBlocks: 5
+        case .syncBlocks: 6
+        case .syncReply: 7
+        }
+    }
+
+    /// Payload size for network modelling.
+    public var approximateBytes: Int {
+        switch self {
+        case .putBlock(_, _, let d, _): 64 + d.count
+        case .getReply(_, .success(let d)): 64 + d.count
+        case .deleteBlocks(let refs): 16 + 32 * refs.count
+        case .syncBlocks(_, let refs), .syncReply(_, let refs): 16 + 32 * refs.count
+        default: 64
+        }
+    }
+}

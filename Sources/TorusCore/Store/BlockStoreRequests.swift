@@ -1,0 +1,157 @@
+/// Puts, gets, deletes and syncs, and the completions of their data reads and writes.
+extension BlockStore {
+    mutating func put(_ id: StoreRequestID, _ ref: BlockRef, _ data: [UInt8], durable: Bool, _ out: inout [StoreOutput]) {
+        guard data.count == config.blockSize else {
+            out.append(.reply(.put(id, .failure(.wrongSize(expected: config.blockSize, got: data.count)))))
+            return
+        }
+        let crc = CRC32C.checksum(data)
+        if let e = index[ref] {
+            guard e.crc == crc else { return out.append(.reply(.put(id, .failure(.corrupt(ref))))) }
+            if !durable || e.putSeq <= durableThroughSeq { return out.append(.reply(.put(id, .success(())))) }
+            guard admit(id, &out) else { return }
+            durableWaiters.append(DurableWaiter(id: id, seq: e.putSeq))
+            return
+        }
+        if let op = putByRef[ref] {
+            // A retry or duplicate while the first write is in flight: share its outcome.
+            guard puts[op]!.crc == crc else { return out.append(.reply(.put(id, .failure(.corrupt(ref))))) }
+            guard admit(id, &out) else { return }
+            puts[op]!.requesters.append(Requester(id: id, durable: durable))
+            puts[op]!.deleteRequested = false
+            return
+        }
+        guard let slot = freeList.last else { return out.append(.reply(.put(id, .failure(.noSpace)))) }
+        guard admit(id, &out) else { return }
+        freeList.removeLast()
+        precondition(slots[slot] == .free, "allocated slot \(slot) is \(slots[slot]), not free")
+        slots[slot] = .writing
+        let op = nextOp()
+        puts[op] = PendingPut(
+            ref: ref, slot: slot, crc: crc, requesters: [Requester(id: id, durable: durable)], deleteRequested: false)
+        putByRef[ref] = op
+        out.append(.disk(op, .write(offset: config.slotOffset(slot), bytes: data)))
+    }
+
+    /// Counts a request that will be answered later; over the limit, fails it with `.ioError`.
+    private mutating func admit(_ id: StoreRequestID, _ out: inout [StoreOutput]) -> Bool {
+        guard outstandingReplies < config.outstandingRepliesLimitRequests else {
+            out.append(.reply(.put(id, .failure(.ioError))))
+            return false
+        }
+        outstandingReplies += 1
+        return true
+    }
+
+    mutating func get(_ id: StoreRequestID, _ ref: BlockRef, _ out: inout [StoreOutput]) {
+        guard let e = index[ref] else { return out.append(.reply(.get(id, .failure(.notFound(ref))))) }
+        guard outstandingReplies < config.outstandingRepliesLimitRequests else {
+            return out.append(.reply(.get(id, .failure(.ioError))))
+        }
+        outstandingReplies += 1
+        issueRead(PendingRead(id: id, ref: ref, putSeq: e.putSeq), slot: e.slot, &out)
+    }
+
+    private mutating func issueRead(_ read: PendingRead, slot: Int, _ out: inout [StoreOutput]) {
+        let op = nextOp()
+        reads[op] = read
+        out.append(.disk(op, .read(offset: config.slotOffset(slot), length: config.blockSize)))
+    }
+
+    mutating func delete(_ refs: [BlockRef], _ out: inout [StoreOutput]) {
+        var changed = false
+        for ref in refs {
+            if index[ref] != nil {
+                removeFromIndex(ref)
+                changed = true
+            } else if let op = putByRef[ref] {
+                puts[op]!.deleteRequested = true
+            }
+        }
+        // A new delete deserves a fresh attempt even right after a failed cycle.
+        if changed { lastCycleFailed = false }
+    }
+
+    mutating func sync(_ id: StoreRequestID, _ refs: [BlockRef], _ out: inout [StoreOutput]) {
+        guard outstandingReplies < config.outstandingRepliesLimitRequests else {
+            return out.append(.reply(.sync(id, present: presentDurable(refs))))
+        }
+        outstandingReplies += 1
+        queuedSyncs.append(SyncWaiter(id: id, refs: refs, requiredSeq: nil))
+    }
+
+    /// Removes `ref` from the index and records its delete; the slot waits for durability.
+    mutating func removeFromIndex(_ ref: BlockRef) {
+        let e = index.removeValue(forKey: ref)!
+        precondition(slots[e.slot] == .used, "deleting \(ref) from slot \(e.slot) in state \(slots[e.slot])")
+        slots[e.slot] = .freeing
+        freeingCount += 1
+        appendChange(BlockStoreFormat.Record(op: .delete, ref: ref, slot: e.slot, crc: e.crc))
+    }
+
+    @discardableResult
+    mutating func appendChange(_ record: BlockStoreFormat.Record) -> UInt64 {
+        let seq = nextSeq
+        nextSeq += 1
+        unjournaled.append(Change(seq: seq, record: record))
+        return seq
+    }
+
+    // MARK: Data completions
+
+    mutating func dataWritten(
+        _ id: DiskOpID, _ put: PendingPut, _ result: Result<Void, DiskError>, _ out: inout [StoreOutput]
+    ) {
+        putByRef[put.ref] = nil
+        precondition(slots[put.slot] == .writing, "write \(id.raw) completed for slot \(put.slot) in state \(slots[put.slot])")
+        if case var .awaitingWrites(waiting) = cycle?.phase {
+            waiting.remove(id)
+            cycle!.phase = .awaitingWrites(waiting)
+        }
+        switch result {
+        case .failure:
+            slots[put.slot] = .free
+            freeList.append(put.slot)
+            for r in put.requesters { reply(.put(r.id, .failure(.ioError)), &out) }
+        case .success:
+            precondition(index[put.ref] == nil, "\(put.ref) entered the index while its write \(id.raw) was in flight")
+            slots[put.slot] = .used
+            let seq = appendChange(BlockStoreFormat.Record(op: .put, ref: put.ref, slot: put.slot, crc: put.crc))
+            index[put.ref] = Entry(slot: put.slot, crc: put.crc, putSeq: seq)
+            for r in put.requesters {
+                if r.durable {
+                    durableWaiters.append(DurableWaiter(id: r.id, seq: seq))
+                } else {
+                    reply(.put(r.id, .success(())), &out)
+                }
+            }
+            if put.deleteRequested { removeFromIndex(put.ref) }
+        }
+        if case let .awaitingWrites(waiting) = cycle?.phase, waiting.isEmpty { captureBatch(&out) }
+    }
+
+    mutating func dataRead(_ read: PendingRead, _ result: Result<[UInt8], DiskError>, _ out: inout [StoreOutput]) {
+        guard let e = index[read.ref] else { return reply(.get(read.id, .failure(.notFound(read.ref))), &out) }
+        guard e.putSeq == read.putSeq else {
+            // Deleted and put again while the read was in flight: read the new slot.
+            return issueRead(PendingRead(id: read.id, ref: read.ref, putSeq: e.putSeq), slot: e.slot, &out)
+        }
+        switch result {
+        case let .success(bytes) where bytes.count == config.blockSize && CRC32C.checksum(bytes) == e.crc:
+            reply(.get(read.id, .success(bytes)), &out)
+        case .success:
+            removeFromIndex(read.ref)
+            reply(.get(read.id, .failure(.corrupt(read.ref))), &out)
+        case .failure:
+            removeFromIndex(read.ref)
+            reply(.get(read.id, .failure(.ioError)), &out)
+        }
+    }
+
+    /// Emits a reply to a request counted in `outstandingReplies`.
+    mutating func reply(_ r: StoreReply, _ out: inout [StoreOutput]) {
+        precondition(outstandingReplies > 0, "reply \(r) to a request that was not outstanding")
+        outstandingReplies -= 1
+        out.append(.reply(r))
+    }
+}

@@ -1,0 +1,201 @@
+/// FLUSH: write back, write the changed map pages and a new root, then commit the head by CAS.
+extension VolumeClient {
+    var entriesPerPage: Int { BlockMapCodec.entriesPerPage(blockSize: info.blockSize) }
+
+    /// Starts the next flush if none is running. All queued waiters share it.
+    mutating func pumpFlush() {
+        guard phase == .ready, flush == nil, !flushQueue.isEmpty else { return }
+        var targets: [UInt64: UInt64] = [:]
+        for (idx, e) in cache where e.isDirty || writebacks[idx] != nil { targets[idx] = e.version }
+        flush = FlushState(waiters: flushQueue, stage: .writeback(targets: targets))
+        flushQueue.removeAll()
+        for idx in targets.keys.sorted() {
+            guard flush != nil, let e = cache[idx], e.isDirty, !e.loading, writebacks[idx] == nil else { continue }
+            startWriteback(idx)
+        }
+        advanceFlush()
+    }
+
+    /// Moves the running flush forward when its current stage is done.
+    mutating func advanceFlush() {
+        guard let f = flush, case .writeback(let targets) = f.stage else { return }
+        for idx in targets.keys.sorted() {
+            guard let e = cache[idx] else { continue }
+            if e.writtenVersion < targets[idx]! {
+                if writebacks[idx] == nil && e.isDirty && !e.loading { startWriteback(idx) }
+                return
+            }
+        }
+        writeMap()
+    }
+
+    mutating func writeMap() {
+        var f = flush!
+        let changed = dirtyPages.sorted()
+        dirtyPages.removeAll()
+        if changed.isEmpty {
+            // Nothing new since the last commit: everything completed is already durable.
+            flush = nil
+            for w in f.waiters { out.append(.complete(w.op, .success(.done))) }
+            pumpFlush()
+            return
+        }
+        f.snapshot = entries
+        f.snapshotPages = changed
+        f.newPageRefs = pageRefs
+        var pending = 0
+        for p in changed {
+            let lo = p * entriesPerPage
+            let hi = min(entries.count, lo + entriesPerPage)
+            let bytes = BlockMapCodec.encodePage(volume: info.id, page: UInt64(p), entries: entries[lo..<hi],
+                                                 blockSize: info.blockSize)
+            let key = BlockRef.mapIndexBase + UInt64(p)
+            let ref = BlockRef(volume: info.id, epoch: epoch, sequence: nextSequence, index: key)
+            nextSequence += 1
+            let entry = MapEntry(epoch: epoch, sequence: ref.sequence, crc: CRC32C.checksum(bytes))
+            f.newPageRefs[p] = entry
+            putBlock(key, ref: ref, entry: entry, version: 0, data: bytes)
+            pending += 1
+        }
+        let rootBytes = BlockMapCodec.encodeRoot(volume: info.id, generation: generation + 1,
+                                                 pages: f.newPageRefs, blockSize: info.blockSize)
+        let rootRef = BlockRef(volume: info.id, epoch: epoch, sequence: nextSequence, index: BlockRef.rootIndex)
+        nextSequence += 1
+        let root = MapEntry(epoch: epoch, sequence: rootRef.sequence, crc: CRC32C.checksum(rootBytes))
+        f.newRoot = root
+        putBlock(BlockRef.rootIndex, ref: rootRef, entry: root, version: 0, data: rootBytes)
+        pending += 1
+        f.stage = .map(pending: pending)
+        flush = f
+    }
+
+    mutating func mapBlockWritten(_ key: UInt64) {
+        guard var f = flush, case .map(let pending) = f.stage else { return }
+        if pending > 1 {
+            f.stage = .map(pending: pending - 1)
+            flush = f
+            return
+        }
+        f.head = VolumeHead(epoch: epoch, generation: generation + 1, root: f.newRoot)
+        f.stage = .commit
+        flush = f
+        sendCommit()
+    }
+
+    mutating func sendCommit() {
+        let f = flush!
+        guard now < leaseValidUntil else {
+            failFlush(.leaseNotRenewed(volume: info.name), outcomeUnknown: f.commitSent)
+            return
+        }
+        commitRetryAt = nil
+        flush!.commitSent = true
+        let txn = MetaTxn(
+            compares: [
+                MetaCompare(key: VolumeInfo.epochKey(info.name), result: .equal, target: .value(MetaValue.u64(epoch))),
+                MetaCompare(key: VolumeInfo.headKey(info.name), result: .equal, target: .modRevision(headModRevision)),
+            ],
+            success: [.put(key: VolumeInfo.headKey(info.name), value: f.head!.encoded(), lease: 0)],
+            failure: [.range(key: VolumeInfo.headKey(info.name), prefix: false),
+                      .range(key: VolumeInfo.epochKey(info.name), prefix: false)]
+        )
+        sendMeta(.commit, .txn(txn))
+    }
+
+    mutating func commitReplied(_ response: MetaResponse) {
+        guard let f = flush, case .commit = f.stage else { return }
+        guard case .txn(let result) = response else {
+            retryCommitLater()
+            return
+        }
+        if result.succeeded {
+            committed(f, revision: result.revision)
+            return
+        }
+        // The compare failed. Either an earlier attempt of this very commit applied (its reply
+        // was lost), or another writer took the volume.
+        var headKV: MetaKeyValue?
+        var epochKV: MetaKeyValue?
+        if result.results.count == 2, case .range(let h) = result.results[0], case .range(let e) = result.results[1] {
+            headKV = h.first
+            epochKV = e.first
+        }
+        if let epochKV, MetaValue.u64(epochKV.value) == epoch, let headKV {
+            if headKV.value == f.head!.encoded() {
+                committed(f, revision: headKV.modRevision)
+                return
+            }
+            // Only our epoch can write the head, so this is an earlier commit of ours whose
+            // outcome we could not learn. Our pages cover everything since, so build on it.
+            guard let theirs = VolumeHead.decode(headKV.value), theirs.epoch == epoch else {
+                becomeFenced("head at revision \(headKV.modRevision) is unreadable or from another epoch")
+                return
+            }
+            headModRevision = headKV.modRevision
+            generation = max(generation, theirs.generation)
+            flush!.head = VolumeHead(epoch: epoch, generation: generation + 1, root: f.newRoot)
+            sendCommit()
+        } else {
+            let theirs = epochKV.flatMap { MetaValue.u64($0.value) }.map(String.init) ?? "none"
+            becomeFenced("commit rejected: volume epoch is \(theirs), ours is \(epoch)")
+        }
+    }
+
+    mutating func committed(_ f: FlushState, revision: Int64) {
+        stats.commits += 1
+        headModRevision = revision
+        generation += 1
+        // Garbage: the old versions of every block this commit replaced, old pages, old root.
+        var garbage: [BlockRef] = []
+        for p in f.snapshotPages {
+            let lo = p * entriesPerPage
+            let hi = min(entries.count, lo + entriesPerPage)
+            for i in lo..<hi where committed[i] != f.snapshot[i] {
+                if let old = committed[i] { garbage.append(old.ref(volume: info.id, index: UInt64(i))) }
+                committed[i] = f.snapshot[i]
+            }
+            if let old = pageRefs[p] { garbage.append(old.ref(volume: info.id, index: BlockRef.mapIndexBase + UInt64(p))) }
+        }
+        if let old = rootEntry { garbage.append(old.ref(volume: info.id, index: BlockRef.rootIndex)) }
+        pageRefs = f.newPageRefs
+        rootEntry = f.newRoot
+        deferredDeletes.removeAll()  // they are committed now; a later commit collects them
+        deleteRefs(garbage)
+        flush = nil
+        for w in f.waiters { out.append(.complete(w.op, .success(.done))) }
+        pumpFlush()
+    }
+
+    /// A commit that got no answer or an error is retried while the lease allows; past that,
+    /// the flush fails with its outcome unknown.
+    mutating func retryCommitLater() {
+        guard let f = flush, case .commit = f.stage else { return }
+        if now + config.retryBackoff < leaseValidUntil {
+            commitRetryAt = now + config.retryBackoff
+        } else {
+            failFlush(.metadataUnavailable(volume: info.name), outcomeUnknown: true)
+        }
+    }
+
+    mutating func failFlush(_ error: VolumeError, outcomeUnknown: Bool = false) {
+        guard let f = flush else { return }
+        for p in f.snapshotPages { dirtyPages.insert(p) }
+        flush = nil
+        commitRetryAt = nil
+        for w in f.waiters { out.append(.complete(w.op, .failure(error))) }
+        if outcomeUnknown {
+            // The head may name the new pages and root, and the deferred refs: keep them all.
+            pumpFlush()
+            return
+        }
+        // New page and root blocks are garbage; so are blocks whose deletion waited on this commit.
+        var garbage = deferredDeletes
+        deferredDeletes.removeAll()
+        for p in f.snapshotPages {
+            if let e = f.newPageRefs[p] { garbage.append(e.ref(volume: info.id, index: BlockRef.mapIndexBase + UInt64(p))) }
+        }
+        if let r = f.newRoot { garbage.append(r.ref(volume: info.id, index: BlockRef.rootIndex)) }
+        deleteRefs(garbage)
+        pumpFlush()
+    }
+}

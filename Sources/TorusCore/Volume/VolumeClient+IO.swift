@@ -1,0 +1,335 @@
+/// Reads, writes and trims: splitting into block pieces, the cache, and block fetches.
+extension VolumeClient {
+    func validate(_ op: VolumeOp) -> VolumeError? {
+        let (offset, length): (UInt64, Int)
+        switch op {
+        case .flush: return nil
+        case .read(let o, let l), .trim(let o, let l): (offset, length) = (o, l)
+        case .write(let o, let d, _): (offset, length) = (o, d.count)
+        }
+        let s = config.sectorSize
+        if offset % UInt64(s) != 0 || length % s != 0 || length == 0 {
+            return .misaligned(offset: offset, length: length, sectorSize: s)
+        }
+        if case .trim = op {} else if length > config.requestBytesMax {
+            return .tooLarge(length: length, maximum: config.requestBytesMax)
+        }
+        if offset > info.sizeBytes || UInt64(length) > info.sizeBytes - offset {
+            return .outOfRange(offset: offset, length: length, volumeSize: info.sizeBytes)
+        }
+        return nil
+    }
+
+    mutating func execute(_ id: OpID, _ op: VolumeOp) {
+        if let e = validate(op) {
+            out.append(.complete(id, .failure(e)))
+            return
+        }
+        switch op {
+        case .flush:
+            flushQueue.append(FlushWaiter(op: id))
+            pumpFlush()
+        case .read(let offset, let length):
+            let pieces = split(id, offset, length)
+            ops[id] = PendingOp(kind: .read, remaining: pieces.count, buffer: Array(repeating: 0, count: length))
+            for p in pieces { readPiece(p) }
+        case .write(let offset, let data, let fua):
+            let pieces = split(id, offset, data.count)
+            ops[id] = PendingOp(kind: .write(fua: fua), remaining: pieces.count, buffer: [])
+            for p in pieces { writePiece(p, data[p.bufferOffset..<(p.bufferOffset + p.length)]) }
+        case .trim(let offset, let length):
+            // Trim = zeros, applied block by block; whole zero blocks are unmapped on write-back.
+            let pieces = split(id, offset, length)
+            ops[id] = PendingOp(kind: .trim, remaining: pieces.count, buffer: [])
+            let zeros = Array(repeating: UInt8(0), count: info.blockSize)
+            for p in pieces { writePiece(p, zeros[0..<p.length]) }
+        }
+    }
+
+    func split(_ id: OpID, _ offset: UInt64, _ length: Int) -> [Piece] {
+        var pieces: [Piece] = []
+        var pos = offset
+        let end = offset + UInt64(length)
+        let bs = UInt64(info.blockSize)
+        while pos < end {
+            let block = pos / bs
+            let inBlock = Int(pos % bs)
+            let n = Int(min(bs - UInt64(inBlock), end - pos))
+            pieces.append(Piece(op: id, block: block, offsetInBlock: inBlock, length: n, bufferOffset: Int(pos - offset)))
+            pos += UInt64(n)
+        }
+        return pieces
+    }
+
+    // MARK: Reads
+
+    mutating func readPiece(_ p: Piece) {
+        if var e = cache[p.block], !e.loading {
+            useCounter += 1
+            e.lastUse = useCounter
+            cache[p.block] = e
+            copyOut(p, from: e.data)
+            pieceDone(p.op, nil)
+        } else if fetches[p.block] != nil {
+            fetches[p.block]!.waiters.append(.read(p))
+        } else if let entry = entries[Int(p.block)] {
+            startFetch(p.block, entry, waiter: .read(p))
+        } else {
+            pieceDone(p.op, nil)  // never written: zeros, and the buffer starts zeroed
+        }
+    }
+
+    mutating func copyOut(_ p: Piece, from data: [UInt8]) {
+        ops[p.op]!.buffer.replaceSubrange(p.bufferOffset..<(p.bufferOffset + p.length),
+                                          with: data[p.offsetInBlock..<(p.offsetInBlock + p.length)])
+    }
+
+    mutating func pieceDone(_ op: OpID, _ error: VolumeError?) {
+        guard var pending = ops[op] else { return }
+        pending.remaining -= 1
+        if let error, pending.error == nil { pending.error = error }
+        guard pending.remaining == 0 else {
+            ops[op] = pending
+            return
+        }
+        ops[op] = nil
+        if let error = pending.error {
+            out.append(.complete(op, .failure(error)))
+            return
+        }
+        switch pending.kind {
+        case .read: out.append(.complete(op, .success(.read(pending.buffer))))
+        case .write(fua: true):
+            flushQueue.append(FlushWaiter(op: op))
+            pumpFlush()
+        case .write(fua: false), .trim: out.append(.complete(op, .success(.done)))
+        }
+    }
+
+    // MARK: Writes
+
+    mutating func writePiece(_ p: Piece, _ data: ArraySlice<UInt8>) {
+        if blockedPerBlock[p.block] != nil {
+            enqueueBlocked(p, data)
+            return
+        }
+        if let e = cache[p.block] {
+            if e.loading {
+                fetches[p.block]!.waiters.append(.write(p, data))
+            } else {
+                apply(p, data)
+            }
+            return
+        }
+        let whole = p.offsetInBlock == 0 && p.length == info.blockSize
+        let mapped = entries[Int(p.block)]
+        guard makeRoom() else {
+            enqueueBlocked(p, data)
+            return
+        }
+        if whole || mapped == nil {
+            insert(p.block, data: Array(repeating: 0, count: info.blockSize), loading: false)
+            apply(p, data)
+        } else if fetches[p.block] != nil {
+            insert(p.block, data: [], loading: true)
+            fetches[p.block]!.waiters.append(.write(p, data))
+        } else {
+            insert(p.block, data: [], loading: true)
+            startFetch(p.block, mapped!, waiter: .write(p, data))
+        }
+    }
+
+    mutating func enqueueBlocked(_ p: Piece, _ data: ArraySlice<UInt8>) {
+        blocked.append(BlockedWrite(piece: p, data: data))
+        blockedPerBlock[p.block, default: 0] += 1
+        scheduleWriteback(ageOnly: false)
+    }
+
+    mutating func apply(_ p: Piece, _ data: ArraySlice<UInt8>) {
+        var e = cache.removeValue(forKey: p.block)!
+        precondition(!e.loading, "write applied to block \(p.block) while it is loading")
+        if !e.isDirty { dirtyBytes += info.blockSize }
+        e.data.replaceSubrange(p.offsetInBlock..<(p.offsetInBlock + p.length), with: data)
+        versionCounter += 1
+        e.version = versionCounter
+        useCounter += 1
+        e.lastUse = useCounter
+        cache[p.block] = e
+        pieceDone(p.op, nil)
+        if dirtyBytes > config.dirtyBytesHigh { scheduleWriteback(ageOnly: false) }
+    }
+
+    mutating func insert(_ block: UInt64, data: [UInt8], loading: Bool) {
+        precondition(cache[block] == nil, "block \(block) inserted twice")
+        useCounter += 1
+        // Versions come from one counter so a block evicted and cached again never goes back.
+        cache[block] = CacheEntry(data: data, version: versionCounter, writtenVersion: versionCounter,
+                                  loading: loading, lastUse: useCounter)
+        cacheBytes += info.blockSize
+    }
+
+    /// Ensures one more block fits, evicting the least recently used clean block if needed.
+    mutating func makeRoom() -> Bool {
+        if cacheBytes + info.blockSize <= config.cacheBytesMax { return true }
+        var victim: (UInt64, UInt64)?
+        for (idx, e) in cache where !e.isDirty && !e.loading && writebacks[idx] == nil {
+            if victim == nil || (e.lastUse, idx) < (victim!.1, victim!.0) { victim = (idx, e.lastUse) }
+        }
+        guard let (idx, _) = victim else { return false }
+        cache[idx] = nil
+        cacheBytes -= info.blockSize
+        return true
+    }
+
+    /// Retries blocked writes in order after cache space was freed.
+    mutating func drainBlocked() {
+        while let first = blocked.first {
+            let p = first.piece
+            // Only proceed if this write can now be placed; keep FIFO order per block.
+            if cache[p.block] == nil && cacheBytes + info.blockSize > config.cacheBytesMax && !canEvict() { return }
+            blocked.removeFirst()
+            let c = blockedPerBlock[p.block]! - 1
+            blockedPerBlock[p.block] = c == 0 ? nil : c
+            if c == 0 {
+                writePiece(p, first.data)
+            } else {
+                // Earlier writes for this block are ahead in the queue: apply directly in order.
+                blockedPerBlock[p.block] = nil
+                writePiece(p, first.data)
+                blockedPerBlock[p.block] = c
+            }
+        }
+    }
+
+    func canEvict() -> Bool {
+        cache.contains { idx, e in !e.isDirty && !e.loading && writebacks[idx] == nil }
+    }
+
+    // MARK: Fetches
+
+    mutating func startFetch(_ block: UInt64, _ entry: MapEntry, waiter: FetchWaiter) {
+        let ref = entry.ref(volume: info.id, index: block)
+        var f = Fetch(ref: ref, crc: entry.crc, nodes: placement(ref))
+        f.waiters.append(waiter)
+        fetches[block] = f
+        stats.blockFetches += 1
+        sendGet(block)
+    }
+
+    mutating func sendGet(_ block: UInt64) {
+        var f = fetches[block]!
+        let node = f.nodes[f.nextNode % f.nodes.count]
+        f.nextNode += 1
+        f.retryAt = nil
+        fetches[block] = f
+        let rpc = allocateRPC(.get(block: block), node: node)
+        out.append(.send(to: node, .getBlock(rpc, f.ref)))
+    }
+
+    mutating func getReplied(_ rpc: RPCID, from node: NodeID, _ result: Result<[UInt8], StoreError>) {
+        guard let pending = rpcs.removeValue(forKey: rpc), case .get(let block) = pending.purpose,
+              pending.node == node, let f = fetches[block] else { return }
+        if case .success(let data) = result, data.count == info.blockSize, CRC32C.checksum(data) == f.crc {
+            fetches[block] = nil
+            fetched(block, f, data)
+        } else {
+            fetchFailed(block)
+        }
+    }
+
+    /// Tries the next replica; after a full round, waits and starts another round.
+    mutating func fetchFailed(_ block: UInt64) {
+        stats.readRetries += 1
+        var f = fetches[block]!
+        if f.nextNode % f.nodes.count != 0 {
+            fetches[block] = f
+            sendGet(block)
+            return
+        }
+        f.round += 1
+        if f.round >= config.readRoundsMax {
+            fetches[block] = nil
+            fetchGaveUp(block, f)
+            return
+        }
+        f.retryAt = now + config.retryBackoff
+        fetches[block] = f
+    }
+
+    mutating func fetched(_ block: UInt64, _ f: Fetch, _ data: [UInt8]) {
+        if block >= BlockRef.mapIndexBase {
+            mapBlockFetched(block, data)
+            return
+        }
+        if let e = cache[block] {
+            precondition(e.loading, "fetched block \(block) already cached")
+            var filled = e
+            filled.data = data
+            filled.loading = false
+            cache[block] = filled
+        } else if makeRoom() {
+            insert(block, data: data, loading: false)
+        }
+        for w in f.waiters {
+            switch w {
+            case .read(let p):
+                if let e = cache[block] { copyOut(p, from: e.data) } else { copyOut(p, from: data) }
+                pieceDone(p.op, nil)
+            case .write(let p, let d):
+                apply(p, d)
+            case .open:
+                preconditionFailure("open waiter on data block \(block)")
+            }
+        }
+        drainBlocked()
+    }
+
+    mutating func fetchGaveUp(_ block: UInt64, _ f: Fetch) {
+        if block >= BlockRef.mapIndexBase {
+            // The committed map could not be read: keep trying (replicas may come back).
+            stats.mapReadFailures += 1
+            openRetryAt = now + config.lockRetryInterval
+            return
+        }
+        if let e = cache[block], e.loading {
+            cache[block] = nil
+            cacheBytes -= info.blockSize
+        }
+        for w in f.waiters {
+            switch w {
+            case .read(let p), .write(let p, _): pieceDone(p.op, .readFailed(block: block))
+            case .open: break
+            }
+        }
+        drainBlocked()
+    }
+
+    // MARK: Timeouts
+
+    mutating func expireRPCs() {
+        let expired = rpcs.filter { $0.value.deadline <= now }.keys.sorted()
+        for id in expired {
+            let pending = rpcs.removeValue(forKey: id)!
+            switch pending.purpose {
+            case .get(let block):
+                if fetches[block] != nil { fetchFailed(block) }
+            case .put(let block):
+                if writebacks[block] != nil {
+                    stats.putRetries += 1
+                    resendPut(block, to: pending.node)
+                }
+            }
+        }
+        for block in fetches.keys.sorted() {
+            if let at = fetches[block]?.retryAt, at <= now { sendGet(block) }
+        }
+        for block in writebacks.keys.sorted() {
+            if let at = writebacks[block]?.retryAt, at <= now {
+                let nodes = writebacks[block]!.retryNodes
+                writebacks[block]!.retryAt = nil
+                writebacks[block]!.retryNodes = []
+                for n in nodes { resendPut(block, to: n) }
+            }
+        }
+    }
+}

@@ -1,0 +1,263 @@
+/// The writer of one volume: byte-range read / write / flush / trim on top of immutable,
+/// replicated blocks, with a bounded write-back cache and a copy-on-write block map that a
+/// FLUSH commits by compare-and-swap of the volume head.
+///
+/// Deterministic and sans-I/O. Inputs: client ops, peer messages, metadata responses and
+/// ticks, each with `now`. Outputs: `ClientOutput`s. The driver calls `tick(now:)` at the
+/// instants the client asks for with `.timer(at:)`.
+///
+/// Commit protocol (the durability and fencing promises rest on it):
+/// 1. every block dirty when the flush started is written back: put to all its replicas,
+///    each of which replies only once the block is durable on its disk;
+/// 2. the changed map pages and a new root are written the same way;
+/// 3. the head (root, generation, epoch) is replaced by a transaction that compares the
+///    volume's epoch key with our epoch and the head's mod revision with the one we last saw.
+///    That transaction is the commit point. A writer whose epoch was superseded can never
+///    pass it, so its writes never become visible.
+public struct VolumeClient: Sendable {
+    public enum Phase: Sendable, Equatable { case opening, ready, fenced }
+
+    // Identity and configuration.
+    public let info: VolumeInfo
+    public let config: VolumeClientConfig
+    public let clientID: NodeID
+    let ring: Ring
+    var random: SeededRandom
+
+    public internal(set) var phase: Phase = .opening
+    var now: Instant = .zero
+    var out: [ClientOutput] = []
+
+    // Lease and epoch.
+    public internal(set) var epoch: UInt64 = 0
+    var leaseID: Int64 = 0
+    var leaseValidUntil: Instant = .zero
+    var nextKeepAliveAt: Instant = .zero
+    var keepAliveInFlight = false
+    var open = OpenState.grantLease
+    var openRetryAt: Instant?
+
+    // Block map.
+    var entries: [MapEntry?]
+    var committed: [MapEntry?]
+    var pageRefs: [MapEntry?]
+    var rootEntry: MapEntry?
+    var dirtyPages: Set<Int> = []
+    var headModRevision: Int64 = 0
+    public internal(set) var generation: UInt64 = 0
+    var nextSequence: UInt64 = 1
+
+    // Cache.
+    var cache: [UInt64: CacheEntry] = [:]
+    var cacheBytes = 0
+    var dirtyBytes = 0
+    var useCounter: UInt64 = 0
+    var versionCounter: UInt64 = 0
+    var blocked: [BlockedWrite] = []
+    var blockedPerBlock: [UInt64: Int] = [:]
+
+    // In-flight work.
+    var ops: [OpID: PendingOp] = [:]
+    var queuedBeforeOpen: [(OpID, VolumeOp)] = []
+    var fetches: [UInt64: Fetch] = [:]
+    var writebacks: [UInt64: Writeback] = [:]
+    var rpcs: [RPCID: PendingRPC] = [:]
+    var nextRPC: UInt64 = 1
+    var metaPending: [MetaRequestID: PendingMeta] = [:]
+    var nextMeta: UInt64 = 1
+    var flush: FlushState?
+    var flushQueue: [FlushWaiter] = []
+    var deferredDeletes: [BlockRef] = []
+    var timerSetFor: Instant?
+    var commitRetryAt: Instant?
+
+    /// Counters for tests and summaries.
+    public internal(set) var stats = Stats()
+    public struct Stats: Sendable, Equatable {
+        public var commits = 0
+        public var writebacks = 0
+        public var blockFetches = 0
+        public var readRetries = 0
+        public var putRetries = 0
+        /// Times the committed map could not be read from any replica while opening.
+        public var mapReadFailures = 0
+    }
+
+    public init(info: VolumeInfo, ring: Ring, clientID: NodeID, config: VolumeClientConfig, seed: UInt64) {
+        precondition(info.blockSize % config.sectorSize == 0, "block size must be a multiple of the sector size")
+        precondition(info.pageCount <= BlockMapCodec.entriesPerPage(blockSize: info.blockSize),
+                     "volume \(info.name) too large for a single-root map at block size \(info.blockSize)")
+        precondition(info.replication >= 1 && info.replication <= ring.members.count,
+                     "replication \(info.replication) needs at least that many nodes")
+        self.info = info
+        self.ring = ring
+        self.clientID = clientID
+        self.config = config
+        self.random = SeededRandom(seed: seed)
+        entries = Array(repeating: nil, count: Int(info.blockCount))
+        committed = entries
+        pageRefs = Array(repeating: nil, count: info.pageCount)
+    }
+
+    // MARK: - Entry points
+
+    /// Starts opening the volume for writing: lease, writer lock, new epoch, head, map.
+    public mutating func start(now: Instant) -> [ClientOutput] {
+        self.now = now
+        openStep()
+        return finish()
+    }
+
+    public mutating func submit(_ id: OpID, _ op: VolumeOp, now: Instant) -> [ClientOutput] {
+        self.now = now
+        precondition(ops[id] == nil, "op \(id) submitted twice")
+        switch phase {
+        case .fenced:
+            out.append(.complete(id, .failure(fencedError)))
+        case .opening:
+            if let e = validate(op) { out.append(.complete(id, .failure(e))) } else { queuedBeforeOpen.append((id, op)) }
+        case .ready:
+            execute(id, op)
+        }
+        return finish()
+    }
+
+    public mutating func receive(from node: NodeID, _ message: PeerMessage, now: Instant) -> [ClientOutput] {
+        self.now = now
+        switch message {
+        case .putReply(let rpc, let result): putReplied(rpc, from: node, result)
+        case .getReply(let rpc, let result): getReplied(rpc, from: node, result)
+        case .syncReply, .putBlock, .getBlock, .deleteBlocks, .syncBlocks: break
+        }
+        return finish()
+    }
+
+    public mutating func metadataReply(_ id: MetaRequestID, _ response: MetaResponse, now: Instant) -> [ClientOutput] {
+        self.now = now
+        if let pending = metaPending.removeValue(forKey: id) { metaReplied(pending, response) }
+        return finish()
+    }
+
+    public mutating func tick(now: Instant) -> [ClientOutput] {
+        self.now = now
+        if timerSetFor.map({ $0 <= now }) ?? false { timerSetFor = nil }
+        expireRPCs()
+        expireMetadata()
+        if phase == .opening, let at = openRetryAt, at <= now {
+            openRetryAt = nil
+            openStep()
+        }
+        if phase != .fenced && leaseID != 0 && now >= nextKeepAliveAt && !keepAliveInFlight { sendKeepAlive() }
+        if phase == .ready { scheduleWriteback(ageOnly: true) }
+        return finish()
+    }
+
+    /// Ops not yet completed (for drivers and checkers).
+    public var opsInFlight: Int { ops.count + queuedBeforeOpen.count }
+
+    // MARK: - Plumbing
+
+    var fencedError: VolumeError { .fenced(volume: info.name, reason: fenceReason) }
+    var fenceReason = ""
+
+    mutating func finish() -> [ClientOutput] {
+        #if DEBUG
+        checkInvariants()
+        #endif
+        // Ticks drive timeouts, retries, keep-alives and age-based write-back: needed until fenced.
+        if phase != .fenced {
+            let next = now + config.tickInterval
+            if timerSetFor == nil || timerSetFor! <= now {
+                timerSetFor = next
+                out.append(.timer(at: next))
+            }
+        }
+        let result = out
+        out.removeAll(keepingCapacity: true)
+        return result
+    }
+
+    mutating func allocateRPC(_ purpose: PendingRPC.Purpose, node: NodeID) -> RPCID {
+        let id = RPCID(nextRPC)
+        nextRPC += 1
+        rpcs[id] = PendingRPC(purpose: purpose, node: node, deadline: now + config.rpcTimeout)
+        return id
+    }
+
+    mutating func sendMeta(_ purpose: PendingMeta.Purpose, _ request: MetaRequest) {
+        let id = MetaRequestID(nextMeta)
+        nextMeta += 1
+        metaPending[id] = PendingMeta(purpose: purpose, request: request, sentAt: now,
+                                      deadline: now + config.metadataTimeout)
+        out.append(.metadata(id, request))
+    }
+
+    func placement(_ ref: BlockRef) -> [NodeID] {
+        ring.placement(for: ref.placementKey, replication: info.replication)
+    }
+
+    mutating func deleteRefs(_ refs: [BlockRef]) {
+        guard !refs.isEmpty else { return }
+        var perNode: [NodeID: [BlockRef]] = [:]
+        for r in refs { for n in placement(r) { perNode[n, default: []].append(r) } }
+        for n in perNode.keys.sorted() { out.append(.send(to: n, .deleteBlocks(perNode[n]!))) }
+    }
+
+    mutating func becomeFenced(_ reason: String) {
+        guard phase != .fenced else { return }
+        phase = .fenced
+        fenceReason = reason
+        out.append(.phaseChanged(.fenced))
+        let err = fencedError
+        for id in ops.keys.sorted() { out.append(.complete(id, .failure(err))) }
+        ops.removeAll()
+        for (id, _) in queuedBeforeOpen { out.append(.complete(id, .failure(err))) }
+        queuedBeforeOpen.removeAll()
+        if let f = flush { for w in f.waiters { out.append(.complete(w.op, .failure(err))) } }
+        for w in flushQueue { out.append(.complete(w.op, .failure(err))) }
+        flush = nil
+        flushQueue.removeAll()
+        blocked.removeAll()
+        blockedPerBlock.removeAll()
+        fetches.removeAll()
+        writebacks.removeAll()
+        rpcs.removeAll()
+    }
+
+    /// Internal consistency; run after every step in debug builds and by the simulator.
+    public func checkInvariants() {
+        var bytes = 0, dirty = 0
+        for (idx, e) in cache {
+            bytes += info.blockSize
+            if e.isDirty { dirty += info.blockSize }
+            precondition(e.data.isEmpty || e.data.count == info.blockSize, "cache entry \(idx) has wrong size")
+            precondition(e.writtenVersion <= e.version, "cache entry \(idx) written ahead of its version")
+            if e.loading { precondition(fetches[idx] != nil, "loading entry \(idx) without a fetch") }
+        }
+        precondition(bytes == cacheBytes, "cache byte count drifted: \(bytes) vs \(cacheBytes)")
+        precondition(dirty == dirtyBytes, "dirty byte count drifted: \(dirty) vs \(dirtyBytes)")
+        precondition(cacheBytes <= config.cacheBytesMax, "cache over its limit")
+        for idx in writebacks.keys where idx < BlockRef.mapIndexBase {
+            precondition(cache[idx] != nil, "write-back of \(idx) without its cache entry")
+        }
+        if phase == .fenced { precondition(ops.isEmpty && flush == nil, "fenced client still has ops") }
+    }
+}
+
+extension VolumeClient {
+    /// A one-line account of what the client is waiting for (for liveness failure reports).
+    public var stateSummary: String {
+        var parts = ["phase=\(phase)", "epoch=\(epoch)", "gen=\(generation)", "ops=\(ops.count)",
+                     "queuedBeforeOpen=\(queuedBeforeOpen.count)", "blocked=\(blocked.count)",
+                     "cache=\(cacheBytes / info.blockSize)blk dirty=\(dirtyBytes / info.blockSize)blk"]
+        if phase == .opening { parts.append("open=\(open)") }
+        if let f = flush { parts.append("flush=\(f.stage) waiters=\(f.waiters.count)") }
+        parts.append("flushQueue=\(flushQueue.count)")
+        let wb = writebacks.keys.sorted().prefix(3).map { "\($0):\(writebacks[$0]!.remaining)" }
+        parts.append("writebacks=\(writebacks.count) \(wb)")
+        let fe = fetches.keys.sorted().prefix(3).map { "\($0):round\(fetches[$0]!.round)" }
+        parts.append("fetches=\(fetches.count) \(fe)")
+        parts.append("rpcs=\(rpcs.count) meta=\(metaPending.count) leaseValidUntil=\(leaseValidUntil) now=\(now)")
+        return parts.joined(separator: " ")
+    }
+}

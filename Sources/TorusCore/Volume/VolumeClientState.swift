@@ -1,0 +1,111 @@
+/// Bookkeeping types of `VolumeClient`.
+extension VolumeClient {
+    struct CacheEntry: Sendable {
+        /// The whole block; empty while `loading`.
+        var data: [UInt8]
+        /// Bumped by every write applied to this block.
+        var version: UInt64
+        /// The newest version whose write-back completed (so `entries` names it).
+        var writtenVersion: UInt64
+        var loading: Bool
+        var lastUse: UInt64
+        var isDirty: Bool { version != writtenVersion }
+    }
+
+    /// One block-sized piece of a client op.
+    struct Piece: Sendable {
+        var op: OpID
+        var block: UInt64
+        var offsetInBlock: Int
+        var length: Int
+        /// Where in the op's buffer (reads) or data (writes) this piece starts.
+        var bufferOffset: Int
+    }
+
+    struct BlockedWrite: Sendable {
+        var piece: Piece
+        var data: ArraySlice<UInt8>
+    }
+
+    enum FetchWaiter: Sendable {
+        case read(Piece)
+        case write(Piece, ArraySlice<UInt8>)
+        case open
+    }
+
+    struct Fetch: Sendable {
+        var ref: BlockRef
+        var crc: UInt32
+        var nodes: [NodeID]
+        var nextNode = 0
+        var round = 0
+        var retryAt: Instant?
+        var waiters: [FetchWaiter] = []
+    }
+
+    struct Writeback: Sendable {
+        var ref: BlockRef
+        var entry: MapEntry
+        var version: UInt64
+        var data: [UInt8]
+        /// Replicas still to confirm, sorted.
+        var remaining: [NodeID]
+        /// Replicas to resend to at `retryAt` after an error reply.
+        var retryAt: Instant?
+        var retryNodes: [NodeID] = []
+    }
+
+    struct PendingRPC: Sendable {
+        enum Purpose: Sendable {
+            case put(block: UInt64)
+            case get(block: UInt64)
+        }
+        var purpose: Purpose
+        var node: NodeID
+        var deadline: Instant
+    }
+
+    struct PendingMeta: Sendable {
+        enum Purpose: Sendable {
+            case grant, readLock, acquire(previousEpoch: UInt64), keepAlive, commit
+        }
+        var purpose: Purpose
+        var request: MetaRequest
+        var sentAt: Instant
+        var deadline: Instant
+    }
+
+    struct PendingOp: Sendable {
+        enum Kind: Sendable { case read, write(fua: Bool), trim }
+        var kind: Kind
+        var remaining: Int
+        var buffer: [UInt8]
+        var error: VolumeError?
+    }
+
+    struct FlushWaiter: Sendable {
+        var op: OpID
+    }
+
+    struct FlushState: Sendable {
+        enum Stage: Sendable {
+            /// Waiting until each block's written version reaches its target.
+            case writeback(targets: [UInt64: UInt64])
+            /// Map pages and root being written.
+            case map(pending: Int)
+            case commit
+        }
+        var waiters: [FlushWaiter]
+        var stage: Stage
+        var snapshot: [MapEntry?] = []
+        var snapshotPages: [Int] = []
+        var newPageRefs: [MapEntry?] = []
+        var newRoot: MapEntry?
+        var head: VolumeHead?
+        var commitSent = false
+    }
+
+    enum OpenState: Sendable {
+        case grantLease, readLock, acquire, loadRoot, loadPages(remaining: Int), done
+    }
+}

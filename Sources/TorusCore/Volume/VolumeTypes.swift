@@ -1,0 +1,100 @@
+/// Identifies one client request (an NBD request in production, a workload op in the simulator).
+public struct OpID: Hashable, Comparable, Sendable, CustomStringConvertible {
+    public var raw: UInt64
+    public init(_ raw: UInt64) { self.raw = raw }
+    public static func < (a: OpID, b: OpID) -> Bool { a.raw < b.raw }
+    public var description: String { "op\(raw)" }
+}
+
+/// Correlates a metadata request with its response.
+public struct MetaRequestID: Hashable, Comparable, Sendable {
+    public var raw: UInt64
+    public init(_ raw: UInt64) { self.raw = raw }
+    public static func < (a: MetaRequestID, b: MetaRequestID) -> Bool { a.raw < b.raw }
+}
+
+/// A byte-range request on a volume. Offsets and lengths must be multiples of the sector size.
+public enum VolumeOp: Sendable {
+    case read(offset: UInt64, length: Int)
+    /// With `fua`, completes only once the data is durable (committed).
+    case write(offset: UInt64, data: [UInt8], fua: Bool)
+    /// Completes once every write completed before it was submitted is durable.
+    case flush
+    /// Unmaps the range; it reads back as zeros.
+    case trim(offset: UInt64, length: Int)
+}
+
+public enum VolumeOpResult: Sendable, Equatable {
+    case read([UInt8])
+    case done
+}
+
+/// Errors a volume user can get. Each says what happened and carries what it happened to.
+public enum VolumeError: Error, Hashable, Sendable, CustomStringConvertible {
+    case misaligned(offset: UInt64, length: Int, sectorSize: Int)
+    case outOfRange(offset: UInt64, length: Int, volumeSize: UInt64)
+    case tooLarge(length: Int, maximum: Int)
+    /// No replica returned a verified copy of the block within the retry budget.
+    case readFailed(block: UInt64)
+    /// Another writer took the volume (or our lease is gone): nothing more from us becomes visible.
+    case fenced(volume: String, reason: String)
+    /// The lease could not be renewed in time, so durability cannot be acknowledged now.
+    case leaseNotRenewed(volume: String)
+    /// The metadata store did not answer the commit in time.
+    case metadataUnavailable(volume: String)
+
+    public var description: String {
+        switch self {
+        case .misaligned(let o, let l, let s): "request at offset \(o) length \(l) is not aligned to \(s)-byte sectors"
+        case .outOfRange(let o, let l, let size): "request at offset \(o) length \(l) is beyond the volume size \(size)"
+        case .tooLarge(let l, let m): "request length \(l) exceeds the maximum \(m)"
+        case .readFailed(let b): "no replica returned a verified copy of block \(b)"
+        case .fenced(let v, let r): "volume \(v): this writer was fenced (\(r)); reopen the volume"
+        case .leaseNotRenewed(let v): "volume \(v): writer lease not renewed in time; durability not acknowledged"
+        case .metadataUnavailable(let v): "volume \(v): metadata store unavailable; commit not acknowledged"
+        }
+    }
+}
+
+/// Knobs of a volume client. Every limit has its unit in the name.
+public struct VolumeClientConfig: Sendable {
+    public var sectorSize = 4096
+    public var requestBytesMax = 32 << 20
+    public var cacheBytesMax = 64 << 20
+    /// Background write-back starts when dirty bytes exceed this.
+    public var dirtyBytesHigh = 16 << 20
+    /// Dirty blocks older than this are written back even below the high-water mark.
+    public var writebackDelay = Nanoseconds.milliseconds(500)
+    public var writebacksInFlightMax = 64
+    public var rpcTimeout = Nanoseconds.milliseconds(500)
+    public var metadataTimeout = Nanoseconds.seconds(2)
+    public var retryBackoff = Nanoseconds.milliseconds(100)
+    /// Full rounds over every replica before a read gives up.
+    public var readRoundsMax = 20
+    public var leaseTTLSeconds: Int64 = 10
+    /// We stop acknowledging durability this long before the lease could expire in the store.
+    public var leaseSafetyMargin = Nanoseconds.seconds(2)
+    public var lockRetryInterval = Nanoseconds.milliseconds(500)
+    public var tickInterval = Nanoseconds.milliseconds(50)
+
+    /// Injected bugs for checking the checkers. Never set in production.
+    public var canary: Canary = .none
+
+    public enum Canary: String, Sendable, CaseIterable {
+        case none
+        /// Acknowledge a write-back (and so a flush) before the replicas made the block durable.
+        case ackBeforeReplicaSync = "ack-before-sync"
+    }
+
+    public init() {}
+}
+
+/// Effects of the volume client, for its driver to perform.
+public enum ClientOutput: Sendable {
+    case send(to: NodeID, PeerMessage)
+    case metadata(MetaRequestID, MetaRequest)
+    /// Call `tick(now:)` at (or after) this instant.
+    case timer(at: Instant)
+    case complete(OpID, Result<VolumeOpResult, VolumeError>)
+    case phaseChanged(VolumeClient.Phase)
+}

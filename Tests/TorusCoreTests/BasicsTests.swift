@@ -1,0 +1,97 @@
+import CTorusCRC
+import Testing
+@testable import TorusCore
+
+@Suite("checksums, randomness and placement")
+struct BasicsTests {
+    @Test("CRC32C matches the standard check value")
+    func crcCheckValue() {
+        #expect(CRC32C.checksum(Array("123456789".utf8)) == 0xE306_9283)
+        #expect(CRC32C.checksum([]) == 0)
+        // Chaining gives the same result as one pass.
+        let data = (0..<1000).map { UInt8(truncatingIfNeeded: $0 * 7) }
+        #expect(CRC32C.checksum(data[500...], continuing: CRC32C.checksum(data[..<500])) == CRC32C.checksum(data))
+        // The hardware and the table implementation agree on every length and alignment.
+        var random = SeededRandom(seed: 3)
+        let big = (0..<5000).map { _ in UInt8(truncatingIfNeeded: random.next()) }
+        for start in 0..<9 {
+            for length in [0, 1, 7, 8, 9, 63, 64, 100, 4096] {
+                let slice = big[start..<(start + length)]
+                let portable = slice.withUnsafeBytes { ctorus_crc32c_portable(0, $0.baseAddress, $0.count) }
+                #expect(CRC32C.checksum(slice) == (length == 0 ? 0 : portable))
+            }
+        }
+    }
+
+    @Test("the same seed gives the same random stream; derived streams differ")
+    func seededRandom() {
+        var a = SeededRandom(seed: 42), b = SeededRandom(seed: 42)
+        #expect((0..<10).map { _ in a.next() } == (0..<10).map { _ in b.next() })
+        var c = a.derived(stream: 1), d = a.derived(stream: 2)
+        #expect(c.next() != d.next())
+    }
+
+    @Test("placement gives replication distinct nodes, stable for a key")
+    func placementDistinct() {
+        let ring = Ring(members: (1...5).map { RingMember(node: NodeID($0)) })
+        for key in UInt64(0)..<500 {
+            let p = ring.placement(for: key, replication: 3)
+            #expect(p.count == 3)
+            #expect(Set(p).count == 3)
+            #expect(p == ring.placement(for: key, replication: 3))
+        }
+    }
+
+    @Test("placement spreads replicas over failure domains first")
+    func placementDomains() {
+        let ring = Ring(members: [
+            RingMember(node: NodeID(1), domain: "a"), RingMember(node: NodeID(2), domain: "a"),
+            RingMember(node: NodeID(3), domain: "b"), RingMember(node: NodeID(4), domain: "b"),
+            RingMember(node: NodeID(5), domain: "c"),
+        ])
+        let domain: [NodeID: String] = [NodeID(1): "a", NodeID(2): "a", NodeID(3): "b", NodeID(4): "b", NodeID(5): "c"]
+        for key in UInt64(0)..<300 {
+            let p = ring.placement(for: key, replication: 3)
+            #expect(Set(p.map { domain[$0]! }).count == 3)
+        }
+    }
+
+    @Test("weights shift load in proportion; adding a node moves only what it gains")
+    func placementWeightsAndMinimalMovement() {
+        let ring = Ring(members: [RingMember(node: NodeID(1), weight: 1), RingMember(node: NodeID(2), weight: 3)])
+        var heavy = 0
+        for key in UInt64(0)..<4000 where ring.placement(for: key, replication: 1) == [NodeID(2)] { heavy += 1 }
+        #expect(heavy > 2700 && heavy < 3300, "node with weight 3 got \(heavy) of 4000")
+
+        let four = Ring(members: (1...4).map { RingMember(node: NodeID($0)) })
+        let five = Ring(members: (1...5).map { RingMember(node: NodeID($0)) })
+        var moved = 0
+        for key in UInt64(0)..<5000 {
+            let a = four.placement(for: key, replication: 1), b = five.placement(for: key, replication: 1)
+            if a != b {
+                moved += 1
+                #expect(b == [NodeID(5)], "a key moved between old nodes")
+            }
+        }
+        #expect(moved > 800 && moved < 1200, "moved \(moved) of 5000, ideal 1000")
+    }
+
+    @Test("block map pages, root and head round-trip; corruption is rejected")
+    func mapCodecs() {
+        let bs = 16384
+        var entries: [MapEntry?] = Array(repeating: nil, count: 100)
+        entries[3] = MapEntry(epoch: 2, sequence: 9, crc: 0xDEAD_BEEF)
+        let page = BlockMapCodec.encodePage(volume: 7, page: 1, entries: entries[...], blockSize: bs)
+        #expect(page.count == bs)
+        #expect(BlockMapCodec.decodePage(page, volume: 7, page: 1) == entries)
+        #expect(BlockMapCodec.decodePage(page, volume: 7, page: 2) == nil)
+        let root = BlockMapCodec.encodeRoot(volume: 7, generation: 5, pages: [nil, entries[3]], blockSize: bs)
+        #expect(BlockMapCodec.decodeRoot(root, volume: 7)?.pages == [nil, entries[3]])
+        let head = VolumeHead(epoch: 3, generation: 5, root: entries[3])
+        #expect(VolumeHead.decode(head.encoded()) == head)
+        var bad = head.encoded()
+        bad[5] ^= 1
+        #expect(VolumeHead.decode(bad) == nil)
+        #expect(VolumeHead.decode([1, 2]) == nil)
+    }
+}

@@ -1,0 +1,238 @@
+import Testing
+@testable import TorusCore
+
+/// A tiny synchronous driver: messages delivered in FIFO order, disks that complete at once
+/// and never crash, a metadata state machine, time advanced in ticks when idle.
+final class InstantCluster {
+    enum Item {
+        case message(from: NodeID, to: NodeID, PeerMessage)
+        case meta(client: NodeID, MetaRequestID, MetaRequest)
+    }
+    let config: BlockStoreConfig
+    var disks: [NodeID: [UInt64: [UInt8]]] = [:]
+    var nodes: [NodeID: StorageNode] = [:]
+    var clients: [NodeID: VolumeClient] = [:]
+    var meta = MetadataStateMachine()
+    var now = Instant.zero
+    var queue: [Item] = []
+    var results: [OpID: Result<VolumeOpResult, VolumeError>] = [:]
+    var nextOp: UInt64 = 1
+    let ring: Ring
+    let info: VolumeInfo
+    /// When false, messages to and from this node are dropped.
+    var reachable: Set<NodeID> = []
+
+    init(nodes n: Int = 3, replication: Int = 2, volumeBytes: UInt64 = 1 << 20, blockSize: Int = 16384) {
+        config = BlockStoreConfig(geometry: DiskGeometry(sectorSize: 4096, capacityBytes: 64 << 20), blockSize: blockSize,
+                                  journalRegionSectors: 256)
+        ring = Ring(members: (1...n).map { RingMember(node: NodeID(UInt32($0))) })
+        info = VolumeInfo(name: "v", id: 1, sizeBytes: volumeBytes, blockSize: blockSize, replication: replication)
+        for i in 1...n {
+            let id = NodeID(UInt32(i))
+            disks[id] = [:]
+            boot(id)
+        }
+    }
+
+    func boot(_ id: NodeID) {
+        let r = BlockStore.journalRegions(config: config)
+        let store = BlockStore.recover(config: config, regionA: read(id, r.a.offset, r.a.length), regionB: read(id, r.b.offset, r.b.length))
+        nodes[id] = StorageNode(id: id, store: store)
+        reachable.insert(id)
+        perform(id, nodes[id]!.start())
+    }
+
+    func read(_ id: NodeID, _ offset: UInt64, _ length: Int) -> [UInt8] {
+        var out: [UInt8] = []
+        var s = offset / 4096
+        while s < (offset + UInt64(length)) / 4096 {
+            out += disks[id]![s] ?? Array(repeating: 0, count: 4096)
+            s += 1
+        }
+        return out
+    }
+
+    func perform(_ id: NodeID, _ outputs: [StorageNode.Output]) {
+        for o in outputs {
+            switch o {
+            case .send(let to, let m): queue.append(.message(from: id, to: to, m))
+            case .disk(let op, let req):
+                let completion: DiskCompletion
+                switch req {
+                case .read(let off, let len): completion = .read(.success(read(id, off, len)))
+                case .write(let off, let bytes):
+                    var k = 0
+                    while k < bytes.count {
+                        disks[id]![(off + UInt64(k)) / 4096] = Array(bytes[k..<(k + 4096)])
+                        k += 4096
+                    }
+                    completion = .written(.success(()))
+                case .sync: completion = .synced(.success(()))
+                }
+                perform(id, nodes[id]!.diskCompleted(op, completion))
+            }
+        }
+    }
+
+    func addClient(_ id: NodeID, config: VolumeClientConfig = VolumeClientConfig()) {
+        clients[id] = VolumeClient(info: info, ring: ring, clientID: id, config: config, seed: UInt64(id.raw))
+        reachable.insert(id)
+        handle(id, clients[id]!.start(now: now))
+    }
+
+    func handle(_ id: NodeID, _ outputs: [ClientOutput]) {
+        for o in outputs {
+            switch o {
+            case .send(let to, let m): queue.append(.message(from: id, to: to, m))
+            case .metadata(let rid, let req): queue.append(.meta(client: id, rid, req))
+            case .complete(let op, let r): results[op] = r
+            case .timer, .phaseChanged: break
+            }
+        }
+    }
+
+    @discardableResult
+    func submit(_ client: NodeID, _ op: VolumeOp) -> OpID {
+        let id = OpID(nextOp)
+        nextOp += 1
+        handle(client, clients[client]!.submit(id, op, now: now))
+        return id
+    }
+
+    /// Runs until `done` holds or `seconds` of virtual time pass.
+    func run(seconds: UInt64 = 30, until done: () -> Bool) {
+        let deadline = now + .seconds(seconds)
+        while !done() && now < deadline {
+            if queue.isEmpty {
+                now = now + .milliseconds(10)
+                _ = meta.expireLeases(now: now)
+                for id in clients.keys.sorted() { handle(id, clients[id]!.tick(now: now)) }
+                continue
+            }
+            let item = queue.removeFirst()
+            switch item {
+            case .message(let from, let to, let m):
+                guard reachable.contains(from), reachable.contains(to) else { continue }
+                if let _ = nodes[to] { perform(to, nodes[to]!.receive(from: from, m)) }
+                else if clients[to] != nil { handle(to, clients[to]!.receive(from: from, m, now: now)) }
+            case .meta(let c, let rid, let req):
+                guard reachable.contains(c) else { continue }
+                let (resp, _) = meta.apply(req, now: now)
+                handle(c, clients[c]!.metadataReply(rid, resp, now: now))
+            }
+        }
+    }
+
+    func wait(_ op: OpID) -> Result<VolumeOpResult, VolumeError>? {
+        run { results[op] != nil }
+        return results[op]
+    }
+}
+
+func pattern(_ seed: UInt8, _ count: Int) -> [UInt8] { (0..<count).map { UInt8(truncatingIfNeeded: $0 &* 31) ^ seed } }
+
+@Suite("volume client")
+struct VolumeClientTests {
+    let c1 = NodeID(100), c2 = NodeID(200)
+
+    @Test("misaligned, out-of-range and oversized requests get typed errors")
+    func badRequests() {
+        let cl = InstantCluster()
+        cl.addClient(c1)
+        let a = cl.submit(c1, .read(offset: 100, length: 4096))
+        let b = cl.submit(c1, .write(offset: 1 << 20, data: pattern(1, 4096), fua: false))
+        let c = cl.submit(c1, .read(offset: 0, length: 0))
+        #expect(cl.results[a] == .failure(.misaligned(offset: 100, length: 4096, sectorSize: 4096)))
+        #expect(cl.results[b] == .failure(.outOfRange(offset: 1 << 20, length: 4096, volumeSize: 1 << 20)))
+        #expect(cl.results[c] == .failure(.misaligned(offset: 0, length: 0, sectorSize: 4096)))
+    }
+
+    @Test("unwritten sectors read as zeros; a write reads back across block boundaries")
+    func roundTrip() {
+        let cl = InstantCluster()
+        cl.addClient(c1)
+        #expect(cl.wait(cl.submit(c1, .read(offset: 0, length: 8192))) == .success(.read(Array(repeating: 0, count: 8192))))
+        let data = pattern(9, 40960)  // 10 sectors from sector 3: spans three 16 KiB blocks
+        #expect(cl.wait(cl.submit(c1, .write(offset: 12288, data: data, fua: false))) == .success(.done))
+        #expect(cl.wait(cl.submit(c1, .read(offset: 12288, length: 40960))) == .success(.read(data)))
+        #expect(cl.wait(cl.submit(c1, .trim(offset: 16384, length: 16384))) == .success(.done))
+        var expected = data
+        expected.replaceSubrange(4096..<20480, with: Array(repeating: 0, count: 16384))
+        #expect(cl.wait(cl.submit(c1, .read(offset: 12288, length: 40960))) == .success(.read(expected)))
+    }
+
+    @Test("a flush commits the head; a new writer after the lock is released sees the flushed data")
+    func flushThenReopen() {
+        let cl = InstantCluster()
+        cl.addClient(c1)
+        let data = pattern(3, 65536)
+        _ = cl.wait(cl.submit(c1, .write(offset: 0, data: data, fua: false)))
+        #expect(cl.wait(cl.submit(c1, .flush)) == .success(.done))
+        #expect(cl.meta.get(VolumeInfo.headKey("v")) != nil)
+        // The first writer dies; its lease expires; a second writer opens and reads.
+        cl.reachable.remove(c1)
+        cl.clients[c1] = nil
+        cl.addClient(c2)
+        #expect(cl.wait(cl.submit(c2, .read(offset: 0, length: 65536))) == .success(.read(data)))
+        #expect(cl.clients[c2]!.epoch == 2)
+    }
+
+    @Test("a writer that lost its lock can never make its writes visible")
+    func fencing() {
+        let cl = InstantCluster()
+        cl.addClient(c1)
+        let before = pattern(1, 16384)
+        _ = cl.wait(cl.submit(c1, .write(offset: 0, data: before, fua: true)))
+        // Take the lock away from the first writer (as if its lease expired while it was paused).
+        let lease = cl.meta.get(VolumeInfo.lockKey("v"))!.lease
+        _ = cl.meta.apply(.leaseRevoke(id: lease), now: cl.now)
+        cl.addClient(c2)
+        cl.run { cl.clients[c2]!.phase == .ready }
+        // The old writer keeps going: its flush must fail.
+        _ = cl.wait(cl.submit(c1, .write(offset: 0, data: pattern(2, 16384), fua: false)))
+        let flush = cl.wait(cl.submit(c1, .flush))
+        guard case .failure(.fenced) = flush else {
+            Issue.record("stale writer's flush returned \(String(describing: flush))")
+            return
+        }
+        #expect(cl.wait(cl.submit(c2, .read(offset: 0, length: 16384))) == .success(.read(before)))
+    }
+
+    @Test("reads go around a replica that does not answer")
+    func readAroundDeadReplica() {
+        let cl = InstantCluster(nodes: 3, replication: 2)
+        cl.addClient(c1)
+        let data = pattern(5, 16384 * 4)
+        _ = cl.wait(cl.submit(c1, .write(offset: 0, data: data, fua: true)))
+        cl.reachable.remove(NodeID(1))
+        // A fresh writer has an empty cache, so it must fetch every block.
+        cl.clients[c1] = nil
+        let lease = cl.meta.get(VolumeInfo.lockKey("v"))!.lease
+        _ = cl.meta.apply(.leaseRevoke(id: lease), now: cl.now)
+        cl.addClient(c2)
+        #expect(cl.wait(cl.submit(c2, .read(offset: 0, length: data.count))) == .success(.read(data)))
+    }
+
+    @Test("a read of a block with no verified copy fails with an error, not wrong data")
+    func corruptEverywhere() {
+        let cl = InstantCluster(nodes: 2, replication: 2)
+        var cfg = VolumeClientConfig()
+        cfg.readRoundsMax = 2
+        cl.addClient(c1, config: cfg)
+        _ = cl.wait(cl.submit(c1, .write(offset: 0, data: pattern(7, 16384), fua: true)))
+        cl.clients[c1] = nil
+        let lease = cl.meta.get(VolumeInfo.lockKey("v"))!.lease
+        _ = cl.meta.apply(.leaseRevoke(id: lease), now: cl.now)
+        cl.addClient(c2, config: cfg)
+        cl.run { cl.clients[c2]!.phase == .ready }
+        #expect(cl.clients[c2]!.phase == .ready)
+        // Now flip a byte in every slot of every disk (outside the journal regions).
+        let b = BlockStore.journalRegions(config: cl.config).b
+        let journalEnd = (b.offset + UInt64(b.length)) / 4096
+        for id in cl.disks.keys.sorted() {
+            for s in cl.disks[id]!.keys.sorted() where s >= journalEnd { cl.disks[id]![s]![100] ^= 0xFF }
+        }
+        let r = cl.wait(cl.submit(c2, .read(offset: 0, length: 16384)))
+        #expect(r == .failure(.readFailed(block: 0)))
+    }
+}

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs every test of the project. Usage: bash scripts/test.sh
+# Installs what it needs on Debian (nothing beyond the Swift toolchain yet), builds without
+# warnings in project code, runs `swift test`, then a release sweep of the simulator.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== build (debug), failing on warnings in project code"
+log=$(mktemp)
+swift build 2>&1 | tee "$log"
+if grep -E "^/.*(Sources|Simulation|Tests)/.*warning:" "$log" | grep -v "/.build/" ; then
+    echo "error: compiler warnings in project code (listed above)" >&2
+    exit 1
+fi
+
+echo "== swift test"
+swift test 2>&1 | tee "$log"
+if grep -E "^/.*(Sources|Simulation|Tests)/.*warning:" "$log" | grep -v "/.build/" ; then
+    echo "error: compiler warnings in project code (listed above)" >&2
+    exit 1
+fi
+
+echo "== simulator: release build, determinism and a sweep of seeds with faults"
+swift build -c release --product torus-sim
+a=$(swift run -c release torus-sim run --seed 1 | grep -o 'trace=[0-9a-f]*')
+b=$(swift run -c release torus-sim run --seed 1 | grep -o 'trace=[0-9a-f]*')
+c=$(swift run -c release torus-sim run --seed 2 | grep -o 'trace=[0-9a-f]*')
+echo "seed 1: $a, again: $b; seed 2: $c"
+[ "$a" = "$b" ] || { echo "error: seed 1 gave two different traces" >&2; exit 1; }
+[ "$a" != "$c" ] || { echo "error: seeds 1 and 2 gave the same trace" >&2; exit 1; }
+swift run -c release torus-sim sweep --from 1 --count "${TORUS_SWEEP_SEEDS:-50}"
