@@ -27,7 +27,8 @@ public struct SimOptions: Sendable {
     /// The command line that reproduces this run.
     public var reproduceCommand: String {
         var s = "swift run -c release torus-sim run --seed \(seed) --nodes \(nodes) --replication \(replication)"
-        s += " --queue-depth \(queueDepth) --duration \(duration.value / 1_000_000_000)s"
+        s += " --queue-depth \(queueDepth) --duration \(duration.value / 1_000_000)ms"
+        s += " --volume-size \(volumeBytes / 1024)KiB --block-size \(blockSize / 1024)KiB"
         if !faults { s += " --no-faults" }
         if canary != .none { s += " --canary \(canary.rawValue)" }
         return s

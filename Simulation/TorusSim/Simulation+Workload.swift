@@ -10,19 +10,7 @@ extension Simulation {
     // MARK: Writer process
 
     func startWriter() {
-        var cfg = VolumeClientConfig()
-        cfg.canary = options.canary
-        cfg.cacheBytesMax = 64 * options.blockSize
-        cfg.dirtyBytesHigh = 16 * options.blockSize
-        cfg.writebacksInFlightMax = 32
-        cfg.leaseTTLSeconds = 5
-        cfg.leaseSafetyMargin = .seconds(1)
-        cfg.tickInterval = .milliseconds(20)
-        cfg.rpcTimeout = .milliseconds(200)
-        cfg.metadataTimeout = .milliseconds(500)
-        cfg.retryBackoff = .milliseconds(50)
-        cfg.readRoundsMax = 40
-        client = VolumeClient(info: volume, ring: ring, clientID: clientID, config: cfg, seed: clientSeeds.next())
+        client = VolumeClient(info: volume, ring: ring, clientID: clientID, config: clientConfig, seed: clientSeeds.next())
         writerDown = false
         handleClient(client!.start(now: now))
     }

@@ -42,6 +42,8 @@ public final class Simulation {
     let volume: VolumeInfo
     let ring: Ring
     let clientID = NodeID(1000)
+    /// The writer's knobs, drawn from the seed ("buggify"): cache sizes, write-back timing.
+    let clientConfig: VolumeClientConfig
 
     var queue = EventQueue<Event>()
     var now: Instant = .zero
@@ -103,6 +105,22 @@ public final class Simulation {
         volume = VolumeInfo(name: "vol0", id: 1, sizeBytes: options.volumeBytes, blockSize: options.blockSize,
                             replication: options.replication)
         ring = Ring(members: (1...options.nodes).map { RingMember(node: NodeID(UInt32($0))) })
+        var knobs = root.derived(stream: 5)
+        var cfg = VolumeClientConfig()
+        cfg.canary = options.canary
+        let cacheBlocks = [8, 16, 64, 256][Int(knobs.below(4))]
+        cfg.cacheBytesMax = cacheBlocks * options.blockSize
+        cfg.dirtyBytesHigh = max(1, cacheBlocks / Int(1 + knobs.below(4))) * options.blockSize
+        cfg.writebackDelay = knobs.duration(.milliseconds(5), .milliseconds(800))
+        cfg.writebacksInFlightMax = Int(1 + knobs.below(32))
+        cfg.leaseTTLSeconds = 4
+        cfg.leaseSafetyMargin = .seconds(1)
+        cfg.tickInterval = .milliseconds(20)
+        cfg.rpcTimeout = knobs.duration(.milliseconds(100), .milliseconds(400))
+        cfg.metadataTimeout = .milliseconds(500)
+        cfg.retryBackoff = .milliseconds(50)
+        cfg.readRoundsMax = 40
+        clientConfig = cfg
         model = SectorModel(sectorCount: Int(options.volumeBytes) / SectorModel.sectorSize)
         sectorBusy = Array(repeating: 0, count: Int(options.volumeBytes) / SectorModel.sectorSize)
         for i in 0..<options.nodes {
@@ -124,6 +142,13 @@ public final class Simulation {
             now = t
             events += 1
             dispatch(e)
+            // Internal invariants, checked from outside after every step (the writer's are
+            // cheap; a node's walks its slot table, so nodes take turns every 1,000 events).
+            client?.checkInvariants()
+            if events % 1000 == 0 {
+                let n = Int(events / 1000) % slots.count
+                slots[n].node?.checkInvariants()
+            }
             if case .finalCheck(.timeout) = e { break }
             if finalPhase == .waitIdle && inflight.isEmpty { finalStep(.powerLoss) }
             if finalPhase == nil && loadRunning == false && inflight.isEmpty && queue.isEmpty { break }

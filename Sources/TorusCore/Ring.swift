@@ -56,6 +56,17 @@ public struct Ring: Hashable, Sendable {
         for n in order where chosen.count < replication && !chosen.contains(n) { chosen.append(n) }
         return chosen
     }
+
+    /// The placement followed by up to `fallbacks` further nodes in preference order: where a
+    /// writer puts a copy when a placement node does not answer, and so where readers look
+    /// after the placement nodes. Readers and writers agree on it as long as the ring does.
+    public func candidates(for key: UInt64, replication: Int, fallbacks: Int) -> [NodeID] {
+        var result = placement(for: key, replication: replication)
+        for n in ordered(for: key) where result.count < replication + fallbacks && !result.contains(n) {
+            result.append(n)
+        }
+        return result
+    }
 }
 
 // `log` without Foundation: natural logarithm via the standard library's floating-point support.

@@ -148,7 +148,10 @@ extension VolumeClient {
     mutating func apply(_ p: Piece, _ data: ArraySlice<UInt8>) {
         var e = cache.removeValue(forKey: p.block)!
         precondition(!e.loading, "write applied to block \(p.block) while it is loading")
-        if !e.isDirty { dirtyBytes += info.blockSize }
+        if !e.isDirty {
+            dirtyBytes += info.blockSize
+            e.dirtySince = now
+        }
         e.data.replaceSubrange(p.offsetInBlock..<(p.offsetInBlock + p.length), with: data)
         versionCounter += 1
         e.version = versionCounter
@@ -164,7 +167,7 @@ extension VolumeClient {
         useCounter += 1
         // Versions come from one counter so a block evicted and cached again never goes back.
         cache[block] = CacheEntry(data: data, version: versionCounter, writtenVersion: versionCounter,
-                                  loading: loading, lastUse: useCounter)
+                                  loading: loading, lastUse: useCounter, dirtySince: now)
         cacheBytes += info.blockSize
     }
 
@@ -183,6 +186,9 @@ extension VolumeClient {
 
     /// Retries blocked writes in order after cache space was freed.
     mutating func drainBlocked() {
+        guard !draining else { return }  // the outer call's loop picks up what changed
+        draining = true
+        defer { draining = false }
         while let first = blocked.first {
             let p = first.piece
             // Only proceed if this write can now be placed; keep FIFO order per block.
@@ -209,7 +215,7 @@ extension VolumeClient {
 
     mutating func startFetch(_ block: UInt64, _ entry: MapEntry, waiter: FetchWaiter) {
         let ref = entry.ref(volume: info.id, index: block)
-        var f = Fetch(ref: ref, crc: entry.crc, nodes: placement(ref))
+        var f = Fetch(ref: ref, crc: entry.crc, nodes: healthyFirst(candidates(ref)))
         f.waiters.append(waiter)
         fetches[block] = f
         stats.blockFetches += 1
@@ -229,6 +235,7 @@ extension VolumeClient {
     mutating func getReplied(_ rpc: RPCID, from node: NodeID, _ result: Result<[UInt8], StoreError>) {
         guard let pending = rpcs.removeValue(forKey: rpc), case .get(let block) = pending.purpose,
               pending.node == node, let f = fetches[block] else { return }
+        noteNode(node, ok: true)
         if case .success(let data) = result, data.count == info.blockSize, CRC32C.checksum(data) == f.crc {
             fetches[block] = nil
             fetched(block, f, data)
@@ -312,12 +319,11 @@ extension VolumeClient {
             let pending = rpcs.removeValue(forKey: id)!
             switch pending.purpose {
             case .get(let block):
+                noteNode(pending.node, ok: false)
                 if fetches[block] != nil { fetchFailed(block) }
             case .put(let block):
-                if writebacks[block] != nil {
-                    stats.putRetries += 1
-                    resendPut(block, to: pending.node)
-                }
+                noteNode(pending.node, ok: false)
+                if writebacks[block] != nil { putFailed(block, node: pending.node, retryAfterBackoff: false) }
             }
         }
         for block in fetches.keys.sorted() {
@@ -328,7 +334,7 @@ extension VolumeClient {
                 let nodes = writebacks[block]!.retryNodes
                 writebacks[block]!.retryAt = nil
                 writebacks[block]!.retryNodes = []
-                for n in nodes { resendPut(block, to: n) }
+                for n in nodes where writebacks[block]!.remaining.contains(n) { resendPut(block, to: n) }
             }
         }
     }

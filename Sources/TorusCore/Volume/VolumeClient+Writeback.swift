@@ -1,22 +1,18 @@
 /// Write-back of dirty blocks and map blocks to their replicas.
 extension VolumeClient {
-    /// Starts write-backs: all dirty blocks when under pressure (blocked writes, high water,
-    /// a flush), otherwise only those that have been dirty for a while.
+    /// Starts write-backs: under pressure (blocked writes, over the high-water mark) every
+    /// dirty block, oldest first; otherwise only blocks dirty for at least `writebackDelay`.
     mutating func scheduleWriteback(ageOnly: Bool) {
-        guard phase == .ready else { return }
+        guard phase == .ready, dirtyBytes > 0 else { return }
         let pressure = !blocked.isEmpty || dirtyBytes > config.dirtyBytesHigh
-        if ageOnly && !pressure && dirtyBytes == 0 { return }
-        var candidates: [(UInt64, UInt64)] = []  // (lastUse, block)
+        var candidates: [(Instant, UInt64)] = []  // (dirtySince, block)
         for (idx, e) in cache where e.isDirty && !e.loading && writebacks[idx] == nil {
-            candidates.append((e.lastUse, idx))
+            if ageOnly && !pressure && now - e.dirtySince < config.writebackDelay { continue }
+            candidates.append((e.dirtySince, idx))
         }
-        candidates.sort { $0 < $1 }
-        let inFlight = writebacks.count
-        var budget = max(0, config.writebacksInFlightMax - inFlight)
-        // Age-based write-back only touches blocks not written for `writebackDelay`
-        // (approximated by use order: the oldest quarter of the dirty set).
-        let limit = ageOnly && !pressure ? max(1, candidates.count / 4) : candidates.count
-        for (_, idx) in candidates.prefix(limit) where budget > 0 {
+        candidates.sort { $0.0 != $1.0 ? $0.0 < $1.0 : $0.1 < $1.1 }
+        var budget = max(0, config.writebacksInFlightMax - writebacks.count)
+        for (_, idx) in candidates where budget > 0 {
             // A zero block completes at once and may have started others re-entrantly.
             guard let e = cache[idx], e.isDirty, !e.loading, writebacks[idx] == nil else { continue }
             startWriteback(idx)
@@ -28,9 +24,13 @@ extension VolumeClient {
         let e = cache[block]!
         precondition(e.isDirty && !e.loading && writebacks[block] == nil, "write-back of block \(block) in a wrong state")
         stats.writebacks += 1
-        if e.data.allSatisfy({ $0 == 0 }) {
-            // An all-zero block is unmapped instead of stored.
-            writebackCompleted(block, entry: nil, version: e.version)
+        if isAllZero(e.data) {
+            // An all-zero block is unmapped instead of stored. Completed from `finish()`, not
+            // here, so no caller's loop sees the cache change under it.
+            writebacks[block] = Writeback(ref: BlockRef(volume: info.id, epoch: epoch, sequence: 0, index: block),
+                                          entry: MapEntry(epoch: 0, sequence: 0, crc: 0), version: e.version, data: [],
+                                          remaining: [], candidates: [])
+            zeroWritebacks.append(block)
             return
         }
         let ref = BlockRef(volume: info.id, epoch: epoch, sequence: nextSequence, index: block)
@@ -39,11 +39,64 @@ extension VolumeClient {
         putBlock(block, ref: ref, entry: entry, version: e.version, data: e.data)
     }
 
+    func isAllZero(_ data: [UInt8]) -> Bool {
+        data.withUnsafeBytes { raw in
+            var i = 0
+            while i + 8 <= raw.count {
+                if raw.loadUnaligned(fromByteOffset: i, as: UInt64.self) != 0 { return false }
+                i += 8
+            }
+            while i < raw.count {
+                if raw[i] != 0 { return false }
+                i += 1
+            }
+            return true
+        }
+    }
+
+    /// Completes the zero-block write-backs started during this step.
+    mutating func completeZeroWritebacks() {
+        while !zeroWritebacks.isEmpty {
+            let block = zeroWritebacks.removeFirst()
+            guard let wb = writebacks.removeValue(forKey: block) else { continue }
+            writebackCompleted(block, entry: nil, version: wb.version)
+        }
+    }
+
     /// Puts an immutable block on all its replicas (data or map block).
     mutating func putBlock(_ key: UInt64, ref: BlockRef, entry: MapEntry, version: UInt64, data: [UInt8]) {
-        let nodes = placement(ref).sorted()
-        writebacks[key] = Writeback(ref: ref, entry: entry, version: version, data: data, remaining: nodes)
+        let all = candidates(ref)
+        let nodes = Array(healthyFirst(all).prefix(info.replication)).sorted()
+        writebacks[key] = Writeback(ref: ref, entry: entry, version: version, data: data, remaining: nodes,
+                                    candidates: all)
         for n in nodes { resendPut(key, to: n) }
+    }
+
+    /// A put to `node` failed (timeout or error). Retry there, or after repeated failures move
+    /// this copy to the next candidate node that holds none, so a down node does not stall
+    /// write-back while `replication` other nodes are up.
+    mutating func putFailed(_ key: UInt64, node: NodeID, retryAfterBackoff: Bool) {
+        guard var wb = writebacks[key], wb.remaining.contains(node) else { return }
+        stats.putRetries += 1
+        let failures = wb.failures[node, default: 0] + 1
+        wb.failures[node] = failures
+        var target = node
+        if failures >= config.putAttemptsBeforeFallback || isSuspect(node),
+           let next = healthyFirst(wb.candidates).first(where: { !wb.remaining.contains($0) && !wb.confirmed.contains($0) && wb.failures[$0] == nil }) {
+            wb.remaining.removeAll { $0 == node }
+            wb.remaining.append(next)
+            wb.remaining.sort()
+            stats.putFallbacks += 1
+            target = next
+        }
+        if retryAfterBackoff {
+            wb.retryNodes.append(target)
+            wb.retryAt = now + config.retryBackoff
+            writebacks[key] = wb
+        } else {
+            writebacks[key] = wb
+            resendPut(key, to: target)
+        }
     }
 
     mutating func resendPut(_ key: UInt64, to node: NodeID) {
@@ -58,8 +111,10 @@ extension VolumeClient {
               pending.node == node, var wb = writebacks[key] else { return }
         switch result {
         case .success:
+            noteNode(node, ok: true)
             guard let i = wb.remaining.firstIndex(of: node) else { return }
             wb.remaining.remove(at: i)
+            wb.confirmed.append(node)
             writebacks[key] = wb
             if wb.remaining.isEmpty {
                 writebacks[key] = nil
@@ -70,11 +125,8 @@ extension VolumeClient {
                 }
             }
         case .failure:
-            // Disk full, I/O error...: the replica must still take it; retry after a pause.
-            stats.putRetries += 1
-            wb.retryNodes.append(node)
-            wb.retryAt = now + config.retryBackoff
-            writebacks[key] = wb
+            // Disk full, I/O error...: retry after a pause, or move to a fallback node.
+            putFailed(key, node: node, retryAfterBackoff: true)
         }
     }
 

@@ -70,6 +70,12 @@ public struct VolumeClient: Sendable {
     var deferredDeletes: [BlockRef] = []
     var timerSetFor: Instant?
     var commitRetryAt: Instant?
+    /// Zero-block write-backs to complete at the end of the current step.
+    var zeroWritebacks: [UInt64] = []
+    var draining = false
+    /// Nodes that stopped answering: new copies go elsewhere until `suspectUntil`.
+    var suspects: [NodeID: Instant] = [:]
+    var nodeFailures: [NodeID: Int] = [:]
 
     /// Counters for tests and summaries.
     public internal(set) var stats = Stats()
@@ -79,6 +85,8 @@ public struct VolumeClient: Sendable {
         public var blockFetches = 0
         public var readRetries = 0
         public var putRetries = 0
+        /// Copies placed on a fallback node because a placement node did not take them.
+        public var putFallbacks = 0
         /// Times the committed map could not be read from any replica while opening.
         public var mapReadFailures = 0
     }
@@ -161,6 +169,7 @@ public struct VolumeClient: Sendable {
     var fenceReason = ""
 
     mutating func finish() -> [ClientOutput] {
+        if phase != .fenced { completeZeroWritebacks() }
         #if DEBUG
         checkInvariants()
         #endif
@@ -192,14 +201,41 @@ public struct VolumeClient: Sendable {
         out.append(.metadata(id, request))
     }
 
-    func placement(_ ref: BlockRef) -> [NodeID] {
-        ring.placement(for: ref.placementKey, replication: info.replication)
+    /// The placement nodes of `ref`, then the fallbacks a writer may use instead of a placement
+    /// node that does not answer (readers look in the same order).
+    func candidates(_ ref: BlockRef) -> [NodeID] {
+        ring.candidates(for: ref.placementKey, replication: info.replication,
+                        fallbacks: min(config.fallbackNodesMax, ring.members.count - info.replication))
+    }
+
+    func isSuspect(_ node: NodeID) -> Bool {
+        guard let until = suspects[node] else { return false }
+        return until > now
+    }
+
+    /// `nodes` with the nodes that recently stopped answering moved to the end (stable).
+    func healthyFirst(_ nodes: [NodeID]) -> [NodeID] {
+        guard !suspects.isEmpty else { return nodes }
+        return nodes.filter { !isSuspect($0) } + nodes.filter { isSuspect($0) }
+    }
+
+    /// Records an answer (or its absence) from `node`; after `putAttemptsBeforeFallback`
+    /// failures in a row the node is avoided for `suspectDuration`.
+    mutating func noteNode(_ node: NodeID, ok: Bool) {
+        if ok {
+            nodeFailures[node] = nil
+            suspects[node] = nil
+            return
+        }
+        let f = nodeFailures[node, default: 0] + 1
+        nodeFailures[node] = f
+        if f >= config.putAttemptsBeforeFallback { suspects[node] = now + config.suspectDuration }
     }
 
     mutating func deleteRefs(_ refs: [BlockRef]) {
         guard !refs.isEmpty else { return }
         var perNode: [NodeID: [BlockRef]] = [:]
-        for r in refs { for n in placement(r) { perNode[n, default: []].append(r) } }
+        for r in refs { for n in candidates(r) { perNode[n, default: []].append(r) } }
         for n in perNode.keys.sorted() { out.append(.send(to: n, .deleteBlocks(perNode[n]!))) }
     }
 
@@ -221,6 +257,11 @@ public struct VolumeClient: Sendable {
         blockedPerBlock.removeAll()
         fetches.removeAll()
         writebacks.removeAll()
+        zeroWritebacks.removeAll()
+        // Nothing cached may be served or written back any more.
+        cache.removeAll()
+        cacheBytes = 0
+        dirtyBytes = 0
         rpcs.removeAll()
     }
 

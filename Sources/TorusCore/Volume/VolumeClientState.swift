@@ -9,6 +9,8 @@ extension VolumeClient {
         var writtenVersion: UInt64
         var loading: Bool
         var lastUse: UInt64
+        /// When the block last went from clean to dirty (for age-based write-back).
+        var dirtySince: Instant
         var isDirty: Bool { version != writtenVersion }
     }
 
@@ -50,6 +52,12 @@ extension VolumeClient {
         var data: [UInt8]
         /// Replicas still to confirm, sorted.
         var remaining: [NodeID]
+        /// Nodes that confirmed a durable copy.
+        var confirmed: [NodeID] = []
+        /// Placement then fallback nodes, in preference order.
+        var candidates: [NodeID]
+        /// Failed attempts per node still in `remaining`.
+        var failures: [NodeID: Int] = [:]
         /// Replicas to resend to at `retryAt` after an error reply.
         var retryAt: Instant?
         var retryNodes: [NodeID] = []

@@ -67,6 +67,12 @@ public struct VolumeClientConfig: Sendable {
     public var writebackDelay = Nanoseconds.milliseconds(500)
     public var writebacksInFlightMax = 64
     public var rpcTimeout = Nanoseconds.milliseconds(500)
+    /// A put that failed this many times on one placement node moves to a fallback node.
+    public var putAttemptsBeforeFallback = 2
+    /// Further nodes (in ring preference order) that may hold a copy instead of a placement node.
+    public var fallbackNodesMax = 3
+    /// How long a node that stopped answering gets no new copies (then it is tried again).
+    public var suspectDuration = Nanoseconds.seconds(1)
     public var metadataTimeout = Nanoseconds.seconds(2)
     public var retryBackoff = Nanoseconds.milliseconds(100)
     /// Full rounds over every replica before a read gives up.
