@@ -28,4 +28,4 @@ c=$(swift run -c release torus-sim run --seed 2 | grep -o 'trace=[0-9a-f]*')
 echo "seed 1: $a, again: $b; seed 2: $c"
 [ "$a" = "$b" ] || { echo "error: seed 1 gave two different traces" >&2; exit 1; }
 [ "$a" != "$c" ] || { echo "error: seeds 1 and 2 gave the same trace" >&2; exit 1; }
-swift run -c release torus-sim sweep --from 1 --count "${TORUS_SWEEP_SEEDS:-50}"
+swift run -c release torus-sim sweep --from 1 --count "${TORUS_SWEEP_SEEDS:-200}"

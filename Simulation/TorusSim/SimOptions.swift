@@ -9,7 +9,7 @@ public struct SimOptions: Sendable {
     public var duration = Nanoseconds.seconds(60)
     public var volumeBytes: UInt64 = 4 << 20
     public var blockSize = 16 << 10
-    public var diskBytes: UInt64 = 256 << 20
+    public var diskBytes: UInt64 = 64 << 20
     /// Inject crashes, restarts, partitions, drops, duplicates, metadata outages.
     public var faults = true
     /// Mean time between fault events (any kind).

@@ -34,14 +34,14 @@ extension Simulation {
             let id = nextFaultID
             nextFaultID += 1
             let mode = faultRandom.below(3)
-            if mode != 1 { blockedLinks[UInt64(clientID.raw) << 32 | UInt64(n.raw)] = id }
-            if mode != 2 { blockedLinks[UInt64(n.raw) << 32 | UInt64(clientID.raw)] = id }
+            if mode != 1 { network.block(clientID, n, fault: id) }
+            if mode != 2 { network.block(n, clientID, fault: id) }
             traceEvent(22, UInt64(n.raw), mode)
             queue.push(now + faultRandom.duration(.milliseconds(100), .seconds(3)), .heal(.partition(id)))
         case 65..<80:
-            guard metadataAvailable else { return }
+            guard store.available else { return }
             traceEvent(23)
-            metadataAvailable = false
+            store.available = false
             queue.push(now + faultRandom.duration(.milliseconds(200), .seconds(3)), .heal(.metadata))
         case 80..<88:
             guard client != nil else { return }
@@ -58,9 +58,9 @@ extension Simulation {
         case .restartNode(let n):
             if slots[n].node == nil { bootNode(n) }
         case .partition(let id):
-            blockedLinks = blockedLinks.filter { $0.value != id }
+            network.heal(fault: id)
         case .metadata:
-            metadataAvailable = true
+            store.available = true
         case .restartWriter:
             guard client == nil else { return }
             startWriter()
@@ -72,8 +72,8 @@ extension Simulation {
     func beginFinal() {
         loadRunning = false
         finalPhase = .waitIdle
-        blockedLinks.removeAll()
-        metadataAvailable = true
+        network.healAll()
+        store.available = true
         for n in slots.indices where slots[n].node == nil { bootNode(n) }
         if client == nil { startWriter() }
         queue.push(now + Nanoseconds.seconds(120), .finalCheck(.timeout))

@@ -50,8 +50,10 @@ extension Simulation {
             case .send(let to, let msg):
                 send(from: clientID, to: to, msg)
             case .metadata(let id, let req):
-                if options.faults && netRandom.chance(options.dropProbability) { continue }
-                queue.push(now + latency(), .metaRequest(incarnation: clientIncarnation, id, req))
+                // Requests to the store ride one connection: lost or delivered once.
+                if let delay = network.deliveries().first {
+                    queue.push(now + delay, .metaRequest(incarnation: clientIncarnation, id, req))
+                }
             case .timer(let at):
                 if clientTimerAt == nil || at < clientTimerAt! || clientTimerAt! <= now {
                     clientTimerAt = at

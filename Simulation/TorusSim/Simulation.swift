@@ -51,7 +51,6 @@ public final class Simulation {
     var events: UInt64 = 0
 
     var faultRandom: SeededRandom
-    var netRandom: SeededRandom
     var workRandom: SeededRandom
     var clientSeeds: SeededRandom
 
@@ -59,10 +58,8 @@ public final class Simulation {
     var client: VolumeClient?
     var clientIncarnation: UInt64 = 0
     var clientTimerAt: Instant?
-    var store = MetadataStateMachine()
-    var metadataAvailable = true
-    /// Blocked directed links (from.raw << 32 | to.raw) → id of the fault that blocks them.
-    var blockedLinks: [UInt64: UInt64] = [:]
+    var store = SimMetadataStore()
+    var network: SimNetwork
     var nextFaultID: UInt64 = 1
 
     // Workload and checker state.
@@ -97,11 +94,16 @@ public final class Simulation {
         self.options = options
         let root = SeededRandom(seed: options.seed)
         faultRandom = root.derived(stream: 1)
-        netRandom = root.derived(stream: 2)
+        network = SimNetwork(random: root.derived(stream: 2), latencyMax: options.networkLatencyMax,
+                             dropProbability: options.faults ? options.dropProbability : 0,
+                             duplicateProbability: options.faults ? options.duplicateProbability : 0)
         workRandom = root.derived(stream: 3)
         clientSeeds = root.derived(stream: 4)
+        // Room for a full index snapshot (48-byte records, one per slot) plus appends.
+        let slotsMax = Int(options.diskBytes) / options.blockSize
+        let journalSectors = 2 * (slotsMax * 48 / 4096 + 2) + 64
         storeConfig = BlockStoreConfig(geometry: DiskGeometry(sectorSize: 4096, capacityBytes: options.diskBytes),
-                                       blockSize: options.blockSize, journalRegionSectors: 512)
+                                       blockSize: options.blockSize, journalRegionSectors: journalSectors)
         volume = VolumeInfo(name: "vol0", id: 1, sizeBytes: options.volumeBytes, blockSize: options.blockSize,
                             replication: options.replication)
         ring = Ring(members: (1...options.nodes).map { RingMember(node: NodeID(UInt32($0))) })
@@ -144,7 +146,7 @@ public final class Simulation {
             dispatch(e)
             // Internal invariants, checked from outside after every step (the writer's are
             // cheap; a node's walks its slot table, so nodes take turns every 1,000 events).
-            client?.checkInvariants()
+            if events % 16 == 0 { client?.checkInvariants() }
             if events % 1000 == 0 {
                 let n = Int(events / 1000) % slots.count
                 slots[n].node?.checkInvariants()
@@ -195,16 +197,15 @@ public final class Simulation {
             perform(node: n, outputs)
         case .metaRequest(let inc, let id, let req):
             traceEvent(3, id.raw)
-            guard metadataAvailable, !isBlocked(clientID, NodeID(0)) else { return }
-            let (response, _) = store.apply(req, now: now)
+            guard !network.isBlocked(clientID, NodeID(0)), let response = store.handle(req, now: now) else { return }
             if case .txn(let r) = response, r.succeeded, case .txn(let t) = req,
                t.success.contains(where: { if case .put(let k, _, _) = $0 { return k == VolumeInfo.headKey(volume.name) } else { return false } }) {
                 commits += 1
             }
-            queue.push(now + latency(), .metaReply(incarnation: inc, id, response))
+            queue.push(now + network.latency(), .metaReply(incarnation: inc, id, response))
         case .metaReply(let inc, let id, let response):
             traceEvent(4, id.raw)
-            guard inc == clientIncarnation, client != nil, !isBlocked(NodeID(0), clientID) else { return }
+            guard inc == clientIncarnation, client != nil, !network.isBlocked(NodeID(0), clientID) else { return }
             handleClient(client!.metadataReply(id, response, now: now))
         case .clientTick(let inc):
             traceEvent(5)
@@ -213,7 +214,7 @@ public final class Simulation {
             handleClient(client!.tick(now: now))
         case .leaseTick:
             traceEvent(6)
-            _ = store.expireLeases(now: now)
+            store.tick(now: now)
             if finalPhase == nil || !queue.isEmpty { queue.push(now + Nanoseconds.milliseconds(100), .leaseTick) }
         case .workload(let slot, let gen):
             traceEvent(7, UInt64(slot))
@@ -235,29 +236,21 @@ public final class Simulation {
 
     // MARK: Network
 
-    func latency() -> Nanoseconds { netRandom.duration(.microseconds(50), options.networkLatencyMax) }
-
-    func isBlocked(_ from: NodeID, _ to: NodeID) -> Bool {
-        !blockedLinks.isEmpty && blockedLinks[UInt64(from.raw) << 32 | UInt64(to.raw)] != nil
-    }
-
     func incarnation(of node: NodeID) -> UInt64 {
         node == clientID ? clientIncarnation : slots[Int(node.raw) - 1].incarnation
     }
 
     func send(from: NodeID, to: NodeID, _ msg: PeerMessage) {
-        if options.faults && netRandom.chance(options.dropProbability) { return }
         let si = incarnation(of: from), ri = incarnation(of: to)
-        queue.push(now + latency(), .deliver(from: from, to: to, msg, senderIncarnation: si, receiverIncarnation: ri))
-        if options.faults && netRandom.chance(options.duplicateProbability) {
-            queue.push(now + latency() + latency(), .deliver(from: from, to: to, msg, senderIncarnation: si, receiverIncarnation: ri))
-        }
+        let (first, duplicate) = network.deliveries()
+        if let first { queue.push(now + first, .deliver(from: from, to: to, msg, senderIncarnation: si, receiverIncarnation: ri)) }
+        if let duplicate { queue.push(now + duplicate, .deliver(from: from, to: to, msg, senderIncarnation: si, receiverIncarnation: ri)) }
     }
 
     func deliver(from: NodeID, to: NodeID, _ msg: PeerMessage, senderIncarnation: UInt64, receiverIncarnation: UInt64) {
         // A crash resets connections: messages across a crash are lost.
         guard incarnation(of: from) == senderIncarnation, incarnation(of: to) == receiverIncarnation,
-              !isBlocked(from, to) else { return }
+              !network.isBlocked(from, to) else { return }
         if to == clientID {
             guard client != nil else { return }
             handleClient(client!.receive(from: from, msg, now: now))

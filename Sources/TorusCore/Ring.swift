@@ -22,14 +22,24 @@ public struct Ring: Hashable, Sendable {
     public var version: UInt64
     public private(set) var members: [RingMember]
 
+    /// All weights equal: the order by raw hash is the rendezvous order, no logarithm needed.
+    private let uniformWeights: Bool
+
     public init(version: UInt64 = 1, members: [RingMember]) {
         self.version = version
         self.members = members.sorted { $0.node < $1.node }
+        uniformWeights = Set(members.map(\.weight)).count <= 1
         precondition(Set(self.members.map(\.node)).count == self.members.count, "duplicate node in ring")
     }
 
     /// All members ordered by preference for `key` (best first).
     public func ordered(for key: UInt64) -> [NodeID] {
+        if uniformWeights {
+            // -w/ln(u) grows with u, and u grows with the hash: sort by hash.
+            var scored = members.map { (StableHasher.mix(key, UInt64($0.node.raw) &* 0x9E37_79B9) >> 11, $0.node) }
+            scored.sort { $0.0 != $1.0 ? $0.0 > $1.0 : $0.1 < $1.1 }
+            return scored.map(\.1)
+        }
         var scored: [(Double, NodeID)] = []
         scored.reserveCapacity(members.count)
         for m in members {

@@ -79,6 +79,11 @@ extension VolumeClient {
         f.head = VolumeHead(epoch: epoch, generation: generation + 1, root: f.newRoot)
         f.stage = .commit
         flush = f
+        if config.canary == .ackFlushBeforeCommit {
+            // Injected bug: the commit point is skipped, so a crash forgets "durable" data.
+            committed(f, revision: headModRevision)
+            return
+        }
         sendCommit()
     }
 

@@ -90,6 +90,8 @@ public struct VolumeClientConfig: Sendable {
         case none
         /// Acknowledge a write-back (and so a flush) before the replicas made the block durable.
         case ackBeforeReplicaSync = "ack-before-sync"
+        /// Acknowledge a flush once the map is written, without committing the head.
+        case ackFlushBeforeCommit = "ack-before-commit"
     }
 
     public init() {}

@@ -1,0 +1,126 @@
+import Testing
+@testable import TorusCore
+
+/// Drives one storage node with a disk that completes every request at once.
+private struct NodeHarness {
+    let config = BlockStoreConfig(geometry: DiskGeometry(sectorSize: 4096, capacityBytes: 16 << 20), blockSize: 16384,
+                                  journalRegionSectors: 64)
+    var sectors: [UInt64: [UInt8]] = [:]
+    var node: StorageNode
+    var sent: [(NodeID, PeerMessage)] = []
+    var syncs = 0
+
+    init() {
+        let r = BlockStore.journalRegions(config: config)
+        node = StorageNode(id: NodeID(1), store: BlockStore.recover(
+            config: config, regionA: Array(repeating: 0, count: r.a.length), regionB: Array(repeating: 0, count: r.b.length)))
+        perform(node.start())
+    }
+
+    mutating func restart() {
+        let r = BlockStore.journalRegions(config: config)
+        node = StorageNode(id: NodeID(1), store: BlockStore.recover(config: config, regionA: read(r.a.offset, r.a.length),
+                                                                      regionB: read(r.b.offset, r.b.length)))
+        perform(node.start())
+    }
+
+    func read(_ offset: UInt64, _ length: Int) -> [UInt8] {
+        var out: [UInt8] = []
+        for s in (offset / 4096)..<((offset + UInt64(length)) / 4096) { out += sectors[s] ?? Array(repeating: 0, count: 4096) }
+        return out
+    }
+
+    mutating func perform(_ outputs: [StorageNode.Output]) {
+        for o in outputs {
+            switch o {
+            case .send(let to, let m): sent.append((to, m))
+            case .disk(let id, let req):
+                let c: DiskCompletion
+                switch req {
+                case .read(let off, let len): c = .read(.success(read(off, len)))
+                case .write(let off, let bytes):
+                    for k in 0..<(bytes.count / 4096) { sectors[off / 4096 + UInt64(k)] = Array(bytes[(k * 4096)..<((k + 1) * 4096)]) }
+                    c = .written(.success(()))
+                case .sync:
+                    syncs += 1
+                    c = .synced(.success(()))
+                }
+                perform(node.diskCompleted(id, c))
+            }
+        }
+    }
+
+    mutating func request(_ m: PeerMessage) -> [PeerMessage] {
+        sent.removeAll()
+        perform(node.receive(from: NodeID(100), m))
+        #expect(sent.allSatisfy { $0.0 == NodeID(100) }, "a reply went to the wrong peer")
+        return sent.map(\.1)
+    }
+}
+
+private func block(_ seed: UInt8) -> [UInt8] { (0..<16384).map { UInt8(truncatingIfNeeded: $0) ^ seed } }
+private let refA = BlockRef(volume: 1, epoch: 1, sequence: 1, index: 0)
+private let refB = BlockRef(volume: 1, epoch: 1, sequence: 2, index: 1)
+
+@Suite("storage node")
+struct StorageNodeTests {
+    @Test("a durable put is acknowledged only after a disk sync, and survives a restart")
+    func durablePut() {
+        var h = NodeHarness()
+        let before = h.syncs
+        let replies = h.request(.putBlock(RPCID(7), refA, block(1), durable: true))
+        guard case .putReply(RPCID(7), .success) = replies.first else {
+            Issue.record("expected a put reply for rpc 7, got \(replies)")
+            return
+        }
+        #expect(h.syncs >= before + 2, "data and journal must both be synced before the reply")
+        h.restart()
+        guard case .getReply(RPCID(8), .success(let data)) = h.request(.getBlock(RPCID(8), refA)).first else {
+            Issue.record("get after restart failed")
+            return
+        }
+        #expect(data == block(1))
+    }
+
+    @Test("get of an unknown ref says not found; sync reports exactly the refs held")
+    func getAndSync() {
+        var h = NodeHarness()
+        _ = h.request(.putBlock(RPCID(1), refA, block(2), durable: false))
+        guard case .getReply(_, .failure(.notFound(refB))) = h.request(.getBlock(RPCID(2), refB)).first else {
+            Issue.record("expected notFound for an unknown ref")
+            return
+        }
+        guard case .syncReply(RPCID(3), let present) = h.request(.syncBlocks(RPCID(3), [refA, refB])).first else {
+            Issue.record("expected a sync reply")
+            return
+        }
+        #expect(present == [refA])
+    }
+
+    @Test("a corrupted copy is reported as corrupt, never returned")
+    func corruptCopy() {
+        var h = NodeHarness()
+        _ = h.request(.putBlock(RPCID(1), refA, block(3), durable: true))
+        let slotSector = h.config.slotAreaOffset / 4096
+        for s in h.sectors.keys.sorted() where s >= slotSector { h.sectors[s]![17] ^= 0x40 }
+        guard case .getReply(_, .failure(.corrupt(refA))) = h.request(.getBlock(RPCID(2), refA)).first else {
+            Issue.record("expected corrupt")
+            return
+        }
+    }
+
+    @Test("deleted refs are gone, also after a restart once a sync covered the delete")
+    func deleteThenRestart() {
+        var h = NodeHarness()
+        _ = h.request(.putBlock(RPCID(1), refA, block(4), durable: true))
+        _ = h.request(.putBlock(RPCID(2), refB, block(5), durable: true))
+        _ = h.request(.deleteBlocks([refA]))
+        _ = h.request(.syncBlocks(RPCID(3), []))
+        h.restart()
+        guard case .syncReply(_, let present) = h.request(.syncBlocks(RPCID(4), [refA, refB])).first else {
+            Issue.record("expected a sync reply")
+            return
+        }
+        #expect(present == [refB])
+    }
+}
