@@ -11,8 +11,9 @@ import TorusCore
 /// Bounded so recovery stays possible: durable sectors are never damaged.
 final class SimDisk {
     let geometry: DiskGeometry
-    private var durable: [UInt64: [UInt8]] = [:]
-    private var volatile: [UInt64: [UInt8]] = [:]
+    /// Sector contents share the written buffers (slices), so a write costs no copy.
+    private var durable: [UInt64: ArraySlice<UInt8>] = [:]
+    private var volatile: [UInt64: ArraySlice<UInt8>] = [:]
     /// Writes issued but not completed, by op id: (offset, bytes).
     private var inFlight: [DiskOpID: (UInt64, [UInt8])] = [:]
     private(set) var bytesWritten: UInt64 = 0
@@ -38,7 +39,7 @@ final class SimDisk {
         let s = sectorSize
         var i = 0
         while i < bytes.count {
-            volatile[(offset + UInt64(i)) / UInt64(s)] = Array(bytes[i..<(i + s)])
+            volatile[(offset + UInt64(i)) / UInt64(s)] = bytes[i..<(i + s)]
             i += s
         }
         bytesWritten += UInt64(bytes.count)
@@ -83,10 +84,10 @@ final class SimDisk {
             if sectors > 0 {
                 let k = Int(random.below(UInt64(sectors)))
                 let sector = offset / UInt64(sectorSize) + UInt64(k)
-                var torn = durable[sector] ?? Array(repeating: 0, count: sectorSize)
+                var torn = durable[sector].map { Array($0) } ?? Array(repeating: 0, count: sectorSize)
                 let half = sectorSize / 2
                 torn.replaceSubrange(0..<half, with: bytes[(k * sectorSize)..<(k * sectorSize + half)])
-                durable[sector] = torn
+                durable[sector] = torn[...]
             }
         }
         inFlight.removeAll()

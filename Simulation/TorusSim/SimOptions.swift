@@ -49,6 +49,8 @@ public struct SimResult: Sendable {
     public var faultsInjected: Int
     public var writerRestarts: Int
     public var commits: Int
+    /// The writer knobs this seed drew (cache, write-back timing, limits).
+    public var knobs: String
     public var passed: Bool { violation == nil }
 
     public var traceHex: String {

@@ -161,7 +161,12 @@ public final class Simulation {
         return SimResult(seed: options.seed, traceHash: trace.value, violation: violation?.description,
                          brokenPromise: violation?.promise.rawValue, simulatedSeconds: now.seconds, events: events,
                          opsCompleted: opsCompleted, readsChecked: model.readsChecked, readErrors: readErrors,
-                         faultsInjected: faultsInjected, writerRestarts: writerRestarts, commits: commits)
+                         faultsInjected: faultsInjected, writerRestarts: writerRestarts, commits: commits,
+                         knobs: "cache=\(clientConfig.cacheBytesMax / options.blockSize)blk"
+                            + " dirty-high=\(clientConfig.dirtyBytesHigh / options.blockSize)blk"
+                            + " writeback-delay=\(clientConfig.writebackDelay.value / 1_000_000)ms"
+                            + " writebacks-max=\(clientConfig.writebacksInFlightMax)"
+                            + " rpc-timeout=\(clientConfig.rpcTimeout.value / 1_000_000)ms")
     }
 
     // MARK: Dispatch

@@ -104,12 +104,14 @@ extension TorusSimCommand {
             discussion: "Exit status: 0 when every check passed, 1 when a promise broke (the failing line says which and how to reproduce).")
         @Option(help: "Seed of the run; every random choice derives from it.") var seed: UInt64 = 1
         @OptionGroup var flags: SimulationFlags
+        @Flag(help: "Also print the knobs this seed drew for the writer.") var verbose = false
 
         func run() throws {
             let options = try flags.options(seed: seed)
             let start = wallSeconds()
             let result = Simulation(options: options).run()
             print(summary(result, wall: wallSeconds() - start))
+            if verbose { print("knobs: \(result.knobs)") }
             if let v = result.violation {
                 print("FAILED: \(v)")
                 print("reproduce: \(options.reproduceCommand)")
@@ -142,7 +144,8 @@ extension TorusSimCommand {
                 }
             }
             let wall = wallSeconds() - start
-            print("sweep: \(count - UInt64(failures)) passed, \(failures) failed; seeds \(from)..<\(from + count); sim=\(fmt(simSeconds))s wall=\(fmt(wall))s")
+            print("seeds \(from)..<\(from + count): sim=\(fmt(simSeconds))s wall=\(fmt(wall))s speed=\(Int(simSeconds / max(wall, 1e-9)))x")
+            print("sweep: \(count - UInt64(failures)) passed, \(failures) failed")
             if failures > 0 { throw ExitCode(1) }
         }
     }
