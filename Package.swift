@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .library(name: "TorusCore", targets: ["TorusCore"]),
         .library(name: "TorusSim", targets: ["TorusSim"]),
+        .library(name: "TorusNBD", targets: ["TorusNBD"]),
         .executable(name: "torus-sim", targets: ["torus-sim"]),
     ],
     dependencies: [
@@ -17,6 +18,8 @@ let package = Package(
         .target(name: "TorusCore", dependencies: ["CTorusCRC"], path: "Sources/TorusCore"),
         // CRC-32C with the CPU's crc32 instruction (pure computation, no I/O).
         .target(name: "CTorusCRC", path: "Sources/CTorusCRC"),
+        // The NBD server protocol as a sans-I/O state machine (one per connection).
+        .target(name: "TorusNBD", path: "Sources/TorusNBD"),
         // The deterministic, fault-injecting simulator that drives the core.
         .target(name: "TorusSim", dependencies: ["TorusCore"], path: "Simulation/TorusSim"),
         .executableTarget(
@@ -25,6 +28,7 @@ let package = Package(
             path: "Simulation/torus-sim"
         ),
         .testTarget(name: "TorusCoreTests", dependencies: ["TorusCore"], path: "Tests/TorusCoreTests"),
+        .testTarget(name: "TorusNBDTests", dependencies: ["TorusNBD"], path: "Tests/TorusNBDTests"),
         .testTarget(name: "SimulationTests", dependencies: ["TorusSim", "TorusCore"], path: "Tests/SimulationTests"),
     ],
     swiftLanguageModes: [.v6]

@@ -28,7 +28,7 @@ struct SourceScanTests {
     ]
 
     /// Directories scanned, relative to the package root.
-    static let scanned = ["Sources/TorusCore", "Simulation/TorusSim"]
+    static let scanned = ["Sources/TorusCore", "Sources/TorusNBD", "Simulation/TorusSim"]
 
     static func packageRoot() -> String {
         // This file lives in <root>/Tests/SimulationTests/.

@@ -59,7 +59,8 @@ public enum VolumeError: Error, Hashable, Sendable, CustomStringConvertible {
 /// Knobs of a volume client. Every limit has its unit in the name.
 public struct VolumeClientConfig: Sendable {
     public var sectorSize = 4096
-    public var requestBytesMax = 32 << 20
+    /// 32 MiB (the NBD maximum) plus the two edge sectors a byte-granular request can add.
+    public var requestBytesMax = (32 << 20) + 8192
     public var cacheBytesMax = 64 << 20
     /// Background write-back starts when dirty bytes exceed this.
     public var dirtyBytesHigh = 16 << 20

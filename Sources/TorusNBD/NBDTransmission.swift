@@ -1,0 +1,160 @@
+/// Transmission phase: request parsing, validation and replies.
+///
+/// Validation order for each request (the spec fixes no precedence): command flags (`EINVAL`),
+/// read-only export (`EPERM`), length limit, range against the export size. Range errors follow
+/// "Error values": `ENOSPC` for WRITE and WRITE_ZEROES past the end, `EINVAL` for READ and TRIM.
+/// A rejected request gets an error reply and the connection stays usable; a rejected WRITE's
+/// payload is skipped without being stored, and the error is sent once it has been skipped.
+///
+/// Zero-length READ, WRITE, TRIM and WRITE_ZEROES ("the behavior of a server on such a request is
+/// unspecified although the server SHOULD NOT disconnect") are validated like any other request
+/// and then answered with success at once, without an `.execute`.
+extension NBDServerConnection {
+    /// Request header: magic, command flags, type, handle (cookie), offset, length.
+    mutating func handleRequestHeader(_ out: inout [NBDAction]) {
+        let magic = UInt32(headerField(at: 0, size: 4))
+        let flags = UInt16(headerField(at: 4, size: 2))
+        let type = UInt16(headerField(at: 6, size: 2))
+        let cookie = headerField(at: 8, size: 8)
+        let offset = headerField(at: 16, size: 8)
+        let length = Int(headerField(at: 24, size: 4))
+        header.removeAll(keepingCapacity: true)
+
+        // Without a valid magic the request boundaries are lost; nothing after can be trusted.
+        guard magic == NBDWire.requestMagic else { return close("bad request magic", &out) }
+        guard let export else { return close("request before an export was selected", &out) }
+
+        if type == NBDWire.cmdDisc {
+            // "NBD_CMD_DISC": handle all outstanding requests, then close; there is no reply.
+            // Flags, offset and length are not checked: the client is leaving either way.
+            reader = .ignore
+            if pending.isEmpty {
+                close("client disconnected (NBD_CMD_DISC)", &out)
+            } else {
+                state = .disconnecting
+            }
+            return
+        }
+
+        // "Transmission": clients SHOULD use a handle distinct from all pending transactions. A
+        // reused in-flight handle would make the two replies (and, for reads, their payload
+        // lengths) indistinguishable to the client, and `completed(cookie:)` ambiguous here, so
+        // the connection is closed rather than risk misattributing data.
+        guard pending[cookie] == nil else {
+            return close("client reused cookie \(cookie) while it was still in flight", &out)
+        }
+
+        let fua = flags & NBDWire.cmdFlagFUA != 0
+        // "Command flags": FUA is valid on every command once NBD_FLAG_SEND_FUA is advertised, and
+        // the server MUST accept it (ignoring it where nothing is written). NO_HOLE is valid only on
+        // WRITE_ZEROES. DF, REQ_ONE and FAST_ZERO are never advertised, so like unknown bits they
+        // get EINVAL ("Error values").
+        func flagsAllowed(_ allowed: UInt16) -> Bool { flags & ~allowed == 0 }
+        let inRange = offset <= export.size && UInt64(length) <= export.size - offset
+
+        switch type {
+        case NBDWire.cmdWrite:
+            // "Block size constraints": either side MAY hard-disconnect when a WRITE payload is
+            // large enough to be a denial of service; anything up to 2^25 bytes SHOULD be accepted.
+            // Beyond `requestBytesMax` the payload is not skipped: the connection is closed.
+            guard length <= limits.requestBytesMax else {
+                return close("NBD_CMD_WRITE of \(length) bytes exceeds \(limits.requestBytesMax)", &out)
+            }
+            let error: NBDErrno? =
+                !flagsAllowed(NBDWire.cmdFlagFUA) ? .EINVAL
+                : export.readOnly ? .EPERM
+                : !inRange ? .ENOSPC
+                : nil
+            if let error {
+                beginDiscard(length, then: .errorReply(cookie: cookie, error), &out)
+            } else if length == 0 {
+                replySuccess(cookie: cookie, request: Pending(isRead: false, offset: offset, length: 0), data: [], &out)
+            } else {
+                data.reserveCapacity(length)
+                reader = .writePayload(cookie: cookie, offset: offset, length: length, fua: fua)
+            }
+
+        case NBDWire.cmdRead:
+            // "Block size constraints": the server SHOULD report EINVAL for a request larger than the
+            // advertised maximum block size. (EOVERFLOW is reserved for NBD_CMD_FLAG_DF, which is
+            // not advertised: "The server SHOULD NOT return NBD_EOVERFLOW except as documented".)
+            let request = Pending(isRead: true, offset: offset, length: length)
+            let error: NBDErrno? =
+                !flagsAllowed(NBDWire.cmdFlagFUA) ? .EINVAL
+                : length > limits.requestBytesMax ? .EINVAL
+                : !inRange ? .EINVAL
+                : nil
+            if let error {
+                replyError(cookie: cookie, error, &out)
+            } else if length == 0 {
+                replySuccess(cookie: cookie, request: request, data: [], &out)
+            } else {
+                execute(cookie: cookie, .read(offset: offset, length: length), request, &out)
+            }
+
+        case NBDWire.cmdFlush:
+            // "NBD_CMD_FLUSH": length and offset are reserved and MUST be zero.
+            guard flagsAllowed(NBDWire.cmdFlagFUA), offset == 0, length == 0 else {
+                return replyError(cookie: cookie, .EINVAL, &out)
+            }
+            execute(cookie: cookie, .flush, Pending(isRead: false, offset: 0, length: 0), &out)
+
+        case NBDWire.cmdTrim, NBDWire.cmdWriteZeroes:
+            // These carry no payload, so `requestBytesMax` (a buffering limit) does not apply;
+            // lengths up to 2^32 - 1 are passed on, as the Linux client issues discards that large.
+            let isTrim = type == NBDWire.cmdTrim
+            let allowed = isTrim ? NBDWire.cmdFlagFUA : NBDWire.cmdFlagFUA | NBDWire.cmdFlagNoHole
+            let error: NBDErrno? =
+                !flagsAllowed(allowed) ? .EINVAL
+                : export.readOnly ? .EPERM
+                : !inRange ? (isTrim ? .EINVAL : .ENOSPC)
+                : nil
+            let request = Pending(isRead: false, offset: offset, length: length)
+            if let error {
+                replyError(cookie: cookie, error, &out)
+            } else if length == 0 {
+                replySuccess(cookie: cookie, request: request, data: [], &out)
+            } else if isTrim {
+                execute(cookie: cookie, .trim(offset: offset, length: length, fua: fua), request, &out)
+            } else {
+                let mayTrim = flags & NBDWire.cmdFlagNoHole == 0
+                execute(cookie: cookie, .writeZeroes(offset: offset, length: length, fua: fua, mayTrim: mayTrim),
+                        request, &out)
+            }
+
+        default:
+            // "Error values": the server SHOULD return EINVAL for an unknown command. Unknown
+            // commands have no payload (only NBD_CMD_WRITE does), so parsing continues.
+            replyError(cookie: cookie, .EINVAL, &out)
+        }
+    }
+
+    mutating func execute(cookie: UInt64, _ command: NBDCommand, _ request: Pending, _ out: inout [NBDAction]) {
+        pending[cookie] = request
+        out.append(.execute(cookie: cookie, command))
+    }
+
+    /// Success reply. With structured replies a READ gets one final `NBD_REPLY_TYPE_OFFSET_DATA`
+    /// chunk (or `NBD_REPLY_TYPE_NONE` when empty, since a data chunk must describe at least one
+    /// byte); everything else gets a simple reply, which "MAY be used as a reply to any request
+    /// other than NBD_CMD_READ, but only if the reply has no data payload".
+    mutating func replySuccess(cookie: UInt64, request: Pending, data: [UInt8], _ out: inout [NBDAction]) {
+        if request.isRead && structuredReplies {
+            out.append(.send(data.isEmpty
+                ? NBDEncode.noneChunk(cookie: cookie)
+                : NBDEncode.offsetDataChunk(cookie: cookie, offset: request.offset, data: data)))
+        } else {
+            out.append(.send(NBDEncode.simpleReply(cookie: cookie, error: 0, data: data)))
+        }
+    }
+
+    /// Error reply, never with a data payload. With structured replies negotiated every error is a
+    /// final `NBD_REPLY_TYPE_ERROR` chunk: READ MUST NOT use a simple reply "even for the case of an
+    /// early NBD_EINVAL", and for other commands the server "SHOULD prefer sending errors via a
+    /// structured reply".
+    mutating func replyError(cookie: UInt64, _ errno: NBDErrno, _ out: inout [NBDAction]) {
+        out.append(.send(structuredReplies
+            ? NBDEncode.errorChunk(cookie: cookie, error: errno.rawValue)
+            : NBDEncode.simpleReply(cookie: cookie, error: errno.rawValue)))
+    }
+}
