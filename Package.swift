@@ -9,9 +9,11 @@ let package = Package(
         .library(name: "TorusSim", targets: ["TorusSim"]),
         .library(name: "TorusNBD", targets: ["TorusNBD"]),
         .executable(name: "torus-sim", targets: ["torus-sim"]),
+        .executable(name: "torus", targets: ["torus"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         // The storage core: deterministic state machines, no I/O.
@@ -20,6 +22,23 @@ let package = Package(
         .target(name: "CTorusCRC", path: "Sources/CTorusCRC"),
         // The NBD server protocol as a sans-I/O state machine (one per connection).
         .target(name: "TorusNBD", path: "Sources/TorusNBD"),
+        // Production drivers: file disks, the embedded metadata store, the NBD server, the local cluster.
+        .target(
+            name: "TorusRuntime",
+            dependencies: [
+                "TorusCore", "TorusNBD",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            path: "Sources/TorusRuntime"
+        ),
+        // The `torus` command line.
+        .executableTarget(
+            name: "torus",
+            dependencies: ["TorusRuntime", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Sources/torus"
+        ),
         // The deterministic, fault-injecting simulator that drives the core.
         .target(name: "TorusSim", dependencies: ["TorusCore"], path: "Simulation/TorusSim"),
         .executableTarget(
@@ -28,6 +47,7 @@ let package = Package(
             path: "Simulation/torus-sim"
         ),
         .testTarget(name: "TorusCoreTests", dependencies: ["TorusCore"], path: "Tests/TorusCoreTests"),
+        .testTarget(name: "TorusRuntimeTests", dependencies: ["TorusRuntime", "TorusCore"], path: "Tests/TorusRuntimeTests"),
         .testTarget(name: "TorusNBDTests", dependencies: ["TorusNBD"], path: "Tests/TorusNBDTests"),
         .testTarget(name: "SimulationTests", dependencies: ["TorusSim", "TorusCore"], path: "Tests/SimulationTests"),
     ],

@@ -1,9 +1,19 @@
 #!/usr/bin/env bash
 # Runs every test of the project. Usage: bash scripts/test.sh
-# Installs what it needs on Debian (nothing beyond the Swift toolchain yet), builds without
-# warnings in project code, runs `swift test`, then a release sweep of the simulator.
+# Installs the Debian packages it needs (NBD clients for the interop tests), builds without
+# warnings in project code, runs `swift test`, a release sweep of the simulator, and the
+# interop tests of `torus up` with real NBD clients.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+need=()
+for p in libnbd-bin fio qemu-utils; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
+if [ ${#need[@]} -gt 0 ]; then
+    echo "== installing ${need[*]}"
+    SUDO=; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
+fi
 
 echo "== build (debug), failing on warnings in project code"
 log=$(mktemp)
@@ -29,3 +39,6 @@ echo "seed 1: $a, again: $b; seed 2: $c"
 [ "$a" = "$b" ] || { echo "error: seed 1 gave two different traces" >&2; exit 1; }
 [ "$a" != "$c" ] || { echo "error: seeds 1 and 2 gave the same trace" >&2; exit 1; }
 swift run -c release torus-sim sweep --from 1 --count "${TORUS_SWEEP_SEEDS:-200}"
+
+echo "== interop: torus up with nbdinfo, nbdcopy, fio, qemu-img"
+bash scripts/interop.sh

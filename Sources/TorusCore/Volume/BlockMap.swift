@@ -151,6 +151,33 @@ public struct VolumeInfo: Hashable, Sendable {
             / UInt64(BlockMapCodec.entriesPerPage(blockSize: blockSize)))
     }
 
+    static let infoMagic: UInt32 = 0x5456_4F4C  // "TVOL"
+
+    /// The stored form of a volume's description (checksummed).
+    public func encoded() -> [UInt8] {
+        var w = ByteWriter(capacity: 64)
+        w.u32(Self.infoMagic); w.u64(id); w.u64(sizeBytes); w.u32(UInt32(blockSize)); w.u32(UInt32(replication))
+        let name = Array(self.name.utf8)
+        w.u32(UInt32(name.count)); w.raw(name)
+        w.u32(CRC32C.checksum(w.bytes))
+        return w.bytes
+    }
+
+    public static func decode(_ bytes: [UInt8]) -> VolumeInfo? {
+        guard bytes.count >= 8 else { return nil }
+        let body = bytes[..<(bytes.count - 4)]
+        var tail = ByteReader(bytes[(bytes.count - 4)...])
+        guard tail.u32() == CRC32C.checksum(body) else { return nil }
+        var r = ByteReader(body)
+        guard r.u32() == infoMagic, let id = r.u64(), let size = r.u64(), let bs = r.u32(), let rep = r.u32(),
+              let n = r.u32(), let name = r.raw(Int(n)), bs > 0, rep > 0 else { return nil }
+        return VolumeInfo(name: String(decoding: name, as: UTF8.self), id: id, sizeBytes: size, blockSize: Int(bs),
+                          replication: Int(rep))
+    }
+
+    public static func infoKey(_ name: String) -> String { "/torus/volumes/\(name)/info" }
+    public static let volumesPrefix = "/torus/volumes/"
+
     /// Metadata keys of this volume (documented in docs/metadata.md once the etcd layer lands).
     public static func headKey(_ name: String) -> String { "/torus/volumes/\(name)/head" }
     public static func lockKey(_ name: String) -> String { "/torus/volumes/\(name)/lock" }

@@ -1,0 +1,371 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import TorusCore
+import TorusNBD
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A whole cluster in one process: `nodes` storage nodes on file disks under `dataDir`, the
+/// embedded metadata store, and one writer per volume, all confined to one event loop. Disk
+/// I/O and metadata fsyncs run on a thread pool and come back to the loop as inputs.
+///
+/// The storage nodes and writers exchange the peer messages through the loop (no sockets yet:
+/// the TCP peer transport is the next step, see docs/runtime.md).
+public final class LocalCluster: @unchecked Sendable {
+    public struct Configuration: Sendable {
+        public var dataDir: String
+        public var nodes: Int
+        public var replication: Int
+        public var blockSize: Int
+        public var diskBytes: UInt64
+        /// Volumes to create if missing (name, size).
+        public var volumes: [(String, UInt64)]
+        /// Created when no volume is given and the cluster has none yet.
+        public var defaultVolume: (String, UInt64)? = ("vol0", 1 << 30)
+        public init(dataDir: String, nodes: Int = 3, replication: Int = 2, blockSize: Int = 64 << 10,
+                    diskBytes: UInt64 = 2 << 30, volumes: [(String, UInt64)] = []) {
+            self.dataDir = dataDir
+            self.nodes = nodes
+            self.replication = replication
+            self.blockSize = blockSize
+            self.diskBytes = diskBytes
+            self.volumes = volumes
+        }
+    }
+
+    /// Confined to the cluster's event loop.
+    final class NodeHost: @unchecked Sendable {
+        var node: StorageNode
+        let disk: FileDisk
+        init(node: StorageNode, disk: FileDisk) {
+            self.node = node
+            self.disk = disk
+        }
+    }
+
+    /// Confined to the cluster's event loop.
+    final class VolumeHost: @unchecked Sendable {
+        var client: VolumeClient
+        var adapter: ByteRangeAdapter
+        var pending: [UInt64: EventLoopPromise<[UInt8]>] = [:]
+        var nextRequest: UInt64 = 1
+        var timer: Scheduled<Void>?
+        var timerAt: Instant?
+        var ready: EventLoopPromise<Void>?
+        init(client: VolumeClient, adapter: ByteRangeAdapter) {
+            self.client = client
+            self.adapter = adapter
+        }
+    }
+
+    public let loop: EventLoop
+    let pool: NIOThreadPool
+    let meta: EmbeddedMetadataStore
+    let config: Configuration
+    let ring: Ring
+    var nodes: [NodeID: NodeHost] = [:]
+    var volumes: [String: VolumeHost] = [:]
+    var clientVolume: [NodeID: String] = [:]
+    var leaseTimer: RepeatedTask?
+    let directory: VolumeDirectory
+
+    init(loop: EventLoop, pool: NIOThreadPool, meta: EmbeddedMetadataStore, config: Configuration) {
+        self.loop = loop
+        self.pool = pool
+        self.meta = meta
+        self.config = config
+        ring = Ring(members: (1...config.nodes).map { RingMember(node: NodeID(UInt32($0))) })
+        directory = VolumeDirectory()
+    }
+
+    /// Opens (or creates) the cluster in `config.dataDir` and every volume, and returns once all
+    /// volumes are open for writing.
+    public static func start(_ config: Configuration, group: EventLoopGroup, pool: NIOThreadPool) -> EventLoopFuture<LocalCluster> {
+        let loop = group.next()
+        return pool.runIfActive(eventLoop: loop) { () throws -> (EmbeddedMetadataStore, [(NodeID, FileDisk, BlockStore)]) in
+            try makeDirectory(config.dataDir)
+            let meta = try EmbeddedMetadataStore(directory: config.dataDir + "/metadata", now: SystemClock.now())
+            var disks: [(NodeID, FileDisk, BlockStore)] = []
+            let storeConfig = Self.storeConfig(config)
+            for i in 1...config.nodes {
+                let dir = config.dataDir + "/node-\(i)"
+                try makeDirectory(dir)
+                let disk = try FileDisk(path: dir + "/blocks.data", capacityBytes: config.diskBytes)
+                let regions = BlockStore.journalRegions(config: storeConfig)
+                let a = try disk.readSync(offset: regions.a.offset, length: regions.a.length)
+                let b = try disk.readSync(offset: regions.b.offset, length: regions.b.length)
+                disks.append((NodeID(UInt32(i)), disk, BlockStore.recover(config: storeConfig, regionA: a, regionB: b)))
+            }
+            return (meta, disks)
+        }.flatMap { meta, disks in
+            let cluster = LocalCluster(loop: loop, pool: pool, meta: meta, config: config)
+            for (id, disk, store) in disks {
+                let host = NodeHost(node: StorageNode(id: id, store: store), disk: disk)
+                cluster.nodes[id] = host
+                cluster.performNode(id, host.node.start())
+            }
+            cluster.leaseTimer = loop.scheduleRepeatedTask(initialDelay: .milliseconds(200), delay: .milliseconds(200)) { _ in
+                cluster.expireLeases()
+            }
+            return cluster.openVolumes().map { cluster }
+        }
+    }
+
+    static func storeConfig(_ config: Configuration) -> BlockStoreConfig {
+        let slots = Int(config.diskBytes) / config.blockSize
+        let journalSectors = 2 * (slots * 48 / 4096 + 2) + 256
+        return BlockStoreConfig(geometry: DiskGeometry(sectorSize: 4096, capacityBytes: config.diskBytes),
+                                blockSize: config.blockSize, journalRegionSectors: journalSectors)
+    }
+
+    // MARK: - Volumes
+
+    /// Creates missing volumes, then opens every volume the metadata store knows.
+    func openVolumes() -> EventLoopFuture<Void> {
+        var chain = loop.makeSucceededVoidFuture()
+        for (name, size) in config.volumes {
+            chain = chain.flatMap { self.createVolume(name: name, sizeBytes: size, ifMissing: true).map { _ in } }
+        }
+        return chain.flatMap { self.listVolumes() }.flatMap { infos in
+            if infos.isEmpty, self.config.volumes.isEmpty, let (name, size) = self.config.defaultVolume {
+                return self.createVolume(name: name, sizeBytes: size, ifMissing: true).map { [$0] }
+            }
+            return self.loop.makeSucceededFuture(infos)
+        }.flatMap { infos in
+            EventLoopFuture.andAllSucceed(infos.map { self.openVolume($0) }, on: self.loop)
+        }
+    }
+
+    public func listVolumes() -> EventLoopFuture<[VolumeInfo]> {
+        metaApply(.txn(MetaTxn(success: [.range(key: VolumeInfo.volumesPrefix, prefix: true)]))).flatMapThrowing { r in
+            guard case .txn(let t) = r, case .range(let kvs) = t.results.first else {
+                throw RuntimeError.metadata("unexpected reply listing volumes: \(r)")
+            }
+            return kvs.filter { $0.key.hasSuffix("/info") }.compactMap { VolumeInfo.decode($0.value) }
+        }
+    }
+
+    /// Creates a volume; with `ifMissing`, an existing volume of that name is returned instead.
+    public func createVolume(name: String, sizeBytes: UInt64, ifMissing: Bool = false) -> EventLoopFuture<VolumeInfo> {
+        guard Self.validName(name) else {
+            return loop.makeFailedFuture(RuntimeError.badInput("volume name '\(name)' must be 1-64 characters of a-z, A-Z, 0-9, '-', '_', '.'"))
+        }
+        guard sizeBytes > 0, sizeBytes % 4096 == 0 else {
+            return loop.makeFailedFuture(RuntimeError.badInput("volume size \(sizeBytes) must be a positive multiple of 4096 bytes"))
+        }
+        let counter = "/torus/next-volume-id"
+        return metaApply(.txn(MetaTxn(success: [.range(key: counter, prefix: false),
+                                                 .range(key: VolumeInfo.infoKey(name), prefix: false)])))
+            .flatMap { r -> EventLoopFuture<VolumeInfo> in
+                guard case .txn(let t) = r, t.results.count == 2, case .range(let c) = t.results[0],
+                      case .range(let existing) = t.results[1] else {
+                    return self.loop.makeFailedFuture(RuntimeError.metadata("unexpected reply: \(r)"))
+                }
+                if let kv = existing.first, let info = VolumeInfo.decode(kv.value) {
+                    return ifMissing ? self.loop.makeSucceededFuture(info)
+                        : self.loop.makeFailedFuture(RuntimeError.badInput("volume '\(name)' already exists"))
+                }
+                let id = (c.first.flatMap { MetaValue.u64($0.value) } ?? 0) + 1
+                let info = VolumeInfo(name: name, id: id, sizeBytes: sizeBytes, blockSize: self.config.blockSize,
+                                      replication: self.config.replication)
+                guard info.pageCount <= BlockMapCodec.entriesPerPage(blockSize: info.blockSize) else {
+                    return self.loop.makeFailedFuture(RuntimeError.badInput("volume size \(sizeBytes) is too large for block size \(info.blockSize)"))
+                }
+                let txn = MetaTxn(
+                    compares: [MetaCompare(key: counter, result: .equal, target: .modRevision(c.first?.modRevision ?? 0)),
+                               MetaCompare(key: VolumeInfo.infoKey(name), result: .equal, target: .createRevision(0))],
+                    success: [.put(key: counter, value: MetaValue.u64(id), lease: 0),
+                              .put(key: VolumeInfo.infoKey(name), value: info.encoded(), lease: 0)])
+                return self.metaApply(.txn(txn)).flatMapThrowing { r in
+                    guard case .txn(let t) = r, t.succeeded else { throw RuntimeError.metadata("volume '\(name)' was created concurrently") }
+                    return info
+                }
+            }
+    }
+
+    static func validName(_ name: String) -> Bool {
+        !name.isEmpty && name.utf8.count <= 64
+            && name.unicodeScalars.allSatisfy { ($0.properties.isASCIIHexDigit || ("a"..."z").contains($0) || ("A"..."Z").contains($0) || "-_.".unicodeScalars.contains($0)) }
+    }
+
+    func openVolume(_ info: VolumeInfo) -> EventLoopFuture<Void> {
+        if volumes[info.name] != nil { return loop.makeSucceededVoidFuture() }
+        let clientID = NodeID(UInt32(10_000 + info.id))
+        var cfg = VolumeClientConfig()
+        cfg.leaseTTLSeconds = 10
+        let client = VolumeClient(info: info, ring: ring, clientID: clientID, config: cfg, seed: info.id)
+        let host = VolumeHost(client: client, adapter: ByteRangeAdapter(sectorSize: 4096, volumeSize: info.sizeBytes))
+        let ready = loop.makePromise(of: Void.self)
+        host.ready = ready
+        volumes[info.name] = host
+        clientVolume[clientID] = info.name
+        directory.set(NBDExport(name: info.name, size: info.sizeBytes, readOnly: false, multiConn: true,
+                                description: "torus volume \(info.name)"))
+        handleClient(info.name, host.client.start(now: SystemClock.now()))
+        return ready.futureResult
+    }
+
+    /// Serves one byte-granular request on a volume; fails with `VolumeError` or `RuntimeError`.
+    public func submit(volume: String, _ request: ByteRangeAdapter.Request) -> EventLoopFuture<[UInt8]> {
+        loop.assertInEventLoop()
+        guard let host = volumes[volume] else {
+            return loop.makeFailedFuture(RuntimeError.badInput("no volume named '\(volume)'"))
+        }
+        let id = host.nextRequest
+        host.nextRequest += 1
+        let promise = loop.makePromise(of: [UInt8].self)
+        host.pending[id] = promise
+        performAdapter(volume, host.adapter.request(id, request))
+        return promise.futureResult
+    }
+
+    /// Flushes every volume (used on shutdown).
+    public func flushAll() -> EventLoopFuture<Void> {
+        loop.flatSubmit {
+            EventLoopFuture.andAllSucceed(self.volumes.keys.sorted().map { self.submit(volume: $0, .flush).map { _ in } }, on: self.loop)
+        }
+    }
+
+    public func shutdown() -> EventLoopFuture<Void> {
+        flushAll().always { _ in
+            self.leaseTimer?.cancel()
+            for host in self.volumes.values { host.timer?.cancel() }
+        }
+    }
+
+    public func exports() -> [NBDExport] { directory.all() }
+    public var volumeDirectory: VolumeDirectory { directory }
+
+    // MARK: - Effects
+
+    func performAdapter(_ volume: String, _ outputs: [ByteRangeAdapter.Output]) {
+        guard let host = volumes[volume] else { return }
+        for o in outputs {
+            switch o {
+            case .submit(let op, let vop):
+                handleClient(volume, host.client.submit(op, vop, now: SystemClock.now()))
+            case .complete(let id, let result):
+                guard let p = host.pending.removeValue(forKey: id) else { continue }
+                switch result {
+                case .success(let data): p.succeed(data)
+                case .failure(let e): p.fail(e)
+                }
+            }
+        }
+    }
+
+    func handleClient(_ volume: String, _ outputs: [ClientOutput]) {
+        guard let host = volumes[volume] else { return }
+        let from = host.client.clientID
+        for o in outputs {
+            switch o {
+            case .send(let to, let msg):
+                loop.execute { self.deliverToNode(to, from: from, msg) }
+            case .metadata(let id, let req):
+                metaApply(req).whenComplete { result in
+                    let response: MetaResponse
+                    switch result {
+                    case .success(let r): response = r
+                    case .failure(let e): response = .error(.unavailable("\(e)"))
+                    }
+                    self.handleClient(volume, host.client.metadataReply(id, response, now: SystemClock.now()))
+                }
+            case .timer(let at):
+                if host.timerAt == nil || at < host.timerAt! {
+                    host.timer?.cancel()
+                    host.timerAt = at
+                    host.timer = loop.scheduleTask(deadline: SystemClock.deadline(at)) {
+                        host.timerAt = nil
+                        host.timer = nil
+                        self.handleClient(volume, host.client.tick(now: SystemClock.now()))
+                    }
+                }
+            case .complete(let op, let result):
+                performAdapter(volume, host.adapter.opCompleted(op, result))
+            case .phaseChanged(let phase):
+                if phase == .ready, let p = host.ready {
+                    host.ready = nil
+                    p.succeed(())
+                } else if phase == .fenced, let p = host.ready {
+                    host.ready = nil
+                    p.fail(RuntimeError.metadata("volume \(volume) could not be opened: writer fenced"))
+                }
+            }
+        }
+    }
+
+    func deliverToNode(_ id: NodeID, from: NodeID, _ msg: PeerMessage) {
+        guard let host = nodes[id] else { return }
+        performNode(id, host.node.receive(from: from, msg))
+    }
+
+    func performNode(_ id: NodeID, _ outputs: [StorageNode.Output]) {
+        guard let host = nodes[id] else { return }
+        for o in outputs {
+            switch o {
+            case .send(let to, let msg):
+                loop.execute {
+                    guard let volume = self.clientVolume[to], let v = self.volumes[volume] else { return }
+                    self.handleClient(volume, v.client.receive(from: id, msg, now: SystemClock.now()))
+                }
+            case .disk(let op, let req):
+                let disk = host.disk
+                pool.runIfActive(eventLoop: loop) { disk.perform(req) }.whenComplete { result in
+                    let completion: DiskCompletion
+                    switch result {
+                    case .success(let c): completion = c
+                    case .failure:
+                        switch req {
+                        case .read: completion = .read(.failure(.ioError(offset: 0)))
+                        case .write(let off, _): completion = .written(.failure(.ioError(offset: off)))
+                        case .sync: completion = .synced(.failure(.ioError(offset: 0)))
+                        }
+                    }
+                    self.performNode(id, host.node.diskCompleted(op, completion))
+                }
+            }
+        }
+    }
+
+    func metaApply(_ request: MetaRequest) -> EventLoopFuture<MetaResponse> {
+        let meta = self.meta
+        return pool.runIfActive(eventLoop: loop) { try meta.apply(request, now: SystemClock.now()) }
+    }
+
+    func expireLeases() {
+        let meta = self.meta
+        _ = pool.runIfActive(eventLoop: loop) { try meta.expireLeases(now: SystemClock.now()) }
+    }
+}
+
+/// The exports the NBD server offers, readable from any thread.
+public final class VolumeDirectory: @unchecked Sendable {
+    private let lock = NIOLock()
+    private var exports: [String: NBDExport] = [:]
+
+    public func set(_ e: NBDExport) { lock.withLock { exports[e.name] = e } }
+    public func remove(_ name: String) { _ = lock.withLock { exports.removeValue(forKey: name) } }
+    public func lookup(_ name: String) -> NBDExport? { lock.withLock { exports[name] } }
+    public func all() -> [NBDExport] { lock.withLock { exports.values.sorted { $0.name < $1.name } } }
+}
+
+public enum RuntimeError: Error, CustomStringConvertible {
+    case badInput(String)
+    case metadata(String)
+    case io(String)
+
+    public var description: String {
+        switch self {
+        case .badInput(let s), .metadata(let s), .io(let s): s
+        }
+    }
+}
+
+func makeDirectory(_ path: String) throws {
+    if mkdir(path, 0o755) != 0 && errno != EEXIST {
+        throw RuntimeError.io("cannot create directory \(path): \(String(cString: strerror(errno)))")
+    }
+}

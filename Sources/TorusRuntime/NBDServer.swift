@@ -1,0 +1,121 @@
+import NIOCore
+import NIOPosix
+import TorusCore
+import TorusNBD
+
+/// One NBD connection: bytes go through `NBDServerConnection`; commands go to the cluster's
+/// volume writer; replies go back in completion order.
+final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private var connection: NBDServerConnection
+    private let cluster: LocalCluster
+    private var export: NBDExport?
+    private var closed = false
+
+    init(cluster: LocalCluster) {
+        self.cluster = cluster
+        let directory = cluster.volumeDirectory
+        connection = NBDServerConnection(lookup: { directory.lookup($0) }, list: { directory.all() })
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        perform(connection.start(), context: context)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var buffer = unwrapInboundIn(data)
+        guard !closed, let bytes = buffer.readBytes(length: buffer.readableBytes) else { return }
+        perform(connection.receive(bytes[...]), context: context)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        closed = true
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        closed = true
+        context.close(promise: nil)
+    }
+
+    private func perform(_ actions: [NBDAction], context: ChannelHandlerContext) {
+        var wrote = false
+        for action in actions {
+            switch action {
+            case .send(let bytes):
+                var out = context.channel.allocator.buffer(capacity: bytes.count)
+                out.writeBytes(bytes)
+                context.write(wrapOutboundOut(out), promise: nil)
+                wrote = true
+            case .enterTransmission(let e):
+                export = e
+            case .execute(let cookie, let command):
+                execute(cookie, command, context: context)
+            case .close:
+                if wrote { context.flush() }
+                wrote = false
+                closed = true
+                context.close(promise: nil)
+            }
+        }
+        if wrote { context.flush() }
+    }
+
+    private func execute(_ cookie: UInt64, _ command: NBDCommand, context: ChannelHandlerContext) {
+        guard let export else {
+            perform(connection.completed(cookie: cookie, result: .failure(.EIO)), context: context)
+            return
+        }
+        let request: ByteRangeAdapter.Request
+        switch command {
+        case .read(let o, let l): request = .read(offset: o, length: l)
+        case .write(let o, let d, let fua): request = .write(offset: o, data: d, fua: fua)
+        case .flush: request = .flush
+        case .trim(let o, let l, let fua): request = .trim(offset: o, length: l, fua: fua)
+        case .writeZeroes(let o, let l, let fua, _): request = .writeZeroes(offset: o, length: l, fua: fua)
+        }
+        let ctx = NIOLoopBound(context, eventLoop: context.eventLoop)
+        let handlerLoop = context.eventLoop
+        cluster.loop.execute {
+            self.cluster.submit(volume: export.name, request).hop(to: handlerLoop).whenComplete { result in
+                guard !self.closed else { return }
+                let mapped: Result<[UInt8], NBDErrno>
+                switch result {
+                case .success(let data): mapped = .success(data)
+                case .failure(let e as VolumeError):
+                    switch e {
+                    case .outOfRange: mapped = .failure(.EINVAL)
+                    case .misaligned, .tooLarge: mapped = .failure(.EINVAL)
+                    default: mapped = .failure(.EIO)
+                    }
+                case .failure: mapped = .failure(.EIO)
+                }
+                self.perform(self.connection.completed(cookie: cookie, result: mapped), context: ctx.value)
+            }
+        }
+    }
+}
+
+/// The NBD listener: TCP (`host:port`) or a Unix socket path.
+public enum NBDServer {
+    public static func bind(_ address: String, cluster: LocalCluster, group: EventLoopGroup) -> EventLoopFuture<Channel> {
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(NBDConnectionHandler(cluster: cluster))
+                }
+            }
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+        if address.hasPrefix("/") || address.hasPrefix("./") {
+            return bootstrap.bind(unixDomainSocketPath: address, cleanupExistingSocketFile: true)
+        }
+        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]) else {
+            return group.next().makeFailedFuture(RuntimeError.badInput("--nbd '\(address)' must be HOST:PORT or a Unix socket path"))
+        }
+        return bootstrap.bind(host: String(address[..<colon]), port: port)
+    }
+}

@@ -1,0 +1,138 @@
+import ArgumentParser
+import Dispatch
+import NIOCore
+import NIOPosix
+import TorusCore
+import TorusRuntime
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@main
+struct TorusCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "torus",
+        abstract: "Distributed block storage: pooled node disks, replicated volumes, served over NBD.",
+        subcommands: [Up.self]
+    )
+}
+
+/// Prints a line and flushes at once, so progress shows up immediately also in log files.
+func say(_ line: String) {
+    print(line)
+    fflush(nil)
+}
+
+func parseSize(_ s: String, what: String) throws -> UInt64 {
+    let units: [(String, UInt64)] = [("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30), ("TiB", 1 << 40), ("B", 1)]
+    for (suffix, mult) in units where s.hasSuffix(suffix) {
+        if let n = UInt64(s.dropLast(suffix.count)), n > 0, n <= (1 << 50) / mult { return n * mult }
+    }
+    if let n = UInt64(s), n > 0 { return n }
+    throw ValidationError("cannot read \(what) '\(s)': use a size like 512MiB, 10GiB or a byte count")
+}
+
+struct Up: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a whole local cluster in one process and serve its volumes over NBD.",
+        discussion: """
+            Starts --nodes storage nodes with file disks under --data-dir, the embedded metadata \
+            store in the same directory, and the NBD server. On the first start without --volume, \
+            one volume vol0 of 1 GiB is created. Ctrl-C (SIGINT) or SIGTERM flushes every volume and \
+            exits; starting again on the same directory serves every flushed byte.
+            """
+    )
+
+    @Option(name: .customLong("data-dir"), help: "Directory for node disks and metadata.") var dataDir = "./torus-data"
+    @Option(help: "Storage nodes to run.") var nodes = 3
+    @Option(help: "Copies of every block.") var replication = 2
+    @Option(help: "NBD listen address: HOST:PORT, or a Unix socket path (absolute or ./relative).") var nbd = "127.0.0.1:10809"
+    @Option(name: .customLong("volume"), help: "NAME:SIZE of a volume to create if missing (repeatable), e.g. vol1:10GiB.")
+    var volumes: [String] = []
+    @Option(name: .customLong("block-size"), help: "Block size of new volumes (power of two, 4KiB to 1MiB).") var blockSize = "64KiB"
+    @Option(name: .customLong("disk-size"), help: "Size of each node's data file (preallocated).") var diskSize = "2GiB"
+
+    func validate() throws {
+        guard nodes >= 1 && nodes <= 64 else { throw ValidationError("--nodes must be between 1 and 64") }
+        guard replication >= 1 && replication <= nodes else { throw ValidationError("--replication must be between 1 and --nodes (\(nodes))") }
+    }
+
+    func run() throws {
+        let bs = try parseSize(blockSize, what: "--block-size")
+        guard bs >= 4096, bs <= 1 << 20, bs.nonzeroBitCount == 1 else {
+            throw ValidationError("--block-size must be a power of two between 4KiB and 1MiB")
+        }
+        let disk = try parseSize(diskSize, what: "--disk-size")
+        guard disk >= 64 * bs else { throw ValidationError("--disk-size must hold at least 64 blocks") }
+        var vols: [(String, UInt64)] = []
+        for v in volumes {
+            let parts = v.split(separator: ":", maxSplits: 1)
+            guard parts.count == 2 else { throw ValidationError("--volume '\(v)' must be NAME:SIZE, e.g. vol1:10GiB") }
+            vols.append((String(parts[0]), try parseSize(String(parts[1]), what: "volume size")))
+        }
+        var config = LocalCluster.Configuration(dataDir: dataDir, nodes: nodes, replication: replication, blockSize: Int(bs),
+                                                diskBytes: disk, volumes: vols)
+        if !vols.isEmpty { config.defaultVolume = nil }
+
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let pool = NIOThreadPool(numberOfThreads: 4)
+        pool.start()
+        say("torus: starting \(nodes) nodes (replication \(replication)) in \(dataDir) ...")
+        let cluster: LocalCluster
+        do {
+            cluster = try LocalCluster.start(config, group: group, pool: pool).wait()
+        } catch {
+            say("torus: cannot start: \(error)")
+            throw ExitCode(1)
+        }
+        let server: Channel
+        do {
+            server = try NBDServer.bind(nbd, cluster: cluster, group: group).wait()
+        } catch {
+            say("torus: cannot listen for NBD on \(nbd): \(error)")
+            throw ExitCode(1)
+        }
+        let unix = nbd.hasPrefix("/") || nbd.hasPrefix("./")
+        say("torus: serving NBD on \(nbd)")
+        for e in cluster.exports() {
+            let uri = unix ? "nbd+unix:///\(e.name)?socket=\(nbd)" : "nbd://\(nbd)/\(e.name)"
+            say("  volume \(e.name): \(e.size) bytes  \(uri)")
+        }
+        if let first = cluster.exports().first {
+            let uri = unix ? "nbd+unix:///\(first.name)?socket=\(nbd)" : "nbd://\(nbd)/\(first.name)"
+            say("attach it with:")
+            say("  nbdinfo \(uri)")
+            say("  nbdcopy image.raw \(uri)      # write an image into the volume")
+            say("  qemu-img info \(uri)")
+            if !unix {
+                let parts = nbd.split(separator: ":")
+                say("  sudo nbd-client \(parts.first ?? "127.0.0.1") \(parts.last ?? "10809") -N \(first.name) /dev/nbd0   # Linux kernel client")
+            }
+        }
+        say("Ctrl-C flushes every volume and stops.")
+
+        let signalQueue = DispatchQueue(label: "torus.signals")
+        var sources: [DispatchSourceSignal] = []
+        for sig in [SIGINT, SIGTERM] {
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: signalQueue)
+            source.setEventHandler {
+                say("torus: shutting down: flushing volumes ...")
+                do {
+                    try cluster.shutdown().wait()
+                    say("torus: flushed; bye")
+                    try? server.close().wait()
+                    Glibc.exit(0)
+                } catch {
+                    say("torus: flush failed on shutdown: \(error)")
+                    Glibc.exit(1)
+                }
+            }
+            source.resume()
+            sources.append(source)
+        }
+        try server.closeFuture.wait()
+        _ = sources
+    }
+}
