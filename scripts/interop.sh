@@ -28,7 +28,7 @@ trap cleanup EXIT
 
 start() {
     "$BIN" up --data-dir "$WORK/data" --nodes 3 --replication 2 --nbd "127.0.0.1:$PORT" --disk-size 1GiB \
-        --volume big:256MiB --volume fio:128MiB >>"$WORK/up.log" 2>&1 &
+        --volume big:256MiB --volume fio:128MiB --volume scratch:64MiB >>"$WORK/up.log" 2>&1 &
     PID=$!
     disown "$PID"  # no job-control chatter when it is killed
     for _ in $(seq 1 120); do
@@ -60,6 +60,7 @@ FIO=(fio --name=torus --ioengine=nbd --uri="$URI/fio" --size=64m --bs=4k --iodep
      --randrepeat=1 --randseed=42 --output-format=terse)
 fio_write_verify() { "${FIO[@]}" --rw=randwrite --do_verify=1 --end_fsync=1; }
 fio_verify_only() { "${FIO[@]}" --rw=randwrite --verify_only=1; }
+bad_input() { python3 Tests/interop/nbd_bad_input.py 127.0.0.1 "$PORT" scratch --connections 600 --seed 7; }
 
 head -c $((256 << 20)) /dev/urandom >"$WORK/in.raw"
 start
@@ -69,6 +70,9 @@ check "nbdcopy 256 MiB of random data in (with flush)" copy_in
 check "nbdcopy back out is byte-identical" copy_out_same
 check "qemu-img compare sees identical images" qemu_same
 check "fio nbd engine: random 4k writes verified with crc32c" fio_write_verify
+check "600 connections of malformed traffic; well-formed clients keep working" bad_input
+check "after the malformed traffic: earlier nbdcopy data intact" copy_out_same
+check "after the malformed traffic: earlier fio data verifies" fio_verify_only
 
 stop KILL
 start

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Side-by-side NBD benchmark: torus up against nbdkit memory and nbdkit file, with fio's nbd
+# engine, in one run on this machine. Prints IOPS, MB/s, p50/p99 latency and ratios.
+#
+# Usage: bash Benchmarks/nbd-bench.sh [RUNTIME_SECONDS]   (default 10 s per job)
+# Needs: fio, nbdkit (Debian packages; installed if missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNTIME=${1:-10}
+SIZE_MB=512
+
+need=()
+for p in fio nbdkit; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
+if [ ${#need[@]} -gt 0 ]; then
+    SUDO=; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
+fi
+
+swift build -c release --product torus >/dev/null
+BIN=$PWD/.build/release/torus
+WORK=$(mktemp -d /tmp/torus-bench.XXXXXX)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 1; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+wait_nbd() {
+    for _ in $(seq 1 120); do fio --name=probe --ioengine=nbd --uri="$1" --rw=read --bs=4k --size=4k \
+        --output-format=terse >/dev/null 2>&1 && return 0; sleep 0.5; done
+    echo "server at $1 did not come up"; exit 1
+}
+
+# Targets: name, URI.
+declare -a NAMES URIS
+start_torus() {  # name port nodes replication
+    "$BIN" up --data-dir "$WORK/$1" --nodes "$3" --replication "$4" --nbd "127.0.0.1:$2" \
+        --disk-size 2GiB --volume bench:${SIZE_MB}MiB >"$WORK/$1.log" 2>&1 &
+    PIDS+=($!); NAMES+=("$1"); URIS+=("nbd://127.0.0.1:$2/bench")
+}
+nbdkit --exit-with-parent -f -p 10901 -e bench memory ${SIZE_MB}M >/dev/null 2>&1 &
+PIDS+=($!); NAMES+=("nbdkit-memory"); URIS+=("nbd://127.0.0.1:10901/bench")
+truncate -s ${SIZE_MB}M "$WORK/file.img"
+nbdkit --exit-with-parent -f -p 10902 -e bench file "$WORK/file.img" >/dev/null 2>&1 &
+PIDS+=($!); NAMES+=("nbdkit-file"); URIS+=("nbd://127.0.0.1:10902/bench")
+start_torus torus-1n-r1 10903 1 1
+start_torus torus-3n-r2 10904 3 2
+for u in "${URIS[@]}"; do wait_nbd "$u"; done
+
+JOBS=("randread 4k 32" "randwrite 4k 32" "randread 4k 1" "read 1m 8" "write 1m 8")
+RESULTS="$WORK/results.tsv"
+: >"$RESULTS"
+for i in "${!NAMES[@]}"; do
+    # Fill the whole region first so reads hit stored data everywhere.
+    fio --name=fill --ioengine=nbd --uri="${URIS[$i]}" --rw=write --bs=1m --iodepth=8 --size=${SIZE_MB}m \
+        --output-format=terse >/dev/null
+    for job in "${JOBS[@]}"; do
+        set -- $job
+        fio --name=bench --ioengine=nbd --uri="${URIS[$i]}" --rw="$1" --bs="$2" --iodepth="$3" \
+            --size=${SIZE_MB}m --time_based --runtime="$RUNTIME" --ramp_time=1 --randrepeat=0 \
+            --output-format=json >"$WORK/out.json"
+        python3 - "$WORK/out.json" "${NAMES[$i]}" "$job" >>"$RESULTS" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))["jobs"][0]
+side = j["read"] if j["read"]["io_bytes"] > 0 else j["write"]
+pct = side.get("clat_ns", {}).get("percentile", {})
+print("\t".join([sys.argv[2], sys.argv[3], f'{side["iops"]:.0f}', f'{side["bw_bytes"] / 1e6:.1f}',
+                 f'{pct.get("50.000000", 0) / 1000:.0f}', f'{pct.get("99.000000", 0) / 1000:.0f}']))
+PY
+    done
+done
+
+python3 - "$RESULTS" <<'PY'
+import sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
+by = {(r[0], r[1]): r for r in rows}
+print(f'{"target":<14} {"job (rw bs qd)":<18} {"IOPS":>9} {"MB/s":>9} {"p50 us":>8} {"p99 us":>8} {"vs file":>8} {"vs mem":>8}')
+for r in rows:
+    name, job, iops, mbs, p50, p99 = r
+    def ratio(peer):
+        p = by.get((peer, job))
+        return f"{float(iops) / float(p[2]):.2f}x" if p and float(p[2]) > 0 else "-"
+    print(f"{name:<14} {job:<18} {iops:>9} {mbs:>9} {p50:>8} {p99:>8} {ratio('nbdkit-file'):>8} {ratio('nbdkit-memory'):>8}")
+PY
