@@ -117,10 +117,7 @@ public struct VolumeHead: Hashable, Sendable {
     }
 
     public static func decode(_ bytes: [UInt8]) -> VolumeHead? {
-        guard bytes.count >= 8 else { return nil }
-        let body = bytes[..<(bytes.count - 4)]
-        var tail = ByteReader(bytes[(bytes.count - 4)...])
-        guard tail.u32() == CRC32C.checksum(body) else { return nil }
+        guard let body = checksummedBody(bytes) else { return nil }
         var r = ByteReader(body)
         guard r.u32() == magic, let e = r.u64(), let g = r.u64(), let has = r.u8() else { return nil }
         if has == 0 { return VolumeHead(epoch: e, generation: g, root: nil) }
@@ -164,10 +161,7 @@ public struct VolumeInfo: Hashable, Sendable {
     }
 
     public static func decode(_ bytes: [UInt8]) -> VolumeInfo? {
-        guard bytes.count >= 8 else { return nil }
-        let body = bytes[..<(bytes.count - 4)]
-        var tail = ByteReader(bytes[(bytes.count - 4)...])
-        guard tail.u32() == CRC32C.checksum(body) else { return nil }
+        guard let body = checksummedBody(bytes) else { return nil }
         var r = ByteReader(body)
         guard r.u32() == infoMagic, let id = r.u64(), let size = r.u64(), let bs = r.u32(), let rep = r.u32(),
               let n = r.u32(), let name = r.raw(Int(n)), bs > 0, rep > 0 else { return nil }
@@ -182,6 +176,14 @@ public struct VolumeInfo: Hashable, Sendable {
     public static func headKey(_ name: String) -> String { "/torus/volumes/\(name)/head" }
     public static func lockKey(_ name: String) -> String { "/torus/volumes/\(name)/lock" }
     public static func epochKey(_ name: String) -> String { "/torus/volumes/\(name)/epoch" }
+}
+
+/// The bytes before a trailing CRC32C, or nil when the checksum does not match.
+func checksummedBody(_ bytes: [UInt8]) -> ArraySlice<UInt8>? {
+    guard bytes.count >= 8 else { return nil }
+    let body = bytes[..<(bytes.count - 4)]
+    var tail = ByteReader(bytes[(bytes.count - 4)...])
+    return tail.u32() == CRC32C.checksum(body) ? body : nil
 }
 
 /// Little helpers for storing integers as metadata values.
