@@ -56,7 +56,7 @@ for i in "${!NAMES[@]}"; do
         set -- $job
         fio --name=bench --ioengine=nbd --uri="${URIS[$i]}" --rw="$1" --bs="$2" --iodepth="$3" \
             --size=${SIZE_MB}m --time_based --runtime="$RUNTIME" --ramp_time=1 --randrepeat=0 \
-            --output-format=json >"$WORK/out.json"
+            --output-format=json --output="$WORK/out.json" >/dev/null
         python3 - "$WORK/out.json" "${NAMES[$i]}" "$job" >>"$RESULTS" <<'PY'
 import json, sys
 j = json.load(open(sys.argv[1]))["jobs"][0]
