@@ -60,6 +60,10 @@ FIO=(fio --name=torus --ioengine=nbd --uri="$URI/fio" --size=64m --bs=4k --iodep
      --randrepeat=1 --randseed=42 --output-format=terse)
 fio_write_verify() { "${FIO[@]}" --rw=randwrite --do_verify=1 --end_fsync=1; }
 fio_verify_only() { "${FIO[@]}" --rw=randwrite --verify_only=1; }
+wrong_nodes() {  # a restart with another node count is refused with a clear message
+    ! "$BIN" up --data-dir "$WORK/data" --nodes 5 --nbd "127.0.0.1:$PORT" --disk-size 1GiB >"$WORK/wrong.log" 2>&1 &&
+        grep -q "holds a cluster of 3 nodes" "$WORK/wrong.log"
+}
 bad_input() { python3 Tests/interop/nbd_bad_input.py 127.0.0.1 "$PORT" scratch --connections 600 --seed 7; }
 
 head -c $((256 << 20)) /dev/urandom >"$WORK/in.raw"
@@ -81,6 +85,7 @@ check "after SIGKILL and restart: qemu-img compare" qemu_same
 check "after SIGKILL and restart: fio verifies its flushed writes" fio_verify_only
 
 stop INT
+check "a restart with another --nodes is refused, naming the right count" wrong_nodes
 start
 check "after SIGINT and restart: nbdcopy out is byte-identical" copy_out_same
 

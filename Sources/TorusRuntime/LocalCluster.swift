@@ -88,6 +88,7 @@ public final class LocalCluster: @unchecked Sendable {
         return pool.runIfActive(eventLoop: loop) { () throws -> (EmbeddedMetadataStore, [(NodeID, FileDisk, BlockStore)]) in
             try makeDirectory(config.dataDir)
             let meta = try EmbeddedMetadataStore(directory: config.dataDir + "/metadata", now: SystemClock.now())
+            try checkClusterShape(meta, config)
             var disks: [(NodeID, FileDisk, BlockStore)] = []
             let storeConfig = Self.storeConfig(config)
             for i in 1...config.nodes {
@@ -112,6 +113,26 @@ public final class LocalCluster: @unchecked Sendable {
             }
             return cluster.openVolumes().map { cluster }
         }
+    }
+
+    /// The node count fixes where every block lives (the ring). It is recorded at the first
+    /// start; a later start with another count is refused instead of losing track of data.
+    static func checkClusterShape(_ meta: EmbeddedMetadataStore, _ config: Configuration) throws {
+        let key = "/torus/cluster/nodes"
+        let now = SystemClock.now()
+        let r = try meta.apply(.txn(MetaTxn(success: [.range(key: key, prefix: false)])), now: now)
+        guard case .txn(let t) = r, case .range(let kvs) = t.results.first else {
+            throw RuntimeError.metadata("unexpected reply reading \(key): \(r)")
+        }
+        if let kv = kvs.first {
+            guard let nodes = MetaValue.u64(kv.value) else { throw RuntimeError.metadata("\(key) is corrupt") }
+            guard nodes == UInt64(config.nodes) else {
+                throw RuntimeError.badInput("\(config.dataDir) holds a cluster of \(nodes) nodes; start it with --nodes \(nodes) "
+                    + "(changing the node count needs rebalancing, which is not supported yet)")
+            }
+            return
+        }
+        _ = try meta.apply(.txn(MetaTxn(success: [.put(key: key, value: MetaValue.u64(UInt64(config.nodes)), lease: 0)])), now: now)
     }
 
     static func storeConfig(_ config: Configuration) -> BlockStoreConfig {
