@@ -64,6 +64,16 @@ wrong_nodes() {  # a restart with another node count is refused with a clear mes
     ! "$BIN" up --data-dir "$WORK/data" --nodes 5 --nbd "127.0.0.1:$PORT" --disk-size 1GiB >"$WORK/wrong.log" 2>&1 &&
         grep -q "holds a cluster of 3 nodes" "$WORK/wrong.log"
 }
+volume_cmds() {  # torus volume create / list / info / delete against the running torus up
+    local T=(--data-dir "$WORK/data")
+    "$BIN" volume create extra 8MiB "${T[@]}" | grep -q "^extra size=8388608" &&
+        [ "$(nbdinfo --size "$URI/extra")" = 8388608 ] &&
+        "$BIN" volume list "${T[@]}" | grep -q "^extra " &&
+        "$BIN" volume info extra "${T[@]}" | grep -q "size=8388608" &&
+        ! "$BIN" volume create extra 8MiB "${T[@]}" &&
+        "$BIN" volume delete extra "${T[@]}" &&
+        ! "$BIN" volume list "${T[@]}" | grep -q "^extra "
+}
 bad_input() { python3 Tests/interop/nbd_bad_input.py 127.0.0.1 "$PORT" scratch --connections 600 --seed 7; }
 
 head -c $((256 << 20)) /dev/urandom >"$WORK/in.raw"
@@ -77,6 +87,7 @@ check "fio nbd engine: random 4k writes verified with crc32c" fio_write_verify
 check "600 connections of malformed traffic; well-formed clients keep working" bad_input
 check "after the malformed traffic: earlier nbdcopy data intact" copy_out_same
 check "after the malformed traffic: earlier fio data verifies" fio_verify_only
+check "torus volume create, list, info, delete against the running torus up" volume_cmds
 
 stop KILL
 start

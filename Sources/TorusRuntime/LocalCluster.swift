@@ -229,6 +229,24 @@ public final class LocalCluster: @unchecked Sendable {
         return ready.futureResult
     }
 
+    /// Deletes a volume: it stops being served, requests in flight fail, its metadata goes.
+    /// Its blocks stay on the nodes until garbage collection exists (issue 6).
+    public func deleteVolume(name: String) -> EventLoopFuture<Void> {
+        loop.assertInEventLoop()
+        guard let host = volumes[name] else {
+            return loop.makeFailedFuture(RuntimeError.badInput("no volume named '\(name)'"))
+        }
+        directory.remove(name)
+        host.timer?.cancel()
+        volumes[name] = nil
+        clientVolume[host.client.clientID] = nil
+        for id in host.pending.keys.sorted() {
+            host.pending[id]!.fail(RuntimeError.badInput("volume '\(name)' was deleted"))
+        }
+        host.pending.removeAll()
+        return metaApply(.txn(MetaTxn(success: [.delete(key: "/torus/volumes/\(name)/", prefix: true)]))).map { _ in }
+    }
+
     /// Serves one byte-granular request on a volume; fails with `VolumeError` or `RuntimeError`.
     public func submit(volume: String, _ request: ByteRangeAdapter.Request) -> EventLoopFuture<[UInt8]> {
         loop.assertInEventLoop()

@@ -14,7 +14,7 @@ struct TorusCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "torus",
         abstract: "Distributed block storage: pooled node disks, replicated volumes, served over NBD.",
-        subcommands: [Up.self]
+        subcommands: [Up.self, Volume.self]
     )
 }
 
@@ -93,6 +93,12 @@ struct Up: ParsableCommand {
             say("torus: cannot listen for NBD on \(nbd): \(error)")
             throw ExitCode(1)
         }
+        do {
+            _ = try AdminServer.bind(dataDir: dataDir, cluster: cluster, group: group).wait()
+        } catch {
+            say("torus: cannot open the admin socket \(AdminServer.socketPath(dataDir: dataDir)): \(error)")
+            throw ExitCode(1)
+        }
         let unix = nbd.hasPrefix("/") || nbd.hasPrefix("./")
         say("torus: serving NBD on \(nbd)")
         for e in cluster.exports() {
@@ -134,5 +140,57 @@ struct Up: ParsableCommand {
         }
         try server.closeFuture.wait()
         _ = sources
+    }
+}
+
+struct Volume: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Create, list, inspect and delete volumes of a running `torus up`.",
+        subcommands: [Create.self, List.self, Info.self, Delete.self]
+    )
+
+    struct Target: ParsableArguments {
+        @Option(name: .customLong("data-dir"), help: "The --data-dir of the running `torus up`.") var dataDir = "./torus-data"
+    }
+
+    static func run(_ line: String, _ target: Target) throws {
+        let lines: [String]
+        do {
+            lines = try AdminClient.request(line, dataDir: target.dataDir)
+        } catch {
+            say("torus: \(error)")
+            throw ExitCode(1)
+        }
+        for l in lines where l != "ok" { say(l) }
+        if lines.last != "ok" { throw ExitCode(1) }
+    }
+
+    struct Create: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create a volume and start serving it over NBD.")
+        @Argument(help: "Volume name (a-z, A-Z, 0-9, '-', '_', '.').") var name: String
+        @Argument(help: "Size, e.g. 10GiB.") var size: String
+        @OptionGroup var target: Target
+        func run() throws { try Volume.run("create \(name) \(try parseSize(size, what: "size"))", target) }
+    }
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List volumes.")
+        @OptionGroup var target: Target
+        func run() throws { try Volume.run("list", target) }
+    }
+
+    struct Info: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show one volume.")
+        @Argument var name: String
+        @OptionGroup var target: Target
+        func run() throws { try Volume.run("info \(name)", target) }
+    }
+
+    struct Delete: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Delete a volume (its blocks are reclaimed once garbage collection exists).")
+        @Argument var name: String
+        @OptionGroup var target: Target
+        func run() throws { try Volume.run("delete \(name)", target) }
     }
 }

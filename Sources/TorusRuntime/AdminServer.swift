@@ -1,0 +1,147 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import TorusCore
+
+/// A local control channel for a running `torus up`: a Unix socket in the data directory
+/// speaking one request line, answered by result lines and a final `ok` or `error: ...`.
+///
+///     create NAME SIZE_BYTES | list | info NAME | delete NAME
+public enum AdminServer {
+    public static func socketPath(dataDir: String) -> String { dataDir + "/admin.sock" }
+
+    public static func bind(dataDir: String, cluster: LocalCluster, group: EventLoopGroup) -> EventLoopFuture<Channel> {
+        ServerBootstrap(group: group)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(AdminHandler(cluster: cluster))
+                }
+            }
+            .bind(unixDomainSocketPath: socketPath(dataDir: dataDir), cleanupExistingSocketFile: true)
+    }
+}
+
+@Sendable func describe(_ v: VolumeInfo) -> String {
+    "\(v.name) size=\(v.sizeBytes) block-size=\(v.blockSize) replication=\(v.replication) id=\(v.id)"
+}
+
+final class AdminHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    private var pending: [UInt8] = []
+    private let cluster: LocalCluster
+    static let lineBytesMax = 4096
+
+    init(cluster: LocalCluster) { self.cluster = cluster }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var buffer = unwrapInboundIn(data)
+        pending += buffer.readBytes(length: buffer.readableBytes) ?? []
+        guard let nl = pending.firstIndex(of: UInt8(ascii: "\n")) else {
+            if pending.count > Self.lineBytesMax { reply(["error: request line too long"], context: context) }
+            return
+        }
+        let line = String(decoding: pending[..<nl], as: UTF8.self)
+        pending.removeAll()
+        let ctx = NIOLoopBound(context, eventLoop: context.eventLoop)
+        let loop = context.eventLoop
+        cluster.loop.flatSubmit { self.handle(line) }.hop(to: loop).whenComplete { result in
+            switch result {
+            case .success(let lines): self.reply(lines + ["ok"], context: ctx.value)
+            case .failure(let e): self.reply(["error: \(e)"], context: ctx.value)
+            }
+        }
+    }
+
+    private func handle(_ line: String) -> EventLoopFuture<[String]> {
+        let words = line.split(separator: " ").map(String.init)
+        switch (words.first ?? "", words.count) {
+        case ("list", 1):
+            return cluster.listVolumes().map { $0.sorted { $0.name < $1.name }.map(describe) }
+        case ("info", 2):
+            return cluster.listVolumes().flatMapThrowing { vols in
+                guard let v = vols.first(where: { $0.name == words[1] }) else {
+                    throw RuntimeError.badInput("no volume named '\(words[1])'")
+                }
+                return [describe(v)]
+            }
+        case ("create", 3):
+            guard let size = UInt64(words[2]) else {
+                return cluster.loop.makeFailedFuture(RuntimeError.badInput("size '\(words[2])' is not a byte count"))
+            }
+            return cluster.createVolume(name: words[1], sizeBytes: size).flatMap { info in
+                self.cluster.openVolume(info).map { [describe(info)] }
+            }
+        case ("delete", 2):
+            return cluster.deleteVolume(name: words[1]).map { [] }
+        default:
+            return cluster.loop.makeFailedFuture(RuntimeError.badInput("unknown request '\(line)'"))
+        }
+    }
+
+    private func reply(_ lines: [String], context: ChannelHandlerContext) {
+        var out = context.channel.allocator.buffer(capacity: 256)
+        for l in lines { out.writeString(l + "\n") }
+        let ctx = NIOLoopBound(context, eventLoop: context.eventLoop)
+        context.writeAndFlush(wrapOutboundOut(out)).whenComplete { _ in ctx.value.close(promise: nil) }
+    }
+}
+
+/// The client side, for `torus volume ...`.
+public enum AdminClient {
+    public static func request(_ line: String, dataDir: String) throws -> [String] {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        defer { try? group.syncShutdownGracefully() }
+        let collected = NIOLockedLines()
+        let done = group.next().makePromise(of: Void.self)
+        let path = AdminServer.socketPath(dataDir: dataDir)
+        let channel: Channel
+        do {
+            channel = try ClientBootstrap(group: group)
+                .connectTimeout(.seconds(5))
+                .channelInitializer { ch in
+                    ch.eventLoop.makeCompletedFuture {
+                        try ch.pipeline.syncOperations.addHandler(AdminClientHandler(lines: collected, done: done))
+                    }
+                }
+                .connect(unixDomainSocketPath: path).wait()
+        } catch {
+            done.fail(error)
+            throw RuntimeError.io("cannot reach a running `torus up` at \(path) (\(error)); is it running with --data-dir \(dataDir)?")
+        }
+        var out = channel.allocator.buffer(capacity: line.utf8.count + 1)
+        out.writeString(line + "\n")
+        try channel.writeAndFlush(out).wait()
+        try done.futureResult.wait()
+        return collected.lines
+    }
+}
+
+final class NIOLockedLines: @unchecked Sendable {
+    private let lock = NIOLock()
+    private var storage: [String] = []
+    func append(_ s: String) { lock.withLock { storage.append(s) } }
+    var lines: [String] { lock.withLock { storage } }
+}
+
+final class AdminClientHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+    private let lines: NIOLockedLines
+    private let done: EventLoopPromise<Void>
+    private var text = ""
+
+    init(lines: NIOLockedLines, done: EventLoopPromise<Void>) {
+        self.lines = lines
+        self.done = done
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var b = unwrapInboundIn(data)
+        text += b.readString(length: b.readableBytes) ?? ""
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        for l in text.split(separator: "\n") { lines.append(String(l)) }
+        done.succeed(())
+    }
+}
