@@ -24,11 +24,14 @@ public struct Ring: Hashable, Sendable {
 
     /// All weights equal: the order by raw hash is the rendezvous order, no logarithm needed.
     private let uniformWeights: Bool
+    /// Failure domain of every member, built once: placement runs on every block I/O.
+    private let domainOf: [NodeID: String]
 
     public init(version: UInt64 = 1, members: [RingMember]) {
         self.version = version
         self.members = members.sorted { $0.node < $1.node }
         uniformWeights = Set(members.map(\.weight)).count <= 1
+        domainOf = Dictionary(uniqueKeysWithValues: members.map { ($0.node, $0.domain) })
         precondition(Set(self.members.map(\.node)).count == self.members.count, "duplicate node in ring")
     }
 
@@ -58,7 +61,6 @@ public struct Ring: Hashable, Sendable {
         let order = ordered(for: key)
         var chosen: [NodeID] = []
         var domains: Set<String> = []
-        let domainOf = Dictionary(uniqueKeysWithValues: members.map { ($0.node, $0.domain) })
         for n in order where chosen.count < replication {
             if domains.insert(domainOf[n]!).inserted { chosen.append(n) }
         }
