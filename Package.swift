@@ -18,8 +18,8 @@ let package = Package(
     targets: [
         // The storage core: deterministic state machines, no I/O.
         .target(name: "TorusCore", dependencies: ["CTorusCRC"], path: "Sources/TorusCore"),
-        // CRC-32C with the CPU's crc32 instruction (pure computation, no I/O).
-        .target(name: "CTorusCRC", path: "Sources/CTorusCRC"),
+        // CRC-32C through ISA-L (Debian libisal-dev; pure computation, no I/O).
+        .target(name: "CTorusCRC", path: "Sources/CTorusCRC", linkerSettings: [.linkedLibrary("isal")]),
         // The NBD server protocol as a sans-I/O state machine (one per connection).
         .target(name: "TorusNBD", path: "Sources/TorusNBD"),
         // Production drivers: file disks, the embedded metadata store, the NBD server, the local cluster.
@@ -47,7 +47,15 @@ let package = Package(
             path: "Simulation/torus-sim"
         ),
         .testTarget(name: "TorusCoreTests", dependencies: ["TorusCore"], path: "Tests/TorusCoreTests"),
-        .testTarget(name: "TorusRuntimeTests", dependencies: ["TorusRuntime", "TorusCore"], path: "Tests/TorusRuntimeTests"),
+        .testTarget(
+            name: "TorusRuntimeTests",
+            dependencies: [
+                "TorusRuntime", "TorusCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
+            path: "Tests/TorusRuntimeTests"
+        ),
         .testTarget(name: "TorusNBDTests", dependencies: ["TorusNBD"], path: "Tests/TorusNBDTests"),
         .testTarget(name: "SimulationTests", dependencies: ["TorusSim", "TorusCore"], path: "Tests/SimulationTests"),
     ],

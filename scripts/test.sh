@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Runs every test of the project. Usage: bash scripts/test.sh
-# Installs the Debian packages it needs (NBD clients for the interop tests), builds without
+# Installs the Debian packages it needs (ISA-L for CRC-32C, NBD clients for the interop tests), builds without
 # warnings in project code, runs `swift test`, a release sweep of the simulator, and the
 # interop tests of `torus up` with real NBD clients.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for p in libnbd-bin fio qemu-utils; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
+for p in libisal-dev libnbd-bin fio qemu-utils; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
 if [ ${#need[@]} -gt 0 ]; then
     echo "== installing ${need[*]}"
     SUDO=; [ "$(id -u)" -ne 0 ] && SUDO=sudo

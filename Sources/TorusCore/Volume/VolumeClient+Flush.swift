@@ -7,9 +7,11 @@ extension VolumeClient {
         guard phase == .ready, flush == nil, !flushQueue.isEmpty else { return }
         var targets: [UInt64: UInt64] = [:]
         for (idx, e) in cache where e.isDirty || writebacks[idx] != nil { targets[idx] = e.version }
-        flush = FlushState(waiters: flushQueue, stage: .writeback(targets: targets))
+        let blocks = targets.keys.sorted()
+        flush = FlushState(waiters: flushQueue,
+                           stage: .writeback(FlushTargets(blocks: blocks, versions: blocks.map { targets[$0]! })))
         flushQueue.removeAll()
-        for idx in targets.keys.sorted() {
+        for idx in blocks {
             guard flush != nil, let e = cache[idx], e.isDirty, !e.loading, writebacks[idx] == nil else { continue }
             startWriteback(idx)
         }
@@ -18,13 +20,16 @@ extension VolumeClient {
 
     /// Moves the running flush forward when its current stage is done.
     mutating func advanceFlush() {
-        guard let f = flush, case .writeback(let targets) = f.stage else { return }
-        for idx in targets.keys.sorted() {
-            guard let e = cache[idx] else { continue }
-            if e.writtenVersion < targets[idx]! {
+        guard var f = flush, case .writeback(var targets) = f.stage else { return }
+        while targets.cursor < targets.blocks.count {
+            let idx = targets.blocks[targets.cursor]
+            if let e = cache[idx], e.writtenVersion < targets.versions[targets.cursor] {
+                f.stage = .writeback(targets)
+                flush = f
                 if writebacks[idx] == nil && e.isDirty && !e.loading { startWriteback(idx) }
                 return
             }
+            targets.cursor += 1
         }
         writeMap()
     }

@@ -68,6 +68,7 @@ extension VolumeClient {
             useCounter += 1
             e.lastUse = useCounter
             cache[p.block] = e
+            noteEvictable(p.block)
             copyOut(p, from: e.data)
             pieceDone(p.op, nil)
         } else if fetches[p.block] != nil {
@@ -148,7 +149,8 @@ extension VolumeClient {
     mutating func apply(_ p: Piece, _ data: ArraySlice<UInt8>) {
         var e = cache.removeValue(forKey: p.block)!
         precondition(!e.loading, "write applied to block \(p.block) while it is loading")
-        if !e.isDirty {
+        let becameDirty = !e.isDirty
+        if becameDirty {
             dirtyBytes += info.blockSize
             e.dirtySince = now
         }
@@ -158,6 +160,8 @@ extension VolumeClient {
         useCounter += 1
         e.lastUse = useCounter
         cache[p.block] = e
+        // A clean block has no write-back in flight, so it joins the write-back order now.
+        if becameDirty { dirtyOrder.push(DirtyKey(since: e.dirtySince, block: p.block)) }
         pieceDone(p.op, nil)
         if dirtyBytes > config.dirtyBytesHigh { scheduleWriteback(ageOnly: false) }
     }
@@ -169,19 +173,34 @@ extension VolumeClient {
         cache[block] = CacheEntry(data: data, version: versionCounter, writtenVersion: versionCounter,
                                   loading: loading, lastUse: useCounter, dirtySince: now)
         cacheBytes += info.blockSize
+        noteEvictable(block)
+    }
+
+    /// Records a clean, loaded block without a write-back in the eviction order (after its
+    /// `lastUse` changed or it became evictable). Drops stale entries when they pile up.
+    mutating func noteEvictable(_ block: UInt64) {
+        guard let e = cache[block], !e.isDirty, !e.loading, writebacks[block] == nil else { return }
+        evictionOrder.push(UseKey(lastUse: e.lastUse, block: block))
+        if evictionOrder.count > 2 * cache.count + 64 {
+            var live: [UseKey] = []
+            for (idx, e) in cache where !e.isDirty && !e.loading && writebacks[idx] == nil {
+                live.append(UseKey(lastUse: e.lastUse, block: idx))
+            }
+            evictionOrder.rebuild(live)
+        }
     }
 
     /// Ensures one more block fits, evicting the least recently used clean block if needed.
     mutating func makeRoom() -> Bool {
         if cacheBytes + info.blockSize <= config.cacheBytesMax { return true }
-        var victim: (UInt64, UInt64)?
-        for (idx, e) in cache where !e.isDirty && !e.loading && writebacks[idx] == nil {
-            if victim == nil || (e.lastUse, idx) < (victim!.1, victim!.0) { victim = (idx, e.lastUse) }
+        while let top = evictionOrder.pop() {
+            guard let e = cache[top.block], !e.isDirty, !e.loading, writebacks[top.block] == nil,
+                  e.lastUse == top.lastUse else { continue }  // stale
+            cache[top.block] = nil
+            cacheBytes -= info.blockSize
+            return true
         }
-        guard let (idx, _) = victim else { return false }
-        cache[idx] = nil
-        cacheBytes -= info.blockSize
-        return true
+        return false
     }
 
     /// Retries blocked writes in order after cache space was freed.
@@ -192,7 +211,7 @@ extension VolumeClient {
         while let first = blocked.first {
             let p = first.piece
             // Only proceed if this write can now be placed; keep FIFO order per block.
-            if cache[p.block] == nil && cacheBytes + info.blockSize > config.cacheBytesMax && !canEvict() { return }
+            if cache[p.block] == nil && !makeRoom() { return }
             blocked.removeFirst()
             let c = blockedPerBlock[p.block]! - 1
             blockedPerBlock[p.block] = c == 0 ? nil : c
@@ -205,10 +224,6 @@ extension VolumeClient {
                 blockedPerBlock[p.block] = c
             }
         }
-    }
-
-    func canEvict() -> Bool {
-        cache.contains { idx, e in !e.isDirty && !e.loading && writebacks[idx] == nil }
     }
 
     // MARK: Fetches
@@ -274,6 +289,7 @@ extension VolumeClient {
             filled.data = data
             filled.loading = false
             cache[block] = filled
+            noteEvictable(block)
         } else if makeRoom() {
             insert(block, data: data, loading: false)
         }

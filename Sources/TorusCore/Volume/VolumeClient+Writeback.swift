@@ -5,17 +5,16 @@ extension VolumeClient {
     mutating func scheduleWriteback(ageOnly: Bool) {
         guard phase == .ready, dirtyBytes > 0 else { return }
         let pressure = !blocked.isEmpty || dirtyBytes > config.dirtyBytesHigh
-        var candidates: [(Instant, UInt64)] = []  // (dirtySince, block)
-        for (idx, e) in cache where e.isDirty && !e.loading && writebacks[idx] == nil {
-            if ageOnly && !pressure && now - e.dirtySince < config.writebackDelay { continue }
-            candidates.append((e.dirtySince, idx))
-        }
-        candidates.sort { $0.0 != $1.0 ? $0.0 < $1.0 : $0.1 < $1.1 }
         var budget = max(0, config.writebacksInFlightMax - writebacks.count)
-        for (_, idx) in candidates where budget > 0 {
-            // A zero block completes at once and may have started others re-entrantly.
-            guard let e = cache[idx], e.isDirty, !e.loading, writebacks[idx] == nil else { continue }
-            startWriteback(idx)
+        while budget > 0, let top = dirtyOrder.min {
+            guard let e = cache[top.block], e.isDirty, !e.loading, writebacks[top.block] == nil,
+                  e.dirtySince == top.since else {
+                dirtyOrder.pop()  // stale
+                continue
+            }
+            if ageOnly && !pressure && now - e.dirtySince < config.writebackDelay { break }
+            dirtyOrder.pop()
+            startWriteback(top.block)
             budget -= 1
         }
     }
@@ -152,6 +151,12 @@ extension VolumeClient {
         e.writtenVersion = max(e.writtenVersion, version)
         if wasDirty && !e.isDirty { dirtyBytes -= info.blockSize }
         cache[block] = e
+        if e.isDirty {
+            // Written again while this write-back was in flight: back in the write-back order.
+            if !e.loading && writebacks[block] == nil { dirtyOrder.push(DirtyKey(since: e.dirtySince, block: block)) }
+        } else {
+            noteEvictable(block)
+        }
         drainBlocked()
         advanceFlush()
         if !blocked.isEmpty || dirtyBytes > config.dirtyBytesHigh { scheduleWriteback(ageOnly: false) }

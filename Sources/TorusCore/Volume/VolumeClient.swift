@@ -52,6 +52,12 @@ public struct VolumeClient: Sendable {
     var cacheBytes = 0
     var dirtyBytes = 0
     var useCounter: UInt64 = 0
+    /// Every clean, loaded block without a write-back has an entry with its current `lastUse`
+    /// here; entries that no longer match are stale and skipped (lazy deletion).
+    var evictionOrder = MinHeap<UseKey>()
+    /// Every dirty, loaded block without a write-back has an entry with its `dirtySince` here;
+    /// stale entries are skipped the same way.
+    var dirtyOrder = MinHeap<DirtyKey>()
     var versionCounter: UInt64 = 0
     var blocked: [BlockedWrite] = []
     var blockedPerBlock: [UInt64: Int] = [:]
@@ -260,6 +266,8 @@ public struct VolumeClient: Sendable {
         zeroWritebacks.removeAll()
         // Nothing cached may be served or written back any more.
         cache.removeAll()
+        evictionOrder = MinHeap()
+        dirtyOrder = MinHeap()
         cacheBytes = 0
         dirtyBytes = 0
         rpcs.removeAll()
@@ -280,6 +288,16 @@ public struct VolumeClient: Sendable {
         precondition(cacheBytes <= config.cacheBytesMax, "cache over its limit")
         for idx in writebacks.keys where idx < BlockRef.mapIndexBase {
             precondition(cache[idx] != nil, "write-back of \(idx) without its cache entry")
+        }
+        // The lazy eviction and write-back orders cover every block they must.
+        let useKeys = Set(evictionOrder.elements.map { [$0.lastUse, $0.block] })
+        let dirtyKeys = Set(dirtyOrder.elements.map { [$0.since.nanoseconds, $0.block] })
+        for (idx, e) in cache where !e.loading && writebacks[idx] == nil {
+            if e.isDirty {
+                precondition(dirtyKeys.contains([e.dirtySince.nanoseconds, idx]), "dirty block \(idx) missing from the write-back order")
+            } else {
+                precondition(useKeys.contains([e.lastUse, idx]), "clean block \(idx) missing from the eviction order")
+            }
         }
         if phase == .fenced { precondition(ops.isEmpty && flush == nil, "fenced client still has ops") }
     }

@@ -95,10 +95,33 @@ extension VolumeClient {
         var op: OpID
     }
 
+    /// The blocks a flush waits for, in block order, with the version each must reach.
+    /// Blocks before `cursor` are done: written versions only grow, and a block leaves the
+    /// cache only when clean, so done stays done.
+    struct FlushTargets: Sendable {
+        var blocks: [UInt64]
+        var versions: [UInt64]
+        var cursor = 0
+    }
+
+    /// Eviction order of clean, loaded blocks without a write-back (least recently used first).
+    struct UseKey: Comparable, Sendable {
+        var lastUse: UInt64
+        var block: UInt64
+        static func < (a: UseKey, b: UseKey) -> Bool { (a.lastUse, a.block) < (b.lastUse, b.block) }
+    }
+
+    /// Write-back order of dirty blocks without a write-back (dirty longest first).
+    struct DirtyKey: Comparable, Sendable {
+        var since: Instant
+        var block: UInt64
+        static func < (a: DirtyKey, b: DirtyKey) -> Bool { (a.since, a.block) < (b.since, b.block) }
+    }
+
     struct FlushState: Sendable {
         enum Stage: Sendable {
             /// Waiting until each block's written version reaches its target.
-            case writeback(targets: [UInt64: UInt64])
+            case writeback(FlushTargets)
             /// Map pages and root being written.
             case map(pending: Int)
             case commit
