@@ -9,11 +9,10 @@ import Glibc
 #endif
 
 /// A whole cluster in one process: `nodes` storage nodes on file disks under `dataDir`, the
-/// embedded metadata store, and one writer per volume, all confined to one event loop. Disk
-/// I/O and metadata fsyncs run on a thread pool and come back to the loop as inputs.
-///
-/// The storage nodes and writers exchange the peer messages through the loop (no sockets yet:
-/// the TCP peer transport is the next step, see docs/runtime.md).
+/// embedded metadata store, and one writer per volume. The writers (and the metadata store's
+/// driver) are confined to `loop`; each storage node to its own loop of the group. Writers
+/// and nodes talk over TCP on loopback ports (the peer protocol, PeerTransport.swift). Disk
+/// I/O and metadata fsyncs run on a thread pool and come back to the owning loop as inputs.
 public final class LocalCluster: @unchecked Sendable {
     public struct Configuration: Sendable {
         public var dataDir: String
@@ -38,11 +37,21 @@ public final class LocalCluster: @unchecked Sendable {
 
     /// Confined to the cluster's event loop.
     final class NodeHost: @unchecked Sendable {
+        let id: NodeID
         var node: StorageNode
         let disk: FileDisk
-        init(node: StorageNode, disk: FileDisk) {
+        /// Owns `node`, its listener and its peer connections.
+        let loop: EventLoop
+        /// The peer listener's port; fixed before any writer starts.
+        var port = 0
+        var listener: Channel?
+        /// Connections by the client that said HELLO on them.
+        var peers: [NodeID: PeerServerHandler] = [:]
+        init(id: NodeID, node: StorageNode, disk: FileDisk, loop: EventLoop) {
+            self.id = id
             self.node = node
             self.disk = disk
+            self.loop = loop
         }
     }
 
@@ -55,6 +64,9 @@ public final class LocalCluster: @unchecked Sendable {
         var timer: Scheduled<Void>?
         var timerAt: Instant?
         var ready: EventLoopPromise<Void>?
+        /// Connections to the storage nodes, and those written to since the last flush.
+        var links: [NodeID: PeerLink] = [:]
+        var linksToFlush: [PeerLink] = []
         init(client: VolumeClient, adapter: ByteRangeAdapter) {
             self.client = client
             self.adapter = adapter
@@ -63,20 +75,28 @@ public final class LocalCluster: @unchecked Sendable {
 
     public let loop: EventLoop
     let pool: NIOThreadPool
+    /// Metadata requests (lease keep-alives, commits) run on a thread of their own, so they
+    /// never wait behind disk I/O: a keep-alive queued behind seconds of fdatasync let a
+    /// writer's lease expire under a heavy sequential write.
+    let metaPool: NIOThreadPool
     let meta: EmbeddedMetadataStore
     let config: Configuration
     let ring: Ring
     var nodes: [NodeID: NodeHost] = [:]
     var volumes: [String: VolumeHost] = [:]
-    var clientVolume: [NodeID: String] = [:]
     var leaseTimer: RepeatedTask?
     let directory: VolumeDirectory
+    /// Sent in HELLO: nodes refuse peers of another cluster.
+    let clusterID: PeerClusterID
 
-    init(loop: EventLoop, pool: NIOThreadPool, meta: EmbeddedMetadataStore, config: Configuration) {
+    init(loop: EventLoop, pool: NIOThreadPool, meta: EmbeddedMetadataStore, config: Configuration, clusterID: PeerClusterID) {
         self.loop = loop
         self.pool = pool
+        metaPool = NIOThreadPool(numberOfThreads: 1)
+        metaPool.start()
         self.meta = meta
         self.config = config
+        self.clusterID = clusterID
         ring = Ring(members: (1...config.nodes).map { RingMember(node: NodeID(UInt32($0))) })
         directory = VolumeDirectory()
     }
@@ -85,10 +105,11 @@ public final class LocalCluster: @unchecked Sendable {
     /// volumes are open for writing.
     public static func start(_ config: Configuration, group: EventLoopGroup, pool: NIOThreadPool) -> EventLoopFuture<LocalCluster> {
         let loop = group.next()
-        return pool.runIfActive(eventLoop: loop) { () throws -> (EmbeddedMetadataStore, [(NodeID, FileDisk, BlockStore)]) in
+        return pool.runIfActive(eventLoop: loop) { () throws -> (EmbeddedMetadataStore, PeerClusterID, [(NodeID, FileDisk, BlockStore)]) in
             try makeDirectory(config.dataDir)
             let meta = try EmbeddedMetadataStore(directory: config.dataDir + "/metadata", now: SystemClock.now())
             try checkClusterShape(meta, config)
+            let clusterID = try loadClusterID(meta)
             var disks: [(NodeID, FileDisk, BlockStore)] = []
             let storeConfig = Self.storeConfig(config)
             for i in 1...config.nodes {
@@ -100,19 +121,51 @@ public final class LocalCluster: @unchecked Sendable {
                 let b = try disk.readSync(offset: regions.b.offset, length: regions.b.length)
                 disks.append((NodeID(UInt32(i)), disk, BlockStore.recover(config: storeConfig, regionA: a, regionB: b)))
             }
-            return (meta, disks)
-        }.flatMap { meta, disks in
-            let cluster = LocalCluster(loop: loop, pool: pool, meta: meta, config: config)
+            return (meta, clusterID, disks)
+        }.flatMap { meta, clusterID, disks in
+            let cluster = LocalCluster(loop: loop, pool: pool, meta: meta, config: config, clusterID: clusterID)
+            var listening: [EventLoopFuture<Void>] = []
             for (id, disk, store) in disks {
-                let host = NodeHost(node: StorageNode(id: id, store: store), disk: disk)
+                // Nodes take the group's other loops first, so writers and nodes run in parallel.
+                let host = NodeHost(id: id, node: StorageNode(id: id, store: store), disk: disk, loop: group.next())
                 cluster.nodes[id] = host
-                cluster.performNode(id, host.node.start())
+                listening.append(cluster.listen(host).map { port in host.port = port })
             }
-            cluster.leaseTimer = loop.scheduleRepeatedTask(initialDelay: .milliseconds(200), delay: .milliseconds(200)) { _ in
-                cluster.expireLeases()
+            return EventLoopFuture.andAllSucceed(listening, on: loop).flatMap {
+                for id in cluster.nodes.keys.sorted() {
+                    let host = cluster.nodes[id]!
+                    cluster.log("node \(id): peer protocol on 127.0.0.1:\(host.port)")
+                    host.loop.execute { cluster.performNode(host, host.node.start()) }
+                }
+                cluster.leaseTimer = loop.scheduleRepeatedTask(initialDelay: .milliseconds(200), delay: .milliseconds(200)) { _ in
+                    cluster.expireLeases()
+                }
+                return cluster.openVolumes().map { cluster }
             }
-            return cluster.openVolumes().map { cluster }
         }
+    }
+
+    /// The cluster's identity for the peer protocol, made at the first start.
+    static func loadClusterID(_ meta: EmbeddedMetadataStore) throws -> PeerClusterID {
+        let key = "/torus/cluster/id"
+        let now = SystemClock.now()
+        let r = try meta.apply(.txn(MetaTxn(success: [.range(key: key, prefix: false)])), now: now)
+        guard case .txn(let t) = r, case .range(let kvs) = t.results.first else {
+            throw RuntimeError.metadata("unexpected reply reading \(key): \(r)")
+        }
+        if let kv = kvs.first {
+            guard let id = PeerClusterID(kv.value) else { throw RuntimeError.metadata("\(key) is corrupt") }
+            return id
+        }
+        var rng = SystemRandomNumberGenerator()
+        let id = PeerClusterID((0..<PeerClusterID.size).map { _ in UInt8.random(in: 0...255, using: &rng) })!
+        _ = try meta.apply(.txn(MetaTxn(success: [.put(key: key, value: id.bytes, lease: 0)])), now: now)
+        return id
+    }
+
+    func log(_ line: String) {
+        print("torus: \(line)")
+        fflush(nil)
     }
 
     /// The node count fixes where every block lives (the ring). It is recorded at the first
@@ -217,12 +270,14 @@ public final class LocalCluster: @unchecked Sendable {
         let clientID = NodeID(UInt32(10_000 + info.id))
         var cfg = VolumeClientConfig()
         cfg.leaseTTLSeconds = 10
+        // Enough write-backs in flight to keep a node's group commit busy: 64 -> 256 raised
+        // 1 MiB sequential writes by about a third (Benchmarks/nbd-bench.sh).
+        cfg.writebacksInFlightMax = 256
         let client = VolumeClient(info: info, ring: ring, clientID: clientID, config: cfg, seed: info.id)
         let host = VolumeHost(client: client, adapter: ByteRangeAdapter(sectorSize: 4096, volumeSize: info.sizeBytes))
         let ready = loop.makePromise(of: Void.self)
         host.ready = ready
         volumes[info.name] = host
-        clientVolume[clientID] = info.name
         directory.set(NBDExport(name: info.name, size: info.sizeBytes, readOnly: false, multiConn: true,
                                 description: "torus volume \(info.name)"))
         handleClient(info.name, host.client.start(now: SystemClock.now()))
@@ -239,7 +294,7 @@ public final class LocalCluster: @unchecked Sendable {
         directory.remove(name)
         host.timer?.cancel()
         volumes[name] = nil
-        clientVolume[host.client.clientID] = nil
+        closeLinks(host)
         for id in host.pending.keys.sorted() {
             host.pending[id]!.fail(RuntimeError.badInput("volume '\(name)' was deleted"))
         }
@@ -272,6 +327,7 @@ public final class LocalCluster: @unchecked Sendable {
         flushAll().always { _ in
             self.leaseTimer?.cancel()
             for host in self.volumes.values { host.timer?.cancel() }
+            self.metaPool.shutdownGracefully { _ in }
         }
     }
 
@@ -298,11 +354,11 @@ public final class LocalCluster: @unchecked Sendable {
 
     func handleClient(_ volume: String, _ outputs: [ClientOutput]) {
         guard let host = volumes[volume] else { return }
-        let from = host.client.clientID
+        defer { flushLinks(host) }
         for o in outputs {
             switch o {
             case .send(let to, let msg):
-                loop.execute { self.deliverToNode(to, from: from, msg) }
+                clientSend(host, name: volume, to: to, msg)
             case .metadata(let id, let req):
                 metaApply(req).whenComplete { result in
                     let response: MetaResponse
@@ -332,27 +388,38 @@ public final class LocalCluster: @unchecked Sendable {
                     host.ready = nil
                     p.fail(RuntimeError.metadata("volume \(volume) could not be opened: writer fenced"))
                 }
+                log("volume \(volume): writer \(phase)\(phase == .fenced ? ": " + host.client.fenceReason : "")")
             }
         }
     }
 
-    func deliverToNode(_ id: NodeID, from: NodeID, _ msg: PeerMessage) {
-        guard let host = nodes[id] else { return }
-        performNode(id, host.node.receive(from: from, msg))
+    /// A writer's message arrived from a node (on the cluster loop).
+    func clientReceived(_ volume: String, from node: NodeID, _ msg: PeerMessage) {
+        loop.assertInEventLoop()
+        guard let v = volumes[volume] else { return }
+        handleClient(volume, v.client.receive(from: node, msg, now: SystemClock.now()))
     }
 
-    func performNode(_ id: NodeID, _ outputs: [StorageNode.Output]) {
-        guard let host = nodes[id] else { return }
+    /// A node's message arrived from a writer (on the node's loop).
+    func nodeReceived(_ host: NodeHost, from: NodeID, _ msg: PeerMessage) {
+        performNode(host, host.node.receive(from: from, msg))
+    }
+
+    func performNode(_ host: NodeHost, _ outputs: [StorageNode.Output]) {
+        host.loop.assertInEventLoop()
+        var touched: [PeerServerHandler] = []
+        defer { for h in touched { h.flush() } }
         for o in outputs {
             switch o {
             case .send(let to, let msg):
-                loop.execute {
-                    guard let volume = self.clientVolume[to], let v = self.volumes[volume] else { return }
-                    self.handleClient(volume, v.client.receive(from: id, msg, now: SystemClock.now()))
-                }
+                // Replies go back on the connection of the client that asked; a client that
+                // went away retries on a new connection.
+                guard let peer = host.peers[to] else { continue }
+                if !peer.needsFlush { touched.append(peer) }
+                peer.send(msg)
             case .disk(let op, let req):
                 let disk = host.disk
-                pool.runIfActive(eventLoop: loop) { disk.perform(req) }.whenComplete { result in
+                pool.runIfActive(eventLoop: host.loop) { disk.perform(req) }.whenComplete { result in
                     let completion: DiskCompletion
                     switch result {
                     case .success(let c): completion = c
@@ -363,7 +430,7 @@ public final class LocalCluster: @unchecked Sendable {
                         case .sync: completion = .synced(.failure(.ioError(offset: 0)))
                         }
                     }
-                    self.performNode(id, host.node.diskCompleted(op, completion))
+                    self.performNode(host, host.node.diskCompleted(op, completion))
                 }
             }
         }
@@ -371,12 +438,12 @@ public final class LocalCluster: @unchecked Sendable {
 
     func metaApply(_ request: MetaRequest) -> EventLoopFuture<MetaResponse> {
         let meta = self.meta
-        return pool.runIfActive(eventLoop: loop) { try meta.apply(request, now: SystemClock.now()) }
+        return metaPool.runIfActive(eventLoop: loop) { try meta.apply(request, now: SystemClock.now()) }
     }
 
     func expireLeases() {
         let meta = self.meta
-        _ = pool.runIfActive(eventLoop: loop) { try meta.expireLeases(now: SystemClock.now()) }
+        _ = metaPool.runIfActive(eventLoop: loop) { try meta.expireLeases(now: SystemClock.now()) }
     }
 }
 

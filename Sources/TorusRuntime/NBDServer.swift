@@ -78,7 +78,7 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         }
         let ctx = NIOLoopBound(context, eventLoop: context.eventLoop)
         let handlerLoop = context.eventLoop
-        cluster.loop.execute {
+        let run: @Sendable () -> Void = {
             self.cluster.submit(volume: export.name, request).hop(to: handlerLoop).whenComplete { result in
                 guard !self.closed else { return }
                 let mapped: Result<[UInt8], NBDErrno>
@@ -95,6 +95,8 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
                 self.perform(self.connection.completed(cookie: cookie, result: mapped), context: ctx.value)
             }
         }
+        // `torus up` accepts NBD connections on the cluster loop: no thread hop per command.
+        if cluster.loop.inEventLoop { run() } else { cluster.loop.execute(run) }
     }
 }
 

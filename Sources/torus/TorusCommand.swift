@@ -16,6 +16,29 @@ struct TorusCommand: ParsableCommand {
         abstract: "Distributed block storage: pooled node disks, replicated volumes, served over NBD.",
         subcommands: [Up.self, Volume.self]
     )
+
+    static func main() {
+        if CommandLine.arguments.dropFirst().first == "up" { reexecWithFastMemcpy() }
+        main(nil)
+    }
+}
+
+/// glibc 2.36 copies 2112 bytes or more with `rep movsb`, which runs at ~3 GB/s instead of
+/// ~45 GB/s on AMD Zen 3 when source and destination sit 4, 12 or 16 bytes apart within a
+/// page (NBD and peer frames put 16- to 28-byte headers in front of block data). The threshold
+/// is a tunable read at process start only, so `torus up` re-executes itself once with it set.
+/// `TORUS_KEEP_MEMCPY=1` turns this off.
+func reexecWithFastMemcpy() {
+    #if arch(x86_64)
+    let setting = "glibc.cpu.x86_rep_movsb_threshold=2147483647"
+    if getenv("TORUS_KEEP_MEMCPY") != nil { return }
+    let current = getenv("GLIBC_TUNABLES").map { String(cString: $0) } ?? ""
+    if current.contains("x86_rep_movsb_threshold") { return }
+    setenv("GLIBC_TUNABLES", current.isEmpty ? setting : current + ":" + setting, 1)
+    setenv("TORUS_KEEP_MEMCPY", "1", 1)  // never loop, even if exec'ing ourselves ignores the tunable
+    execv("/proc/self/exe", CommandLine.unsafeArgv)
+    // exec failed: carry on with the default copies.
+    #endif
 }
 
 /// Prints a line and flushes at once, so progress shows up immediately also in log files.
@@ -75,7 +98,8 @@ struct Up: ParsableCommand {
                                                 diskBytes: disk, volumes: vols)
         if !vols.isEmpty { config.defaultVolume = nil }
 
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        // One loop per core: the volume writers on one, the storage nodes spread over the others.
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: max(2, System.coreCount))
         let pool = NIOThreadPool(numberOfThreads: 4)
         pool.start()
         say("torus: starting \(nodes) nodes (replication \(replication)) in \(dataDir) ...")
@@ -88,7 +112,7 @@ struct Up: ParsableCommand {
         }
         let server: Channel
         do {
-            server = try NBDServer.bind(nbd, cluster: cluster, group: group).wait()
+            server = try NBDServer.bind(nbd, cluster: cluster, group: cluster.loop).wait()
         } catch {
             say("torus: cannot listen for NBD on \(nbd): \(error)")
             throw ExitCode(1)

@@ -172,7 +172,7 @@ public struct VolumeClient: Sendable {
     // MARK: - Plumbing
 
     var fencedError: VolumeError { .fenced(volume: info.name, reason: fenceReason) }
-    var fenceReason = ""
+    public internal(set) var fenceReason = ""
 
     mutating func finish() -> [ClientOutput] {
         if phase != .fenced { completeZeroWritebacks() }

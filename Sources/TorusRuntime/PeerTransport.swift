@@ -1,0 +1,230 @@
+import NIOCore
+import NIOPosix
+import TorusCore
+
+// The TCP transport of the peer protocol (docs/peer-protocol.md) inside `torus up`: every
+// storage node listens on a loopback port; every volume writer opens one connection per node
+// it talks to. Frames are `PeerFrame`s (PeerCodec.swift). A connection that fails or closes
+// drops what it carried: the writer's RPC timeouts retry every request on a new connection
+// (requests are idempotent, block refs are immutable).
+
+/// The node side of one peer connection. Lives on the node's event loop.
+final class PeerServerHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = PeerFrame
+    typealias OutboundOut = PeerFrame
+
+    let cluster: LocalCluster
+    let host: LocalCluster.NodeHost
+    private var context: ChannelHandlerContext?
+    /// The client that said HELLO on this connection.
+    private(set) var peer: NodeID?
+    /// Refs of the requests not answered yet: replies carry the ref on the wire.
+    private var pendingRefs: [RPCID: BlockRef] = [:]
+    var needsFlush = false
+
+    init(cluster: LocalCluster, host: LocalCluster.NodeHost) {
+        self.cluster = cluster
+        self.host = host
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .hello(let node, let clusterID, let maxVersion):
+            guard peer == nil, clusterID == cluster.clusterID, maxVersion >= PeerCodec.version else {
+                cluster.log("node \(host.id): refused a peer connection (cluster \(clusterID), version \(maxVersion))")
+                context.close(promise: nil)
+                return
+            }
+            peer = node
+            host.peers[node] = self
+            context.writeAndFlush(wrapOutboundOut(.helloAck(node: host.id, version: PeerCodec.version)), promise: nil)
+        case .message(let msg, _):
+            guard let peer else {
+                context.close(promise: nil)  // requests before HELLO
+                return
+            }
+            switch msg {
+            case .putBlock(let rpc, let ref, _, _), .getBlock(let rpc, let ref): pendingRefs[rpc] = ref
+            default: break
+            }
+            cluster.nodeReceived(host, from: peer, msg)
+        case .helloAck:
+            context.close(promise: nil)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if let peer, host.peers[peer] === self { host.peers[peer] = nil }
+        pendingRefs.removeAll()
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        cluster.log("node \(host.id): closing a peer connection: \(error)")
+        context.close(promise: nil)
+    }
+
+    /// Queues a reply or a request of the node (flushed by `flush()`).
+    func send(_ msg: PeerMessage) {
+        guard let context else { return }
+        var replyRef: BlockRef?
+        switch msg {
+        case .putReply(let rpc, _), .getReply(let rpc, _):
+            guard let ref = pendingRefs.removeValue(forKey: rpc) else { return }  // not asked here
+            replyRef = ref
+        default: break
+        }
+        context.write(wrapOutboundOut(.message(msg, replyRef: replyRef)), promise: nil)
+        needsFlush = true
+    }
+
+    func flush() {
+        guard needsFlush, let context else { return }
+        needsFlush = false
+        context.flush()
+    }
+}
+
+/// The writer side of one connection to a storage node. Lives on the cluster's (writers') loop.
+final class PeerLink: @unchecked Sendable {
+    let node: NodeID
+    var channel: Channel?
+    var connecting = false
+    /// Frames sent while the connection is being set up.
+    var queued: [PeerFrame] = []
+    var needsFlush = false
+
+    init(node: NodeID) { self.node = node }
+}
+
+/// Receives a node's frames for one volume writer.
+final class PeerClientHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = PeerFrame
+
+    let cluster: LocalCluster
+    let volume: String
+    let node: NodeID
+    let link: PeerLink
+
+    init(cluster: LocalCluster, volume: String, node: NodeID, link: PeerLink) {
+        self.cluster = cluster
+        self.volume = volume
+        self.node = node
+        self.link = link
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .helloAck(let id, _):
+            if id != node {
+                cluster.log("volume \(volume): node \(node)'s port answered as node \(id); closing")
+                context.close(promise: nil)
+            }
+        case .message(let msg, _):
+            cluster.clientReceived(volume, from: node, msg)
+        case .hello:
+            context.close(promise: nil)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if link.channel === context.channel { link.channel = nil }
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        cluster.log("volume \(volume): closing the connection to node \(node): \(error)")
+        context.close(promise: nil)
+    }
+}
+
+extension LocalCluster {
+    /// Starts a node's peer listener on an ephemeral loopback port; completes with the port.
+    func listen(_ host: NodeHost) -> EventLoopFuture<Int> {
+        ServerBootstrap(group: host.loop)
+            .serverChannelOption(.backlog, value: 64)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandlers(
+                        ByteToMessageHandler(PeerFrameDecoder()), PeerFrameEncoder(),
+                        PeerServerHandler(cluster: self, host: host))
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0)
+            .flatMapThrowing { channel in
+                guard let port = channel.localAddress?.port else { throw RuntimeError.io("node \(host.id): listener has no port") }
+                host.listener = channel
+                return port
+            }
+    }
+
+    /// Sends a writer's message to a node, connecting first if needed. On the cluster loop.
+    func clientSend(_ volume: VolumeHost, name: String, to node: NodeID, _ msg: PeerMessage) {
+        loop.assertInEventLoop()
+        let link: PeerLink
+        if let l = volume.links[node] {
+            link = l
+        } else {
+            link = PeerLink(node: node)
+            volume.links[node] = link
+        }
+        let frame = PeerFrame.message(msg)
+        if let channel = link.channel {
+            channel.write(frame, promise: nil)
+            if !link.needsFlush {
+                link.needsFlush = true
+                volume.linksToFlush.append(link)
+            }
+            return
+        }
+        link.queued.append(frame)
+        guard !link.connecting, let nodeHost = nodes[node] else { return }
+        link.connecting = true
+        ClientBootstrap(group: loop)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .connectTimeout(.seconds(2))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandlers(
+                        ByteToMessageHandler(PeerFrameDecoder()), PeerFrameEncoder(),
+                        PeerClientHandler(cluster: self, volume: name, node: node, link: link))
+                }
+            }
+            .connect(host: "127.0.0.1", port: nodeHost.port)
+            .whenComplete { result in
+                link.connecting = false
+                switch result {
+                case .success(let channel):
+                    link.channel = channel
+                    channel.write(PeerFrame.hello(node: volume.client.clientID, cluster: self.clusterID,
+                                                  maxVersion: PeerCodec.version), promise: nil)
+                    for f in link.queued { channel.write(f, promise: nil) }
+                    link.queued.removeAll()
+                    channel.flush()
+                case .failure(let error):
+                    // The writer's RPC timeouts retry; the next send tries to connect again.
+                    self.log("volume \(name): cannot reach node \(node) on port \(nodeHost.port): \(error)")
+                    link.queued.removeAll()
+                }
+            }
+    }
+
+    /// Flushes the connections a writer step wrote to.
+    func flushLinks(_ volume: VolumeHost) {
+        for link in volume.linksToFlush {
+            link.needsFlush = false
+            link.channel?.flush()
+        }
+        volume.linksToFlush.removeAll()
+    }
+
+    func closeLinks(_ volume: VolumeHost) {
+        for link in volume.links.values { link.channel?.close(promise: nil) }
+        volume.links.removeAll()
+    }
+}

@@ -1,0 +1,95 @@
+import NIOCore
+import NIOPosix
+import Testing
+import TorusCore
+@testable import TorusRuntime
+
+/// `LocalCluster` over the TCP peer transport: writers reach the nodes through their loopback
+/// ports, and a node refuses peers that are not of its cluster or do not speak the protocol.
+@Suite("peer transport", .serialized)
+struct PeerTransportTests {
+    static func withCluster(_ body: (LocalCluster, MultiThreadedEventLoopGroup) throws -> Void) throws {
+        let dir = ScratchDirectory("peer")
+        defer { dir.remove() }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        let pool = NIOThreadPool(numberOfThreads: 2)
+        pool.start()
+        defer {
+            try? group.syncShutdownGracefully()
+            try? pool.syncShutdownGracefully()
+        }
+        var config = LocalCluster.Configuration(dataDir: dir.path, nodes: 2, replication: 2, blockSize: 64 << 10,
+                                                diskBytes: 64 << 20, volumes: [("t", 8 << 20)])
+        config.defaultVolume = nil
+        let cluster = try LocalCluster.start(config, group: group, pool: pool).wait()
+        try body(cluster, group)
+        try cluster.shutdown().wait()
+    }
+
+    static func submit(_ cluster: LocalCluster, _ request: ByteRangeAdapter.Request) throws -> [UInt8] {
+        try cluster.loop.flatSubmit { cluster.submit(volume: "t", request) }.wait()
+    }
+
+    static func pattern(_ count: Int, seed: UInt64) -> [UInt8] {
+        var rng = SeededRandom(seed: seed)
+        return (0..<count).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+    }
+
+    /// Connects to `port` and sends `bytes`; returns whether the node closed the connection.
+    static func closedAfterSending(_ bytes: [UInt8], port: Int, group: EventLoopGroup) throws -> Bool {
+        let channel = try ClientBootstrap(group: group).connect(host: "127.0.0.1", port: port).wait()
+        var buffer = channel.allocator.buffer(capacity: bytes.count)
+        buffer.writeBytes(bytes)
+        try channel.writeAndFlush(buffer).wait()
+        let closed = channel.eventLoop.makePromise(of: Bool.self)
+        channel.closeFuture.whenComplete { _ in closed.succeed(true) }
+        channel.eventLoop.scheduleTask(in: .seconds(3)) { closed.succeed(false) }
+        let result = try closed.futureResult.wait()
+        try? channel.close().wait()
+        return result
+    }
+
+    static func encoded(_ frame: PeerFrame) throws -> [UInt8] {
+        var buffer = ByteBufferAllocator().buffer(capacity: 64)
+        try PeerCodec.encode(frame, into: &buffer)
+        return buffer.readBytes(length: buffer.readableBytes)!
+    }
+
+    @Test("writes reach both replicas over TCP and read back after a flush")
+    func roundTrip() throws {
+        try Self.withCluster { cluster, _ in
+            let data = Self.pattern(1 << 20, seed: 7)
+            _ = try Self.submit(cluster, .write(offset: 4096, data: data, fua: false))
+            _ = try Self.submit(cluster, .flush)
+            #expect(try Self.submit(cluster, .read(offset: 4096, length: data.count)) == data)
+            // Both nodes hold a connection from the writer (replication 2 on 2 nodes).
+            for id in cluster.nodes.keys.sorted() {
+                let host = cluster.nodes[id]!
+                let peers = try host.loop.submit { host.peers.count }.wait()
+                #expect(peers == 1, "node \(id) has \(peers) peer connections")
+                #expect(host.port > 0)
+            }
+        }
+    }
+
+    @Test("a node closes connections from another cluster, before HELLO, or with garbage; service goes on")
+    func refusals() throws {
+        try Self.withCluster { cluster, group in
+            let port = cluster.nodes[NodeID(1)]!.port
+            let foreign = PeerClusterID([UInt8](repeating: 0xAB, count: 16))!
+            #expect(foreign != cluster.clusterID)
+            let hello = try Self.encoded(.hello(node: NodeID(99), cluster: foreign, maxVersion: 1))
+            #expect(try Self.closedAfterSending(hello, port: port, group: group))
+            let early = try Self.encoded(.message(.getBlock(RPCID(1), BlockRef(volume: 1, epoch: 1, sequence: 1, index: 0))))
+            #expect(try Self.closedAfterSending(early, port: port, group: group))
+            #expect(try Self.closedAfterSending(Self.pattern(100, seed: 3), port: port, group: group))
+            // A well-formed HELLO of this cluster is accepted (the connection stays open).
+            let ours = try Self.encoded(.hello(node: NodeID(98), cluster: cluster.clusterID, maxVersion: 1))
+            #expect(try !Self.closedAfterSending(ours, port: port, group: group))
+
+            let data = Self.pattern(256 << 10, seed: 9)
+            _ = try Self.submit(cluster, .write(offset: 0, data: data, fua: true))
+            #expect(try Self.submit(cluster, .read(offset: 0, length: data.count)) == data)
+        }
+    }
+}
