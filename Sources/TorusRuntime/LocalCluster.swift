@@ -67,6 +67,8 @@ public final class LocalCluster: @unchecked Sendable {
         /// Connections to the storage nodes, and those written to since the last flush.
         var links: [NodeID: PeerLink] = [:]
         var linksToFlush: [PeerLink] = []
+        /// Bumped when a fenced writer is replaced: replies and timers of an older writer are dropped.
+        var generation = 0
         init(client: VolumeClient, adapter: ByteRangeAdapter) {
             self.client = client
             self.adapter = adapter
@@ -267,14 +269,7 @@ public final class LocalCluster: @unchecked Sendable {
 
     func openVolume(_ info: VolumeInfo) -> EventLoopFuture<Void> {
         if volumes[info.name] != nil { return loop.makeSucceededVoidFuture() }
-        let clientID = NodeID(UInt32(10_000 + info.id))
-        var cfg = VolumeClientConfig()
-        cfg.leaseTTLSeconds = 10
-        // Enough write-backs in flight to keep a node's group commit busy: 64 -> 256 raised
-        // 1 MiB sequential writes by about a third (Benchmarks/nbd-bench.sh).
-        cfg.writebacksInFlightMax = 256
-        let client = VolumeClient(info: info, ring: ring, clientID: clientID, config: cfg, seed: info.id)
-        let host = VolumeHost(client: client, adapter: ByteRangeAdapter(sectorSize: 4096, volumeSize: info.sizeBytes))
+        let host = VolumeHost(client: makeWriter(info), adapter: ByteRangeAdapter(sectorSize: 4096, volumeSize: info.sizeBytes))
         let ready = loop.makePromise(of: Void.self)
         host.ready = ready
         volumes[info.name] = host
@@ -282,6 +277,36 @@ public final class LocalCluster: @unchecked Sendable {
                                 description: "torus volume \(info.name)"))
         handleClient(info.name, host.client.start(now: SystemClock.now()))
         return ready.futureResult
+    }
+
+    func makeWriter(_ info: VolumeInfo) -> VolumeClient {
+        var cfg = VolumeClientConfig()
+        cfg.leaseTTLSeconds = 10
+        // Enough write-backs in flight to keep a node's group commit busy: 64 -> 256 raised
+        // 1 MiB sequential writes by about a third (Benchmarks/nbd-bench.sh).
+        cfg.writebacksInFlightMax = 256
+        return VolumeClient(info: info, ring: ring, clientID: NodeID(UInt32(10_000 + info.id)), config: cfg, seed: info.id)
+    }
+
+    /// A writer that was fenced after it opened (its lease expired, e.g. when the process was
+    /// stopped for longer than the lease) is replaced by a new one, which waits for the lease
+    /// and takes a new epoch. Writes it had not flushed are gone, as after a crash, so the NBD
+    /// connections that used it are closed (their clients see the failure instead of a silent
+    /// loss) and new connections get the new writer.
+    func replaceFencedWriter(_ name: String, _ host: VolumeHost) {
+        host.generation += 1
+        let generation = host.generation
+        directory.bumpGeneration(name)
+        closeLinks(host)
+        host.timer?.cancel()
+        host.timer = nil
+        host.timerAt = nil
+        loop.scheduleTask(in: .seconds(1)) {
+            guard self.volumes[name] === host, host.generation == generation else { return }
+            self.log("volume \(name): opening a new writer")
+            host.client = self.makeWriter(host.client.info)
+            self.handleClient(name, host.client.start(now: SystemClock.now()))
+        }
     }
 
     /// Deletes a volume: it stops being served, requests in flight fail, its metadata goes.
@@ -354,7 +379,12 @@ public final class LocalCluster: @unchecked Sendable {
 
     func handleClient(_ volume: String, _ outputs: [ClientOutput]) {
         guard let host = volumes[volume] else { return }
-        defer { flushLinks(host) }
+        var replaceWriter = false
+        defer {
+            flushLinks(host)
+            if replaceWriter { replaceFencedWriter(volume, host) }
+        }
+        let generation = host.generation
         for o in outputs {
             switch o {
             case .send(let to, let msg):
@@ -366,6 +396,7 @@ public final class LocalCluster: @unchecked Sendable {
                     case .success(let r): response = r
                     case .failure(let e): response = .error(.unavailable("\(e)"))
                     }
+                    guard host.generation == generation else { return }  // for a replaced writer
                     self.handleClient(volume, host.client.metadataReply(id, response, now: SystemClock.now()))
                 }
             case .timer(let at):
@@ -381,6 +412,7 @@ public final class LocalCluster: @unchecked Sendable {
             case .complete(let op, let result):
                 performAdapter(volume, host.adapter.opCompleted(op, result))
             case .phaseChanged(let phase):
+                let wasOpen = host.ready == nil
                 if phase == .ready, let p = host.ready {
                     host.ready = nil
                     p.succeed(())
@@ -389,14 +421,16 @@ public final class LocalCluster: @unchecked Sendable {
                     p.fail(RuntimeError.metadata("volume \(volume) could not be opened: writer fenced"))
                 }
                 log("volume \(volume): writer \(phase)\(phase == .fenced ? ": " + host.client.fenceReason : "")")
+                if phase == .fenced && wasOpen && volumes[volume] === host { replaceWriter = true }
             }
         }
     }
 
     /// A writer's message arrived from a node (on the cluster loop).
-    func clientReceived(_ volume: String, from node: NodeID, _ msg: PeerMessage) {
+    func clientReceived(_ volume: String, from node: NodeID, via link: PeerLink, _ msg: PeerMessage) {
         loop.assertInEventLoop()
-        guard let v = volumes[volume] else { return }
+        // Only the current connection counts: an older one may carry replies to a replaced writer.
+        guard let v = volumes[volume], v.links[node] === link else { return }
         handleClient(volume, v.client.receive(from: node, msg, now: SystemClock.now()))
     }
 
@@ -455,6 +489,10 @@ public final class VolumeDirectory: @unchecked Sendable {
     public func set(_ e: NBDExport) { lock.withLock { exports[e.name] = e } }
     public func remove(_ name: String) { _ = lock.withLock { exports.removeValue(forKey: name) } }
     public func lookup(_ name: String) -> NBDExport? { lock.withLock { exports[name] } }
+    /// Changes when the volume's writer is replaced; connections of an older one must close.
+    private var generations: [String: Int] = [:]
+    public func bumpGeneration(_ name: String) { lock.withLock { generations[name, default: 0] += 1 } }
+    public func generation(_ name: String) -> Int { lock.withLock { generations[name] ?? 0 } }
     public func all() -> [NBDExport] { lock.withLock { exports.values.sorted { $0.name < $1.name } } }
 }
 

@@ -12,6 +12,8 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     private var connection: NBDServerConnection
     private let cluster: LocalCluster
     private var export: NBDExport?
+    /// The volume's writer generation when this connection attached (see `replaceFencedWriter`).
+    private var generation = 0
     private var closed = false
 
     init(cluster: LocalCluster) {
@@ -51,6 +53,7 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
                 wrote = true
             case .enterTransmission(let e):
                 export = e
+                generation = cluster.volumeDirectory.generation(e.name)
             case .execute(let cookie, let command):
                 execute(cookie, command, context: context)
             case .close:
@@ -81,6 +84,13 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         let run: @Sendable () -> Void = {
             self.cluster.submit(volume: export.name, request).hop(to: handlerLoop).whenComplete { result in
                 guard !self.closed else { return }
+                if self.cluster.volumeDirectory.generation(export.name) != self.generation {
+                    // The writer this connection used was fenced and replaced: unflushed writes
+                    // may be gone, so the client must see the connection fail.
+                    self.closed = true
+                    ctx.value.close(promise: nil)
+                    return
+                }
                 let mapped: Result<[UInt8], NBDErrno>
                 switch result {
                 case .success(let data): mapped = .success(data)

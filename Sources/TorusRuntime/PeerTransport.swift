@@ -124,7 +124,7 @@ final class PeerClientHandler: ChannelInboundHandler, @unchecked Sendable {
                 context.close(promise: nil)
             }
         case .message(let msg, _):
-            cluster.clientReceived(volume, from: node, msg)
+            cluster.clientReceived(volume, from: node, via: link, msg)
         case .hello:
             context.close(promise: nil)
         }

@@ -1,3 +1,4 @@
+import Glibc
 import NIOCore
 import NIOPosix
 import Testing
@@ -90,6 +91,35 @@ struct PeerTransportTests {
             let data = Self.pattern(256 << 10, seed: 9)
             _ = try Self.submit(cluster, .write(offset: 0, data: data, fua: true))
             #expect(try Self.submit(cluster, .read(offset: 0, length: data.count)) == data)
+        }
+    }
+
+    @Test("a writer fenced after its lease expired is replaced; flushed data survives; the NBD generation moves on")
+    func fencedWriterIsReplaced() throws {
+        try Self.withCluster { cluster, _ in
+            let data = Self.pattern(512 << 10, seed: 11)
+            _ = try Self.submit(cluster, .write(offset: 65536, data: data, fua: false))
+            _ = try Self.submit(cluster, .flush)
+            #expect(cluster.volumeDirectory.generation("t") == 0)
+            // Take the writer's lease away, as if the process had been stopped past its TTL.
+            let lease = try cluster.loop.submit { cluster.volumes["t"]!.client.leaseID }.wait()
+            #expect(lease != 0)
+            _ = try cluster.meta.apply(.leaseRevoke(id: lease), now: SystemClock.now())
+            // The next keep-alive (every TTL/3) finds the lease gone; a new writer opens.
+            var replaced = false
+            for _ in 0..<200 where !replaced {
+                usleep(100_000)
+                let (gen, ready) = try cluster.loop.submit {
+                    (cluster.volumes["t"]!.generation, cluster.volumes["t"]!.client.phase == .ready)
+                }.wait()
+                replaced = gen == 1 && ready
+            }
+            #expect(replaced, "the fenced writer was not replaced within 20 s")
+            #expect(cluster.volumeDirectory.generation("t") == 1)
+            #expect(try Self.submit(cluster, .read(offset: 65536, length: data.count)) == data)
+            let more = Self.pattern(4096, seed: 12)
+            _ = try Self.submit(cluster, .write(offset: 0, data: more, fua: true))
+            #expect(try Self.submit(cluster, .read(offset: 0, length: 4096)) == more)
         }
     }
 }

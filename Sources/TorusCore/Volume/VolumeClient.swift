@@ -30,7 +30,7 @@ public struct VolumeClient: Sendable {
 
     // Lease and epoch.
     public internal(set) var epoch: UInt64 = 0
-    var leaseID: Int64 = 0
+    public internal(set) var leaseID: Int64 = 0
     var leaseValidUntil: Instant = .zero
     var nextKeepAliveAt: Instant = .zero
     var keepAliveInFlight = false
