@@ -20,13 +20,15 @@ let package = Package(
         .target(name: "TorusCore", dependencies: ["CTorusCRC"], path: "Sources/TorusCore"),
         // CRC-32C through ISA-L (Debian libisal-dev; pure computation, no I/O).
         .target(name: "CTorusCRC", path: "Sources/CTorusCRC", linkerSettings: [.linkedLibrary("isal")]),
+        // Non-blocking positioned file I/O (preadv2/pwritev2 with RWF_NOWAIT) for the runtime.
+        .target(name: "CTorusSys", path: "Sources/CTorusSys"),
         // The NBD server protocol as a sans-I/O state machine (one per connection).
         .target(name: "TorusNBD", path: "Sources/TorusNBD"),
         // Production drivers: file disks, the embedded metadata store, the NBD server, the local cluster.
         .target(
             name: "TorusRuntime",
             dependencies: [
-                "TorusCore", "TorusNBD",
+                "TorusCore", "TorusNBD", "CTorusSys",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

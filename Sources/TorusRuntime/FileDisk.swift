@@ -1,3 +1,4 @@
+import CTorusSys
 import Glibc
 import Synchronization
 import TorusCore
@@ -48,6 +49,9 @@ public final class FileDisk: Sendable {
     public let geometry: DiskGeometry
     public let path: String
     private let fd: Int32
+    /// Cleared once the kernel refuses RWF_NOWAIT for reads or writes on this file.
+    private let nowaitReads = Atomic<Bool>(true)
+    private let nowaitWrites = Atomic<Bool>(true)
     /// Bit 0: closing; bit 1: closed; the rest: 4 × operations currently using `fd`.
     private let state = Atomic<Int>(0)
     private let syncFailed = Atomic<Bool>(false)
@@ -137,6 +141,37 @@ public final class FileDisk: Sendable {
                 return .synced(.failure(.ioError(offset: 0)))
             }
             return .synced(.success(()))
+        }
+    }
+
+    /// Performs a read or write only if it can complete without blocking (the page cache
+    /// holds the data, or takes the write at once): `preadv2`/`pwritev2` with RWF_NOWAIT.
+    /// Returns nil when the request would block or is short, or the kernel lacks support;
+    /// the caller then runs `perform` on a thread pool (repeating a write is harmless: same
+    /// bytes, same place). Syncs always return nil. Errors other than "would block" also
+    /// return nil, so the blocking path reports them.
+    public func performWithoutBlocking(_ request: DiskRequest) -> DiskCompletion? {
+        switch request {
+        case .read(let offset, let length):
+            guard nowaitReads.load(ordering: .relaxed), length > 0, isValid(offset, length), enter() else { return nil }
+            defer { leave() }
+            var done = -1
+            let bytes = [UInt8](unsafeUninitializedCapacity: length) { buffer, count in
+                done = ctorus_pread_nowait(fd, buffer.baseAddress, length, offset)
+                count = done == length ? length : 0
+            }
+            if done == length { return .read(.success(bytes)) }
+            if done < 0 && (errno == EOPNOTSUPP || errno == ENOSYS || errno == EINVAL) { nowaitReads.store(false, ordering: .relaxed) }
+            return nil
+        case .write(let offset, let bytes):
+            guard nowaitWrites.load(ordering: .relaxed), !bytes.isEmpty, isValid(offset, bytes.count), enter() else { return nil }
+            defer { leave() }
+            let done = bytes.withUnsafeBytes { ctorus_pwrite_nowait(fd, $0.baseAddress, $0.count, offset) }
+            if done == bytes.count { return .written(.success(())) }
+            if done < 0 && (errno == EOPNOTSUPP || errno == ENOSYS || errno == EINVAL) { nowaitWrites.store(false, ordering: .relaxed) }
+            return nil
+        case .sync:
+            return nil
         }
     }
 

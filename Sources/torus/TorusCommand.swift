@@ -75,9 +75,12 @@ struct Up: ParsableCommand {
     var volumes: [String] = []
     @Option(name: .customLong("block-size"), help: "Block size of new volumes (power of two, 4KiB to 1MiB).") var blockSize = "64KiB"
     @Option(name: .customLong("disk-size"), help: "Size of each node's data file (preallocated).") var diskSize = "2GiB"
+    @Option(help: "Event-loop threads: the volume writers and NBD use one, the storage nodes are spread over all (default: one per core).")
+    var threads: Int?
 
     func validate() throws {
         guard nodes >= 1 && nodes <= 64 else { throw ValidationError("--nodes must be between 1 and 64") }
+        if let threads { guard threads >= 1 && threads <= 256 else { throw ValidationError("--threads must be between 1 and 256") } }
         guard replication >= 1 && replication <= nodes else { throw ValidationError("--replication must be between 1 and --nodes (\(nodes))") }
     }
 
@@ -99,7 +102,7 @@ struct Up: ParsableCommand {
         if !vols.isEmpty { config.defaultVolume = nil }
 
         // One loop per core: the volume writers on one, the storage nodes spread over the others.
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: max(2, System.coreCount))
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: threads ?? System.coreCount)
         let pool = NIOThreadPool(numberOfThreads: 4)
         pool.start()
         say("torus: starting \(nodes) nodes (replication \(replication)) in \(dataDir) ...")

@@ -78,6 +78,40 @@ struct FileDiskTests {
         #expect(empty.isEmpty)
     }
 
+    @Test("non-blocking reads and writes return the right bytes or decline, never wrong data")
+    func nonBlocking() throws {
+        let dir = ScratchDirectory("nowait")
+        defer { dir.remove() }
+        let disk = try FileDisk(path: dir.path + "/disk", capacityBytes: 1 << 20)
+        defer { disk.close() }
+        let data = pattern(9, count: 2 * 4096)
+        guard case .written(.success) = disk.perform(.write(offset: 8192, bytes: data)) else { Issue.record("write failed"); return }
+        // Just written, so in the page cache: a non-blocking read either serves it exactly or declines.
+        var served = 0
+        for _ in 0..<10 {
+            switch disk.performWithoutBlocking(.read(offset: 8192, length: data.count)) {
+            case .read(.success(let back))?: #expect(back == data); served += 1
+            case nil: break
+            case let other?: Issue.record("unexpected completion \(other)")
+            }
+        }
+        // A non-blocking write, when taken, is visible to a normal read.
+        let more = pattern(10, count: 4096)
+        if let done = disk.performWithoutBlocking(.write(offset: 65536, bytes: more)) {
+            guard case .written(.success) = done else { Issue.record("non-blocking write failed: \(done)"); return }
+            guard case .read(.success(let back)) = disk.perform(.read(offset: 65536, length: 4096)) else { Issue.record("read failed"); return }
+            #expect(back == more)
+        }
+        // Out of range, misaligned and syncs always go the blocking way (which reports errors).
+        func declined(_ c: DiskCompletion?) -> Bool { if case .none = c { return true } else { return false } }
+        #expect(declined(disk.performWithoutBlocking(.read(offset: 1 << 20, length: 4096))))
+        #expect(declined(disk.performWithoutBlocking(.read(offset: 100, length: 4096))))
+        #expect(declined(disk.performWithoutBlocking(.sync)))
+        #if os(Linux)
+        #expect(served > 0, "RWF_NOWAIT reads of cached data should be served on Linux")
+        #endif
+    }
+
     @Test("out-of-range and misaligned requests fail with outOfRange instead of trapping")
     func outOfRange() throws {
         let dir = ScratchDirectory("range")
