@@ -482,7 +482,17 @@ public final class LocalCluster: @unchecked Sendable {
 
     func metaApply(_ request: MetaRequest) -> EventLoopFuture<MetaResponse> {
         let meta = self.meta
-        return metaPool.runIfActive(eventLoop: loop) { try meta.apply(request, now: SystemClock.now()) }
+        let queued = SystemClock.now()
+        return metaPool.runIfActive(eventLoop: loop) { () throws -> MetaResponse in
+            let started = SystemClock.now()
+            let response = try meta.apply(request, now: started)
+            let done = SystemClock.now()
+            if done - queued > .milliseconds(1000) {
+                self.log("slow metadata request: \((started - queued).value / 1_000_000) ms queued, "
+                    + "\((done - started).value / 1_000_000) ms to apply and sync (\(request.kindName))")
+            }
+            return response
+        }
     }
 
     func expireLeases() {
@@ -521,5 +531,18 @@ public enum RuntimeError: Error, CustomStringConvertible {
 func makeDirectory(_ path: String) throws {
     if mkdir(path, 0o755) != 0 && errno != EEXIST {
         throw RuntimeError.io("cannot create directory \(path): \(String(cString: strerror(errno)))")
+    }
+}
+
+extension MetaRequest {
+    /// A short name for logs.
+    var kindName: String {
+        switch self {
+        case .txn: "txn"
+        case .leaseGrant: "lease grant"
+        case .leaseKeepAlive: "lease keep-alive"
+        case .leaseRevoke: "lease revoke"
+        case .leaseTimeToLive: "lease time-to-live"
+        }
     }
 }

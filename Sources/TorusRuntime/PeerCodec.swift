@@ -46,6 +46,7 @@ public enum PeerFrameType: UInt8, Hashable, Sendable, CaseIterable {
     case deleteBlocks = 7
     case syncBlocks = 8
     case syncReply = 9
+    case getRange = 10
 }
 
 /// One frame of the peer protocol; see the design notes at the top of `PeerCodec.swift`.
@@ -75,7 +76,8 @@ public enum PeerFrame: Sendable, Equatable {
         case .hello, .helloAck, .message(.deleteBlocks, _): RPCID(0)
         case .message(.putBlock(let id, _, _, _), _), .message(.putReply(let id, _), _),
              .message(.getBlock(let id, _), _), .message(.getReply(let id, _), _),
-             .message(.syncBlocks(let id, _), _), .message(.syncReply(let id, _), _):
+             .message(.syncBlocks(let id, _), _), .message(.syncReply(let id, _), _),
+             .message(.getRange(let id, _, _, _), _):
             id
         }
     }
@@ -89,6 +91,7 @@ public enum PeerFrame: Sendable, Equatable {
         case .deleteBlocks: .deleteBlocks
         case .syncBlocks: .syncBlocks
         case .syncReply: .syncReply
+        case .getRange: .getRange
         }
     }
 
@@ -111,6 +114,7 @@ public enum PeerFrame: Sendable, Equatable {
         case let (.deleteBlocks(x), .deleteBlocks(y)): x == y
         case let (.syncBlocks(i, x), .syncBlocks(j, y)): i == j && x == y
         case let (.syncReply(i, x), .syncReply(j, y)): i == j && x == y
+        case let (.getRange(i, r, o, l), .getRange(j, s, p, m)): i == j && r == s && o == p && l == m
         default: false
         }
     }
@@ -255,6 +259,12 @@ extension PeerCodec {
         case .getBlock:
             try requireNoRef(replyRef, message)
             return BlockRef.encodedSize
+        case let .getRange(_, _, offset, length):
+            try requireNoRef(replyRef, message)
+            guard offset >= 0, offset <= Int(UInt32.max), length >= 0, length <= Int(UInt32.max) else {
+                throw .unencodable(.getRange, "range \(offset)+\(length) does not fit in two u32")
+            }
+            return BlockRef.encodedSize + 8
         case .getReply(_, let result):
             _ = try wireRef(replyRef, result.error, .getReply)
             if case .success(let bytes) = result { return statusAndRef + bytes.count }
@@ -314,6 +324,10 @@ extension PeerCodec {
             writeReplyHead(try wireRef(replyRef, result.error, .putReply), result.error, into: &b)
         case let .getBlock(_, ref):
             writeRef(ref, into: &b)
+        case let .getRange(_, ref, offset, length):
+            writeRef(ref, into: &b)
+            b.writeInteger(UInt32(offset), endianness: .little)
+            b.writeInteger(UInt32(length), endianness: .little)
         case let .getReply(_, result):
             writeReplyHead(try wireRef(replyRef, result.error, .getReply), result.error, into: &b)
             if case .success(let bytes) = result { b.writeBytes(bytes) }
@@ -414,6 +428,10 @@ extension PeerCodec {
             frame = .message(.putReply(id, result), replyRef: ref)
         case .getBlock:
             frame = .message(.getBlock(id, try r.ref()))
+        case .getRange:
+            let ref = try r.ref()
+            let offset = Int(try r.u32())
+            frame = .message(.getRange(id, ref, offset: offset, length: Int(try r.u32())))
         case .getReply:
             let (ref, error) = try r.replyHead()
             let result: Result<[UInt8], StoreError> = if let error { .failure(error) } else { .success(r.rest()) }

@@ -47,7 +47,8 @@ final class PeerServerHandler: ChannelInboundHandler, @unchecked Sendable {
                 return
             }
             switch msg {
-            case .putBlock(let rpc, let ref, _, _), .getBlock(let rpc, let ref): pendingRefs[rpc] = ref
+            case .putBlock(let rpc, let ref, _, _), .getBlock(let rpc, let ref), .getRange(let rpc, let ref, _, _):
+                pendingRefs[rpc] = ref
             default: break
             }
             cluster.nodeReceived(host, from: peer, msg)

@@ -97,6 +97,39 @@ struct StorageNodeTests {
         #expect(present == [refA])
     }
 
+    @Test("a range get returns exactly its bytes; ranges outside the block and corrupt blocks are refused")
+    func rangeGet() {
+        var h = NodeHarness()
+        _ = h.request(.putBlock(RPCID(1), refA, block(5), durable: true))
+        guard case .getReply(RPCID(2), .success(let part)) = h.request(.getRange(RPCID(2), refA, offset: 4096, length: 100)).first else {
+            Issue.record("range get failed")
+            return
+        }
+        #expect(part == Array(block(5)[4096..<4196]))
+        guard case .getReply(_, .success(let last)) = h.request(.getRange(RPCID(3), refA, offset: 16384 - 4096, length: 4096)).first else {
+            Issue.record("range get of the last sector failed")
+            return
+        }
+        #expect(last == Array(block(5)[(16384 - 4096)...]))
+        for (offset, length) in [(16384 - 4095, 4096), (-1, 10), (0, 0), (0, 16385)] {
+            guard case .getReply(_, .failure(.wrongSize)) = h.request(.getRange(RPCID(4), refA, offset: offset, length: length)).first else {
+                Issue.record("range \(offset)+\(length) was not refused")
+                return
+            }
+        }
+        guard case .getReply(_, .failure(.notFound(refB))) = h.request(.getRange(RPCID(5), refB, offset: 0, length: 4096)).first else {
+            Issue.record("expected notFound for an unknown ref")
+            return
+        }
+        let slotSector = h.config.slotAreaOffset / 4096
+        for s in h.sectors.keys.sorted() where s >= slotSector { h.sectors[s]![17] ^= 0x40 }
+        // The corruption is in the first sector; a range elsewhere must still be refused.
+        guard case .getReply(_, .failure(.corrupt(refA))) = h.request(.getRange(RPCID(6), refA, offset: 8192, length: 4096)).first else {
+            Issue.record("a range of a corrupt block must be refused")
+            return
+        }
+    }
+
     @Test("a corrupted copy is reported as corrupt, never returned")
     func corruptCopy() {
         var h = NodeHarness()

@@ -177,6 +177,35 @@ struct VolumeClientTests {
         #expect(cl.clients[c2]!.epoch == 2)
     }
 
+    @Test("small reads that miss the cache fetch only their range; sequential reads fetch whole blocks")
+    func rangeReads() {
+        let cl = InstantCluster()
+        cl.addClient(c1)
+        let data = pattern(4, 65536)
+        _ = cl.wait(cl.submit(c1, .write(offset: 0, data: data, fua: true)))
+        cl.reachable.remove(c1)
+        cl.clients[c1] = nil
+        cl.addClient(c2)  // a new writer: nothing cached
+        cl.run { cl.clients[c2]!.phase == .ready }
+        let base = cl.clients[c2]!.stats.blockFetches  // the map's root and pages
+        #expect(cl.wait(cl.submit(c2, .read(offset: 20480, length: 4096))) == .success(.read(Array(data[20480..<24576]))))
+        #expect(cl.wait(cl.submit(c2, .read(offset: 40960, length: 8192))) == .success(.read(Array(data[40960..<49152]))))
+        #expect(cl.clients[c2]!.stats.rangeFetches == 2)
+        #expect(cl.clients[c2]!.stats.blockFetches == base)
+        // Sequential from there: whole blocks, which then serve the reads that follow.
+        #expect(cl.wait(cl.submit(c2, .read(offset: 49152, length: 4096))) == .success(.read(Array(data[49152..<53248]))))
+        #expect(cl.clients[c2]!.stats.blockFetches == base + 1)
+        #expect(cl.wait(cl.submit(c2, .read(offset: 53248, length: 4096))) == .success(.read(Array(data[53248..<57344]))))
+        #expect(cl.clients[c2]!.stats.blockFetches == base + 1)
+        #expect(cl.clients[c2]!.stats.rangeFetches == 2)
+        // A small write into an uncached block still fetches the whole block.
+        let small = pattern(5, 4096)
+        #expect(cl.wait(cl.submit(c2, .write(offset: 4096, data: small, fua: false))) == .success(.done))
+        var expected = Array(data[0..<16384])
+        expected.replaceSubrange(4096..<8192, with: small)
+        #expect(cl.wait(cl.submit(c2, .read(offset: 0, length: 16384))) == .success(.read(expected)))
+    }
+
     @Test("a writer that lost its lock can never make its writes visible")
     func fencing() {
         let cl = InstantCluster()

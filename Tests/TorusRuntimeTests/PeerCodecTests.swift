@@ -27,6 +27,8 @@ private let sampleFrames: [PeerFrame] = [
     .message(.putReply(RPCID(6), .failure(.ioError)), replyRef: ref(6)),
     .message(.putReply(RPCID(7), .failure(.wrongSize(expected: 4096, got: 100))), replyRef: ref(7)),
     .message(.getBlock(RPCID(.max), ref(8))),
+    .message(.getRange(RPCID(20), ref(8), offset: 4096, length: 8192)),
+    .message(.getRange(RPCID(21), ref(8), offset: 0xFFFF_FFFF, length: 0)),
     .message(.getReply(RPCID(8), .success(pattern(8, count: 4096))), replyRef: ref(8)),
     .message(.getReply(RPCID(9), .success([])), replyRef: ref(9)),
     .message(.getReply(RPCID(10), .failure(.notFound(ref(10)))), replyRef: ref(10)),
@@ -336,7 +338,7 @@ struct PeerCodecTests {
     @Test("unknown types are refused")
     func unknownType() {
         #expect(rejection(rawFrame(type: 0, payload: [])) == .unknownType(0))
-        #expect(rejection(rawFrame(type: 10, payload: [])) == .unknownType(10))
+        #expect(rejection(rawFrame(type: 11, payload: [])) == .unknownType(11))
         #expect(rejection(rawFrame(type: 255, payload: [1, 2, 3])) == .unknownType(255))
     }
 

@@ -13,6 +13,10 @@ public enum PeerMessage: Sendable {
     case putBlock(RPCID, BlockRef, [UInt8], durable: Bool)
     case putReply(RPCID, Result<Void, StoreError>)
     case getBlock(RPCID, BlockRef)
+    /// `length` bytes of a block from `offset` (answered by `getReply`). The node reads and
+    /// verifies the whole block against its checksum, then sends only the range: a small
+    /// read does not move a whole block over the network.
+    case getRange(RPCID, BlockRef, offset: Int, length: Int)
     /// The node verified the bytes against its checksum before replying.
     case getReply(RPCID, Result<[UInt8], StoreError>)
     /// Best effort, no reply: the refs are garbage.
@@ -31,6 +35,7 @@ public enum PeerMessage: Sendable {
         case .deleteBlocks: 5
         case .syncBlocks: 6
         case .syncReply: 7
+        case .getRange: 8
         }
     }
 

@@ -10,7 +10,7 @@ public struct StorageNode: Sendable {
     public let id: NodeID
     public private(set) var store: BlockStore
     /// Which peer request each store request answers.
-    private var waiting: [StoreRequestID: (peer: NodeID, rpc: RPCID)] = [:]
+    private var waiting: [StoreRequestID: (peer: NodeID, rpc: RPCID, range: Range<Int>?)] = [:]
     private var nextStoreRequest: UInt64 = 1
 
     /// Rebuilds the node from what its disk holds (the two journal regions).
@@ -32,6 +32,13 @@ public struct StorageNode: Sendable {
         case .getBlock(let rpc, let ref):
             let sid = allocate(peer, rpc)
             return translate(store.handle(.get(sid, ref)))
+        case .getRange(let rpc, let ref, let offset, let length):
+            let size = store.config.blockSize
+            guard offset >= 0, length > 0, offset <= size - length else {
+                return [.send(to: peer, .getReply(rpc, .failure(.wrongSize(expected: size, got: offset + length))))]
+            }
+            let sid = allocate(peer, rpc, range: offset..<(offset + length))
+            return translate(store.handle(.get(sid, ref)))
         case .deleteBlocks(let refs):
             return translate(store.handle(.delete(refs)))
         case .syncBlocks(let rpc, let refs):
@@ -51,10 +58,10 @@ public struct StorageNode: Sendable {
         store.checkInvariants()
     }
 
-    private mutating func allocate(_ peer: NodeID, _ rpc: RPCID) -> StoreRequestID {
+    private mutating func allocate(_ peer: NodeID, _ rpc: RPCID, range: Range<Int>? = nil) -> StoreRequestID {
         let sid = StoreRequestID(nextStoreRequest)
         nextStoreRequest += 1
-        waiting[sid] = (peer, rpc)
+        waiting[sid] = (peer, rpc, range)
         return sid
     }
 
@@ -70,7 +77,12 @@ public struct StorageNode: Sendable {
                 let message: (RPCID) -> PeerMessage
                 switch reply {
                 case .put(let s, let r): sid = s; message = { .putReply($0, r) }
-                case .get(let s, let r): sid = s; message = { .getReply($0, r) }
+                case .get(let s, let r):
+                    sid = s
+                    // A range request gets only its bytes (the store verified the whole block).
+                    let range = waiting[s]?.range
+                    let sliced = range.map { range in r.map { Array($0[range]) } } ?? r
+                    message = { .getReply($0, sliced) }
                 case .sync(let s, let present): sid = s; message = { .syncReply($0, present: present) }
                 }
                 guard let w = waiting.removeValue(forKey: sid) else {

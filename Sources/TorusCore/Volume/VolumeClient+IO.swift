@@ -64,6 +64,11 @@ extension VolumeClient {
     // MARK: Reads
 
     mutating func readPiece(_ p: Piece) {
+        let sequential = lastReadEnd.map {
+            ($0.block == p.block && $0.offset == p.offsetInBlock)
+                || ($0.block + 1 == p.block && $0.offset == info.blockSize && p.offsetInBlock == 0)
+        } ?? false
+        lastReadEnd = (p.block, p.offsetInBlock + p.length)
         if var e = cache[p.block], !e.loading {
             useCounter += 1
             e.lastUse = useCounter
@@ -74,7 +79,9 @@ extension VolumeClient {
         } else if fetches[p.block] != nil {
             fetches[p.block]!.waiters.append(.read(p))
         } else if let entry = entries[Int(p.block)] {
-            startFetch(p.block, entry, waiter: .read(p))
+            let small = p.length <= config.rangeReadBytesMax && p.length < info.blockSize
+            startFetch(p.block, entry, waiter: .read(p),
+                       range: small && !sequential ? p.offsetInBlock..<(p.offsetInBlock + p.length) : nil)
         } else {
             pieceDone(p.op, nil)  // never written: zeros, and the buffer starts zeroed
         }
@@ -228,12 +235,13 @@ extension VolumeClient {
 
     // MARK: Fetches
 
-    mutating func startFetch(_ block: UInt64, _ entry: MapEntry, waiter: FetchWaiter) {
+    mutating func startFetch(_ block: UInt64, _ entry: MapEntry, waiter: FetchWaiter, range: Range<Int>? = nil) {
         let ref = entry.ref(volume: info.id, index: block)
         var f = Fetch(ref: ref, crc: entry.crc, nodes: healthyFirst(candidates(ref)))
         f.waiters.append(waiter)
+        f.range = range
         fetches[block] = f
-        stats.blockFetches += 1
+        if range == nil { stats.blockFetches += 1 } else { stats.rangeFetches += 1 }
         sendGet(block)
     }
 
@@ -244,13 +252,28 @@ extension VolumeClient {
         f.retryAt = nil
         fetches[block] = f
         let rpc = allocateRPC(.get(block: block), node: node)
-        out.append(.send(to: node, .getBlock(rpc, f.ref)))
+        if let r = f.range {
+            out.append(.send(to: node, .getRange(rpc, f.ref, offset: r.lowerBound, length: r.count)))
+        } else {
+            out.append(.send(to: node, .getBlock(rpc, f.ref)))
+        }
     }
 
     mutating func getReplied(_ rpc: RPCID, from node: NodeID, _ result: Result<[UInt8], StoreError>) {
         guard let pending = rpcs.removeValue(forKey: rpc), case .get(let block) = pending.purpose,
               pending.node == node, let f = fetches[block] else { return }
         noteNode(node, ok: true)
+        if let range = f.range {
+            // The node verified the whole block against its checksum; the frame's checksum
+            // covered the bytes on the wire.
+            if case .success(let data) = result, data.count == range.count {
+                fetches[block] = nil
+                rangeFetched(block, f, range, data)
+            } else {
+                fetchFailed(block)
+            }
+            return
+        }
         if case .success(let data) = result, data.count == info.blockSize, CRC32C.checksum(data) == f.crc {
             fetches[block] = nil
             fetched(block, f, data)
@@ -276,6 +299,28 @@ extension VolumeClient {
         }
         f.retryAt = now + config.retryBackoff
         fetches[block] = f
+    }
+
+    /// Serves the reads inside the fetched range; anything else that queued up meanwhile
+    /// (reads elsewhere in the block, writes that need the whole block) fetches it whole.
+    mutating func rangeFetched(_ block: UInt64, _ f: Fetch, _ range: Range<Int>, _ data: [UInt8]) {
+        var rest: [FetchWaiter] = []
+        for w in f.waiters {
+            if case .read(let p) = w, p.offsetInBlock >= range.lowerBound, p.offsetInBlock + p.length <= range.upperBound {
+                let from = p.offsetInBlock - range.lowerBound
+                ops[p.op]!.buffer.replaceSubrange(p.bufferOffset..<(p.bufferOffset + p.length), with: data[from..<(from + p.length)])
+                pieceDone(p.op, nil)
+            } else {
+                rest.append(w)
+            }
+        }
+        guard !rest.isEmpty else { return }
+        precondition(fetches[block] == nil, "block \(block) fetched twice at once")
+        var full = Fetch(ref: f.ref, crc: f.crc, nodes: f.nodes)
+        full.waiters = rest
+        fetches[block] = full
+        stats.blockFetches += 1
+        sendGet(block)
     }
 
     mutating func fetched(_ block: UInt64, _ f: Fetch, _ data: [UInt8]) {

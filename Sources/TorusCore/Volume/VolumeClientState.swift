@@ -43,6 +43,8 @@ extension VolumeClient {
         var round = 0
         var retryAt: Instant?
         var waiters: [FetchWaiter] = []
+        /// Only these bytes of the block (a small read that missed the cache), or the whole block.
+        var range: Range<Int>?
     }
 
     struct Writeback: Sendable {
@@ -105,14 +107,14 @@ extension VolumeClient {
     }
 
     /// Eviction order of clean, loaded blocks without a write-back (least recently used first).
-    struct UseKey: Comparable, Sendable {
+    struct UseKey: Comparable, Hashable, Sendable {
         var lastUse: UInt64
         var block: UInt64
         static func < (a: UseKey, b: UseKey) -> Bool { (a.lastUse, a.block) < (b.lastUse, b.block) }
     }
 
     /// Write-back order of dirty blocks without a write-back (dirty longest first).
-    struct DirtyKey: Comparable, Sendable {
+    struct DirtyKey: Comparable, Hashable, Sendable {
         var since: Instant
         var block: UInt64
         static func < (a: DirtyKey, b: DirtyKey) -> Bool { (a.since, a.block) < (b.since, b.block) }

@@ -62,6 +62,9 @@ public struct VolumeClientConfig: Sendable {
     /// 32 MiB (the NBD maximum) plus the two edge sectors a byte-granular request can add.
     public var requestBytesMax = (32 << 20) + 8192
     public var cacheBytesMax = 64 << 20
+    /// A non-sequential read of at most this many bytes of a block that is not cached fetches
+    /// only those bytes (0: always fetch whole blocks).
+    public var rangeReadBytesMax = 16 << 10
     /// Background write-back starts when dirty bytes exceed this.
     public var dirtyBytesHigh = 16 << 20
     /// Dirty blocks older than this are written back even below the high-water mark.
