@@ -22,13 +22,15 @@ let package = Package(
         .target(name: "CTorusCRC", path: "Sources/CTorusCRC", linkerSettings: [.linkedLibrary("isal")]),
         // Non-blocking positioned file I/O (preadv2/pwritev2 with RWF_NOWAIT) for the runtime.
         .target(name: "CTorusSys", path: "Sources/CTorusSys"),
+        // libcurl (Debian libcurl4-openssl-dev) with fixed-argument wrappers, for the etcd client.
+        .systemLibrary(name: "CCurl", path: "Sources/CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         // The NBD server protocol as a sans-I/O state machine (one per connection).
         .target(name: "TorusNBD", path: "Sources/TorusNBD"),
         // Production drivers: file disks, the embedded metadata store, the NBD server, the local cluster.
         .target(
             name: "TorusRuntime",
             dependencies: [
-                "TorusCore", "TorusNBD", "CTorusSys",
+                "TorusCore", "TorusNBD", "CTorusSys", "CCurl",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

@@ -36,7 +36,11 @@ func reexecWithFastMemcpy() {
     if current.contains("x86_rep_movsb_threshold") { return }
     setenv("GLIBC_TUNABLES", current.isEmpty ? setting : current + ":" + setting, 1)
     setenv("TORUS_KEEP_MEMCPY", "1", 1)  // never loop, even if exec'ing ourselves ignores the tunable
-    execv("/proc/self/exe", CommandLine.unsafeArgv)
+    // Exec the resolved path, not /proc/self/exe, so the process keeps its name ("torus").
+    var path = [CChar](repeating: 0, count: 4096)
+    let n = readlink("/proc/self/exe", &path, path.count - 1)
+    guard n > 0 else { return }
+    execv(path, CommandLine.unsafeArgv)
     // exec failed: carry on with the default copies.
     #endif
 }
