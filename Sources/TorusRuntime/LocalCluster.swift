@@ -24,6 +24,9 @@ public final class LocalCluster: @unchecked Sendable {
         public var volumes: [(String, UInt64)]
         /// Created when no volume is given and the cluster has none yet.
         public var defaultVolume: (String, UInt64)? = ("vol0", 1 << 30)
+        /// Metadata in etcd (`etcd://host:port[,host:port]`) instead of the embedded store in
+        /// `dataDir/metadata`.
+        public var metadata: String?
         public init(dataDir: String, nodes: Int = 3, replication: Int = 2, blockSize: Int = 64 << 10,
                     diskBytes: UInt64 = 2 << 30, volumes: [(String, UInt64)] = []) {
             self.dataDir = dataDir
@@ -81,7 +84,7 @@ public final class LocalCluster: @unchecked Sendable {
     /// never wait behind disk I/O: a keep-alive queued behind seconds of fdatasync let a
     /// writer's lease expire under a heavy sequential write.
     let metaPool: NIOThreadPool
-    let meta: EmbeddedMetadataStore
+    let meta: any MetadataService
     let config: Configuration
     let ring: Ring
     var nodes: [NodeID: NodeHost] = [:]
@@ -91,7 +94,7 @@ public final class LocalCluster: @unchecked Sendable {
     /// Sent in HELLO: nodes refuse peers of another cluster.
     let clusterID: PeerClusterID
 
-    init(loop: EventLoop, pool: NIOThreadPool, meta: EmbeddedMetadataStore, config: Configuration, clusterID: PeerClusterID) {
+    init(loop: EventLoop, pool: NIOThreadPool, meta: any MetadataService, config: Configuration, clusterID: PeerClusterID) {
         self.loop = loop
         self.pool = pool
         metaPool = NIOThreadPool(numberOfThreads: 1)
@@ -107,9 +110,14 @@ public final class LocalCluster: @unchecked Sendable {
     /// volumes are open for writing.
     public static func start(_ config: Configuration, group: EventLoopGroup, pool: NIOThreadPool) -> EventLoopFuture<LocalCluster> {
         let loop = group.next()
-        return pool.runIfActive(eventLoop: loop) { () throws -> (EmbeddedMetadataStore, PeerClusterID, [(NodeID, FileDisk, BlockStore)]) in
+        return pool.runIfActive(eventLoop: loop) { () throws -> (any MetadataService, PeerClusterID, [(NodeID, FileDisk, BlockStore)]) in
             try makeDirectory(config.dataDir)
-            let meta = try EmbeddedMetadataStore(directory: config.dataDir + "/metadata", now: SystemClock.now())
+            let meta: any MetadataService
+            if let url = config.metadata {
+                meta = try EtcdMetadataService(url: url)
+            } else {
+                meta = try EmbeddedMetadataStore(directory: config.dataDir + "/metadata", now: SystemClock.now())
+            }
             try checkClusterShape(meta, config)
             let clusterID = try loadClusterID(meta)
             var disks: [(NodeID, FileDisk, BlockStore)] = []
@@ -148,21 +156,30 @@ public final class LocalCluster: @unchecked Sendable {
     }
 
     /// The cluster's identity for the peer protocol, made at the first start.
-    static func loadClusterID(_ meta: EmbeddedMetadataStore) throws -> PeerClusterID {
+    static func loadClusterID(_ meta: any MetadataService) throws -> PeerClusterID {
         let key = "/torus/cluster/id"
-        let now = SystemClock.now()
-        let r = try meta.apply(.txn(MetaTxn(success: [.range(key: key, prefix: false)])), now: now)
-        guard case .txn(let t) = r, case .range(let kvs) = t.results.first else {
-            throw RuntimeError.metadata("unexpected reply reading \(key): \(r)")
-        }
+        let kvs = try readKey(meta, key)
         if let kv = kvs.first {
             guard let id = PeerClusterID(kv.value) else { throw RuntimeError.metadata("\(key) is corrupt") }
             return id
         }
         var rng = SystemRandomNumberGenerator()
         let id = PeerClusterID((0..<PeerClusterID.size).map { _ in UInt8.random(in: 0...255, using: &rng) })!
-        _ = try meta.apply(.txn(MetaTxn(success: [.put(key: key, value: id.bytes, lease: 0)])), now: now)
-        return id
+        // Create-if-absent: two first starts racing on one etcd agree on one id.
+        let r = try meta.apply(.txn(MetaTxn(compares: [MetaCompare(key: key, result: .equal, target: .createRevision(0))],
+                                            success: [.put(key: key, value: id.bytes, lease: 0)])), now: SystemClock.now())
+        guard case .txn(let t) = r else { throw RuntimeError.metadata("\(meta.location): writing \(key): \(r)") }
+        return t.succeeded ? id : try loadClusterID(meta)
+    }
+
+    /// The values at `key` (zero or one), or an error naming the metadata store.
+    static func readKey(_ meta: any MetadataService, _ key: String) throws -> [MetaKeyValue] {
+        let r = try meta.apply(.txn(MetaTxn(success: [.range(key: key, prefix: false)])), now: SystemClock.now())
+        if case .error(let e) = r { throw RuntimeError.metadata("\(meta.location): reading \(key): \(e)") }
+        guard case .txn(let t) = r, case .range(let kvs) = t.results.first else {
+            throw RuntimeError.metadata("\(meta.location): unexpected reply reading \(key): \(r)")
+        }
+        return kvs
     }
 
     func log(_ line: String) {
@@ -172,13 +189,10 @@ public final class LocalCluster: @unchecked Sendable {
 
     /// The node count fixes where every block lives (the ring). It is recorded at the first
     /// start; a later start with another count is refused instead of losing track of data.
-    static func checkClusterShape(_ meta: EmbeddedMetadataStore, _ config: Configuration) throws {
+    static func checkClusterShape(_ meta: any MetadataService, _ config: Configuration) throws {
         let key = "/torus/cluster/nodes"
         let now = SystemClock.now()
-        let r = try meta.apply(.txn(MetaTxn(success: [.range(key: key, prefix: false)])), now: now)
-        guard case .txn(let t) = r, case .range(let kvs) = t.results.first else {
-            throw RuntimeError.metadata("unexpected reply reading \(key): \(r)")
-        }
+        let kvs = try readKey(meta, key)
         if let kv = kvs.first {
             guard let nodes = MetaValue.u64(kv.value) else { throw RuntimeError.metadata("\(key) is corrupt") }
             guard nodes == UInt64(config.nodes) else {
@@ -348,10 +362,24 @@ public final class LocalCluster: @unchecked Sendable {
         }
     }
 
+    /// Flushes every volume, then gives up the writers' leases (so a restart need not wait
+    /// for them to expire) and stops the timers.
     public func shutdown() -> EventLoopFuture<Void> {
-        flushAll().always { _ in
+        flushAll().flatMap { () -> EventLoopFuture<Void> in
             self.leaseTimer?.cancel()
-            for host in self.volumes.values { host.timer?.cancel() }
+            var revokes: [EventLoopFuture<Void>] = []
+            for name in self.volumes.keys.sorted() {
+                let host = self.volumes[name]!
+                host.timer?.cancel()
+                host.timer = nil
+                host.generation += 1  // nothing more reaches this writer
+                let lease = host.client.leaseID
+                if lease != 0 {
+                    revokes.append(self.metaApply(.leaseRevoke(id: lease)).map { _ in }.recover { _ in })
+                }
+            }
+            return EventLoopFuture.andAllComplete(revokes, on: self.loop)
+        }.always { _ in
             self.metaPool.shutdownGracefully { _ in }
         }
     }

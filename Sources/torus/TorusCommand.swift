@@ -79,6 +79,8 @@ struct Up: ParsableCommand {
     var volumes: [String] = []
     @Option(name: .customLong("block-size"), help: "Block size of new volumes (power of two, 4KiB to 1MiB).") var blockSize = "64KiB"
     @Option(name: .customLong("disk-size"), help: "Size of each node's data file (preallocated).") var diskSize = "2GiB"
+    @Option(help: "Keep the metadata in etcd (etcd://HOST:PORT[,HOST:PORT...]) instead of the embedded store in --data-dir.")
+    var metadata: String?
     @Option(help: "Event-loop threads: the volume writers and NBD use one, the storage nodes are spread over all (default: one per core).")
     var threads: Int?
 
@@ -104,6 +106,7 @@ struct Up: ParsableCommand {
         var config = LocalCluster.Configuration(dataDir: dataDir, nodes: nodes, replication: replication, blockSize: Int(bs),
                                                 diskBytes: disk, volumes: vols)
         if !vols.isEmpty { config.defaultVolume = nil }
+        config.metadata = metadata
 
         // One loop per core: the volume writers on one, the storage nodes spread over the others.
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads ?? System.coreCount)

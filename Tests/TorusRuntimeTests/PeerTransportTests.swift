@@ -9,9 +9,13 @@ import TorusCore
 /// ports, and a node refuses peers that are not of its cluster or do not speak the protocol.
 @Suite("peer transport", .serialized)
 struct PeerTransportTests {
-    static func withCluster(_ body: (LocalCluster, MultiThreadedEventLoopGroup) throws -> Void) throws {
+    static func withCluster(metadata: String? = nil, _ body: (LocalCluster, MultiThreadedEventLoopGroup) throws -> Void) throws {
         let dir = ScratchDirectory("peer")
         defer { dir.remove() }
+        try withCluster(in: dir.path, metadata: metadata, body)
+    }
+
+    static func withCluster(in path: String, metadata: String?, _ body: (LocalCluster, MultiThreadedEventLoopGroup) throws -> Void) throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         let pool = NIOThreadPool(numberOfThreads: 2)
         pool.start()
@@ -19,9 +23,10 @@ struct PeerTransportTests {
             try? group.syncShutdownGracefully()
             try? pool.syncShutdownGracefully()
         }
-        var config = LocalCluster.Configuration(dataDir: dir.path, nodes: 2, replication: 2, blockSize: 64 << 10,
+        var config = LocalCluster.Configuration(dataDir: path, nodes: 2, replication: 2, blockSize: 64 << 10,
                                                 diskBytes: 64 << 20, volumes: [("t", 8 << 20)])
         config.defaultVolume = nil
+        config.metadata = metadata
         let cluster = try LocalCluster.start(config, group: group, pool: pool).wait()
         try body(cluster, group)
         try cluster.shutdown().wait()
@@ -96,7 +101,11 @@ struct PeerTransportTests {
 
     @Test("a writer fenced after its lease expired is replaced; flushed data survives; the NBD generation moves on")
     func fencedWriterIsReplaced() throws {
-        try Self.withCluster { cluster, _ in
+        try Self.fencedWriterIsReplaced(metadata: nil)
+    }
+
+    static func fencedWriterIsReplaced(metadata: String?) throws {
+        try Self.withCluster(metadata: metadata) { cluster, _ in
             let data = Self.pattern(512 << 10, seed: 11)
             _ = try Self.submit(cluster, .write(offset: 65536, data: data, fua: false))
             _ = try Self.submit(cluster, .flush)
@@ -104,7 +113,10 @@ struct PeerTransportTests {
             // Take the writer's lease away, as if the process had been stopped past its TTL.
             let lease = try cluster.loop.submit { cluster.volumes["t"]!.client.leaseID }.wait()
             #expect(lease != 0)
-            _ = try cluster.meta.apply(.leaseRevoke(id: lease), now: SystemClock.now())
+            guard case .revoked = try cluster.meta.apply(.leaseRevoke(id: lease), now: SystemClock.now()) else {
+                Issue.record("revoking lease \(lease) failed")
+                return
+            }
             // The next keep-alive (every TTL/3) finds the lease gone; a new writer opens.
             var replaced = false
             for _ in 0..<200 where !replaced {
@@ -121,5 +133,57 @@ struct PeerTransportTests {
             _ = try Self.submit(cluster, .write(offset: 0, data: more, fua: true))
             #expect(try Self.submit(cluster, .read(offset: 0, length: 4096)) == more)
         }
+    }
+}
+
+/// The same cluster with its metadata in a real etcd (started by the suite).
+@Suite("local cluster on etcd", .serialized, .etcdServer)
+struct EtcdClusterTests {
+    /// Each test starts from an empty /torus/ (the suite shares one etcd; a volume head left
+    /// by another test would name blocks on disks that no longer exist).
+    static func wipe(_ server: EtcdTestServer) throws {
+        let client = try EtcdClient(endpoints: [server.endpoint], timeout: .seconds(5))
+        guard case .txn = try client.apply(.txn(MetaTxn(success: [.delete(key: "/torus/", prefix: true)]))) else {
+            throw RuntimeError.metadata("cannot clear /torus/ in etcd")
+        }
+    }
+
+    @Test("volumes, flushed data and the cluster id live in etcd across a restart")
+    func restartOnEtcd() throws {
+        let server = try #require(EtcdTestServer.shared)
+        try Self.wipe(server)
+        let dir = ScratchDirectory("etcd-cluster")
+        defer { dir.remove() }
+        let data = PeerTransportTests.pattern(1 << 20, seed: 21)
+        var firstID: PeerClusterID?
+        try PeerTransportTests.withCluster(in: dir.path, metadata: server.endpoint) { cluster, _ in
+            firstID = cluster.clusterID
+            _ = try PeerTransportTests.submit(cluster, .write(offset: 8192, data: data, fua: false))
+            _ = try PeerTransportTests.submit(cluster, .flush)
+        }
+        // No embedded store was made: the metadata is in etcd only.
+        #expect(access(dir.path + "/metadata", F_OK) != 0)
+        let client = try EtcdClient(endpoints: [server.endpoint], timeout: .seconds(5))
+        guard case .txn(let t) = try client.apply(.txn(MetaTxn(success: [.range(key: "/torus/", prefix: true)]))),
+              case .range(let kvs) = t.results.first else {
+            Issue.record("cannot list /torus/ in etcd")
+            return
+        }
+        let keys = Set(kvs.map(\.key))
+        for key in ["/torus/cluster/id", "/torus/cluster/nodes", "/torus/volumes/t/info", "/torus/volumes/t/head"] {
+            #expect(keys.contains(key), "etcd lacks \(key); has \(keys.sorted())")
+        }
+        try PeerTransportTests.withCluster(in: dir.path, metadata: server.endpoint) { cluster, _ in
+            #expect(cluster.clusterID == firstID)
+            let back = try PeerTransportTests.submit(cluster, .read(offset: 8192, length: data.count))
+            #expect(back == data)
+        }
+    }
+
+    @Test("a writer whose etcd lease is revoked is replaced and sees the last commit")
+    func fencedOnEtcd() throws {
+        let server = try #require(EtcdTestServer.shared)
+        try Self.wipe(server)
+        try PeerTransportTests.fencedWriterIsReplaced(metadata: server.endpoint)
     }
 }

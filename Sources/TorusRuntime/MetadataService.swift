@@ -1,0 +1,45 @@
+import TorusCore
+
+/// Where a cluster's metadata lives: the embedded store in the data directory (one machine,
+/// nothing else to run) or etcd. Calls block (file fsync, HTTP round trip): run them on a
+/// thread pool, never on an event loop.
+public protocol MetadataService: AnyObject, Sendable {
+    /// Applies one request (etcd v3 semantics, see `MetadataStateMachine`). Unreachable
+    /// stores answer `.error(.unavailable(...))` or throw; either way nothing is known applied.
+    func apply(_ request: MetaRequest, now: Instant) throws -> MetaResponse
+    /// Expires leases whose TTL ran out (the embedded store needs the clock to be driven;
+    /// etcd expires leases on its own and ignores this).
+    func expireLeases(now: Instant) throws
+    /// For logs and errors: "embedded store in DIR" or the etcd endpoints.
+    var location: String { get }
+}
+
+extension EmbeddedMetadataStore: MetadataService {
+    public var location: String { "embedded metadata store in \(directory)" }
+}
+
+/// etcd through its v3 JSON gateway (`EtcdClient`).
+public final class EtcdMetadataService: MetadataService {
+    public let client: EtcdClient
+
+    public init(client: EtcdClient) { self.client = client }
+
+    /// `etcd://host:port[,host:port...]` or http(s) URLs, comma-separated.
+    public convenience init(url: String, timeout: Duration = .seconds(5), tls: EtcdTLS? = nil) throws {
+        var endpoints: [String] = []
+        if url.hasPrefix("etcd://") {
+            endpoints = url.dropFirst("etcd://".count).split(separator: ",").map { "etcd://" + $0 }
+        } else {
+            endpoints = url.split(separator: ",").map(String.init)
+        }
+        try self.init(client: EtcdClient(endpoints: endpoints, timeout: timeout, tls: tls))
+    }
+
+    public func apply(_ request: MetaRequest, now: Instant) throws -> MetaResponse {
+        try client.apply(request)
+    }
+
+    public func expireLeases(now: Instant) throws {}
+
+    public var location: String { "etcd at " + client.endpoints.joined(separator: ",") }
+}
