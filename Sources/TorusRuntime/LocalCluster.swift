@@ -39,26 +39,6 @@ public final class LocalCluster: @unchecked Sendable {
     }
 
     /// Confined to the cluster's event loop.
-    final class NodeHost: @unchecked Sendable {
-        let id: NodeID
-        var node: StorageNode
-        let disk: FileDisk
-        /// Owns `node`, its listener and its peer connections.
-        let loop: EventLoop
-        /// The peer listener's port; fixed before any writer starts.
-        var port = 0
-        var listener: Channel?
-        /// Connections by the client that said HELLO on them.
-        var peers: [NodeID: PeerServerHandler] = [:]
-        init(id: NodeID, node: StorageNode, disk: FileDisk, loop: EventLoop) {
-            self.id = id
-            self.node = node
-            self.disk = disk
-            self.loop = loop
-        }
-    }
-
-    /// Confined to the cluster's event loop.
     final class VolumeHost: @unchecked Sendable {
         var client: VolumeClient
         var adapter: ByteRangeAdapter
@@ -87,7 +67,10 @@ public final class LocalCluster: @unchecked Sendable {
     let meta: any MetadataService
     let config: Configuration
     let ring: Ring
-    var nodes: [NodeID: NodeHost] = [:]
+    /// The storage nodes this process runs (all of them in `torus up`).
+    var nodes: [NodeID: StorageNodeServer] = [:]
+    /// Where writers reach each node of the ring.
+    var nodeAddresses: [NodeID: (host: String, port: Int)] = [:]
     var volumes: [String: VolumeHost] = [:]
     var leaseTimer: RepeatedTask?
     let directory: VolumeDirectory
@@ -125,11 +108,8 @@ public final class LocalCluster: @unchecked Sendable {
             for i in 1...config.nodes {
                 let dir = config.dataDir + "/node-\(i)"
                 try makeDirectory(dir)
-                let disk = try FileDisk(path: dir + "/blocks.data", capacityBytes: config.diskBytes)
-                let regions = BlockStore.journalRegions(config: storeConfig)
-                let a = try disk.readSync(offset: regions.a.offset, length: regions.a.length)
-                let b = try disk.readSync(offset: regions.b.offset, length: regions.b.length)
-                disks.append((NodeID(UInt32(i)), disk, BlockStore.recover(config: storeConfig, regionA: a, regionB: b)))
+                let (disk, store) = try StorageNodeServer.openStore(path: dir + "/blocks.data", config: storeConfig)
+                disks.append((NodeID(UInt32(i)), disk, store))
             }
             return (meta, clusterID, disks)
         }.flatMap { meta, clusterID, disks in
@@ -137,15 +117,16 @@ public final class LocalCluster: @unchecked Sendable {
             var listening: [EventLoopFuture<Void>] = []
             for (id, disk, store) in disks {
                 // Nodes take the group's other loops first, so writers and nodes run in parallel.
-                let host = NodeHost(id: id, node: StorageNode(id: id, store: store), disk: disk, loop: group.next())
-                cluster.nodes[id] = host
-                listening.append(cluster.listen(host).map { port in host.port = port })
+                let server = StorageNodeServer(id: id, store: store, disk: disk, loop: group.next(), pool: pool,
+                                               clusterID: clusterID, log: runtimeLog)
+                cluster.nodes[id] = server
+                listening.append(server.loop.flatSubmit { server.start() }.hop(to: loop).map { port in
+                    cluster.nodeAddresses[id] = ("127.0.0.1", port)
+                })
             }
             return EventLoopFuture.andAllSucceed(listening, on: loop).flatMap {
                 for id in cluster.nodes.keys.sorted() {
-                    let host = cluster.nodes[id]!
-                    cluster.log("node \(id): peer protocol on 127.0.0.1:\(host.port)")
-                    host.loop.execute { cluster.performNode(host, host.node.start()) }
+                    cluster.log("node \(id): peer protocol on 127.0.0.1:\(cluster.nodeAddresses[id]!.port)")
                 }
                 cluster.leaseTimer = loop.scheduleRepeatedTask(initialDelay: .milliseconds(200), delay: .milliseconds(200)) { _ in
                     cluster.expireLeases()
@@ -182,10 +163,7 @@ public final class LocalCluster: @unchecked Sendable {
         return kvs
     }
 
-    func log(_ line: String) {
-        print("torus: \(line)")
-        fflush(nil)
-    }
+    func log(_ line: String) { runtimeLog(line) }
 
     /// The node count fixes where every block lives (the ring). It is recorded at the first
     /// start; a later start with another count is refused instead of losing track of data.
@@ -205,10 +183,7 @@ public final class LocalCluster: @unchecked Sendable {
     }
 
     static func storeConfig(_ config: Configuration) -> BlockStoreConfig {
-        let slots = Int(config.diskBytes) / config.blockSize
-        let journalSectors = 2 * (slots * 48 / 4096 + 2) + 256
-        return BlockStoreConfig(geometry: DiskGeometry(sectorSize: 4096, capacityBytes: config.diskBytes),
-                                blockSize: config.blockSize, journalRegionSectors: journalSectors)
+        StorageNodeServer.storeConfig(blockSize: config.blockSize, diskBytes: config.diskBytes)
     }
 
     // MARK: - Volumes
@@ -379,6 +354,15 @@ public final class LocalCluster: @unchecked Sendable {
                 }
             }
             return EventLoopFuture.andAllComplete(revokes, on: self.loop)
+        }.flatMap { () -> EventLoopFuture<Void> in
+            // Stop the nodes and close their data files (releasing their locks).
+            let stopping = self.nodes.keys.sorted().map { id -> EventLoopFuture<Void> in
+                let server = self.nodes[id]!
+                return server.stop().hop(to: self.loop).flatMap {
+                    self.pool.runIfActive(eventLoop: self.loop) { server.disk.close() }
+                }
+            }
+            return EventLoopFuture.andAllComplete(stopping, on: self.loop)
         }.always { _ in
             self.metaPool.shutdownGracefully { _ in }
         }
@@ -462,52 +446,6 @@ public final class LocalCluster: @unchecked Sendable {
         handleClient(volume, v.client.receive(from: node, msg, now: SystemClock.now()))
     }
 
-    /// A node's message arrived from a writer (on the node's loop).
-    func nodeReceived(_ host: NodeHost, from: NodeID, _ msg: PeerMessage) {
-        performNode(host, host.node.receive(from: from, msg))
-    }
-
-    func performNode(_ host: NodeHost, _ outputs: [StorageNode.Output]) {
-        host.loop.assertInEventLoop()
-        var touched: [PeerServerHandler] = []
-        // Disk requests the page cache served at once, fed back after this batch (as if a
-        // very fast thread had done them): no thread hop for cached reads and most writes.
-        var immediate: [(DiskOpID, DiskCompletion)] = []
-        defer {
-            for (op, completion) in immediate { performNode(host, host.node.diskCompleted(op, completion)) }
-            for h in touched { h.flush() }
-        }
-        for o in outputs {
-            switch o {
-            case .send(let to, let msg):
-                // Replies go back on the connection of the client that asked; a client that
-                // went away retries on a new connection.
-                guard let peer = host.peers[to] else { continue }
-                if !peer.needsFlush { touched.append(peer) }
-                peer.send(msg)
-            case .disk(let op, let req):
-                let disk = host.disk
-                if let done = disk.performWithoutBlocking(req) {
-                    immediate.append((op, done))
-                    continue
-                }
-                pool.runIfActive(eventLoop: host.loop) { disk.perform(req) }.whenComplete { result in
-                    let completion: DiskCompletion
-                    switch result {
-                    case .success(let c): completion = c
-                    case .failure:
-                        switch req {
-                        case .read: completion = .read(.failure(.ioError(offset: 0)))
-                        case .write(let off, _): completion = .written(.failure(.ioError(offset: off)))
-                        case .sync: completion = .synced(.failure(.ioError(offset: 0)))
-                        }
-                    }
-                    self.performNode(host, host.node.diskCompleted(op, completion))
-                }
-            }
-        }
-    }
-
     func metaApply(_ request: MetaRequest) -> EventLoopFuture<MetaResponse> {
         let meta = self.meta
         let queued = SystemClock.now()
@@ -573,4 +511,11 @@ extension MetaRequest {
         case .leaseTimeToLive: "lease time-to-live"
         }
     }
+}
+
+/// Log lines of the runtime: one line each, flushed at once (they go to the terminal or the
+/// log file of `torus up`).
+@Sendable func runtimeLog(_ line: String) {
+    print("torus: \(line)")
+    fflush(nil)
 }

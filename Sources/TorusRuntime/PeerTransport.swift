@@ -13,18 +13,17 @@ final class PeerServerHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = PeerFrame
     typealias OutboundOut = PeerFrame
 
-    let cluster: LocalCluster
-    let host: LocalCluster.NodeHost
+    let server: StorageNodeServer
     private var context: ChannelHandlerContext?
+    var channel: Channel? { context?.channel }
     /// The client that said HELLO on this connection.
     private(set) var peer: NodeID?
     /// Refs of the requests not answered yet: replies carry the ref on the wire.
     private var pendingRefs: [RPCID: BlockRef] = [:]
     var needsFlush = false
 
-    init(cluster: LocalCluster, host: LocalCluster.NodeHost) {
-        self.cluster = cluster
-        self.host = host
+    init(server: StorageNodeServer) {
+        self.server = server
     }
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
@@ -33,14 +32,14 @@ final class PeerServerHandler: ChannelInboundHandler, @unchecked Sendable {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .hello(let node, let clusterID, let maxVersion):
-            guard peer == nil, clusterID == cluster.clusterID, maxVersion >= PeerCodec.version else {
-                cluster.log("node \(host.id): refused a peer connection (cluster \(clusterID), version \(maxVersion))")
+            guard peer == nil, clusterID == server.clusterID, maxVersion >= PeerCodec.version else {
+                server.log("node \(server.id): refused a peer connection (cluster \(clusterID), version \(maxVersion))")
                 context.close(promise: nil)
                 return
             }
             peer = node
-            host.peers[node] = self
-            context.writeAndFlush(wrapOutboundOut(.helloAck(node: host.id, version: PeerCodec.version)), promise: nil)
+            server.peers[node] = self
+            context.writeAndFlush(wrapOutboundOut(.helloAck(node: server.id, version: PeerCodec.version)), promise: nil)
         case .message(let msg, _):
             guard let peer else {
                 context.close(promise: nil)  // requests before HELLO
@@ -51,20 +50,20 @@ final class PeerServerHandler: ChannelInboundHandler, @unchecked Sendable {
                 pendingRefs[rpc] = ref
             default: break
             }
-            cluster.nodeReceived(host, from: peer, msg)
+            server.received(from: peer, msg)
         case .helloAck:
             context.close(promise: nil)
         }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        if let peer, host.peers[peer] === self { host.peers[peer] = nil }
+        if let peer, server.peers[peer] === self { server.peers[peer] = nil }
         pendingRefs.removeAll()
         context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        cluster.log("node \(host.id): closing a peer connection: \(error)")
+        server.log("node \(server.id): closing a peer connection: \(error)")
         context.close(promise: nil)
     }
 
@@ -143,27 +142,6 @@ final class PeerClientHandler: ChannelInboundHandler, @unchecked Sendable {
 }
 
 extension LocalCluster {
-    /// Starts a node's peer listener on an ephemeral loopback port; completes with the port.
-    func listen(_ host: NodeHost) -> EventLoopFuture<Int> {
-        ServerBootstrap(group: host.loop)
-            .serverChannelOption(.backlog, value: 64)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandlers(
-                        ByteToMessageHandler(PeerFrameDecoder()), PeerFrameEncoder(),
-                        PeerServerHandler(cluster: self, host: host))
-                }
-            }
-            .bind(host: "127.0.0.1", port: 0)
-            .flatMapThrowing { channel in
-                guard let port = channel.localAddress?.port else { throw RuntimeError.io("node \(host.id): listener has no port") }
-                host.listener = channel
-                return port
-            }
-    }
-
     /// Sends a writer's message to a node, connecting first if needed. On the cluster loop.
     func clientSend(_ volume: VolumeHost, name: String, to node: NodeID, _ msg: PeerMessage) {
         loop.assertInEventLoop()
@@ -184,7 +162,7 @@ extension LocalCluster {
             return
         }
         link.queued.append(frame)
-        guard !link.connecting, let nodeHost = nodes[node] else { return }
+        guard !link.connecting, let address = nodeAddresses[node] else { return }
         link.connecting = true
         ClientBootstrap(group: loop)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -196,7 +174,7 @@ extension LocalCluster {
                         PeerClientHandler(cluster: self, volume: name, node: node, link: link))
                 }
             }
-            .connect(host: "127.0.0.1", port: nodeHost.port)
+            .connect(host: address.host, port: address.port)
             .whenComplete { result in
                 link.connecting = false
                 switch result {
@@ -209,7 +187,7 @@ extension LocalCluster {
                     channel.flush()
                 case .failure(let error):
                     // The writer's RPC timeouts retry; the next send tries to connect again.
-                    self.log("volume \(name): cannot reach node \(node) on port \(nodeHost.port): \(error)")
+                    self.log("volume \(name): cannot reach node \(node) at \(address.host):\(address.port): \(error)")
                     link.queued.removeAll()
                 }
             }

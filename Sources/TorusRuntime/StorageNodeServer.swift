@@ -1,0 +1,131 @@
+import NIOCore
+import NIOPosix
+import TorusCore
+
+/// One storage node on real parts: its `StorageNode` state machine confined to `loop`, a file
+/// disk (requests the page cache serves at once run inline, the rest on `pool`), and a
+/// peer-protocol listener (`PeerServerHandler` per connection). Used by `torus up` (several
+/// in one process) and by `torus node` (one per process).
+public final class StorageNodeServer: @unchecked Sendable {
+    public let id: NodeID
+    var node: StorageNode
+    let disk: FileDisk
+    public let loop: EventLoop
+    let pool: NIOThreadPool
+    let clusterID: PeerClusterID
+    let log: @Sendable (String) -> Void
+    /// The listener's port; set before `start` completes.
+    public private(set) var port = 0
+    var listener: Channel?
+    /// Connections by the client that said HELLO on them.
+    var peers: [NodeID: PeerServerHandler] = [:]
+
+    public init(id: NodeID, store: BlockStore, disk: FileDisk, loop: EventLoop, pool: NIOThreadPool,
+                clusterID: PeerClusterID, log: @escaping @Sendable (String) -> Void) {
+        self.id = id
+        node = StorageNode(id: id, store: store)
+        self.disk = disk
+        self.loop = loop
+        self.pool = pool
+        self.clusterID = clusterID
+        self.log = log
+    }
+
+    /// Opens the node's data file and rebuilds its store from the journal (blocking: call
+    /// it on a thread pool).
+    public static func openStore(path: String, config: BlockStoreConfig) throws -> (FileDisk, BlockStore) {
+        let disk = try FileDisk(path: path, capacityBytes: config.geometry.capacityBytes)
+        let regions = BlockStore.journalRegions(config: config)
+        let a = try disk.readSync(offset: regions.a.offset, length: regions.a.length)
+        let b = try disk.readSync(offset: regions.b.offset, length: regions.b.length)
+        return (disk, BlockStore.recover(config: config, regionA: a, regionB: b))
+    }
+
+    /// Store geometry for a data file of `diskBytes` with `blockSize` slots.
+    public static func storeConfig(blockSize: Int, diskBytes: UInt64) -> BlockStoreConfig {
+        let slots = Int(diskBytes) / blockSize
+        let journalSectors = 2 * (slots * 48 / 4096 + 2) + 256
+        return BlockStoreConfig(geometry: DiskGeometry(sectorSize: 4096, capacityBytes: diskBytes),
+                                blockSize: blockSize, journalRegionSectors: journalSectors)
+    }
+
+    /// Binds the peer listener (port 0: any free port), then starts the node (journal
+    /// compaction after recovery). Completes with the port.
+    public func start(host: String = "127.0.0.1", port: Int = 0) -> EventLoopFuture<Int> {
+        ServerBootstrap(group: loop)
+            .serverChannelOption(.backlog, value: 64)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandlers(
+                        ByteToMessageHandler(PeerFrameDecoder()), PeerFrameEncoder(), PeerServerHandler(server: self))
+                }
+            }
+            .bind(host: host, port: port)
+            .flatMapThrowing { channel in
+                guard let bound = channel.localAddress?.port else { throw RuntimeError.io("node \(self.id): listener has no port") }
+                self.listener = channel
+                self.port = bound
+                self.perform(self.node.start())
+                return bound
+            }
+    }
+
+    /// Stops listening and closes the peer connections (the disk stays open until `disk.close()`).
+    public func stop() -> EventLoopFuture<Void> {
+        loop.flatSubmit {
+            let channels = self.peers.values.compactMap { $0.channel }
+            self.peers.removeAll()
+            var closing = channels.map { $0.close() }
+            if let l = self.listener { closing.append(l.close()) }
+            return EventLoopFuture.andAllComplete(closing, on: self.loop)
+        }
+    }
+
+    /// A message arrived from a writer.
+    func received(from peer: NodeID, _ msg: PeerMessage) {
+        perform(node.receive(from: peer, msg))
+    }
+
+    func perform(_ outputs: [StorageNode.Output]) {
+        loop.assertInEventLoop()
+        var touched: [PeerServerHandler] = []
+        // Disk requests the page cache served at once, fed back after this batch (as if a
+        // very fast thread had done them): no thread hop for cached reads and most writes.
+        var immediate: [(DiskOpID, DiskCompletion)] = []
+        defer {
+            for (op, completion) in immediate { perform(node.diskCompleted(op, completion)) }
+            for h in touched { h.flush() }
+        }
+        for o in outputs {
+            switch o {
+            case .send(let to, let msg):
+                // Replies go back on the connection of the client that asked; a client that
+                // went away retries on a new connection.
+                guard let peer = peers[to] else { continue }
+                if !peer.needsFlush { touched.append(peer) }
+                peer.send(msg)
+            case .disk(let op, let req):
+                let disk = self.disk
+                if let done = disk.performWithoutBlocking(req) {
+                    immediate.append((op, done))
+                    continue
+                }
+                pool.runIfActive(eventLoop: loop) { disk.perform(req) }.whenComplete { result in
+                    let completion: DiskCompletion
+                    switch result {
+                    case .success(let c): completion = c
+                    case .failure:
+                        switch req {
+                        case .read: completion = .read(.failure(.ioError(offset: 0)))
+                        case .write(let off, _): completion = .written(.failure(.ioError(offset: off)))
+                        case .sync: completion = .synced(.failure(.ioError(offset: 0)))
+                        }
+                    }
+                    self.perform(self.node.diskCompleted(op, completion))
+                }
+            }
+        }
+    }
+}
