@@ -2,7 +2,7 @@
 # Runs every test of the project. Usage: bash scripts/test.sh
 # Installs the Debian packages it needs (ISA-L for CRC-32C, NBD clients for the interop tests), builds without
 # warnings in project code, runs `swift test`, a release sweep of the simulator, and the
-# interop tests of `torus up` with real NBD clients.
+# interop tests of `torus up` with real NBD clients, and the multi-process end-to-end test on etcd.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,3 +42,6 @@ swift run -c release torus-sim sweep --from 1 --count "${TORUS_SWEEP_SEEDS:-200}
 
 echo "== interop: torus up with nbdinfo, nbdcopy, fio, qemu-img"
 bash scripts/interop.sh
+
+echo "== end to end: etcd, torus init, 3 torus node, torus nbd serve, real NBD clients"
+bash scripts/e2e-etcd.sh

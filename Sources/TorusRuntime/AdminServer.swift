@@ -21,7 +21,7 @@ public enum AdminServer {
     }
 }
 
-@Sendable func describe(_ v: VolumeInfo) -> String {
+@Sendable public func describe(_ v: VolumeInfo) -> String {
     "\(v.name) size=\(v.sizeBytes) block-size=\(v.blockSize) replication=\(v.replication) id=\(v.id)"
 }
 

@@ -77,7 +77,7 @@ public final class LocalCluster: @unchecked Sendable {
     /// Sent in HELLO: nodes refuse peers of another cluster.
     let clusterID: PeerClusterID
 
-    init(loop: EventLoop, pool: NIOThreadPool, meta: any MetadataService, config: Configuration, clusterID: PeerClusterID) {
+    init(loop: EventLoop, pool: NIOThreadPool, meta: any MetadataService, config: Configuration, clusterID: PeerClusterID, ring: Ring) {
         self.loop = loop
         self.pool = pool
         metaPool = NIOThreadPool(numberOfThreads: 1)
@@ -85,13 +85,14 @@ public final class LocalCluster: @unchecked Sendable {
         self.meta = meta
         self.config = config
         self.clusterID = clusterID
-        ring = Ring(members: (1...config.nodes).map { RingMember(node: NodeID(UInt32($0))) })
+        self.ring = ring
         directory = VolumeDirectory()
     }
 
     /// Opens (or creates) the cluster in `config.dataDir` and every volume, and returns once all
     /// volumes are open for writing.
     public static func start(_ config: Configuration, group: EventLoopGroup, pool: NIOThreadPool) -> EventLoopFuture<LocalCluster> {
+        if config.nodes == 0 { return startRemote(config, group: group, pool: pool) }
         let loop = group.next()
         return pool.runIfActive(eventLoop: loop) { () throws -> (any MetadataService, PeerClusterID, [(NodeID, FileDisk, BlockStore)]) in
             try makeDirectory(config.dataDir)
@@ -113,7 +114,8 @@ public final class LocalCluster: @unchecked Sendable {
             }
             return (meta, clusterID, disks)
         }.flatMap { meta, clusterID, disks in
-            let cluster = LocalCluster(loop: loop, pool: pool, meta: meta, config: config, clusterID: clusterID)
+            let ring = Ring(members: (1...config.nodes).map { RingMember(node: NodeID(UInt32($0))) })
+            let cluster = LocalCluster(loop: loop, pool: pool, meta: meta, config: config, clusterID: clusterID, ring: ring)
             var listening: [EventLoopFuture<Void>] = []
             for (id, disk, store) in disks {
                 // Nodes take the group's other loops first, so writers and nodes run in parallel.
@@ -133,6 +135,48 @@ public final class LocalCluster: @unchecked Sendable {
                 }
                 return cluster.openVolumes().map { cluster }
             }
+        }
+    }
+
+    /// `torus nbd serve`: writers and NBD only; the storage nodes are `torus node` processes
+    /// found in etcd (`ClusterCatalog`). New volumes are picked up every two seconds.
+    static func startRemote(_ config: Configuration, group: EventLoopGroup, pool: NIOThreadPool) -> EventLoopFuture<LocalCluster> {
+        let loop = group.next()
+        guard let url = config.metadata else {
+            return loop.makeFailedFuture(RuntimeError.badInput("serving without local nodes needs --metadata etcd://..."))
+        }
+        return pool.runIfActive(eventLoop: loop) { () throws -> (any MetadataService, PeerClusterID, ClusterCatalog.Config, [ClusterCatalog.Member]) in
+            let meta = try EtcdMetadataService(url: url)
+            let shape = try ClusterCatalog.config(meta)
+            let members = try ClusterCatalog.members(meta)
+            guard members.count >= shape.replication else {
+                throw RuntimeError.badInput("\(meta.location): the ring has \(members.count) node(s), replication \(shape.replication) needs at least \(shape.replication); start more `torus node`s")
+            }
+            return (meta, try loadClusterID(meta), shape, members)
+        }.flatMap { meta, clusterID, shape, members in
+            var config = config
+            config.blockSize = shape.blockSize
+            config.replication = shape.replication
+            config.defaultVolume = nil
+            let cluster = LocalCluster(loop: loop, pool: pool, meta: meta, config: config, clusterID: clusterID,
+                                       ring: ClusterCatalog.ring(members))
+            for m in members {
+                guard let colon = m.address.lastIndex(of: ":"), let port = Int(m.address[m.address.index(after: colon)...]) else {
+                    cluster.log("node \(m.id): unusable address '\(m.address)'")
+                    continue
+                }
+                cluster.nodeAddresses[m.id] = (String(m.address[..<colon]), port)
+                cluster.log("node \(m.id): \(m.address) zone \(m.zone.isEmpty ? "-" : m.zone)")
+            }
+            cluster.leaseTimer = loop.scheduleRepeatedTask(initialDelay: .seconds(2), delay: .seconds(2)) { _ in
+                _ = cluster.listVolumes().map { infos in
+                    for info in infos where cluster.volumes[info.name] == nil {
+                        cluster.log("volume \(info.name): found in \(meta.location); serving it")
+                        _ = cluster.openVolume(info)
+                    }
+                }
+            }
+            return cluster.openVolumes().map { cluster }
         }
     }
 
@@ -205,50 +249,17 @@ public final class LocalCluster: @unchecked Sendable {
     }
 
     public func listVolumes() -> EventLoopFuture<[VolumeInfo]> {
-        metaApply(.txn(MetaTxn(success: [.range(key: VolumeInfo.volumesPrefix, prefix: true)]))).flatMapThrowing { r in
-            guard case .txn(let t) = r, case .range(let kvs) = t.results.first else {
-                throw RuntimeError.metadata("unexpected reply listing volumes: \(r)")
-            }
-            return kvs.filter { $0.key.hasSuffix("/info") }.compactMap { VolumeInfo.decode($0.value) }
-        }
+        let meta = self.meta
+        return metaPool.runIfActive(eventLoop: loop) { try ClusterCatalog.listVolumes(meta) }
     }
 
     /// Creates a volume; with `ifMissing`, an existing volume of that name is returned instead.
     public func createVolume(name: String, sizeBytes: UInt64, ifMissing: Bool = false) -> EventLoopFuture<VolumeInfo> {
-        guard Self.validName(name) else {
-            return loop.makeFailedFuture(RuntimeError.badInput("volume name '\(name)' must be 1-64 characters of a-z, A-Z, 0-9, '-', '_', '.'"))
+        let meta = self.meta, blockSize = config.blockSize, replication = config.replication
+        return metaPool.runIfActive(eventLoop: loop) {
+            try ClusterCatalog.createVolume(meta, name: name, sizeBytes: sizeBytes, blockSize: blockSize,
+                                            replication: replication, ifMissing: ifMissing)
         }
-        guard sizeBytes > 0, sizeBytes % 4096 == 0 else {
-            return loop.makeFailedFuture(RuntimeError.badInput("volume size \(sizeBytes) must be a positive multiple of 4096 bytes"))
-        }
-        let counter = "/torus/next-volume-id"
-        return metaApply(.txn(MetaTxn(success: [.range(key: counter, prefix: false),
-                                                 .range(key: VolumeInfo.infoKey(name), prefix: false)])))
-            .flatMap { r -> EventLoopFuture<VolumeInfo> in
-                guard case .txn(let t) = r, t.results.count == 2, case .range(let c) = t.results[0],
-                      case .range(let existing) = t.results[1] else {
-                    return self.loop.makeFailedFuture(RuntimeError.metadata("unexpected reply: \(r)"))
-                }
-                if let kv = existing.first, let info = VolumeInfo.decode(kv.value) {
-                    return ifMissing ? self.loop.makeSucceededFuture(info)
-                        : self.loop.makeFailedFuture(RuntimeError.badInput("volume '\(name)' already exists"))
-                }
-                let id = (c.first.flatMap { MetaValue.u64($0.value) } ?? 0) + 1
-                let info = VolumeInfo(name: name, id: id, sizeBytes: sizeBytes, blockSize: self.config.blockSize,
-                                      replication: self.config.replication)
-                guard info.pageCount <= BlockMapCodec.entriesPerPage(blockSize: info.blockSize) else {
-                    return self.loop.makeFailedFuture(RuntimeError.badInput("volume size \(sizeBytes) is too large for block size \(info.blockSize)"))
-                }
-                let txn = MetaTxn(
-                    compares: [MetaCompare(key: counter, result: .equal, target: .modRevision(c.first?.modRevision ?? 0)),
-                               MetaCompare(key: VolumeInfo.infoKey(name), result: .equal, target: .createRevision(0))],
-                    success: [.put(key: counter, value: MetaValue.u64(id), lease: 0),
-                              .put(key: VolumeInfo.infoKey(name), value: info.encoded(), lease: 0)])
-                return self.metaApply(.txn(txn)).flatMapThrowing { r in
-                    guard case .txn(let t) = r, t.succeeded else { throw RuntimeError.metadata("volume '\(name)' was created concurrently") }
-                    return info
-                }
-            }
     }
 
     static func validName(_ name: String) -> Bool {
@@ -313,7 +324,8 @@ public final class LocalCluster: @unchecked Sendable {
             host.pending[id]!.fail(RuntimeError.badInput("volume '\(name)' was deleted"))
         }
         host.pending.removeAll()
-        return metaApply(.txn(MetaTxn(success: [.delete(key: "/torus/volumes/\(name)/", prefix: true)]))).map { _ in }
+        let meta = self.meta
+        return metaPool.runIfActive(eventLoop: loop) { try ClusterCatalog.deleteVolume(meta, name: name) }
     }
 
     /// Serves one byte-granular request on a volume; fails with `VolumeError` or `RuntimeError`.

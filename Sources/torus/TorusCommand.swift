@@ -14,7 +14,7 @@ struct TorusCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "torus",
         abstract: "Distributed block storage: pooled node disks, replicated volumes, served over NBD.",
-        subcommands: [Up.self, Volume.self]
+        subcommands: [Up.self, Volume.self, Init.self, Node.self, NBD.self, Peer.self]
     )
 
     static func main() {
@@ -185,9 +185,15 @@ struct Volume: ParsableCommand {
 
     struct Target: ParsableArguments {
         @Option(name: .customLong("data-dir"), help: "The --data-dir of the running `torus up`.") var dataDir = "./torus-data"
+        @Option(help: "Work on the cluster in etcd (etcd://HOST:PORT) instead of a running `torus up`.")
+        var metadata: String?
     }
 
     static func run(_ line: String, _ target: Target) throws {
+        if let url = target.metadata {
+            try runOnMetadata(line, url)
+            return
+        }
         let lines: [String]
         do {
             lines = try AdminClient.request(line, dataDir: target.dataDir)
@@ -197,6 +203,37 @@ struct Volume: ParsableCommand {
         }
         for l in lines where l != "ok" { say(l) }
         if lines.last != "ok" { throw ExitCode(1) }
+    }
+
+    /// The same requests straight against etcd (a `torus nbd serve` picks new volumes up).
+    static func runOnMetadata(_ line: String, _ url: String) throws {
+        let words = line.split(separator: " ").map(String.init)
+        do {
+            let meta = try EtcdMetadataService(url: url)
+            switch words[0] {
+            case "list":
+                for v in try ClusterCatalog.listVolumes(meta).sorted(by: { $0.name < $1.name }) { say(describe(v)) }
+            case "info":
+                guard let v = try ClusterCatalog.listVolumes(meta).first(where: { $0.name == words[1] }) else {
+                    throw RuntimeError.badInput("no volume named '\(words[1])'")
+                }
+                say(describe(v))
+            case "create":
+                let shape = try ClusterCatalog.config(meta)
+                say(describe(try ClusterCatalog.createVolume(meta, name: words[1], sizeBytes: UInt64(words[2])!, blockSize: shape.blockSize,
+                                                             replication: shape.replication, ifMissing: false)))
+            case "delete":
+                guard try ClusterCatalog.listVolumes(meta).contains(where: { $0.name == words[1] }) else {
+                    throw RuntimeError.badInput("no volume named '\(words[1])'")
+                }
+                try ClusterCatalog.deleteVolume(meta, name: words[1])
+            default:
+                throw RuntimeError.badInput("unknown request '\(line)'")
+            }
+        } catch {
+            say("torus: \(error)")
+            throw ExitCode(1)
+        }
     }
 
     struct Create: ParsableCommand {
@@ -226,5 +263,156 @@ struct Volume: ParsableCommand {
         @Argument var name: String
         @OptionGroup var target: Target
         func run() throws { try Volume.run("delete \(name)", target) }
+    }
+}
+
+/// Waits for SIGINT or SIGTERM, then runs `stop` and exits with its status.
+func runUntilSignalled(_ what: String, stop: @escaping @Sendable () -> Int32) -> Never {
+    let queue = DispatchQueue(label: "torus.signals")
+    var sources: [DispatchSourceSignal] = []
+    for sig in [SIGINT, SIGTERM] {
+        signal(sig, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: sig, queue: queue)
+        source.setEventHandler {
+            say("torus: stopping \(what) ...")
+            Glibc.exit(stop())
+        }
+        source.resume()
+        sources.append(source)
+    }
+    withExtendedLifetime(sources) { dispatchMain() }
+}
+
+struct Init: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Create a cluster in etcd (block size and replication of its volumes).",
+        discussion: "Refuses to touch a cluster that already exists unless --force is given.")
+    @Option(help: "etcd endpoint(s): etcd://HOST:PORT[,HOST:PORT...].") var metadata: String
+    @Option(help: "Copies of every block.") var replication = 2
+    @Option(name: .customLong("block-size"), help: "Block size (power of two, 4KiB to 1MiB).") var blockSize = "64KiB"
+    @Flag(help: "Overwrite the config of an existing cluster.") var force = false
+
+    func run() throws {
+        let bs = try parseSize(blockSize, what: "--block-size")
+        guard bs >= 4096, bs <= 1 << 20, bs.nonzeroBitCount == 1 else {
+            throw ValidationError("--block-size must be a power of two between 4KiB and 1MiB")
+        }
+        guard replication >= 1, replication <= 16 else { throw ValidationError("--replication must be between 1 and 16") }
+        do {
+            let meta = try EtcdMetadataService(url: metadata)
+            try ClusterCatalog.initialize(meta, .init(blockSize: Int(bs), replication: replication), force: force)
+            say("torus: cluster created in \(meta.location): block size \(bs), replication \(replication)")
+        } catch {
+            say("torus: \(error)")
+            throw ExitCode(1)
+        }
+    }
+}
+
+struct Node: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a storage node: serve its disk to the cluster in etcd.",
+        discussion: """
+            The node keeps its id in DATA_DIR/node.id and its blocks in DATA_DIR/blocks.data \
+            (preallocated to --size), joins the placement ring on first start and keeps a liveness \
+            key under a lease while it runs. SIGINT/SIGTERM stop it cleanly.
+            """)
+    @Option(help: "etcd endpoint(s): etcd://HOST:PORT[,HOST:PORT...].") var metadata: String
+    @Option(name: .customLong("data-dir"), help: "Directory for this node's data.") var dataDir: String
+    @Option(help: "Size of the node's data file, e.g. 10GiB.") var size: String
+    @Option(help: "Peer protocol listen address HOST:PORT (port 0: any).") var listen = "127.0.0.1:0"
+    @Option(help: "Address other processes use to reach this node (default: the listen address).") var advertise: String?
+    @Option(help: "Failure domain (zone, rack or host); copies of a block go to distinct zones.") var zone = ""
+
+    func run() throws {
+        let bytes = try parseSize(size, what: "--size")
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let pool = NIOThreadPool(numberOfThreads: 4)
+        pool.start()
+        let daemon: NodeDaemon
+        do {
+            daemon = try NodeDaemon.start(metadata: metadata, dataDir: dataDir, sizeBytes: bytes, listen: listen,
+                                          advertise: advertise, zone: zone, group: group, pool: pool)
+        } catch {
+            say("torus: cannot start the node: \(error)")
+            throw ExitCode(1)
+        }
+        runUntilSignalled("node \(daemon.server.id)") {
+            daemon.shutdown()
+            say("torus: node stopped")
+            return 0
+        }
+    }
+}
+
+struct NBD: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "nbd", abstract: "Serve the volumes of a cluster in etcd over NBD.", subcommands: [Serve.self])
+
+    struct Serve: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Export every volume over NBD, writing through the storage nodes registered in etcd.",
+            discussion: """
+                Opening a volume takes its writer lock in etcd (a key under this server's lease with \
+                a new epoch); a second server waits until the lock is free. SIGINT/SIGTERM flush every \
+                volume and release the locks.
+                """)
+        @Option(help: "etcd endpoint(s): etcd://HOST:PORT[,HOST:PORT...].") var metadata: String
+        @Option(help: "NBD listen address: HOST:PORT, or a Unix socket path.") var listen = "127.0.0.1:10809"
+        @Option(help: "Event-loop threads (default: one per core).") var threads: Int?
+
+        func run() throws {
+            var config = LocalCluster.Configuration(dataDir: "/nonexistent", nodes: 0, replication: 1, volumes: [])
+            config.defaultVolume = nil
+            config.metadata = metadata
+            let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads ?? System.coreCount))
+            let pool = NIOThreadPool(numberOfThreads: 4)
+            pool.start()
+            let cluster: LocalCluster
+            let server: Channel
+            do {
+                cluster = try LocalCluster.start(config, group: group, pool: pool).wait()
+                server = try NBDServer.bind(listen, cluster: cluster, group: cluster.loop).wait()
+            } catch {
+                say("torus: cannot serve: \(error)")
+                throw ExitCode(1)
+            }
+            say("torus: serving NBD on \(listen)")
+            for e in cluster.exports() { say("  volume \(e.name): \(e.size) bytes  nbd://\(listen)/\(e.name)") }
+            runUntilSignalled("the NBD server") {
+                do {
+                    try cluster.shutdown().wait()
+                    try? server.close().wait()
+                    say("torus: flushed; bye")
+                    return 0
+                } catch {
+                    say("torus: flush failed on shutdown: \(error)")
+                    return 1
+                }
+            }
+        }
+    }
+}
+
+struct Peer: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Storage nodes of a cluster in etcd.", subcommands: [List.self])
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List the ring's nodes and whether they are alive.")
+        @Option(help: "etcd endpoint(s): etcd://HOST:PORT[,HOST:PORT...].") var metadata: String
+
+        func run() throws {
+            do {
+                let meta = try EtcdMetadataService(url: metadata)
+                let alive = try ClusterCatalog.alive(meta)
+                for m in try ClusterCatalog.members(meta) {
+                    say("\(m.id) address=\(m.address) zone=\(m.zone.isEmpty ? "-" : m.zone) capacity=\(m.capacityBytes) \(alive.contains(m.id) ? "alive" : "DOWN")")
+                }
+            } catch {
+                say("torus: \(error)")
+                throw ExitCode(1)
+            }
+        }
     }
 }

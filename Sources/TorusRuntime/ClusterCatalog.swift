@@ -1,0 +1,184 @@
+import TorusCore
+
+/// The cluster-wide keys of a multi-process cluster (docs/metadata.md), read and written
+/// synchronously on a `MetadataService` (call from a thread pool or a command line).
+///
+/// - `/torus/cluster/config`: `block-size=N` and `replication=N` lines (`torus init`).
+/// - `/torus/cluster/id`: 16 random bytes, the peer protocol's cluster identity.
+/// - `/torus/next-node-id`: the last node id handed out.
+/// - `/torus/ring/<id>`: a member of the placement ring: `address=HOST:PORT`, `zone=Z`,
+///   `capacity=BYTES` lines. Membership is permanent (blocks are placed by it); only the
+///   address may change when a node restarts elsewhere.
+/// - `/torus/nodes/<id>/alive`: the node's address, under the node's lease (liveness).
+public enum ClusterCatalog {
+    public static let configKey = "/torus/cluster/config"
+    public static let nextNodeIDKey = "/torus/next-node-id"
+    public static let ringPrefix = "/torus/ring/"
+    public static let alivePrefix = "/torus/nodes/"
+
+    public struct Config: Equatable, Sendable {
+        public var blockSize: Int
+        public var replication: Int
+        public init(blockSize: Int, replication: Int) {
+            self.blockSize = blockSize
+            self.replication = replication
+        }
+    }
+
+    public struct Member: Equatable, Sendable {
+        public var id: NodeID
+        public var address: String
+        public var zone: String
+        public var capacityBytes: UInt64
+        public init(id: NodeID, address: String, zone: String, capacityBytes: UInt64) {
+            self.id = id
+            self.address = address
+            self.zone = zone
+            self.capacityBytes = capacityBytes
+        }
+    }
+
+    // MARK: Config
+
+    /// Writes the cluster config and identity; refuses an existing cluster unless `force`.
+    public static func initialize(_ meta: any MetadataService, _ config: Config, force: Bool) throws {
+        let text = "block-size=\(config.blockSize)\nreplication=\(config.replication)\n"
+        let compares = force ? [] : [MetaCompare(key: configKey, result: .equal, target: .createRevision(0))]
+        let r = try meta.apply(.txn(MetaTxn(compares: compares, success: [.put(key: configKey, value: Array(text.utf8), lease: 0)])),
+                               now: SystemClock.now())
+        guard case .txn(let t) = r else { throw RuntimeError.metadata("\(meta.location): writing \(configKey): \(r)") }
+        guard t.succeeded else {
+            throw RuntimeError.badInput("\(meta.location) already holds a cluster (\(configKey) exists); use --force to overwrite its config")
+        }
+        _ = try LocalCluster.loadClusterID(meta)
+    }
+
+    public static func config(_ meta: any MetadataService) throws -> Config {
+        guard let kv = try LocalCluster.readKey(meta, configKey).first else {
+            throw RuntimeError.badInput("\(meta.location) holds no cluster: run `torus init --metadata ...` first")
+        }
+        let fields = parse(kv.value)
+        guard let bs = fields["block-size"].flatMap({ Int($0) }), let r = fields["replication"].flatMap({ Int($0) }),
+              bs >= 4096, bs.nonzeroBitCount == 1, r >= 1 else {
+            throw RuntimeError.metadata("\(meta.location): \(configKey) is malformed")
+        }
+        return Config(blockSize: bs, replication: r)
+    }
+
+    // MARK: Nodes
+
+    /// A new node id (compare-and-swap on the counter).
+    public static func allocateNodeID(_ meta: any MetadataService) throws -> NodeID {
+        for _ in 0..<20 {
+            let kvs = try LocalCluster.readKey(meta, nextNodeIDKey)
+            let last = kvs.first.flatMap { MetaValue.u64($0.value) } ?? 0
+            let next = last + 1
+            let txn = MetaTxn(compares: [MetaCompare(key: nextNodeIDKey, result: .equal, target: .modRevision(kvs.first?.modRevision ?? 0))],
+                              success: [.put(key: nextNodeIDKey, value: MetaValue.u64(next), lease: 0)])
+            if case .txn(let t) = try meta.apply(.txn(txn), now: SystemClock.now()), t.succeeded { return NodeID(UInt32(next)) }
+        }
+        throw RuntimeError.metadata("\(meta.location): could not allocate a node id (too much contention)")
+    }
+
+    /// Adds or updates a ring member.
+    public static func register(_ meta: any MetadataService, _ m: Member) throws {
+        let text = "address=\(m.address)\nzone=\(m.zone)\ncapacity=\(m.capacityBytes)\n"
+        let r = try meta.apply(.txn(MetaTxn(success: [.put(key: ringPrefix + "\(m.id.raw)", value: Array(text.utf8), lease: 0)])),
+                               now: SystemClock.now())
+        guard case .txn = r else { throw RuntimeError.metadata("\(meta.location): registering node \(m.id): \(r)") }
+    }
+
+    /// Every ring member, by id.
+    public static func members(_ meta: any MetadataService) throws -> [Member] {
+        let r = try meta.apply(.txn(MetaTxn(success: [.range(key: ringPrefix, prefix: true)])), now: SystemClock.now())
+        guard case .txn(let t) = r, case .range(let kvs) = t.results.first else {
+            throw RuntimeError.metadata("\(meta.location): listing \(ringPrefix): \(r)")
+        }
+        return kvs.compactMap { kv -> Member? in
+            guard let id = UInt32(kv.key.dropFirst(ringPrefix.count)) else { return nil }
+            let f = parse(kv.value)
+            guard let address = f["address"] else { return nil }
+            return Member(id: NodeID(id), address: address, zone: f["zone"] ?? "", capacityBytes: f["capacity"].flatMap { UInt64($0) } ?? 0)
+        }.sorted { $0.id < $1.id }
+    }
+
+    /// Ids of the nodes whose liveness key exists (their lease is being kept alive).
+    public static func alive(_ meta: any MetadataService) throws -> Set<NodeID> {
+        let r = try meta.apply(.txn(MetaTxn(success: [.range(key: alivePrefix, prefix: true)])), now: SystemClock.now())
+        guard case .txn(let t) = r, case .range(let kvs) = t.results.first else {
+            throw RuntimeError.metadata("\(meta.location): listing \(alivePrefix): \(r)")
+        }
+        return Set(kvs.compactMap { kv in
+            kv.key.hasSuffix("/alive") ? UInt32(kv.key.dropFirst(alivePrefix.count).dropLast("/alive".count)).map { NodeID($0) } : nil
+        })
+    }
+
+    /// The placement ring of the members (capacity-weighted, zones as failure domains).
+    public static func ring(_ members: [Member]) -> Ring {
+        Ring(members: members.map {
+            RingMember(node: $0.id, weight: max(1, Double($0.capacityBytes) / Double(1 << 30)), domain: $0.zone)
+        })
+    }
+
+    static func parse(_ value: [UInt8]) -> [String: String] {
+        var fields: [String: String] = [:]
+        for line in String(decoding: value, as: UTF8.self).split(separator: "\n") {
+            guard let eq = line.firstIndex(of: "=") else { continue }
+            fields[String(line[..<eq])] = String(line[line.index(after: eq)...])
+        }
+        return fields
+    }
+
+    // MARK: Volumes
+
+    public static func listVolumes(_ meta: any MetadataService) throws -> [VolumeInfo] {
+        let r = try meta.apply(.txn(MetaTxn(success: [.range(key: VolumeInfo.volumesPrefix, prefix: true)])), now: SystemClock.now())
+        if case .error(let e) = r { throw RuntimeError.metadata("\(meta.location): listing volumes: \(e)") }
+        guard case .txn(let t) = r, case .range(let kvs) = t.results.first else {
+            throw RuntimeError.metadata("\(meta.location): unexpected reply listing volumes: \(r)")
+        }
+        return kvs.filter { $0.key.hasSuffix("/info") }.compactMap { VolumeInfo.decode($0.value) }
+    }
+
+    /// Creates a volume; with `ifMissing`, an existing volume of that name is returned instead.
+    public static func createVolume(_ meta: any MetadataService, name: String, sizeBytes: UInt64, blockSize: Int,
+                                    replication: Int, ifMissing: Bool) throws -> VolumeInfo {
+        guard LocalCluster.validName(name) else {
+            throw RuntimeError.badInput("volume name '\(name)' must be 1-64 characters of a-z, A-Z, 0-9, '-', '_', '.'")
+        }
+        guard sizeBytes > 0, sizeBytes % 4096 == 0 else {
+            throw RuntimeError.badInput("volume size \(sizeBytes) must be a positive multiple of 4096 bytes")
+        }
+        let counter = "/torus/next-volume-id"
+        let r = try meta.apply(.txn(MetaTxn(success: [.range(key: counter, prefix: false),
+                                                      .range(key: VolumeInfo.infoKey(name), prefix: false)])), now: SystemClock.now())
+        if case .error(let e) = r { throw RuntimeError.metadata("\(meta.location): reading volume \(name): \(e)") }
+        guard case .txn(let t) = r, t.results.count == 2, case .range(let c) = t.results[0], case .range(let existing) = t.results[1] else {
+            throw RuntimeError.metadata("\(meta.location): unexpected reply: \(r)")
+        }
+        if let kv = existing.first, let info = VolumeInfo.decode(kv.value) {
+            if ifMissing { return info }
+            throw RuntimeError.badInput("volume '\(name)' already exists")
+        }
+        let id = (c.first.flatMap { MetaValue.u64($0.value) } ?? 0) + 1
+        let info = VolumeInfo(name: name, id: id, sizeBytes: sizeBytes, blockSize: blockSize, replication: replication)
+        guard info.pageCount <= BlockMapCodec.entriesPerPage(blockSize: info.blockSize) else {
+            throw RuntimeError.badInput("volume size \(sizeBytes) is too large for block size \(info.blockSize)")
+        }
+        let txn = MetaTxn(
+            compares: [MetaCompare(key: counter, result: .equal, target: .modRevision(c.first?.modRevision ?? 0)),
+                       MetaCompare(key: VolumeInfo.infoKey(name), result: .equal, target: .createRevision(0))],
+            success: [.put(key: counter, value: MetaValue.u64(id), lease: 0),
+                      .put(key: VolumeInfo.infoKey(name), value: info.encoded(), lease: 0)])
+        guard case .txn(let done) = try meta.apply(.txn(txn), now: SystemClock.now()), done.succeeded else {
+            throw RuntimeError.metadata("volume '\(name)' was created concurrently; try again")
+        }
+        return info
+    }
+
+    /// Deletes a volume's metadata (its blocks stay on the nodes until garbage collection).
+    public static func deleteVolume(_ meta: any MetadataService, name: String) throws {
+        let r = try meta.apply(.txn(MetaTxn(success: [.delete(key: "/torus/volumes/\(name)/", prefix: true)])), now: SystemClock.now())
+        if case .error(let e) = r { throw RuntimeError.metadata("\(meta.location): deleting volume \(name): \(e)") }
+    }
+}

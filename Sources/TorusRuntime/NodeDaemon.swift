@@ -1,0 +1,112 @@
+import NIOCore
+import NIOPosix
+import TorusCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `torus node`: one storage node process. It keeps its identity in `DATA_DIR/node.id`, its
+/// blocks in `DATA_DIR/blocks.data`, joins the ring in etcd (`ClusterCatalog`) and keeps a
+/// liveness key under a lease alive while it runs.
+public final class NodeDaemon: @unchecked Sendable {
+    public let server: StorageNodeServer
+    let meta: any MetadataService
+    let pool: NIOThreadPool
+    let address: String
+    var lease: Int64 = 0
+    var heartbeat: RepeatedTask?
+    static let leaseTTLSeconds: Int64 = 10
+
+    init(server: StorageNodeServer, meta: any MetadataService, pool: NIOThreadPool, address: String) {
+        self.server = server
+        self.meta = meta
+        self.pool = pool
+        self.address = address
+    }
+
+    /// Opens (or creates) the node and registers it; blocks until it serves.
+    public static func start(metadata url: String, dataDir: String, sizeBytes: UInt64, listen: String, advertise: String?,
+                             zone: String, group: EventLoopGroup, pool: NIOThreadPool) throws -> NodeDaemon {
+        let meta = try EtcdMetadataService(url: url)
+        let shape = try ClusterCatalog.config(meta)
+        let clusterID = try LocalCluster.loadClusterID(meta)
+        try makeDirectory(dataDir)
+        let id = try loadOrAllocateID(dataDir + "/node.id", meta)
+        let storeConfig = StorageNodeServer.storeConfig(blockSize: shape.blockSize, diskBytes: sizeBytes)
+        let (disk, store) = try StorageNodeServer.openStore(path: dataDir + "/blocks.data", config: storeConfig)
+        guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]) else {
+            throw RuntimeError.badInput("--listen '\(listen)' must be HOST:PORT")
+        }
+        let host = String(listen[..<colon])
+        let server = StorageNodeServer(id: id, store: store, disk: disk, loop: group.next(), pool: pool,
+                                       clusterID: clusterID, log: runtimeLog)
+        let bound = try server.loop.flatSubmit { server.start(host: host, port: port) }.wait()
+        let address = advertise ?? "\(host):\(bound)"
+        try ClusterCatalog.register(meta, ClusterCatalog.Member(id: id, address: address, zone: zone, capacityBytes: sizeBytes))
+        let daemon = NodeDaemon(server: server, meta: meta, pool: pool, address: address)
+        try daemon.renewLiveness()
+        daemon.heartbeat = server.loop.scheduleRepeatedTask(initialDelay: .seconds(3), delay: .seconds(3)) { _ in
+            _ = pool.runIfActive(eventLoop: server.loop) {
+                do { try daemon.renewLiveness() } catch { runtimeLog("node \(id): heartbeat failed: \(error)") }
+            }
+        }
+        runtimeLog("node \(id): serving on \(host):\(bound) (advertised as \(address)), \(sizeBytes) bytes in \(dataDir), \(meta.location)")
+        return daemon
+    }
+
+    /// Keeps the lease alive, or takes a new one (after etcd was unreachable for longer than
+    /// the TTL) and writes the liveness key under it. Runs on the pool.
+    func renewLiveness() throws {
+        if lease != 0, case .lease(_, let ttl) = try meta.apply(.leaseKeepAlive(id: lease), now: SystemClock.now()), ttl > 0 {
+            return
+        }
+        guard case .lease(let id, _) = try meta.apply(.leaseGrant(ttlSeconds: Self.leaseTTLSeconds, id: 0), now: SystemClock.now()) else {
+            throw RuntimeError.metadata("\(meta.location): cannot grant the node's lease")
+        }
+        lease = id
+        let key = ClusterCatalog.alivePrefix + "\(server.id.raw)/alive"
+        guard case .txn = try meta.apply(.txn(MetaTxn(success: [.put(key: key, value: Array(address.utf8), lease: id)])), now: SystemClock.now()) else {
+            throw RuntimeError.metadata("\(meta.location): cannot write \(key)")
+        }
+    }
+
+    /// Leaves the liveness key, stops serving and closes the data file.
+    public func shutdown() {
+        heartbeat?.cancel()
+        if lease != 0 { _ = try? meta.apply(.leaseRevoke(id: lease), now: SystemClock.now()) }
+        try? server.stop().wait()
+        server.disk.close()
+    }
+
+    static func loadOrAllocateID(_ path: String, _ meta: any MetadataService) throws -> NodeID {
+        if let f = fopen(path, "r") {
+            defer { fclose(f) }
+            var buffer = [CChar](repeating: 0, count: 32)
+            guard fgets(&buffer, 32, f) != nil,
+                  let raw = UInt32(String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+                      .trimmingCharacters(in: " \n")), raw > 0 else {
+                throw RuntimeError.io("\(path) is corrupt: it must hold this node's id")
+            }
+            return NodeID(raw)
+        }
+        let id = try ClusterCatalog.allocateNodeID(meta)
+        let tmp = path + ".tmp"
+        guard let f = fopen(tmp, "w") else { throw RuntimeError.io("cannot create \(tmp): \(String(cString: strerror(errno)))") }
+        fputs("\(id.raw)\n", f)
+        fflush(f)
+        let synced = fsync(fileno(f)) == 0
+        fclose(f)
+        guard synced, rename(tmp, path) == 0 else { throw RuntimeError.io("cannot write \(path): \(String(cString: strerror(errno)))") }
+        return id
+    }
+}
+
+extension String {
+    func trimmingCharacters(in set: String) -> String {
+        var s = Substring(self)
+        while let c = s.first, set.contains(c) { s = s.dropFirst() }
+        while let c = s.last, set.contains(c) { s = s.dropLast() }
+        return String(s)
+    }
+}
