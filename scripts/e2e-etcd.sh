@@ -78,6 +78,18 @@ fio --name=w --ioengine=nbd --uri="$URI" --rw=write --bs=64k --iodepth=8 --size=
     --verify=crc32c --verify_only --output="$WORK/fio-v2.txt" >/dev/null 2>&1 \
     && ok "after the takeover, fio verifies its flushed writes" || bad "fio verify after takeover: $(grep -i err "$WORK/fio-v2.txt" | head -3)"
 
+# A paused server loses its lease; a second one takes over; the resumed one is fenced.
+B_PORT=$(free_port)
+"$BIN" nbd serve --metadata "$META" --listen "127.0.0.1:$B_PORT" >>"$WORK/nbd-b.log" 2>&1 &
+SERVER_B=$!; PIDS+=($!)
+for _ in $(seq 1 100); do nbdinfo --list "nbd://127.0.0.1:$B_PORT" >/dev/null 2>&1 && break; sleep 0.2; done
+if /usr/bin/python3 Tests/interop/fence_takeover.py "$URI" "$SERVER" "nbd://127.0.0.1:$B_PORT/v1" 10 >"$WORK/fence.log" 2>&1; then
+    ok "SIGSTOP past the lease: the second server takes over, the resumed one is fenced, none of its writes show"
+else
+    bad "fencing: $(grep -E 'FAIL|Error|error' "$WORK/fence.log" | tail -3)"
+fi
+kill -9 "$SERVER_B" 2>/dev/null
+
 # With etcd stopped, commands fail within seconds and name the endpoint.
 kill -STOP "${PIDS[0]}"
 start=$(date +%s)

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for p in libisal-dev libnbd-bin fio qemu-utils libcurl4-openssl-dev etcd-server; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
+for p in libisal-dev libnbd-bin python3-libnbd fio qemu-utils libcurl4-openssl-dev etcd-server; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
 if [ ${#need[@]} -gt 0 ]; then
     echo "== installing ${need[*]}"
     SUDO=; [ "$(id -u)" -ne 0 ] && SUDO=sudo

@@ -46,6 +46,9 @@ public final class LocalCluster: @unchecked Sendable {
         var nextRequest: UInt64 = 1
         var timer: Scheduled<Void>?
         var timerAt: Instant?
+        /// A later tick the writer asked for while an earlier one was scheduled: the writer
+        /// does not ask again, so it is scheduled when the earlier one has fired.
+        var laterTick: Instant?
         var ready: EventLoopPromise<Void>?
         /// Connections to the storage nodes, and those written to since the last flush.
         var links: [NodeID: PeerLink] = [:]
@@ -64,6 +67,13 @@ public final class LocalCluster: @unchecked Sendable {
     /// never wait behind disk I/O: a keep-alive queued behind seconds of fdatasync let a
     /// writer's lease expire under a heavy sequential write.
     let metaPool: NIOThreadPool
+    /// Lease keep-alives get a thread of their own too: a commit or a listing that waits on a
+    /// slow fsync (etcd's or ours) must not hold up the keep-alive that keeps a writer alive.
+    let leasePool: NIOThreadPool
+    /// Leases with a keep-alive queued or running (on `loop`): never more than one each.
+    var keepAlivesInFlight: Set<Int64> = []
+    /// When each lease's last keep-alive was sent (for the log when they stall).
+    var lastKeepAlive: [Int64: Instant] = [:]
     let meta: any MetadataService
     let config: Configuration
     let ring: Ring
@@ -82,6 +92,8 @@ public final class LocalCluster: @unchecked Sendable {
         self.pool = pool
         metaPool = NIOThreadPool(numberOfThreads: 1)
         metaPool.start()
+        leasePool = NIOThreadPool(numberOfThreads: 1)
+        leasePool.start()
         self.meta = meta
         self.config = config
         self.clusterID = clusterID
@@ -377,6 +389,7 @@ public final class LocalCluster: @unchecked Sendable {
             return EventLoopFuture.andAllComplete(stopping, on: self.loop)
         }.always { _ in
             self.metaPool.shutdownGracefully { _ in }
+            self.leasePool.shutdownGracefully { _ in }
         }
     }
 
@@ -424,15 +437,7 @@ public final class LocalCluster: @unchecked Sendable {
                     self.handleClient(volume, host.client.metadataReply(id, response, now: SystemClock.now()))
                 }
             case .timer(let at):
-                if host.timerAt == nil || at < host.timerAt! {
-                    host.timer?.cancel()
-                    host.timerAt = at
-                    host.timer = loop.scheduleTask(deadline: SystemClock.deadline(at)) {
-                        host.timerAt = nil
-                        host.timer = nil
-                        self.handleClient(volume, host.client.tick(now: SystemClock.now()))
-                    }
-                }
+                scheduleTick(volume, host, at: at)
             case .complete(let op, let result):
                 performAdapter(volume, host.adapter.opCompleted(op, result))
             case .phaseChanged(let phase):
@@ -450,6 +455,28 @@ public final class LocalCluster: @unchecked Sendable {
         }
     }
 
+    /// Keeps one timer per writer at the earliest tick it asked for, and never forgets a later
+    /// one: a writer asks for each tick once, and an idle writer whose tick is lost stops
+    /// renewing its lease (it was fenced after ~10 s idle once a later request was dropped).
+    func scheduleTick(_ volume: String, _ host: VolumeHost, at: Instant) {
+        if let current = host.timerAt, current <= at {
+            if at > current { host.laterTick = max(host.laterTick ?? at, at) }
+            return
+        }
+        if let current = host.timerAt { host.laterTick = max(host.laterTick ?? current, current) }
+        host.timer?.cancel()
+        host.timerAt = at
+        host.timer = loop.scheduleTask(deadline: SystemClock.deadline(at)) {
+            host.timerAt = nil
+            host.timer = nil
+            let later = host.laterTick
+            host.laterTick = nil
+            guard self.volumes[volume] === host else { return }
+            self.handleClient(volume, host.client.tick(now: SystemClock.now()))
+            if let later, self.volumes[volume] === host { self.scheduleTick(volume, host, at: later) }
+        }
+    }
+
     /// A writer's message arrived from a node (on the cluster loop).
     func clientReceived(_ volume: String, from node: NodeID, via link: PeerLink, _ msg: PeerMessage) {
         loop.assertInEventLoop()
@@ -461,7 +488,16 @@ public final class LocalCluster: @unchecked Sendable {
     func metaApply(_ request: MetaRequest) -> EventLoopFuture<MetaResponse> {
         let meta = self.meta
         let queued = SystemClock.now()
-        return metaPool.runIfActive(eventLoop: loop) { () throws -> MetaResponse in
+        var pool = metaPool
+        if case .leaseKeepAlive(let id) = request {
+            loop.assertInEventLoop()
+            guard keepAlivesInFlight.insert(id).inserted else {
+                // The writer timed out the previous one; it retries after this answer.
+                return loop.makeSucceededFuture(.error(.unavailable("a keep-alive of lease \(id) is still in flight")))
+            }
+            pool = leasePool
+        }
+        let response = pool.runIfActive(eventLoop: loop) { () throws -> MetaResponse in
             let started = SystemClock.now()
             let response = try meta.apply(request, now: started)
             let done = SystemClock.now()
@@ -471,6 +507,22 @@ public final class LocalCluster: @unchecked Sendable {
             }
             return response
         }
+        if case .leaseKeepAlive(let id) = request {
+            let previous = lastKeepAlive[id]
+            lastKeepAlive[id] = queued
+            if let previous, queued - previous > .seconds(5) {
+                log("lease \(id): keep-alive sent \((queued - previous).value / 1_000_000) ms after the previous one")
+            }
+            response.whenComplete { result in
+                self.keepAlivesInFlight.remove(id)
+                switch result {
+                case .success(.lease(_, let ttl)) where ttl > 0: break
+                case .success(let r): self.log("lease \(id): keep-alive answered \(r)")
+                case .failure(let e): self.log("lease \(id): keep-alive failed: \(e)")
+                }
+            }
+        }
+        return response
     }
 
     func expireLeases() {

@@ -21,8 +21,14 @@ extension EmbeddedMetadataStore: MetadataService {
 /// etcd through its v3 JSON gateway (`EtcdClient`).
 public final class EtcdMetadataService: MetadataService {
     public let client: EtcdClient
+    /// Lease keep-alives use a connection of their own, so they never wait for a slow
+    /// request on the main one (one curl handle serves one request at a time).
+    let leaseClient: EtcdClient
 
-    public init(client: EtcdClient) { self.client = client }
+    public init(client: EtcdClient, leaseClient: EtcdClient) {
+        self.client = client
+        self.leaseClient = leaseClient
+    }
 
     /// `etcd://host:port[,host:port...]` or http(s) URLs, comma-separated.
     public convenience init(url: String, timeout: Duration = .seconds(5), tls: EtcdTLS? = nil) throws {
@@ -32,11 +38,13 @@ public final class EtcdMetadataService: MetadataService {
         } else {
             endpoints = url.split(separator: ",").map(String.init)
         }
-        try self.init(client: EtcdClient(endpoints: endpoints, timeout: timeout, tls: tls))
+        try self.init(client: EtcdClient(endpoints: endpoints, timeout: timeout, tls: tls),
+                      leaseClient: EtcdClient(endpoints: endpoints, timeout: timeout, tls: tls))
     }
 
     public func apply(_ request: MetaRequest, now: Instant) throws -> MetaResponse {
-        try client.apply(request)
+        if case .leaseKeepAlive = request { return try leaseClient.apply(request) }
+        return try client.apply(request)
     }
 
     public func expireLeases(now: Instant) throws {}

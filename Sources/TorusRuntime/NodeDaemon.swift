@@ -46,8 +46,11 @@ public final class NodeDaemon: @unchecked Sendable {
         try ClusterCatalog.register(meta, ClusterCatalog.Member(id: id, address: address, zone: zone, capacityBytes: sizeBytes))
         let daemon = NodeDaemon(server: server, meta: meta, pool: pool, address: address)
         try daemon.renewLiveness()
+        // Heartbeats on a thread of their own: never behind disk I/O on `pool`.
+        let heartbeatPool = NIOThreadPool(numberOfThreads: 1)
+        heartbeatPool.start()
         daemon.heartbeat = server.loop.scheduleRepeatedTask(initialDelay: .seconds(3), delay: .seconds(3)) { _ in
-            _ = pool.runIfActive(eventLoop: server.loop) {
+            _ = heartbeatPool.runIfActive(eventLoop: server.loop) {
                 do { try daemon.renewLiveness() } catch { runtimeLog("node \(id): heartbeat failed: \(error)") }
             }
         }
