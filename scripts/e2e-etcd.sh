@@ -90,6 +90,13 @@ else
 fi
 kill -9 "$SERVER_B" 2>/dev/null
 
+# With etcd stopped, a FLUSH fails within seconds; when it is back, service resumes.
+if /usr/bin/python3 Tests/interop/etcd_outage.py "$URI" "${PIDS[0]}" >"$WORK/outage.log" 2>&1; then
+    ok "etcd stopped: FLUSH fails ($(grep -o 'after [0-9.]* s' "$WORK/outage.log" | head -1)); back: service resumes without restarts"
+else
+    bad "etcd outage: $(grep -E 'FAIL|Error' "$WORK/outage.log" | tail -2)"
+fi
+
 # With etcd stopped, commands fail within seconds and name the endpoint.
 kill -STOP "${PIDS[0]}"
 start=$(date +%s)
