@@ -6,26 +6,18 @@
 # python3-libnbd; installs them if missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-need=()
-for p in etcd-server python3-libnbd; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
-if [ ${#need[@]} -gt 0 ]; then
-    SUDO=; [ "$(id -u)" -ne 0 ] && SUDO=sudo
-    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
-fi
+. scripts/lib.sh
+install_missing etcd-server python3-libnbd
 swift build -c release --product torus >/dev/null
 BIN=$PWD/.build/release/torus
 WORK=$(mktemp -d /tmp/torus-metabench.XXXXXX)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 1; rm -rf "$WORK"; }
 trap cleanup EXIT
-free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-EP=$(free_port); PP=$(free_port)
-etcd --name mb --data-dir "$WORK/etcd" --listen-client-urls "http://127.0.0.1:$EP" --advertise-client-urls "http://127.0.0.1:$EP" \
-    --listen-peer-urls "http://127.0.0.1:$PP" --initial-advertise-peer-urls "http://127.0.0.1:$PP" \
-    --initial-cluster "mb=http://127.0.0.1:$PP" >"$WORK/etcd.log" 2>&1 &
-PIDS+=($!)
-META="etcd://127.0.0.1:$EP"
-for _ in $(seq 1 50); do "$BIN" peer list --metadata "$META" >/dev/null 2>&1 && break; sleep 0.2; done
+start_etcd "$WORK"
+PIDS+=("$ETCD_PID")
+META=$ETCD_URL
+EP=${ETCD_URL#etcd://127.0.0.1:}
 "$BIN" init --metadata "$META" --replication 2 >/dev/null
 for i in 1 2 3; do
     "$BIN" node --metadata "$META" --data-dir "$WORK/n$i" --size 1GiB --zone "z$i" >"$WORK/n$i.log" 2>&1 &

@@ -9,12 +9,8 @@ cd "$(dirname "$0")/.."
 RUNTIME=${1:-10}
 SIZE_MB=512
 
-need=()
-for p in fio nbdkit; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
-if [ ${#need[@]} -gt 0 ]; then
-    SUDO=; [ "$(id -u)" -ne 0 ] && SUDO=sudo
-    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
-fi
+. scripts/lib.sh
+install_missing fio nbdkit
 
 swift build -c release --product torus >/dev/null
 BIN=$PWD/.build/release/torus

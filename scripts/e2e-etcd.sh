@@ -13,18 +13,10 @@ ok() { echo "ok      $*"; pass=$((pass + 1)); }
 bad() { echo "FAIL    $*"; fail=$((fail + 1)); }
 cleanup() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done; wait 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$WORK"; }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-EP=$(free_port); PP=$(free_port)
-etcd --name e2e --data-dir "$WORK/etcd" --listen-client-urls "http://127.0.0.1:$EP" --advertise-client-urls "http://127.0.0.1:$EP" \
-    --listen-peer-urls "http://127.0.0.1:$PP" --initial-advertise-peer-urls "http://127.0.0.1:$PP" \
-    --initial-cluster "e2e=http://127.0.0.1:$PP" >"$WORK/etcd.log" 2>&1 &
-PIDS+=($!)
-META="etcd://127.0.0.1:$EP"
-for _ in $(seq 1 50); do
-    python3 -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$EP/version', timeout=1)" 2>/dev/null && break
-    sleep 0.2
-done
+. scripts/lib.sh
+start_etcd "$WORK" || exit 1
+PIDS+=("$ETCD_PID")
+META=$ETCD_URL
 
 "$BIN" init --metadata "$META" --replication 2 >"$WORK/init.log" 2>&1 && ok "torus init" || bad "torus init: $(cat "$WORK/init.log")"
 "$BIN" init --metadata "$META" >"$WORK/init2.log" 2>&1 && bad "a second init was accepted" \
@@ -91,19 +83,19 @@ fi
 kill -9 "$SERVER_B" 2>/dev/null
 
 # With etcd stopped, a FLUSH fails within seconds; when it is back, service resumes.
-if /usr/bin/python3 Tests/interop/etcd_outage.py "$URI" "${PIDS[0]}" >"$WORK/outage.log" 2>&1; then
+if /usr/bin/python3 Tests/interop/etcd_outage.py "$URI" "$ETCD_PID" >"$WORK/outage.log" 2>&1; then
     ok "etcd stopped: FLUSH fails ($(grep -o 'after [0-9.]* s' "$WORK/outage.log" | head -1)); back: service resumes without restarts"
 else
     bad "etcd outage: $(grep -E 'FAIL|Error' "$WORK/outage.log" | tail -2)"
 fi
 
 # With etcd stopped, commands fail within seconds and name the endpoint.
-kill -STOP "${PIDS[0]}"
+kill -STOP "$ETCD_PID"
 start=$(date +%s)
 out=$(timeout 30 "$BIN" volume list --metadata "$META" 2>&1); rc=$?
 took=$(( $(date +%s) - start ))
-kill -CONT "${PIDS[0]}"
-if [ $rc -ne 0 ] && [ $took -le 15 ] && echo "$out" | grep -q "127.0.0.1:$EP"; then ok "with etcd unresponsive, volume list fails in ${took}s naming the endpoint"
+kill -CONT "$ETCD_PID"
+if [ $rc -ne 0 ] && [ $took -le 15 ] && echo "$out" | grep -q "${ETCD_URL#etcd://}"; then ok "with etcd unresponsive, volume list fails in ${took}s naming the endpoint"
 else bad "etcd down: rc=$rc took=${took}s: $out"; fi
 
 kill -INT "$SERVER"; wait "$SERVER" 2>/dev/null

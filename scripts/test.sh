@@ -6,14 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need=()
-for p in libisal-dev libnbd-bin python3-libnbd fio qemu-utils libcurl4-openssl-dev etcd-server; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
-if [ ${#need[@]} -gt 0 ]; then
-    echo "== installing ${need[*]}"
-    SUDO=; [ "$(id -u)" -ne 0 ] && SUDO=sudo
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
-fi
+. scripts/lib.sh
+install_missing libisal-dev libnbd-bin python3-libnbd fio qemu-utils libcurl4-openssl-dev etcd-server
 
 echo "== build (debug), failing on warnings in project code"
 log=$(mktemp)

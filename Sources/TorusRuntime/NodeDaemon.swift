@@ -16,6 +16,8 @@ public final class NodeDaemon: @unchecked Sendable {
     let address: String
     var lease: Int64 = 0
     var heartbeat: RepeatedTask?
+    /// Heartbeats run on a thread of their own: never behind disk I/O on `pool`.
+    let heartbeatPool = NIOThreadPool(numberOfThreads: 1)
     static let leaseTTLSeconds: Int64 = 10
 
     init(server: StorageNodeServer, meta: any MetadataService, pool: NIOThreadPool, address: String) {
@@ -46,11 +48,9 @@ public final class NodeDaemon: @unchecked Sendable {
         try ClusterCatalog.register(meta, ClusterCatalog.Member(id: id, address: address, zone: zone, capacityBytes: sizeBytes))
         let daemon = NodeDaemon(server: server, meta: meta, pool: pool, address: address)
         try daemon.renewLiveness()
-        // Heartbeats on a thread of their own: never behind disk I/O on `pool`.
-        let heartbeatPool = NIOThreadPool(numberOfThreads: 1)
-        heartbeatPool.start()
+        daemon.heartbeatPool.start()
         daemon.heartbeat = server.loop.scheduleRepeatedTask(initialDelay: .seconds(3), delay: .seconds(3)) { _ in
-            _ = heartbeatPool.runIfActive(eventLoop: server.loop) {
+            _ = daemon.heartbeatPool.runIfActive(eventLoop: server.loop) {
                 do { try daemon.renewLiveness() } catch { runtimeLog("node \(id): heartbeat failed: \(error)") }
             }
         }
@@ -77,6 +77,7 @@ public final class NodeDaemon: @unchecked Sendable {
     /// Leaves the liveness key, stops serving and closes the data file.
     public func shutdown() {
         heartbeat?.cancel()
+        try? heartbeatPool.syncShutdownGracefully()
         if lease != 0 { _ = try? meta.apply(.leaseRevoke(id: lease), now: SystemClock.now()) }
         try? server.stop().wait()
         server.disk.close()
@@ -88,7 +89,7 @@ public final class NodeDaemon: @unchecked Sendable {
             var buffer = [CChar](repeating: 0, count: 32)
             guard fgets(&buffer, 32, f) != nil,
                   let raw = UInt32(String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-                      .trimmingCharacters(in: " \n")), raw > 0 else {
+                      .trimmingSpacesAndNewlines()), raw > 0 else {
                 throw RuntimeError.io("\(path) is corrupt: it must hold this node's id")
             }
             return NodeID(raw)
@@ -106,10 +107,10 @@ public final class NodeDaemon: @unchecked Sendable {
 }
 
 extension String {
-    func trimmingCharacters(in set: String) -> String {
+    fileprivate func trimmingSpacesAndNewlines() -> String {
         var s = Substring(self)
-        while let c = s.first, set.contains(c) { s = s.dropFirst() }
-        while let c = s.last, set.contains(c) { s = s.dropLast() }
+        while let c = s.first, c == " " || c == "\n" { s = s.dropFirst() }
+        while let c = s.last, c == " " || c == "\n" { s = s.dropLast() }
         return String(s)
     }
 }

@@ -152,28 +152,7 @@ struct Up: ParsableCommand {
         }
         say("Ctrl-C flushes every volume and stops.")
 
-        let signalQueue = DispatchQueue(label: "torus.signals")
-        var sources: [DispatchSourceSignal] = []
-        for sig in [SIGINT, SIGTERM] {
-            signal(sig, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: signalQueue)
-            source.setEventHandler {
-                say("torus: shutting down: flushing volumes ...")
-                do {
-                    try cluster.shutdown().wait()
-                    say("torus: flushed; bye")
-                    try? server.close().wait()
-                    Glibc.exit(0)
-                } catch {
-                    say("torus: flush failed on shutdown: \(error)")
-                    Glibc.exit(1)
-                }
-            }
-            source.resume()
-            sources.append(source)
-        }
-        try server.closeFuture.wait()
-        _ = sources
+        runUntilSignalled("the cluster: flushing volumes") { flushAndClose(cluster, server) }
     }
 }
 
@@ -283,6 +262,19 @@ func runUntilSignalled(_ what: String, stop: @escaping @Sendable () -> Int32) ->
     withExtendedLifetime(sources) { dispatchMain() }
 }
 
+/// Flushes every volume, releases the writers' leases, closes the NBD listener; the exit status.
+func flushAndClose(_ cluster: LocalCluster, _ server: Channel) -> Int32 {
+    do {
+        try cluster.shutdown().wait()
+        try? server.close().wait()
+        say("torus: flushed; bye")
+        return 0
+    } catch {
+        say("torus: flush failed on shutdown: \(error)")
+        return 1
+    }
+}
+
 struct Init: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Create a cluster in etcd (block size and replication of its volumes).",
@@ -379,17 +371,7 @@ struct NBD: ParsableCommand {
             }
             say("torus: serving NBD on \(listen)")
             for e in cluster.exports() { say("  volume \(e.name): \(e.size) bytes  nbd://\(listen)/\(e.name)") }
-            runUntilSignalled("the NBD server") {
-                do {
-                    try cluster.shutdown().wait()
-                    try? server.close().wait()
-                    say("torus: flushed; bye")
-                    return 0
-                } catch {
-                    say("torus: flush failed on shutdown: \(error)")
-                    return 1
-                }
-            }
+            runUntilSignalled("the NBD server: flushing volumes") { flushAndClose(cluster, server) }
         }
     }
 }

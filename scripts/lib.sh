@@ -1,0 +1,36 @@
+# Shared shell helpers of scripts/ and Benchmarks/ (source it; it defines functions only).
+
+# install_missing PKG...: apt-get installs the Debian packages that are not installed yet.
+install_missing() {
+    local need=() p
+    for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
+    [ ${#need[@]} -eq 0 ] && return 0
+    echo "== installing ${need[*]}"
+    local sudo=
+    [ "$(id -u)" -ne 0 ] && sudo=sudo
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"
+}
+
+# free_port: prints a free TCP port on 127.0.0.1.
+free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# start_etcd DIR: starts a throwaway single-member etcd with its data and log in DIR, waits
+# until it answers, and sets ETCD_PID and ETCD_URL (etcd://127.0.0.1:PORT).
+start_etcd() {
+    local dir=$1 client peer
+    client=$(free_port); peer=$(free_port)
+    etcd --name torus-test --data-dir "$dir/etcd" \
+        --listen-client-urls "http://127.0.0.1:$client" --advertise-client-urls "http://127.0.0.1:$client" \
+        --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
+        --initial-cluster "torus-test=http://127.0.0.1:$peer" >"$dir/etcd.log" 2>&1 &
+    ETCD_PID=$!
+    ETCD_URL="etcd://127.0.0.1:$client"
+    for _ in $(seq 1 50); do
+        /usr/bin/python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$client/version', timeout=1)" \
+            2>/dev/null && return 0
+        sleep 0.2
+    done
+    echo "etcd did not start; its log: $(tail -5 "$dir/etcd.log")"
+    return 1
+}
