@@ -38,6 +38,19 @@ static inline CURLcode torus_curl_setopt_write_function(CURL *handle, torus_curl
     return curl_easy_setopt(handle, CURLOPT_WRITEFUNCTION, fn);
 }
 
+/// The progress callback type of CURLOPT_XFERINFOFUNCTION: non-zero aborts the transfer.
+typedef int (*torus_curl_xferinfo_fn)(void *user, curl_off_t dltotal, curl_off_t dlnow,
+                                      curl_off_t ultotal, curl_off_t ulnow);
+
+/// Installs a progress callback (libcurl calls it about once a second even on an idle
+/// transfer), which lets another thread stop a long-lived stream.
+static inline CURLcode torus_curl_set_xferinfo(CURL *handle, torus_curl_xferinfo_fn fn, void *user) {
+    CURLcode code = curl_easy_setopt(handle, CURLOPT_XFERINFOFUNCTION, fn);
+    if (code == CURLE_OK) code = curl_easy_setopt(handle, CURLOPT_XFERINFODATA, user);
+    if (code == CURLE_OK) code = curl_easy_setopt(handle, CURLOPT_NOPROGRESS, 0L);
+    return code;
+}
+
 static inline CURLcode torus_curl_getinfo_long(CURL *handle, CURLINFO info, long *value) {
     return curl_easy_getinfo(handle, info, value);
 }

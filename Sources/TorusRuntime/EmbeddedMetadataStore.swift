@@ -67,8 +67,8 @@ public enum EmbeddedMetadataStoreError: Error, Hashable, Sendable, CustomStringC
 /// installing it, and opening a compacted journal rebuilds it — both O(revision) applies (about
 /// 2 µs per revision in release builds) under the store's lock.
 ///
-/// Watches are not offered here (they are in-memory and per connection); see
-/// `oldestWatchableRevision` before starting one on a `snapshot()`.
+/// Watches (`watch(key:prefix:fromRevision:handler:)`, MetadataWatch.swift) live in memory:
+/// they end with the process, and their handlers run under the store's lock.
 public final class EmbeddedMetadataStore: Sendable {
     /// What `init` found in the journal.
     public struct Recovery: Hashable, Sendable {
@@ -130,18 +130,40 @@ public final class EmbeddedMetadataStore: Sendable {
         state.withLock { $0.close() }
     }
 
-    /// Applies `request` at the caller's time `now`; state changes are durable on return.
-    /// Watch notifications are dropped (this store offers no watches).
+    /// Applies `request` at the caller's time `now`; state changes are durable on return,
+    /// and then reported to the watches they match.
     public func apply(_ request: MetaRequest, now: Instant) throws -> MetaResponse {
         try state.withLock { s throws -> MetaResponse in
             try s.usable()
             let t = s.advance(now)
             let revision = s.machine.revision
-            let response = s.machine.apply(request, now: t).0
+            let (response, notifications) = s.machine.apply(request, now: t)
             if State.changedState(request, response, revisionBefore: revision, nextAutoLeaseID: &s.nextAutoLeaseID) {
                 try s.append(.request(request, now: t))
             }
+            s.deliver(notifications)
             return response
+        }
+    }
+
+    func registerWatch(key: String, prefix: Bool, fromRevision: Int64, handler: @escaping MetadataWatchHandler) throws -> WatchID {
+        try state.withLock { s throws -> WatchID in
+            try s.usable()
+            switch s.machine.watch(key: key, prefix: prefix, fromRevision: fromRevision) {
+            case .failure(let e):
+                throw RuntimeError.metadata("\(location): cannot watch \(key): \(e)")
+            case .success(let (id, replay)):
+                s.watchHandlers[id] = handler
+                s.deliver(replay)
+                return id
+            }
+        }
+    }
+
+    func cancelWatch(_ id: WatchID) {
+        state.withLock { s in
+            s.machine.cancelWatch(id)
+            s.watchHandlers[id] = nil
         }
     }
 
@@ -151,8 +173,9 @@ public final class EmbeddedMetadataStore: Sendable {
             try s.usable()
             let t = s.advance(now)
             guard let expiry = s.machine.nextLeaseExpiry(), expiry <= t else { return }
-            _ = s.machine.expireLeases(now: t)
+            let notifications = s.machine.expireLeases(now: t)
             try s.append(.expireLeases(now: t))
+            s.deliver(notifications)
         }
     }
 
@@ -217,6 +240,11 @@ public final class EmbeddedMetadataStore: Sendable {
         var lastCompactionFailure: String?
         var failure: String?
         var isClosed = false
+        var watchHandlers: [WatchID: MetadataWatchHandler] = [:]
+
+        func deliver(_ notifications: [WatchNotification]) {
+            for n in notifications where !n.events.isEmpty { watchHandlers[n.watch]?(.events(n.events)) }
+        }
 
         func journalTime(_ now: Instant) -> Instant {
             let (sum, overflow) = journalBase.nanoseconds.addingReportingOverflow((now - callerBase).value)

@@ -74,13 +74,14 @@ public enum EtcdClientError: Error, Hashable, Sendable, CustomStringConvertible 
 /// missing lease, so `duplicateKeyInTxn` and `leaseNotFound` name the first candidate in the
 /// request. Leases expire on their own in etcd (no `expireLeases`).
 ///
-/// Watches are not implemented yet (the gateway's `/v3/watch` is a long-lived stream that needs
-/// its own handle and thread).
+/// Watches are `EtcdWatch`es: each is a long-lived stream with its own handle and thread.
 public final class EtcdClient: Sendable {
     /// The endpoints as base URLs (`etcd://` rewritten to `http://`, or `https://` with TLS).
     public let endpoints: [String]
     /// Bound on one attempt (connect, send, reply), and on starting retries.
     public let timeout: Duration
+    /// TLS settings (also used by watches, which open their own connections).
+    public let tls: EtcdTLS?
 
     /// Attempts per call when earlier attempts surely did not reach etcd.
     public static let attemptsMax = 4
@@ -103,6 +104,7 @@ public final class EtcdClient: Sendable {
         guard timeout > .zero else { throw EtcdClientError.invalidEndpoint(endpoints[0], reason: "timeout must be positive") }
         self.endpoints = try endpoints.map { try Self.normalize($0, tls: tls != nil) }
         self.timeout = timeout
+        self.tls = tls
         if let tls { try Self.check(tls) }
         _ = curlGlobalInit
         let timeoutMs = Self.milliseconds(timeout)

@@ -70,7 +70,7 @@ enum EtcdGateway {
         return key.isEmpty ? ([0], [0]) : (Array(key.utf8), [0])
     }
 
-    private static func keyMembers(_ key: String, prefix: Bool) -> [EtcdJSON.Member] {
+    static func keyMembers(_ key: String, prefix: Bool) -> [EtcdJSON.Member] {
         guard prefix else { return [.init(key: "key", value: .bytes(Array(key.utf8)))] }
         let (from, end) = prefixRange(key)
         return [.init(key: "key", value: .bytes(from)), .init(key: "range_end", value: .bytes(end))]
@@ -183,7 +183,7 @@ enum EtcdGateway {
         return body[...]
     }
 
-    private static func serverError(_ json: EtcdJSON, status: Int) -> ServerError? {
+    static func serverError(_ json: EtcdJSON, status: Int) -> ServerError? {
         // Unary: {"error":"msg","message":"msg","code":3}. Streaming: {"error":{"grpc_code":5,
         // "http_code":404,"message":"msg","http_status":"Not Found"}}.
         if let nested = json["error"], case .object = nested {
@@ -204,7 +204,7 @@ enum EtcdGateway {
     }
 
     /// An omitted int64 is 0; a present one must parse.
-    private static func int64(_ value: EtcdJSON?, _ name: String) throws(MalformedReply) -> Int64 {
+    static func int64(_ value: EtcdJSON?, _ name: String) throws(MalformedReply) -> Int64 {
         guard let value else { return 0 }
         guard let n = value.int64Value else { throw MalformedReply(reason: "\(name) is not an int64") }
         return n
@@ -236,7 +236,7 @@ enum EtcdGateway {
         return out
     }
 
-    private static func keyValue(_ json: EtcdJSON) throws(MalformedReply) -> MetaKeyValue {
+    static func keyValue(_ json: EtcdJSON) throws(MalformedReply) -> MetaKeyValue {
         guard let keyText = json["key"]?.stringValue, let key = Base64.decode(keyText) else {
             throw MalformedReply(reason: "key/value without a base64 key")
         }
@@ -250,6 +250,57 @@ enum EtcdGateway {
                             modRevision: try int64(json["mod_revision"], "mod_revision"),
                             version: try int64(json["version"], "version"),
                             lease: try int64(json["lease"], "lease"))
+    }
+}
+
+extension EtcdGateway {
+    /// One message of a `/v3/watch` stream (one JSON object per line).
+    enum WatchMessage: Equatable, Sendable {
+        /// The watch exists; `revision` is the store's revision when it was created.
+        case created(revision: Int64)
+        case events([MetaWatchEvent], revision: Int64)
+        /// etcd ended the watch: its start is older than the compacted history (or another reason).
+        case canceled(compactRevision: Int64, reason: String)
+        /// Progress notification or anything else without events.
+        case other
+    }
+
+    /// The body of `POST /v3/watch`: watch `key` (or the prefix) from `fromRevision` (0: now),
+    /// with the previous key/value in every event.
+    static func watchCreate(key: String, prefix: Bool, fromRevision: Int64) -> [UInt8] {
+        var members = keyMembers(key, prefix: prefix)
+        if fromRevision > 0 { members.append(.init(key: "start_revision", value: .int64(fromRevision))) }
+        members.append(.init(key: "prev_kv", value: .bool(true)))
+        return EtcdJSON.object(["create_request": .object(members)]).serialized()
+    }
+
+    /// Decodes one line of a watch stream.
+    static func decodeWatch(_ line: some Collection<UInt8>) throws(MalformedReply) -> WatchMessage {
+        let json: EtcdJSON
+        do { json = try EtcdJSON.parse(line) } catch { throw MalformedReply(reason: "watch stream: \(error)") }
+        if let error = serverError(json, status: 200) {
+            throw MalformedReply(reason: "watch stream error \(error.code): \(error.message)")
+        }
+        guard let result = json["result"] else { throw MalformedReply(reason: "watch message without result") }
+        if result["canceled"]?.boolValue == true {
+            return .canceled(compactRevision: try int64(result["compact_revision"], "compact_revision"),
+                             reason: result["cancel_reason"]?.stringValue ?? "")
+        }
+        let revision = try int64(result["header"]?["revision"], "revision")
+        if result["created"]?.boolValue == true { return .created(revision: revision) }
+        guard let items = result["events"]?.arrayValue, !items.isEmpty else { return .other }
+        var events: [MetaWatchEvent] = []
+        for item in items {
+            let kind: MetaWatchEvent.Kind
+            switch item["type"]?.stringValue ?? "PUT" {
+            case "PUT": kind = .put
+            case "DELETE": kind = .delete
+            case let other: throw MalformedReply(reason: "watch event of unknown type \(other)")
+            }
+            guard let kv = item["kv"] else { throw MalformedReply(reason: "watch event without kv") }
+            events.append(MetaWatchEvent(kind: kind, kv: try keyValue(kv), previous: try item["prev_kv"].map(keyValue)))
+        }
+        return .events(events, revision: revision)
     }
 }
 

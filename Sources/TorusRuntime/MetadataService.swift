@@ -12,6 +12,9 @@ public protocol MetadataService: AnyObject, Sendable {
     func expireLeases(now: Instant) throws
     /// For logs and errors: "embedded store in DIR" or the etcd endpoints.
     var location: String { get }
+    /// Watches `key` (or every key starting with it when `prefix`) for changes from
+    /// `fromRevision` (0: after now); see `MetadataWatchUpdate` and `MetadataWatchHandler`.
+    func watch(key: String, prefix: Bool, fromRevision: Int64, handler: @escaping MetadataWatchHandler) throws -> any MetadataWatch
 }
 
 extension EmbeddedMetadataStore: MetadataService {

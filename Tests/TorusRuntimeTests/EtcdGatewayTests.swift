@@ -100,6 +100,26 @@ struct EtcdGatewayTests {
         #expect(throws: EtcdGateway.MalformedReply.self) { try EtcdGateway.decode(.leaseRevoke(id: 1), status: 404, body: b("404 page not found")) }
     }
 
+    @Test("watch streams: create body, created, events with previous values, deletes, compaction cancel")
+    func watchMessages() throws {
+        let body = String(decoding: EtcdGateway.watchCreate(key: "/w/", prefix: true, fromRevision: 7), as: UTF8.self)
+        #expect(body == #"{"create_request":{"key":"L3cv","range_end":"L3cw","start_revision":"7","prev_kv":true}}"#)
+        let header = #""header":{"cluster_id":"1","member_id":"2","revision":"4","raft_term":"2"}"#
+        #expect(try EtcdGateway.decodeWatch(Array(#"{"result":{\#(header),"created":true}}"#.utf8)) == .created(revision: 4))
+        let events = #"{"result":{\#(header),"events":[{"kv":{"key":"L3cvYQ==","create_revision":"2","mod_revision":"3","version":"2","value":"eQ=="},"prev_kv":{"key":"L3cvYQ==","create_revision":"2","mod_revision":"2","version":"1","value":"eA=="}},{"type":"DELETE","kv":{"key":"L3cvYQ==","mod_revision":"4"}}]}}"#
+        let a2 = MetaKeyValue(key: "/w/a", value: Array("y".utf8), createRevision: 2, modRevision: 3, version: 2, lease: 0)
+        let a1 = MetaKeyValue(key: "/w/a", value: Array("x".utf8), createRevision: 2, modRevision: 2, version: 1, lease: 0)
+        let gone = MetaKeyValue(key: "/w/a", value: [], createRevision: 0, modRevision: 4, version: 0, lease: 0)
+        #expect(try EtcdGateway.decodeWatch(Array(events.utf8)) == .events([
+            MetaWatchEvent(kind: .put, kv: a2, previous: a1), MetaWatchEvent(kind: .delete, kv: gone, previous: nil),
+        ], revision: 4))
+        let cancel = #"{"result":{"header":{"cluster_id":"1"},"canceled":true,"compact_revision":"3"}}"#
+        #expect(try EtcdGateway.decodeWatch(Array(cancel.utf8)) == .canceled(compactRevision: 3, reason: ""))
+        #expect(throws: EtcdGateway.MalformedReply.self) { try EtcdGateway.decodeWatch(Array(#"{"result":{\#(header),"events":[{"type":"BOGUS","kv":{"key":"L3cvYQ=="}}]}}"#.utf8)) }
+        #expect(throws: EtcdGateway.MalformedReply.self) { try EtcdGateway.decodeWatch(Array(#"{"error":{"grpc_code":14,"message":"no leader"}}"#.utf8)) }
+        #expect(throws: EtcdGateway.MalformedReply.self) { try EtcdGateway.decodeWatch(Array("not json".utf8)) }
+    }
+
     @Test("the duplicate key named in an error is found the way etcd's checkIntervals finds it")
     func duplicateKey() {
         #expect(EtcdGateway.duplicateKey(MetaTxn(success: [.put(key: "a", value: [], lease: 0), .put(key: "a", value: [], lease: 0)])) == "a")

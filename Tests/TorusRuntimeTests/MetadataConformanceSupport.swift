@@ -1,3 +1,5 @@
+import Glibc
+import Synchronization
 import Testing
 import TorusCore
 import TorusRuntime
@@ -10,6 +12,7 @@ import TorusRuntime
 protocol ConformanceBackend: AnyObject {
     var name: String { get }
     func apply(_ request: MetaRequest) throws -> MetaResponse
+    func watch(key: String, prefix: Bool, fromRevision: Int64, handler: @escaping MetadataWatchHandler) throws -> any MetadataWatch
     func close()
 }
 
@@ -30,6 +33,10 @@ final class EmbeddedConformanceBackend: ConformanceBackend {
         return try store.apply(request, now: now)
     }
 
+    func watch(key: String, prefix: Bool, fromRevision: Int64, handler: @escaping MetadataWatchHandler) throws -> any MetadataWatch {
+        try store.watch(key: key, prefix: prefix, fromRevision: fromRevision, handler: handler)
+    }
+
     func close() {
         store.close()
         directory.remove()
@@ -45,6 +52,9 @@ final class EtcdConformanceBackend: ConformanceBackend {
     }
 
     func apply(_ request: MetaRequest) throws -> MetaResponse { try client.apply(request) }
+    func watch(key: String, prefix: Bool, fromRevision: Int64, handler: @escaping MetadataWatchHandler) throws -> any MetadataWatch {
+        EtcdWatch(endpoints: client.endpoints, tls: nil, key: key, prefix: prefix, fromRevision: fromRevision, handler: handler)
+    }
     func close() {}
 }
 
@@ -116,6 +126,35 @@ final class ConformanceSession {
         _ = try? backend.apply(.txn(MetaTxn(success: [.delete(key: prefix, prefix: true)])))
     }
 
+    /// Starts a watch on `name` under the prefix from the relative revision (0: from now).
+    func watch(_ name: String, prefix: Bool, from relative: Int64?) throws -> WatchRecorder {
+        let recorder = WatchRecorder()
+        recorder.handle = try backend.watch(key: key(name), prefix: prefix, fromRevision: relative.map(revision) ?? 0) { update in
+            recorder.record(update)
+        }
+        return recorder
+    }
+
+    /// The normalized events a watch received, once `count` arrived (or after 5 s).
+    func events(_ recorder: WatchRecorder, count: Int) -> String {
+        let start = ContinuousClock.now
+        while recorder.updates.flatMap(\.events).count < count && ContinuousClock.now - start < .seconds(5) { usleep(10_000) }
+        return recorder.updates.map { update -> String in
+            switch update {
+            case .events(let events): return events.map(describe).joined(separator: "; ")
+            case .resync(_, let reason): return "resync(\(reason))"
+            }
+        }.joined(separator: "; ")  // etcd may batch the events of several revisions
+    }
+
+    func describe(_ e: MetaWatchEvent) -> String {
+        let previous = e.previous.map(describe) ?? "nil"
+        switch e.kind {
+        case .put: return "PUT \(describe(e.kv)) prev \(previous)"
+        case .delete: return "DELETE \(name(e.kv.key)) m\(e.kv.modRevision - base) prev \(previous)"
+        }
+    }
+
     // MARK: - Normalizing
 
     func token(_ lease: Int64) -> String {
@@ -158,5 +197,21 @@ final class ConformanceSession {
             default: return "\(error)"
             }
         }
+    }
+}
+
+/// Collects what a watch delivers.
+final class WatchRecorder: @unchecked Sendable {
+    private let lock = Mutex<[MetadataWatchUpdate]>([])
+    var handle: (any MetadataWatch)?
+    func record(_ u: MetadataWatchUpdate) { lock.withLock { $0.append(u) } }
+    var updates: [MetadataWatchUpdate] { lock.withLock { $0 } }
+    func cancel() { handle?.cancel() }
+}
+
+extension MetadataWatchUpdate {
+    var events: [MetaWatchEvent] {
+        if case .events(let e) = self { return e }
+        return []
     }
 }

@@ -238,6 +238,41 @@ struct MetadataConformanceTests {
         }
     }
 
+    @Test("watches report puts, deletes and lease revocations in order with previous values, and replay history")
+    func watches() throws {
+        try conform("watch", leaseBase: 9000) { s in
+            let live = try s.watch("w/", prefix: true, from: nil)
+            defer { live.cancel() }
+            let single = try s.watch("w/a", prefix: false, from: nil)
+            defer { single.cancel() }
+            usleep(200_000)  // etcd: let the streams start (events after a watch's creation only)
+            try s.check(put(s.key("w/a"), "1"), "succeeded r1 [put(prev: nil)]")
+            try s.check(put(s.key("w/a"), "2"), "succeeded r2 [put(prev: w/a=1 c1 m1 v1)]")
+            try s.check(put(s.key("outside"), "x"), "succeeded r3 [put(prev: nil)]")
+            let lease = try s.grant(60)
+            try s.check(txn([], [.put(key: s.key("w/b"), value: b("3"), lease: lease), .put(key: s.key("w/c"), value: b("4"), lease: 0)]),
+                        "succeeded r4 [put(prev: nil), put(prev: nil)]")
+            try s.check(txn([], [.delete(key: s.key("w/a"), prefix: false)]), "succeeded r5 [delete[w/a=2 c1 m2 v2]]")
+            try s.check(.leaseRevoke(id: lease), "revoked L1")
+            let a1 = "PUT w/a=1 c1 m1 v1 prev nil", a2 = "PUT w/a=2 c1 m2 v2 prev w/a=1 c1 m1 v1"
+            let bc = "PUT w/b=3 c4 m4 v1 L1 prev nil; PUT w/c=4 c4 m4 v1 prev nil"
+            let deletes = "DELETE w/a m5 prev w/a=2 c1 m2 v2; DELETE w/b m6 prev w/b=3 c4 m4 v1 L1"
+            #expect(s.events(live, count: 6) == "\(a1); \(a2); \(bc); \(deletes)", "on \(s.backend.name)")
+            #expect(s.events(single, count: 3) == "\(a1); \(a2); DELETE w/a m5 prev w/a=2 c1 m2 v2", "on \(s.backend.name)")
+            s.note("prefix: " + s.events(live, count: 6))
+            // A watch from a past revision first replays what happened since.
+            let replay = try s.watch("w/", prefix: true, from: 4)
+            defer { replay.cancel() }
+            #expect(s.events(replay, count: 4) == "\(bc); \(deletes)", "on \(s.backend.name)")
+            // Cancelled watches hear nothing more.
+            live.cancel()
+            let heard = live.updates.count
+            try s.check(put(s.key("w/d"), "5"), "succeeded r7 [put(prev: nil)]")
+            _ = s.events(replay, count: 5)
+            #expect(live.updates.count == heard, "on \(s.backend.name): a cancelled watch was called")
+        }
+    }
+
     /// Differences between etcd 3.4 and `MetadataStateMachine` that are kept on purpose (or
     /// not yet resolved), pinned so a change on either side is noticed.
     @Test("known differences from etcd: minimum lease TTL, error precedence, delete-everything-and-put")
