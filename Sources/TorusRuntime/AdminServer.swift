@@ -6,7 +6,7 @@ import TorusCore
 /// A local control channel for a running `torus up`: a Unix socket in the data directory
 /// speaking one request line, answered by result lines and a final `ok` or `error: ...`.
 ///
-///     create NAME SIZE_BYTES | list | info NAME | delete NAME
+///     create NAME SIZE_BYTES | list | info NAME | resize NAME SIZE_BYTES | delete NAME
 public enum AdminServer {
     public static func socketPath(dataDir: String) -> String { dataDir + "/admin.sock" }
 
@@ -74,6 +74,11 @@ final class AdminHandler: ChannelInboundHandler, @unchecked Sendable {
             }
         case ("delete", 2):
             return cluster.deleteVolume(name: words[1]).map { [] }
+        case ("resize", 3):
+            guard let size = UInt64(words[2]) else {
+                return cluster.loop.makeFailedFuture(RuntimeError.badInput("size '\(words[2])' is not a byte count"))
+            }
+            return cluster.resizeVolume(name: words[1], sizeBytes: size).map { [describe($0)] }
         default:
             return cluster.loop.makeFailedFuture(RuntimeError.badInput("unknown request '\(line)'"))
         }

@@ -176,6 +176,36 @@ public enum ClusterCatalog {
         return info
     }
 
+    /// Grows a volume (compare-and-swap on its info key); returns the old and new description.
+    /// Shrinking is refused: it would silently drop the data past the new end.
+    public static func resizeVolume(_ meta: any MetadataService, name: String, sizeBytes: UInt64) throws -> (old: VolumeInfo, new: VolumeInfo) {
+        guard sizeBytes > 0, sizeBytes % 4096 == 0 else {
+            throw RuntimeError.badInput("volume size \(sizeBytes) must be a positive multiple of 4096 bytes")
+        }
+        for _ in 0..<20 {
+            guard let kv = try LocalCluster.readKey(meta, VolumeInfo.infoKey(name)).first else {
+                throw RuntimeError.badInput("no volume named '\(name)'")
+            }
+            guard let old = VolumeInfo.decode(kv.value) else { throw RuntimeError.metadata("\(meta.location): \(kv.key) is corrupt") }
+            if sizeBytes < old.sizeBytes {
+                throw RuntimeError.badInput("volume '\(name)' is \(old.sizeBytes) bytes; shrinking it to \(sizeBytes) would drop the data past the new end, "
+                    + "so it is not supported (create a smaller volume and copy what you need)")
+            }
+            var new = old
+            new.sizeBytes = sizeBytes
+            if sizeBytes == old.sizeBytes { return (old, new) }
+            guard new.pageCount <= BlockMapCodec.entriesPerPage(blockSize: new.blockSize) else {
+                throw RuntimeError.badInput("volume size \(sizeBytes) is too large for block size \(new.blockSize)")
+            }
+            let txn = MetaTxn(compares: [MetaCompare(key: kv.key, result: .equal, target: .modRevision(kv.modRevision))],
+                              success: [.put(key: kv.key, value: new.encoded(), lease: 0)])
+            let r = try meta.apply(.txn(txn), now: SystemClock.now())
+            if case .error(let e) = r { throw RuntimeError.metadata("\(meta.location): resizing volume \(name): \(e)") }
+            if case .txn(let t) = r, t.succeeded { return (old, new) }
+        }
+        throw RuntimeError.metadata("\(meta.location): volume '\(name)' kept changing; try again")
+    }
+
     /// Deletes a volume's metadata (its blocks stay on the nodes until garbage collection).
     public static func deleteVolume(_ meta: any MetadataService, name: String) throws {
         let r = try meta.apply(.txn(MetaTxn(success: [.delete(key: "/torus/volumes/\(name)/", prefix: true)])), now: SystemClock.now())

@@ -55,6 +55,8 @@ public final class LocalCluster: @unchecked Sendable {
         var linksToFlush: [PeerLink] = []
         /// Bumped when a fenced writer is replaced: replies and timers of an older writer are dropped.
         var generation = 0
+        /// The size a resize asked the writer for (it grows once no flush is in flight).
+        var growingTo: UInt64 = 0
         init(client: VolumeClient, adapter: ByteRangeAdapter) {
             self.client = client
             self.adapter = adapter
@@ -83,6 +85,8 @@ public final class LocalCluster: @unchecked Sendable {
     var nodeAddresses: [NodeID: (host: String, port: Int)] = [:]
     var volumes: [String: VolumeHost] = [:]
     var leaseTimer: RepeatedTask?
+    /// Follows `/torus/volumes/`: volumes created, resized or deleted by any process.
+    var volumeWatch: (any MetadataWatch)?
     let directory: VolumeDirectory
     /// Sent in HELLO: nodes refuse peers of another cluster.
     let clusterID: PeerClusterID
@@ -145,13 +149,14 @@ public final class LocalCluster: @unchecked Sendable {
                 cluster.leaseTimer = loop.scheduleRepeatedTask(initialDelay: .milliseconds(200), delay: .milliseconds(200)) { _ in
                     cluster.expireLeases()
                 }
-                return cluster.openVolumes().map { cluster }
+                return cluster.watchVolumes().flatMap { cluster.openVolumes() }.map { cluster }
             }
         }
     }
 
     /// `torus nbd serve`: writers and NBD only; the storage nodes are `torus node` processes
-    /// found in etcd (`ClusterCatalog`). New volumes are picked up every two seconds.
+    /// found in etcd (`ClusterCatalog`). Volumes created, resized or deleted later are followed
+    /// through a watch (`watchVolumes`).
     static func startRemote(_ config: Configuration, group: EventLoopGroup, pool: NIOThreadPool) -> EventLoopFuture<LocalCluster> {
         let loop = group.next()
         guard let url = config.metadata else {
@@ -180,15 +185,7 @@ public final class LocalCluster: @unchecked Sendable {
                 cluster.nodeAddresses[m.id] = (String(m.address[..<colon]), port)
                 cluster.log("node \(m.id): \(m.address) zone \(m.zone.isEmpty ? "-" : m.zone)")
             }
-            cluster.leaseTimer = loop.scheduleRepeatedTask(initialDelay: .seconds(2), delay: .seconds(2)) { _ in
-                _ = cluster.listVolumes().map { infos in
-                    for info in infos where cluster.volumes[info.name] == nil {
-                        cluster.log("volume \(info.name): found in \(meta.location); serving it")
-                        _ = cluster.openVolume(info)
-                    }
-                }
-            }
-            return cluster.openVolumes().map { cluster }
+            return cluster.watchVolumes().flatMap { cluster.openVolumes() }.map { cluster }
         }
     }
 
@@ -325,19 +322,113 @@ public final class LocalCluster: @unchecked Sendable {
     /// Its blocks stay on the nodes until garbage collection exists (issue 6).
     public func deleteVolume(name: String) -> EventLoopFuture<Void> {
         loop.assertInEventLoop()
-        guard let host = volumes[name] else {
+        guard volumes[name] != nil else {
             return loop.makeFailedFuture(RuntimeError.badInput("no volume named '\(name)'"))
         }
+        stopServing(name, reason: "volume '\(name)' was deleted")
+        let meta = self.meta
+        return metaPool.runIfActive(eventLoop: loop) { try ClusterCatalog.deleteVolume(meta, name: name) }
+    }
+
+    /// Stops serving a volume: its NBD connections close, requests in flight fail, its writer
+    /// gives up its lease.
+    func stopServing(_ name: String, reason: String) {
+        guard let host = volumes[name] else { return }
         directory.remove(name)
+        directory.bumpGeneration(name)
         host.timer?.cancel()
+        host.generation += 1
         volumes[name] = nil
         closeLinks(host)
         for id in host.pending.keys.sorted() {
-            host.pending[id]!.fail(RuntimeError.badInput("volume '\(name)' was deleted"))
+            host.pending[id]!.fail(RuntimeError.badInput(reason))
         }
         host.pending.removeAll()
+        if host.client.leaseID != 0 {
+            _ = metaApply(.leaseRevoke(id: host.client.leaseID))
+        }
+    }
+
+    /// Grows a volume: in the metadata store, then (through the watch, or at once here) in its
+    /// writer. New NBD connections see the new size; open ones keep the size they negotiated.
+    public func resizeVolume(name: String, sizeBytes: UInt64) -> EventLoopFuture<VolumeInfo> {
         let meta = self.meta
-        return metaPool.runIfActive(eventLoop: loop) { try ClusterCatalog.deleteVolume(meta, name: name) }
+        return metaPool.runIfActive(eventLoop: loop) { try ClusterCatalog.resizeVolume(meta, name: name, sizeBytes: sizeBytes) }
+            .map { old, new in
+                self.reconcile(new)
+                return new
+            }
+    }
+
+    // MARK: - Following the volumes in the metadata store
+
+    /// Starts the watch on `/torus/volumes/` (before the first listing, so nothing created in
+    /// between is missed; changes already seen are idempotent).
+    func watchVolumes() -> EventLoopFuture<Void> {
+        let meta = self.meta, loop = self.loop
+        return metaPool.runIfActive(eventLoop: loop) { () throws -> any MetadataWatch in
+            try meta.watch(key: VolumeInfo.volumesPrefix, prefix: true, fromRevision: 0) { update in
+                loop.execute { self.volumesChanged(update) }
+            }
+        }.map { watch in
+            self.volumeWatch = watch
+        }
+    }
+
+    func volumesChanged(_ update: MetadataWatchUpdate) {
+        loop.assertInEventLoop()
+        guard volumeWatch != nil else { return }  // shutting down
+        switch update {
+        case .events(let events):
+            for e in events {
+                let key = e.kv.key
+                guard key.hasPrefix(VolumeInfo.volumesPrefix), key.hasSuffix("/info") else { continue }
+                let name = String(key.dropFirst(VolumeInfo.volumesPrefix.count).dropLast("/info".count))
+                switch e.kind {
+                case .put:
+                    guard let info = VolumeInfo.decode(e.kv.value) else {
+                        log("volume \(name): \(key) is corrupt; not serving it")
+                        continue
+                    }
+                    reconcile(info)
+                case .delete:
+                    if volumes[name] != nil {
+                        log("volume \(name): deleted in \(meta.location); no longer serving it")
+                        stopServing(name, reason: "volume '\(name)' was deleted")
+                    }
+                }
+            }
+        case .resync(_, let reason):
+            log("volumes: \(reason); re-reading the volume list")
+            listVolumes().whenSuccess { infos in
+                let listed = Set(infos.map(\.name))
+                for name in self.volumes.keys.sorted() where !listed.contains(name) {
+                    self.log("volume \(name): no longer in \(self.meta.location); no longer serving it")
+                    self.stopServing(name, reason: "volume '\(name)' was deleted")
+                }
+                for info in infos { self.reconcile(info) }
+            }
+        }
+    }
+
+    /// Brings what is served in line with one volume's description.
+    func reconcile(_ info: VolumeInfo) {
+        loop.assertInEventLoop()
+        guard let host = volumes[info.name] else {
+            log("volume \(info.name): found in \(meta.location); serving it")
+            _ = openVolume(info)
+            return
+        }
+        let current = host.client.info
+        if info.id != current.id {
+            log("volume \(info.name): recreated (id \(current.id) -> \(info.id)); serving the new one")
+            stopServing(info.name, reason: "volume '\(info.name)' was recreated")
+            _ = openVolume(info)
+        } else if info.sizeBytes > max(current.sizeBytes, host.growingTo) {
+            log("volume \(info.name): growing from \(current.sizeBytes) to \(info.sizeBytes) bytes")
+            host.growingTo = info.sizeBytes
+            handleClient(info.name, host.client.grow(to: info, now: SystemClock.now()))
+        }
     }
 
     /// Serves one byte-granular request on a volume; fails with `VolumeError` or `RuntimeError`.
@@ -364,7 +455,10 @@ public final class LocalCluster: @unchecked Sendable {
     /// Flushes every volume, then gives up the writers' leases (so a restart need not wait
     /// for them to expire) and stops the timers.
     public func shutdown() -> EventLoopFuture<Void> {
-        flushAll().flatMap { () -> EventLoopFuture<Void> in
+        loop.submit {
+            self.volumeWatch?.cancel()
+            self.volumeWatch = nil
+        }.flatMap { self.flushAll() }.flatMap { () -> EventLoopFuture<Void> in
             self.leaseTimer?.cancel()
             var revokes: [EventLoopFuture<Void>] = []
             for name in self.volumes.keys.sorted() {
@@ -419,6 +513,7 @@ public final class LocalCluster: @unchecked Sendable {
         var replaceWriter = false
         defer {
             flushLinks(host)
+            if host.client.info.sizeBytes > host.adapter.volumeSize { grew(volume, host) }
             if replaceWriter { replaceFencedWriter(volume, host) }
         }
         let generation = host.generation
@@ -453,6 +548,15 @@ public final class LocalCluster: @unchecked Sendable {
                 if phase == .fenced && wasOpen && volumes[volume] === host { replaceWriter = true }
             }
         }
+    }
+
+    /// The writer took a new size: requests up to it are accepted, new NBD connections see it.
+    func grew(_ volume: String, _ host: VolumeHost) {
+        let info = host.client.info
+        host.adapter.volumeSize = info.sizeBytes
+        directory.set(NBDExport(name: volume, size: info.sizeBytes, readOnly: false, multiConn: true,
+                                description: "torus volume \(volume)"))
+        log("volume \(volume): now \(info.sizeBytes) bytes")
     }
 
     /// Keeps one timer per writer at the earliest tick it asked for, and never forgets a later

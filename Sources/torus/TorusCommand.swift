@@ -158,8 +158,8 @@ struct Up: ParsableCommand {
 
 struct Volume: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Create, list, inspect and delete volumes of a running `torus up`.",
-        subcommands: [Create.self, List.self, Info.self, Delete.self]
+        abstract: "Create, list, inspect, grow and delete volumes (of a running `torus up`, or in etcd with --metadata).",
+        subcommands: [Create.self, List.self, Info.self, Resize.self, Delete.self]
     )
 
     struct Target: ParsableArguments {
@@ -206,6 +206,9 @@ struct Volume: ParsableCommand {
                     throw RuntimeError.badInput("no volume named '\(words[1])'")
                 }
                 try ClusterCatalog.deleteVolume(meta, name: words[1])
+            case "resize":
+                let (old, new) = try ClusterCatalog.resizeVolume(meta, name: words[1], sizeBytes: UInt64(words[2])!)
+                say(describe(new) + (old.sizeBytes == new.sizeBytes ? " (unchanged)" : " (was \(old.sizeBytes))"))
             default:
                 throw RuntimeError.badInput("unknown request '\(line)'")
             }
@@ -234,6 +237,20 @@ struct Volume: ParsableCommand {
         @Argument var name: String
         @OptionGroup var target: Target
         func run() throws { try Volume.run("info \(name)", target) }
+    }
+
+    struct Resize: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Grow a volume (shrinking is refused: it would drop data).",
+            discussion: """
+                The servers exporting the volume pick the new size up at once (they watch the \
+                metadata store). NBD clients learn an export's size when they connect, so \
+                reconnect them to use the new space.
+                """)
+        @Argument var name: String
+        @Argument(help: "New size, e.g. 20GiB (not smaller than the current size).") var size: String
+        @OptionGroup var target: Target
+        func run() throws { try Volume.run("resize \(name) \(try parseSize(size, what: "size"))", target) }
     }
 
     struct Delete: ParsableCommand {

@@ -18,7 +18,7 @@ final class InstantCluster {
     var results: [OpID: Result<VolumeOpResult, VolumeError>] = [:]
     var nextOp: UInt64 = 1
     let ring: Ring
-    let info: VolumeInfo
+    var info: VolumeInfo
     /// When false, messages to and from this node are dropped.
     var reachable: Set<NodeID> = []
 
@@ -204,6 +204,42 @@ struct VolumeClientTests {
         var expected = Array(data[0..<16384])
         expected.replaceSubrange(4096..<8192, with: small)
         #expect(cl.wait(cl.submit(c2, .read(offset: 0, length: 16384))) == .success(.read(expected)))
+    }
+
+    @Test("a volume grows under a live writer, also with a flush in flight; a new writer sees the old root padded")
+    func growth() {
+        let cl = InstantCluster()  // 1 MiB of 16 KiB blocks: one map page
+        cl.addClient(c1)
+        let head = pattern(6, 65536)
+        _ = cl.wait(cl.submit(c1, .write(offset: 0, data: head, fua: false)))
+        #expect(cl.wait(cl.submit(c1, .flush)) == .success(.done))
+        // Grow while a flush is in flight: it takes effect once the flush is done.
+        _ = cl.submit(c1, .write(offset: 65536, data: pattern(7, 16384), fua: false))
+        let flush = cl.submit(c1, .flush)
+        var bigger = cl.info
+        bigger.sizeBytes = 32 << 20  // 2048 blocks: four map pages
+        cl.handle(c1, cl.clients[c1]!.grow(to: bigger, now: cl.now))
+        #expect(cl.wait(flush) == .success(.done))
+        cl.run { cl.clients[c1]!.info.sizeBytes == bigger.sizeBytes }
+        #expect(cl.clients[c1]!.info.sizeBytes == 32 << 20)
+        let tail = pattern(8, 16384)
+        #expect(cl.wait(cl.submit(c1, .write(offset: (30 << 20), data: tail, fua: false))) == .success(.done))
+        #expect(cl.wait(cl.submit(c1, .read(offset: 20 << 20, length: 4096))) == .success(.read(Array(repeating: 0, count: 4096))))
+        // A writer with the new size opening a head written before the growth pads the root.
+        let reopen = NodeID(300)
+        cl.info = bigger
+        cl.reachable.remove(c1)
+        cl.clients[c1] = nil
+        cl.addClient(reopen)
+        #expect(cl.wait(cl.submit(reopen, .read(offset: 0, length: 65536))) == .success(.read(head)))
+        #expect(cl.wait(cl.submit(reopen, .read(offset: 65536, length: 16384))) == .success(.read(pattern(7, 16384))))
+        #expect(cl.wait(cl.submit(reopen, .read(offset: 30 << 20, length: 16384))) == .success(.read(Array(repeating: 0, count: 16384))),
+                "the tail was never flushed")
+        #expect(cl.wait(cl.submit(reopen, .write(offset: (32 << 20) - 4096, data: pattern(9, 4096), fua: true))) == .success(.done))
+        cl.reachable.remove(reopen)
+        cl.clients[reopen] = nil
+        cl.addClient(c2)
+        #expect(cl.wait(cl.submit(c2, .read(offset: (32 << 20) - 4096, length: 4096))) == .success(.read(pattern(9, 4096))))
     }
 
     @Test("a writer that lost its lock can never make its writes visible")

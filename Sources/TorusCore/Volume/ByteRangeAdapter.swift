@@ -48,7 +48,8 @@ public struct ByteRangeAdapter: Sendable {
     }
 
     public let sectorSize: Int
-    public let volumeSize: UInt64
+    /// Grows with the volume (`VolumeClient.grow`).
+    public var volumeSize: UInt64
     private var active: [UInt64: Active] = [:]
     private var order: [UInt64] = []            // arrival order of requests not yet complete
     private var opOwner: [OpID: (request: UInt64, role: Role)] = [:]

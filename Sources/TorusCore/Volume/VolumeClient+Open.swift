@@ -109,11 +109,12 @@ extension VolumeClient {
 
     mutating func mapBlockFetched(_ key: UInt64, _ data: [UInt8]) {
         if key == BlockRef.rootIndex {
-            guard let root = BlockMapCodec.decodeRoot(data, volume: info.id), root.pages.count == info.pageCount else {
+            // A root written before the volume grew names fewer pages; the rest are empty.
+            guard let root = BlockMapCodec.decodeRoot(data, volume: info.id), root.pages.count <= info.pageCount else {
                 becomeFenced("root block is undecodable")
                 return
             }
-            pageRefs = root.pages
+            pageRefs = root.pages + Array(repeating: nil, count: info.pageCount - root.pages.count)
             let present = root.pages.enumerated().filter { $0.element != nil }
             if present.isEmpty {
                 becomeReady()

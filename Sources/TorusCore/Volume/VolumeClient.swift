@@ -18,7 +18,9 @@ public struct VolumeClient: Sendable {
     public enum Phase: Sendable, Equatable { case opening, ready, fenced }
 
     // Identity and configuration.
-    public let info: VolumeInfo
+    public internal(set) var info: VolumeInfo
+    /// A larger size waiting for a quiet moment (no flush in flight) to take effect.
+    var pendingGrowth: VolumeInfo?
     public let config: VolumeClientConfig
     public let clientID: NodeID
     let ring: Ring
@@ -171,6 +173,31 @@ public struct VolumeClient: Sendable {
         return finish()
     }
 
+    /// The volume was resized to `newInfo` (larger; same id and block size). The new sectors
+    /// read as zeros until written. It takes effect once the writer is open and no flush is in
+    /// flight (a flush works on a snapshot of the map, which must keep its size); until then
+    /// requests beyond the old size fail as out of range.
+    public mutating func grow(to newInfo: VolumeInfo, now: Instant) -> [ClientOutput] {
+        precondition(newInfo.id == info.id && newInfo.blockSize == info.blockSize && newInfo.name == info.name,
+                     "grow(to:) must describe the same volume")
+        precondition(newInfo.pageCount <= BlockMapCodec.entriesPerPage(blockSize: newInfo.blockSize),
+                     "volume \(newInfo.name) too large for a single-root map")
+        self.now = now
+        if newInfo.sizeBytes > (pendingGrowth ?? info).sizeBytes { pendingGrowth = newInfo }
+        return finish()
+    }
+
+    mutating func applyGrowthIfQuiet() {
+        guard let g = pendingGrowth, phase == .ready, flush == nil else { return }
+        pendingGrowth = nil
+        guard g.sizeBytes > info.sizeBytes else { return }
+        let blocks = Int(g.blockCount)
+        entries.append(contentsOf: repeatElement(nil, count: blocks - entries.count))
+        committed.append(contentsOf: repeatElement(nil, count: blocks - committed.count))
+        pageRefs.append(contentsOf: repeatElement(nil, count: g.pageCount - pageRefs.count))
+        info = g
+    }
+
     /// Ops not yet completed (for drivers and checkers).
     public var opsInFlight: Int { ops.count + queuedBeforeOpen.count }
 
@@ -181,6 +208,7 @@ public struct VolumeClient: Sendable {
 
     mutating func finish() -> [ClientOutput] {
         if phase != .fenced { completeZeroWritebacks() }
+        if pendingGrowth != nil { applyGrowthIfQuiet() }
         #if DEBUG
         checkInvariants()
         #endif
@@ -280,6 +308,10 @@ public struct VolumeClient: Sendable {
 
     /// Internal consistency; run after every step in debug builds and by the simulator.
     public func checkInvariants() {
+        precondition(entries.count == Int(info.blockCount) && committed.count == entries.count
+                     && pageRefs.count == info.pageCount, "map arrays do not match the volume size")
+        precondition(flush == nil || flush!.snapshot.isEmpty || flush!.snapshot.count == entries.count,
+                     "the map grew under a flush")
         var bytes = 0, dirty = 0
         for (idx, e) in cache {
             bytes += info.blockSize
