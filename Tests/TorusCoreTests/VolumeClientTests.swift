@@ -242,6 +242,45 @@ struct VolumeClientTests {
         #expect(cl.wait(cl.submit(c2, .read(offset: (32 << 20) - 4096, length: 4096))) == .success(.read(pattern(9, 4096))))
     }
 
+    @Test("read-only clients open next to the writer, refuse writes, and follow its commits (also of deleted versions)")
+    func readOnlyClients() {
+        let cl = InstantCluster()
+        cl.addClient(c1)
+        let a = pattern(1, 32768)  // blocks 0 and 1
+        _ = cl.wait(cl.submit(c1, .write(offset: 0, data: a, fua: false)))
+        #expect(cl.wait(cl.submit(c1, .flush)) == .success(.done))
+        var ro = VolumeClientConfig()
+        ro.readOnly = true
+        let r1 = NodeID(301), r2 = NodeID(302)
+        cl.addClient(r1, config: ro)
+        cl.addClient(r2, config: ro)
+        #expect(cl.wait(cl.submit(r1, .read(offset: 0, length: 16384))) == .success(.read(Array(a[0..<16384]))))
+        #expect(cl.wait(cl.submit(r2, .read(offset: 0, length: 32768))) == .success(.read(a)))
+        #expect(cl.wait(cl.submit(r1, .write(offset: 0, data: pattern(2, 4096), fua: false))) == .failure(.readOnly(volume: "v")))
+        #expect(cl.wait(cl.submit(r1, .trim(offset: 0, length: 4096))) == .failure(.readOnly(volume: "v")))
+        #expect(cl.wait(cl.submit(r1, .flush)) == .success(.done))
+        #expect(cl.clients[c1]!.phase == .ready && cl.clients[r1]!.leaseID == 0, "readers take no lease and leave the writer alone")
+        // The writer replaces both blocks and commits: the old versions are deleted.
+        let b = pattern(3, 32768)
+        _ = cl.wait(cl.submit(c1, .write(offset: 0, data: b, fua: true)))
+        // r1 had block 1 uncached: its fetch of the deleted version fails, the head is re-read, the new version is read.
+        let refreshesBefore = cl.clients[r1]!.stats.refreshes
+        #expect(cl.wait(cl.submit(r1, .read(offset: 16384, length: 16384))) == .success(.read(Array(b[16384..<32768]))))
+        #expect(cl.clients[r1]!.stats.readRetries > 0 && cl.clients[r1]!.stats.refreshes == refreshesBefore + 1,
+                "the deleted version was asked for first, then the map followed")
+        // Cached blocks follow at the next refresh.
+        let start = cl.now
+        cl.run(seconds: 2) { cl.now >= start + .milliseconds(1500) }
+        #expect(cl.clients[r2]!.stats.refreshes >= 1)
+        #expect(cl.wait(cl.submit(r2, .read(offset: 0, length: 32768))) == .success(.read(b)))
+        #expect(cl.wait(cl.submit(r1, .read(offset: 0, length: 16384))) == .success(.read(Array(b[0..<16384]))))
+        // Unflushed writes never show.
+        _ = cl.wait(cl.submit(c1, .write(offset: 0, data: pattern(4, 16384), fua: false)))
+        let later = cl.now
+        cl.run(seconds: 3) { cl.now >= later + .seconds(2) }
+        #expect(cl.wait(cl.submit(r2, .read(offset: 0, length: 16384))) == .success(.read(Array(b[0..<16384]))))
+    }
+
     @Test("a writer that lost its lock can never make its writes visible")
     func fencing() {
         let cl = InstantCluster()

@@ -4,8 +4,13 @@ extension VolumeClient {
         let (offset, length): (UInt64, Int)
         switch op {
         case .flush: return nil
-        case .read(let o, let l), .trim(let o, let l): (offset, length) = (o, l)
-        case .write(let o, let d, _): (offset, length) = (o, d.count)
+        case .read(let o, let l): (offset, length) = (o, l)
+        case .trim(let o, let l):
+            if config.readOnly { return .readOnly(volume: info.name) }
+            (offset, length) = (o, l)
+        case .write(let o, let d, _):
+            if config.readOnly { return .readOnly(volume: info.name) }
+            (offset, length) = (o, d.count)
         }
         let s = config.sectorSize
         if offset % UInt64(s) != 0 || length % s != 0 || length == 0 {
@@ -26,6 +31,8 @@ extension VolumeClient {
             return
         }
         switch op {
+        case .flush where config.readOnly:
+            out.append(.complete(id, .success(.done)))  // nothing is ever dirty
         case .flush:
             flushQueue.append(FlushWaiter(op: id))
             pumpFlush()
@@ -292,6 +299,18 @@ extension VolumeClient {
             return
         }
         f.round += 1
+        if config.readOnly && block < BlockRef.mapIndexBase {
+            // The writer may have replaced the block since our last refresh (and deleted the
+            // old version): look at the head now, and follow the map if it moved.
+            if !refreshing { nextRefreshAt = now }
+            if let current = entries[Int(block)], current.ref(volume: info.id, index: block) == f.ref {
+                // Still the block the map names: retry below.
+            } else {
+                fetches[block] = nil
+                for w in f.waiters { if case .read(let p) = w { readPiece(p) } }
+                return
+            }
+        }
         if f.round >= config.readRoundsMax {
             fetches[block] = nil
             fetchGaveUp(block, f)
@@ -328,7 +347,10 @@ extension VolumeClient {
             mapBlockFetched(block, data)
             return
         }
-        if let e = cache[block] {
+        let stale = config.readOnly && entries[Int(block)]?.ref(volume: info.id, index: block) != f.ref
+        if stale {
+            // A refresh moved the map on meanwhile: serve these reads, cache nothing.
+        } else if let e = cache[block] {
             precondition(e.loading, "fetched block \(block) already cached")
             var filled = e
             filled.data = data

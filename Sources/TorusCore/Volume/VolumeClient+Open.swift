@@ -10,6 +10,8 @@ extension VolumeClient {
                 .range(key: VolumeInfo.epochKey(info.name), prefix: false),
             ], failure: [])
             sendMeta(.readLock, .txn(txn))
+        case .readHead:
+            sendMeta(.readHead, .txn(MetaTxn(success: [.range(key: VolumeInfo.headKey(info.name), prefix: false)])))
         case .loadRoot, .loadPages:
             // The map could not be read from any replica: retry from the root, keeping the lock.
             guard let root = rootEntry else { preconditionFailure("map load without a root") }
@@ -62,23 +64,16 @@ extension VolumeClient {
                 return retryOpen(from: .readLock)
             }
             epoch = previous + 1
-            headModRevision = head.first?.modRevision ?? 0
-            guard let kv = head.first else {
-                becomeReady()
-                return
+            loadHead(head.first)
+        case .readHead, .refreshHead:
+            guard case .txn(let r) = response, r.results.count == 1, case .range(let head) = r.results[0] else {
+                if case .readHead = pending.purpose { return retryOpen(from: .readHead) }
+                return refreshEnded(found: false)
             }
-            guard let h = VolumeHead.decode(kv.value), h.epoch < epoch else {
-                becomeFenced("head at revision \(kv.modRevision) is corrupt or from a newer epoch")
-                return
+            if case .refreshHead = pending.purpose, (head.first?.modRevision ?? 0) == headModRevision {
+                return refreshEnded(found: false)
             }
-            generation = h.generation
-            rootEntry = h.root
-            guard let root = h.root else {
-                becomeReady()
-                return
-            }
-            open = .loadRoot
-            startMapFetch(BlockRef.rootIndex, root)
+            loadHead(head.first)
         case .keepAlive:
             keepAliveInFlight = false
             switch response {
@@ -91,6 +86,62 @@ extension VolumeClient {
             }
         case .commit:
             commitReplied(response)
+        }
+    }
+
+    /// Loads the map of the head read from the store (nil: nothing committed yet).
+    mutating func loadHead(_ kv: MetaKeyValue?) {
+        guard let kv else { return mapLoaded() }
+        guard let h = VolumeHead.decode(kv.value), config.readOnly || h.epoch < epoch else {
+            becomeFenced("head at revision \(kv.modRevision) is corrupt or from a newer epoch")
+            return
+        }
+        headModRevision = kv.modRevision
+        generation = h.generation
+        rootEntry = h.root
+        guard let root = h.root else { return mapLoaded() }
+        open = .loadRoot
+        startMapFetch(BlockRef.rootIndex, root)
+    }
+
+    /// The map named by the head is loaded: the writer (or reader) opens, or a reader's
+    /// refresh is done.
+    mutating func mapLoaded() {
+        if let p = loadingPageRefs {
+            pageRefs = p
+            loadingPageRefs = nil
+        }
+        committed = entries
+        if phase == .opening {
+            becomeReady()
+        } else {
+            open = .done
+            stats.refreshes += 1
+            refreshEnded(found: true)
+        }
+    }
+
+    /// Read-only clients: re-reads the head; a newer one's changed map pages are loaded while
+    /// reads go on (each block reads as its old or its new version).
+    mutating func startRefresh() {
+        refreshing = true
+        sendMeta(.refreshHead, .txn(MetaTxn(success: [.range(key: VolumeInfo.headKey(info.name), prefix: false)])))
+    }
+
+    mutating func refreshEnded(found: Bool) {
+        refreshing = false
+        nextRefreshAt = now + config.readOnlyRefresh
+    }
+
+    /// Read-only clients: a map entry changed under a refresh; its cached copy is stale.
+    mutating func replaceEntry(_ i: Int, _ e: MapEntry?) {
+        guard entries[i] != e else { return }
+        entries[i] = e
+        let block = UInt64(i)
+        if phase == .ready, let c = cache[block], !c.loading {
+            precondition(config.readOnly && !c.isDirty, "a writer's map changed under its cache")
+            cache[block] = nil
+            cacheBytes -= info.blockSize
         }
     }
 
@@ -110,18 +161,31 @@ extension VolumeClient {
     mutating func mapBlockFetched(_ key: UInt64, _ data: [UInt8]) {
         if key == BlockRef.rootIndex {
             // A root written before the volume grew names fewer pages; the rest are empty.
-            guard let root = BlockMapCodec.decodeRoot(data, volume: info.id), root.pages.count <= info.pageCount else {
+            guard let root = BlockMapCodec.decodeRoot(data, volume: info.id) else {
                 becomeFenced("root block is undecodable")
                 return
             }
-            pageRefs = root.pages + Array(repeating: nil, count: info.pageCount - root.pages.count)
-            let present = root.pages.enumerated().filter { $0.element != nil }
-            if present.isEmpty {
-                becomeReady()
+            guard root.pages.count <= info.pageCount else {
+                // The writer grew the volume before we heard of it: try again later.
+                if refreshing { open = .done; return refreshEnded(found: false) }
+                becomeFenced("root block names \(root.pages.count) map pages, more than the volume's \(info.pageCount)")
                 return
             }
-            open = .loadPages(remaining: present.count)
-            for (p, e) in present { startMapFetch(BlockRef.mapIndexBase + UInt64(p), e!) }
+            let newPages = root.pages + Array(repeating: nil, count: info.pageCount - root.pages.count)
+            // A refresh loads only the pages that changed (an opening client has no pages yet);
+            // a page that went away empties its entries.
+            loadingPageRefs = newPages
+            for p in 0..<newPages.count where newPages[p] == nil && pageRefs[p] != nil {
+                let lo = p * entriesPerPage
+                for i in lo..<min(entries.count, lo + entriesPerPage) { replaceEntry(i, nil) }
+            }
+            let changed = newPages.enumerated().filter { $0.element != nil && $0.element != pageRefs[$0.offset] }
+            if changed.isEmpty {
+                mapLoaded()
+                return
+            }
+            open = .loadPages(remaining: changed.count)
+            for (p, e) in changed { startMapFetch(BlockRef.mapIndexBase + UInt64(p), e!) }
             return
         }
         let p = Int(key - BlockRef.mapIndexBase)
@@ -130,11 +194,10 @@ extension VolumeClient {
             return
         }
         let lo = p * entriesPerPage
-        for (i, e) in page.enumerated() where lo + i < entries.count { entries[lo + i] = e }
+        for (i, e) in page.enumerated() where lo + i < entries.count { replaceEntry(lo + i, e) }
         guard case .loadPages(let remaining) = open else { preconditionFailure("page fetched in state \(open)") }
         if remaining == 1 {
-            committed = entries
-            becomeReady()
+            mapLoaded()
         } else {
             open = .loadPages(remaining: remaining - 1)
         }
@@ -143,6 +206,7 @@ extension VolumeClient {
     mutating func becomeReady() {
         open = .done
         phase = .ready
+        nextRefreshAt = now + config.readOnlyRefresh
         nextKeepAliveAt = now + Nanoseconds(UInt64(config.leaseTTLSeconds) * 1_000_000_000 / 3)
         out.append(.phaseChanged(.ready))
         let queued = queuedBeforeOpen
@@ -176,6 +240,8 @@ extension VolumeClient {
                 retryOpen(from: .grantLease)
             case .keepAlive: keepAliveInFlight = false
             case .commit: retryCommitLater()
+            case .readHead: retryOpen(from: .readHead)
+            case .refreshHead: refreshEnded(found: false)
             }
         }
         if let at = commitRetryAt, at <= now, flush != nil {

@@ -84,6 +84,12 @@ public struct VolumeClient: Sendable {
     /// Where the last read piece ended (block, offset in block): a read that starts there is
     /// sequential and fetches whole blocks, so the cache serves the reads that follow.
     var lastReadEnd: (block: UInt64, offset: Int)?
+    /// Read-only clients: when to re-read the head, and whether a refresh is under way (a
+    /// head read or a map load while serving).
+    var nextRefreshAt: Instant = .zero
+    var refreshing = false
+    /// The page refs of the root being loaded; they become `pageRefs` once its pages are in.
+    var loadingPageRefs: [MapEntry?]?
     /// Nodes that stopped answering: new copies go elsewhere until `suspectUntil`.
     var suspects: [NodeID: Instant] = [:]
     var nodeFailures: [NodeID: Int] = [:]
@@ -102,6 +108,8 @@ public struct VolumeClient: Sendable {
         public var putFallbacks = 0
         /// Times the committed map could not be read from any replica while opening.
         public var mapReadFailures = 0
+        /// Read-only clients: times a newer head was found and its map loaded.
+        public var refreshes = 0
     }
 
     public init(info: VolumeInfo, ring: Ring, clientID: NodeID, config: VolumeClientConfig, seed: UInt64) {
@@ -122,9 +130,11 @@ public struct VolumeClient: Sendable {
 
     // MARK: - Entry points
 
-    /// Starts opening the volume for writing: lease, writer lock, new epoch, head, map.
+    /// Starts opening the volume: for writing (lease, writer lock, new epoch, head, map), or
+    /// with `config.readOnly` just the head and the map.
     public mutating func start(now: Instant) -> [ClientOutput] {
         self.now = now
+        if config.readOnly { open = .readHead }
         openStep()
         return finish()
     }
@@ -164,10 +174,11 @@ public struct VolumeClient: Sendable {
         if timerSetFor.map({ $0 <= now }) ?? false { timerSetFor = nil }
         expireRPCs()
         expireMetadata()
-        if phase == .opening, let at = openRetryAt, at <= now {
+        if phase == .opening || refreshing, let at = openRetryAt, at <= now {
             openRetryAt = nil
             openStep()
         }
+        if config.readOnly && phase == .ready && !refreshing && now >= nextRefreshAt { startRefresh() }
         if phase != .fenced && leaseID != 0 && now >= nextKeepAliveAt && !keepAliveInFlight { sendKeepAlive() }
         if phase == .ready { scheduleWriteback(ageOnly: true) }
         return finish()
@@ -188,7 +199,7 @@ public struct VolumeClient: Sendable {
     }
 
     mutating func applyGrowthIfQuiet() {
-        guard let g = pendingGrowth, phase == .ready, flush == nil else { return }
+        guard let g = pendingGrowth, phase == .ready, flush == nil, !refreshing else { return }
         pendingGrowth = nil
         guard g.sizeBytes > info.sizeBytes else { return }
         let blocks = Int(g.blockCount)

@@ -77,7 +77,7 @@ extension VolumeClient {
 
     struct PendingMeta: Sendable {
         enum Purpose: Sendable {
-            case grant, readLock, acquire(previousEpoch: UInt64), keepAlive, commit
+            case grant, readLock, acquire(previousEpoch: UInt64), keepAlive, commit, readHead, refreshHead
         }
         var purpose: Purpose
         var request: MetaRequest
@@ -139,6 +139,6 @@ extension VolumeClient {
     }
 
     enum OpenState: Sendable {
-        case grantLease, readLock, acquire, loadRoot, loadPages(remaining: Int), done
+        case grantLease, readLock, acquire, readHead, loadRoot, loadPages(remaining: Int), done
     }
 }

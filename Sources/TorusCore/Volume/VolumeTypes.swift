@@ -42,6 +42,8 @@ public enum VolumeError: Error, Hashable, Sendable, CustomStringConvertible {
     case leaseNotRenewed(volume: String)
     /// The metadata store did not answer the commit in time.
     case metadataUnavailable(volume: String)
+    /// A write or trim on a read-only client.
+    case readOnly(volume: String)
 
     public var description: String {
         switch self {
@@ -52,6 +54,7 @@ public enum VolumeError: Error, Hashable, Sendable, CustomStringConvertible {
         case .fenced(let v, let r): "volume \(v): this writer was fenced (\(r)); reopen the volume"
         case .leaseNotRenewed(let v): "volume \(v): writer lease not renewed in time; durability not acknowledged"
         case .metadataUnavailable(let v): "volume \(v): metadata store unavailable; commit not acknowledged"
+        case .readOnly(let v): "volume \(v) is open read-only"
         }
     }
 }
@@ -86,6 +89,11 @@ public struct VolumeClientConfig: Sendable {
     public var leaseSafetyMargin = Nanoseconds.seconds(2)
     public var lockRetryInterval = Nanoseconds.milliseconds(500)
     public var tickInterval = Nanoseconds.milliseconds(50)
+    /// A read-only client: no lease, no writer lock (any number may run next to the writer);
+    /// it serves the last committed state, re-read every `readOnlyRefresh`. Writes and trims
+    /// fail with `.readOnly`; a flush has nothing to do.
+    public var readOnly = false
+    public var readOnlyRefresh = Nanoseconds.seconds(1)
 
     /// Injected bugs for checking the checkers. Never set in production.
     public var canary: Canary = .none
