@@ -10,6 +10,8 @@ import TorusCore
 ///   `capacity=BYTES` lines. Membership is permanent (blocks are placed by it); only the
 ///   address may change when a node restarts elsewhere.
 /// - `/torus/nodes/<id>/alive`: the node's address, under the node's lease (liveness).
+/// - `/torus/nodes/<id>/usage`: `used=BYTES` and `capacity=BYTES` of its block slots, under
+///   the same lease, rewritten by the heartbeat when it changes.
 public enum ClusterCatalog {
     public static let configKey = "/torus/cluster/config"
     public static let nextNodeIDKey = "/torus/next-node-id"
@@ -66,6 +68,60 @@ public enum ClusterCatalog {
     }
 
     // MARK: Nodes
+
+    public struct Usage: Equatable, Sendable {
+        public var usedBytes: UInt64
+        public var capacityBytes: UInt64
+        public init(usedBytes: UInt64, capacityBytes: UInt64) {
+            self.usedBytes = usedBytes
+            self.capacityBytes = capacityBytes
+        }
+        func encoded() -> [UInt8] { Array("used=\(usedBytes)\ncapacity=\(capacityBytes)\n".utf8) }
+    }
+
+    public static func usageKey(_ id: NodeID) -> String { alivePrefix + "\(id.raw)/usage" }
+
+    /// What `torus status` shows: ring members with liveness and usage, and the volumes.
+    public struct Status: Sendable {
+        public var config: Config
+        public var members: [Member]
+        public var alive: Set<NodeID>
+        public var usage: [NodeID: Usage]
+        public var volumes: [VolumeInfo]
+        /// Volumes whose writer lock is held (a server has them open for writing).
+        public var openForWriting: Set<String>
+    }
+
+    public static func status(_ meta: any MetadataService) throws -> Status {
+        let config = try config(meta)
+        let members = try members(meta)
+        let r = try meta.apply(.txn(MetaTxn(success: [.range(key: alivePrefix, prefix: true),
+                                                      .range(key: VolumeInfo.volumesPrefix, prefix: true)])), now: SystemClock.now())
+        if case .error(let e) = r { throw RuntimeError.metadata("\(meta.location): reading the cluster status: \(e)") }
+        guard case .txn(let t) = r, t.results.count == 2, case .range(let nodes) = t.results[0], case .range(let vols) = t.results[1] else {
+            throw RuntimeError.metadata("\(meta.location): unexpected reply reading the cluster status: \(r)")
+        }
+        var alive: Set<NodeID> = []
+        var usage: [NodeID: Usage] = [:]
+        for kv in nodes {
+            let rest = kv.key.dropFirst(alivePrefix.count)
+            guard let slash = rest.firstIndex(of: "/"), let raw = UInt32(rest[..<slash]) else { continue }
+            switch rest[rest.index(after: slash)...] {
+            case "alive": alive.insert(NodeID(raw))
+            case "usage":
+                let f = parse(kv.value)
+                if let u = f["used"].flatMap({ UInt64($0) }), let c = f["capacity"].flatMap({ UInt64($0) }) {
+                    usage[NodeID(raw)] = Usage(usedBytes: u, capacityBytes: c)
+                }
+            default: break
+            }
+        }
+        let volumes = vols.filter { $0.key.hasSuffix("/info") }.compactMap { VolumeInfo.decode($0.value) }.sorted { $0.name < $1.name }
+        let locked = Set(vols.filter { $0.key.hasSuffix("/lock") }.map {
+            String($0.key.dropFirst(VolumeInfo.volumesPrefix.count).dropLast("/lock".count))
+        })
+        return Status(config: config, members: members, alive: alive, usage: usage, volumes: volumes, openForWriting: locked)
+    }
 
     /// A new node id (compare-and-swap on the counter).
     public static func allocateNodeID(_ meta: any MetadataService) throws -> NodeID {

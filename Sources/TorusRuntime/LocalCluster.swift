@@ -27,6 +27,9 @@ public final class LocalCluster: @unchecked Sendable {
         /// Metadata in etcd (`etcd://host:port[,host:port]`) instead of the embedded store in
         /// `dataDir/metadata`.
         public var metadata: String?
+        /// Serve every volume read-only: no writer lock, so this runs next to the writer
+        /// (`torus nbd serve --read-only`); reads see the last committed state.
+        public var readOnly = false
         public init(dataDir: String, nodes: Int = 3, replication: Int = 2, blockSize: Int = 64 << 10,
                     diskBytes: UInt64 = 2 << 30, volumes: [(String, UInt64)] = []) {
             self.dataDir = dataDir
@@ -282,19 +285,29 @@ public final class LocalCluster: @unchecked Sendable {
         let ready = loop.makePromise(of: Void.self)
         host.ready = ready
         volumes[info.name] = host
-        directory.set(NBDExport(name: info.name, size: info.sizeBytes, readOnly: false, multiConn: true,
-                                description: "torus volume \(info.name)"))
+        directory.set(export(info))
         handleClient(info.name, host.client.start(now: SystemClock.now()))
         return ready.futureResult
     }
 
+    func export(_ info: VolumeInfo) -> NBDExport {
+        NBDExport(name: info.name, size: info.sizeBytes, readOnly: config.readOnly, multiConn: true,
+                  description: "torus volume \(info.name)" + (config.readOnly ? " (read-only)" : ""))
+    }
+
     func makeWriter(_ info: VolumeInfo) -> VolumeClient {
         var cfg = VolumeClientConfig()
+        cfg.readOnly = config.readOnly
         cfg.leaseTTLSeconds = 10
         // Enough write-backs in flight to keep a node's group commit busy: 64 -> 256 raised
         // 1 MiB sequential writes by about a third (Benchmarks/nbd-bench.sh).
         cfg.writebacksInFlightMax = 256
-        return VolumeClient(info: info, ring: ring, clientID: NodeID(UInt32(10_000 + info.id)), config: cfg, seed: info.id)
+        // Storage nodes route replies by the client's id, so every writer or reader of every
+        // process needs its own (two servers of one volume shared one, and the second one's
+        // connection took the first one's replies). Node ids are small; these are not.
+        var rng = SystemRandomNumberGenerator()
+        let clientID = NodeID(UInt32.random(in: 1_000_000...UInt32.max - 1, using: &rng))
+        return VolumeClient(info: info, ring: ring, clientID: clientID, config: cfg, seed: info.id)
     }
 
     /// A writer that was fenced after it opened (its lease expired, e.g. when the process was
@@ -554,8 +567,7 @@ public final class LocalCluster: @unchecked Sendable {
     func grew(_ volume: String, _ host: VolumeHost) {
         let info = host.client.info
         host.adapter.volumeSize = info.sizeBytes
-        directory.set(NBDExport(name: volume, size: info.sizeBytes, readOnly: false, multiConn: true,
-                                description: "torus volume \(volume)"))
+        directory.set(export(info))
         log("volume \(volume): now \(info.sizeBytes) bytes")
     }
 

@@ -15,6 +15,8 @@ public final class NodeDaemon: @unchecked Sendable {
     let pool: NIOThreadPool
     let address: String
     var lease: Int64 = 0
+    /// The usage last written to etcd (rewritten only when it changes).
+    var publishedUsage: [UInt8] = []
     var heartbeat: RepeatedTask?
     /// Heartbeats run on a thread of their own: never behind disk I/O on `pool`.
     let heartbeatPool = NIOThreadPool(numberOfThreads: 1)
@@ -50,8 +52,14 @@ public final class NodeDaemon: @unchecked Sendable {
         try daemon.renewLiveness()
         daemon.heartbeatPool.start()
         daemon.heartbeat = server.loop.scheduleRepeatedTask(initialDelay: .seconds(3), delay: .seconds(3)) { _ in
+            let usage = server.usage()
             _ = daemon.heartbeatPool.runIfActive(eventLoop: server.loop) {
-                do { try daemon.renewLiveness() } catch { runtimeLog("node \(id): heartbeat failed: \(error)") }
+                do {
+                    try daemon.renewLiveness()
+                    try daemon.publish(usage)
+                } catch {
+                    runtimeLog("node \(id): heartbeat failed: \(error)")
+                }
             }
         }
         runtimeLog("node \(id): serving on \(host):\(bound) (advertised as \(address)), \(sizeBytes) bytes in \(dataDir), \(meta.location)")
@@ -68,10 +76,22 @@ public final class NodeDaemon: @unchecked Sendable {
             throw RuntimeError.metadata("\(meta.location): cannot grant the node's lease")
         }
         lease = id
+        publishedUsage = []  // the old lease took the usage key with it
         let key = ClusterCatalog.alivePrefix + "\(server.id.raw)/alive"
         guard case .txn = try meta.apply(.txn(MetaTxn(success: [.put(key: key, value: Array(address.utf8), lease: id)])), now: SystemClock.now()) else {
             throw RuntimeError.metadata("\(meta.location): cannot write \(key)")
         }
+    }
+
+    /// Writes the node's usage (`ClusterCatalog.Usage`) under its lease when it changed.
+    func publish(_ usage: ClusterCatalog.Usage) throws {
+        let value = usage.encoded()
+        guard value != publishedUsage else { return }
+        let key = ClusterCatalog.usageKey(server.id)
+        guard case .txn = try meta.apply(.txn(MetaTxn(success: [.put(key: key, value: value, lease: lease)])), now: SystemClock.now()) else {
+            throw RuntimeError.metadata("\(meta.location): cannot write \(key)")
+        }
+        publishedUsage = value
     }
 
     /// Leaves the liveness key, stops serving and closes the data file.

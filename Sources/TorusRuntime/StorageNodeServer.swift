@@ -73,6 +73,14 @@ public final class StorageNodeServer: @unchecked Sendable {
     }
 
     /// Stops listening and closes the peer connections (the disk stays open until `disk.close()`).
+    /// Slots used and total (on `loop`).
+    func usage() -> ClusterCatalog.Usage {
+        loop.assertInEventLoop()
+        let store = node.store
+        return ClusterCatalog.Usage(usedBytes: UInt64(store.usedSlots + store.pendingSlots) * UInt64(store.config.blockSize),
+                                    capacityBytes: UInt64(store.totalSlots) * UInt64(store.config.blockSize))
+    }
+
     public func stop() -> EventLoopFuture<Void> {
         loop.flatSubmit {
             let channels = self.peers.values.compactMap { $0.channel }

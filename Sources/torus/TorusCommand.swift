@@ -14,7 +14,7 @@ struct TorusCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "torus",
         abstract: "Distributed block storage: pooled node disks, replicated volumes, served over NBD.",
-        subcommands: [Up.self, Volume.self, Init.self, Node.self, NBD.self, Peer.self]
+        subcommands: [Up.self, Volume.self, Init.self, Node.self, NBD.self, Peer.self, Status.self]
     )
 
     static func main() {
@@ -266,12 +266,20 @@ struct Volume: ParsableCommand {
 func runUntilSignalled(_ what: String, stop: @escaping @Sendable () -> Int32) -> Never {
     let queue = DispatchQueue(label: "torus.signals")
     var sources: [DispatchSourceSignal] = []
+    nonisolated(unsafe) var stopping = false  // only touched on `queue`
     for sig in [SIGINT, SIGTERM] {
         signal(sig, SIG_IGN)
         let source = DispatchSource.makeSignalSource(signal: sig, queue: queue)
         source.setEventHandler {
-            say("torus: stopping \(what) ...")
-            Glibc.exit(stop())
+            if stopping {
+                // A shutdown that cannot finish (a flush that cannot complete) must not trap
+                // the operator: a second signal exits at once.
+                say("torus: second signal: exiting without waiting; writes not yet flushed may be lost")
+                Glibc._exit(130)
+            }
+            stopping = true
+            say("torus: stopping \(what) ... (signal again to exit at once)")
+            DispatchQueue.global().async { Glibc.exit(stop()) }
         }
         source.resume()
         sources.append(source)
@@ -365,15 +373,23 @@ struct NBD: ParsableCommand {
                 Opening a volume takes its writer lock in etcd (a key under this server's lease with \
                 a new epoch); a second server waits until the lock is free. SIGINT/SIGTERM flush every \
                 volume and release the locks.
+
+                With --read-only no lock is taken, so any number of these run next to the writer: \
+                exports are read-only (writes fail with EPERM) and show the last committed (flushed) \
+                state, re-read every second. Volumes created, resized or deleted later are followed \
+                through an etcd watch.
                 """)
         @Option(help: "etcd endpoint(s): etcd://HOST:PORT[,HOST:PORT...].") var metadata: String
         @Option(help: "NBD listen address: HOST:PORT, or a Unix socket path.") var listen = "127.0.0.1:10809"
         @Option(help: "Event-loop threads (default: one per core).") var threads: Int?
+        @Flag(name: .customLong("read-only"), help: "Export every volume read-only, without taking writer locks.")
+        var readOnly = false
 
         func run() throws {
             var config = LocalCluster.Configuration(dataDir: "/nonexistent", nodes: 0, replication: 1, volumes: [])
             config.defaultVolume = nil
             config.metadata = metadata
+            config.readOnly = readOnly
             let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads ?? System.coreCount))
             let pool = NIOThreadPool(numberOfThreads: 4)
             pool.start()
@@ -413,5 +429,101 @@ struct Peer: ParsableCommand {
                 throw ExitCode(1)
             }
         }
+    }
+}
+
+/// `1.5 GiB`-style sizes for people.
+func humanBytes(_ n: UInt64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]
+    var value = Double(n), unit = 0
+    while value >= 1024 && unit < units.count - 1 {
+        value /= 1024
+        unit += 1
+    }
+    return unit == 0 ? "\(n) B" : "\(fixed(value, 1)) \(units[unit])"
+}
+
+/// `x` rounded to `digits` decimals (no Foundation here).
+func fixed(_ x: Double, _ digits: Int) -> String {
+    var scale = 1.0
+    for _ in 0..<digits { scale *= 10 }
+    let n = Int((x * scale).rounded())
+    if digits == 0 { return "\(n)" }
+    let whole = n / Int(scale), frac = n % Int(scale)
+    let fracText = String(frac)
+    return "\(whole)." + String(repeating: "0", count: digits - fracText.count) + fracText
+}
+
+struct Status: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show the cluster in etcd: nodes, capacity, volumes and health.",
+        discussion: """
+            Health is OK when every node is alive; DEGRADED when some are down (blocks with a copy \
+            on them have fewer copies until they return); UNAVAILABLE when fewer nodes are alive \
+            than the replication factor. Nodes from 80% full are warned about. Exit status: 0 OK, \
+            2 DEGRADED or UNAVAILABLE, 1 when etcd cannot be read.
+            """)
+    @Option(help: "etcd endpoint(s): etcd://HOST:PORT[,HOST:PORT...].") var metadata: String
+
+    func run() throws {
+        let status: ClusterCatalog.Status
+        let location: String
+        do {
+            let meta = try EtcdMetadataService(url: metadata)
+            location = meta.location
+            status = try ClusterCatalog.status(meta)
+        } catch {
+            say("torus: \(error)")
+            throw ExitCode(1)
+        }
+        let members = status.members
+        let up = members.filter { status.alive.contains($0.id) }
+        say("cluster: \(location), block size \(humanBytes(UInt64(status.config.blockSize))), replication \(status.config.replication), "
+            + "\(members.count) node(s), \(up.count) alive")
+        say("")
+        say(pad("NODE", 6) + pad("ADDRESS", 24) + pad("ZONE", 8) + pad("STATE", 7) + pad("USED", 12) + pad("CAPACITY", 12) + "USE%")
+        var used: UInt64 = 0, capacity: UInt64 = 0
+        var warnings: [String] = []
+        for m in members {
+            let isUp = status.alive.contains(m.id)
+            var usedText = "-", pct = "-"
+            var cap = m.capacityBytes
+            if let u = status.usage[m.id] {
+                cap = u.capacityBytes
+                usedText = humanBytes(u.usedBytes)
+                let p = u.capacityBytes == 0 ? 0 : Double(u.usedBytes) * 100 / Double(u.capacityBytes)
+                pct = fixed(p, 0) + "%"
+                if p >= 80 { warnings.append("node \(m.id.raw) is \(pct) full") }
+                used += u.usedBytes
+            }
+            capacity += cap
+            say(pad("\(m.id.raw)", 6) + pad(m.address, 24) + pad(m.zone.isEmpty ? "-" : m.zone, 8) + pad(isUp ? "alive" : "DOWN", 7)
+                + pad(usedText, 12) + pad(humanBytes(cap), 12) + pct)
+        }
+        let pct = capacity == 0 ? 0 : Double(used) * 100 / Double(capacity)
+        say("")
+        say("capacity: \(humanBytes(used)) used of \(humanBytes(capacity)) raw (\(fixed(pct, 1))%); "
+            + "\(humanBytes(capacity / UInt64(max(1, status.config.replication)))) usable at replication \(status.config.replication)")
+        if pct >= 80 { warnings.append("the cluster is \(fixed(pct, 0))% full") }
+        let provisioned = status.volumes.reduce(UInt64(0)) { $0 + $1.sizeBytes }
+        say("volumes: \(status.volumes.count), \(humanBytes(provisioned)) provisioned")
+        for v in status.volumes {
+            say("  \(v.name): \(humanBytes(v.sizeBytes))\(status.openForWriting.contains(v.name) ? ", open for writing" : "")")
+        }
+        let down = members.filter { !status.alive.contains($0.id) }.map { "\($0.id.raw)" }
+        for w in warnings { say("warning: \(w)") }
+        if up.count < status.config.replication {
+            say("health: UNAVAILABLE: \(up.count) of \(members.count) node(s) alive; replication \(status.config.replication) needs \(status.config.replication)")
+            throw ExitCode(2)
+        } else if !down.isEmpty {
+            say("health: DEGRADED: node(s) \(down.joined(separator: ", ")) down; blocks with a copy there have fewer than "
+                + "\(status.config.replication) copies until they return")
+            throw ExitCode(2)
+        }
+        say("health: OK")
+    }
+
+    private func pad(_ s: String, _ width: Int) -> String {
+        s.count >= width ? s + " " : s + String(repeating: " ", count: width - s.count)
     }
 }
