@@ -89,6 +89,53 @@ else
     bad "etcd outage: $(grep -E 'FAIL|Error' "$WORK/outage.log" | tail -2)"
 fi
 
+# The servers follow volumes through an etcd watch: create, resize, delete (also after an
+# etcd restart, which breaks the watch streams).
+seconds_until() {  # TIMEOUT COMMAND...: prints the seconds until COMMAND succeeds, fails after TIMEOUT
+    local limit=$(( $1 * 1000 )); shift; local start; start=$(date +%s%3N)
+    while ! "$@" >/dev/null 2>&1; do
+        [ $(( $(date +%s%3N) - start )) -gt $limit ] && return 1
+        sleep 0.1
+    done
+    local ms=$(( $(date +%s%3N) - start ))
+    printf '%d.%02d' $((ms / 1000)) $(( (ms % 1000) / 10 ))
+}
+exports() { nbdinfo --list "nbd://127.0.0.1:$1" 2>/dev/null | grep -q "export=\"$2\""; }
+no_export() { ! exports "$1" "$2"; }
+size_is() { [ "$(nbdinfo --size "nbd://127.0.0.1:$1/$2" 2>/dev/null)" = "$3" ]; }
+RO_PORT=$(free_port)
+"$BIN" nbd serve --metadata "$META" --listen "127.0.0.1:$RO_PORT" --read-only >>"$WORK/nbd-ro.log" 2>&1 &
+RO=$!; PIDS+=($!)
+"$BIN" volume create v2 32MiB --metadata "$META" >/dev/null 2>&1
+t=$(seconds_until 5 exports "$NBD_PORT" v2) && t2=$(seconds_until 5 exports "$RO_PORT" v2) \
+    && ok "a volume created in etcd is exported by the writer after ${t}s and the read-only server after ${t2}s (watch)" \
+    || bad "v2 not exported: $(tail -3 "$WORK/nbd.log")"
+"$BIN" volume resize v2 64MiB --metadata "$META" >"$WORK/resize.log" 2>&1 \
+    && t=$(seconds_until 5 size_is "$NBD_PORT" v2 67108864) && t2=$(seconds_until 5 size_is "$RO_PORT" v2 67108864) \
+    && ok "volume resize 32 -> 64 MiB: new connections see it after ${t}s (writer) and ${t2}s (read-only)" \
+    || bad "resize: $(cat "$WORK/resize.log"; tail -3 "$WORK/nbd.log")"
+"$BIN" volume resize v2 16MiB --metadata "$META" >"$WORK/shrink.log" 2>&1 && bad "shrinking was accepted" \
+    || { grep -q "shrinking" "$WORK/shrink.log" && ok "shrinking a volume is refused" || bad "shrink: $(cat "$WORK/shrink.log")"; }
+if /usr/bin/python3 Tests/interop/readonly_follow.py "nbd://127.0.0.1:$NBD_PORT/v2" "nbd://127.0.0.1:$RO_PORT/v2" $((40 << 20)) >"$WORK/ro.log" 2>&1; then
+    ok "read-only server next to the writer: EPERM on write, follows flushed data, never shows unflushed data"
+else
+    bad "read-only: $(grep FAIL "$WORK/ro.log"; tail -2 "$WORK/ro.log")"
+fi
+restart_etcd "$WORK" || bad "etcd did not restart"
+PIDS+=("$ETCD_PID")
+"$BIN" volume create v3 16MiB --metadata "$META" >/dev/null 2>&1
+t=$(seconds_until 10 exports "$NBD_PORT" v3) && t2=$(seconds_until 10 exports "$RO_PORT" v3) \
+    && ok "after an etcd restart the watches resume: v3 exported after ${t}s and ${t2}s" \
+    || bad "v3 not exported after the etcd restart: $(tail -3 "$WORK/nbd.log")"
+"$BIN" volume delete v2 --metadata "$META" >/dev/null 2>&1
+t=$(seconds_until 5 no_export "$NBD_PORT" v2) && t2=$(seconds_until 5 no_export "$RO_PORT" v2) \
+    && ok "a deleted volume stops being exported after ${t}s and ${t2}s" || bad "v2 still exported after delete"
+"$BIN" status --metadata "$META" >"$WORK/status.log" 2>&1; rc=$?
+[ $rc -eq 0 ] && grep -q "health: OK" "$WORK/status.log" && [ "$(grep -c " alive " "$WORK/status.log")" = 3 ] \
+    && grep -q "v1: 256.0 MiB, open for writing" "$WORK/status.log" \
+    && ok "torus status: 3 nodes alive with usage, volumes, health OK" || bad "status (rc $rc): $(cat "$WORK/status.log")"
+kill -9 "$RO" 2>/dev/null
+
 # With etcd stopped, commands fail within seconds and name the endpoint.
 kill -STOP "$ETCD_PID"
 start=$(date +%s)
@@ -97,6 +144,13 @@ took=$(( $(date +%s) - start ))
 kill -CONT "$ETCD_PID"
 if [ $rc -ne 0 ] && [ $took -le 15 ] && echo "$out" | grep -q "${ETCD_URL#etcd://}"; then ok "with etcd unresponsive, volume list fails in ${took}s naming the endpoint"
 else bad "etcd down: rc=$rc took=${took}s: $out"; fi
+
+# A node that dies shows as DOWN, health DEGRADED (exit 2), once its lease expired.
+kill -9 "${NODE_PIDS[3]}"
+t=$(seconds_until 20 bash -c "\"$BIN\" status --metadata $META | grep -q 'health: DEGRADED'") \
+    && { "$BIN" status --metadata "$META" >"$WORK/status2.log" 2>&1; [ $? -eq 2 ] && grep -q "DOWN" "$WORK/status2.log"; } \
+    && ok "torus status shows node 3 DOWN and health DEGRADED (exit 2) ${t}s after its SIGKILL" \
+    || bad "status after node loss: $(cat "$WORK/status2.log" 2>/dev/null)"
 
 kill -INT "$SERVER"; wait "$SERVER" 2>/dev/null
 echo "e2e: $pass passed, $fail failed"

@@ -19,11 +19,12 @@ free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("12
 # until it answers, and sets ETCD_PID and ETCD_URL (etcd://127.0.0.1:PORT).
 start_etcd() {
     local dir=$1 client peer
-    client=$(free_port); peer=$(free_port)
+    client=${ETCD_CLIENT_PORT:-$(free_port)}; peer=${ETCD_PEER_PORT:-$(free_port)}
+    ETCD_CLIENT_PORT=$client; ETCD_PEER_PORT=$peer
     etcd --name torus-test --data-dir "$dir/etcd" \
         --listen-client-urls "http://127.0.0.1:$client" --advertise-client-urls "http://127.0.0.1:$client" \
         --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
-        --initial-cluster "torus-test=http://127.0.0.1:$peer" >"$dir/etcd.log" 2>&1 &
+        --initial-cluster "torus-test=http://127.0.0.1:$peer" >>"$dir/etcd.log" 2>&1 &
     ETCD_PID=$!
     ETCD_URL="etcd://127.0.0.1:$client"
     for _ in $(seq 1 50); do
@@ -33,4 +34,11 @@ start_etcd() {
     done
     echo "etcd did not start; its log: $(tail -5 "$dir/etcd.log")"
     return 1
+}
+
+# restart_etcd DIR: stops the etcd of start_etcd (SIGTERM) and starts it again on the same
+# ports and data; sets ETCD_PID.
+restart_etcd() {
+    kill -TERM "$ETCD_PID" 2>/dev/null; wait "$ETCD_PID" 2>/dev/null
+    start_etcd "$1"
 }
