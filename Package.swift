@@ -54,7 +54,7 @@ let package = Package(
         .testTarget(
             name: "TorusRuntimeTests",
             dependencies: [
-                "TorusRuntime", "TorusCore",
+                "TorusRuntime", "TorusCore", "TorusSim",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ],

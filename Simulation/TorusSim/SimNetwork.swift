@@ -48,23 +48,39 @@ struct SimNetwork {
 }
 
 /// The metadata store under simulation: the metadata state machine behind a switch that makes
-/// it unavailable (requests are lost, like a dead etcd endpoint).
-struct SimMetadataStore {
-    private(set) var machine = MetadataStateMachine()
-    var available = true
+/// it unavailable (requests are lost, like a dead etcd endpoint). Public so the metadata
+/// conformance suite can hold it to the same tests as the embedded store and etcd.
+public struct SimMetadataStore: Sendable {
+    public private(set) var machine = MetadataStateMachine()
+    public var available = true
     private var requests = 0
 
+    public init() {}
+
     /// The response, or nil when the store is down and the request is lost.
-    mutating func handle(_ request: MetaRequest, now: Instant) -> MetaResponse? {
-        guard available else { return nil }
-        let (response, _) = machine.apply(request, now: now)
-        requests += 1
-        if requests % 32 == 0 { machine.checkInvariants() }  // walks the whole store: sampled
-        return response
+    public mutating func handle(_ request: MetaRequest, now: Instant) -> MetaResponse? {
+        apply(request, now: now)?.0
     }
 
-    /// Expires leases whose TTL passed (etcd's lessor does this on its own clock).
-    mutating func tick(now: Instant) {
-        _ = machine.expireLeases(now: now)
+    /// `handle` with the watch notifications the request caused.
+    public mutating func apply(_ request: MetaRequest, now: Instant) -> (MetaResponse, [WatchNotification])? {
+        guard available else { return nil }
+        let result = machine.apply(request, now: now)
+        requests += 1
+        if requests % 32 == 0 { machine.checkInvariants() }  // walks the whole store: sampled
+        return result
     }
+
+    /// Expires leases whose TTL passed (etcd's lessor does this on its own clock); returns the
+    /// watch notifications of the keys they took with them.
+    @discardableResult
+    public mutating func tick(now: Instant) -> [WatchNotification] {
+        machine.expireLeases(now: now)
+    }
+
+    public mutating func watch(key: String, prefix: Bool, fromRevision: Int64) -> Result<(WatchID, [WatchNotification]), MetaError> {
+        machine.watch(key: key, prefix: prefix, fromRevision: fromRevision)
+    }
+
+    public mutating func cancelWatch(_ id: WatchID) { machine.cancelWatch(id) }
 }

@@ -3,6 +3,7 @@ import Synchronization
 import Testing
 import TorusCore
 import TorusRuntime
+import TorusSim
 
 // Support for MetadataConformanceTests: the two stores under test and a session that records
 // normalized responses (revisions relative to the scenario's start, lease ids as L1, L2...,
@@ -41,6 +42,53 @@ final class EmbeddedConformanceBackend: ConformanceBackend {
         store.close()
         directory.remove()
     }
+}
+
+/// The simulator's metadata store (the state machine the simulator drives), on the monotonic
+/// clock, expiring leases before every request; watch handlers run under its lock, like the
+/// embedded store's.
+final class SimConformanceBackend: ConformanceBackend, @unchecked Sendable {
+    let name = "simulated"
+    private let state = Mutex<(store: SimMetadataStore, handlers: [WatchID: MetadataWatchHandler])>((SimMetadataStore(), [:]))
+
+    func apply(_ request: MetaRequest) throws -> MetaResponse {
+        state.withLock { s in
+            let now = SystemClock.now()
+            deliver(s.store.tick(now: now), s.handlers)
+            guard let (response, notifications) = s.store.apply(request, now: now) else { return .error(.unavailable("store down")) }
+            deliver(notifications, s.handlers)
+            return response
+        }
+    }
+
+    func watch(key: String, prefix: Bool, fromRevision: Int64, handler: @escaping MetadataWatchHandler) throws -> any MetadataWatch {
+        try state.withLock { s in
+            switch s.store.watch(key: key, prefix: prefix, fromRevision: fromRevision) {
+            case .failure(let e): throw e
+            case .success(let (id, replay)):
+                s.handlers[id] = handler
+                deliver(replay, s.handlers)
+                return SimWatch { [weak self] in
+                    self?.state.withLock { s in
+                        s.store.cancelWatch(id)
+                        s.handlers[id] = nil
+                    }
+                }
+            }
+        }
+    }
+
+    private func deliver(_ notifications: [WatchNotification], _ handlers: [WatchID: MetadataWatchHandler]) {
+        for n in notifications where !n.events.isEmpty { handlers[n.watch]?(.events(n.events)) }
+    }
+
+    func close() {}
+}
+
+final class SimWatch: MetadataWatch, @unchecked Sendable {
+    let onCancel: () -> Void
+    init(_ onCancel: @escaping () -> Void) { self.onCancel = onCancel }
+    func cancel() { onCancel() }
 }
 
 final class EtcdConformanceBackend: ConformanceBackend {

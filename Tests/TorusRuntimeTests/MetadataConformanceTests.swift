@@ -3,9 +3,9 @@ import Testing
 import TorusCore
 import TorusRuntime
 
-// One set of metadata scenarios, run against the embedded store and against a real etcd 3.4
-// (started by the suite), so the two stay interchangeable behind `MetaRequest`. Each scenario
-// checks its own expectations on both stores and then that both produced the same transcript.
+// One set of metadata scenarios, run against the embedded store, the simulator's store and a
+// real etcd 3.4 (started by the suite), so the three stay interchangeable behind `MetaRequest`. Each scenario
+// checks its own expectations on every store and then that all produced the same transcript.
 // Revisions are shown relative to the revision before the scenario (r1 = first write), lease
 // ids as L1, L2... in order of appearance, keys without the scenario's prefix.
 
@@ -24,7 +24,7 @@ private func secondsSince(_ start: ContinuousClock.Instant) -> Double {
     return Double(s) + Double(atto) / 1e18
 }
 
-@Suite("metadata conformance: embedded store and etcd", .serialized, .etcdServer)
+@Suite("metadata conformance: embedded store, simulated store and etcd", .serialized, .etcdServer)
 struct MetadataConformanceTests {
     /// Runs `scenario` on a fresh embedded store and on the suite's etcd, and expects the same
     /// transcript from both.
@@ -38,6 +38,7 @@ struct MetadataConformanceTests {
         let backends: [() throws -> ConformanceBackend] = [
             { try EmbeddedConformanceBackend() },
             { try EtcdConformanceBackend(endpoint: server.endpoint) },
+            { SimConformanceBackend() },
         ]
         for make in backends {
             let backend = try make()
@@ -48,6 +49,7 @@ struct MetadataConformanceTests {
             transcripts.append(session.transcript)
         }
         #expect(transcripts[0] == transcripts[1], "embedded (first) and etcd (second) differ", sourceLocation: sourceLocation)
+        #expect(transcripts[2] == transcripts[1], "simulated (first) and etcd (second) differ", sourceLocation: sourceLocation)
     }
 
     @Test("put, range, prefix range and prefix delete agree")
