@@ -139,12 +139,16 @@ extension NBDServerConnection {
     /// byte); everything else gets a simple reply, which "MAY be used as a reply to any request
     /// other than NBD_CMD_READ, but only if the reply has no data payload".
     mutating func replySuccess(cookie: UInt64, request: Pending, data: [UInt8], _ out: inout [NBDAction]) {
+        // Header and data stay apart (`sendReply`): concatenating them would copy the data once more.
         if request.isRead && structuredReplies {
-            out.append(.send(data.isEmpty
-                ? NBDEncode.noneChunk(cookie: cookie)
-                : NBDEncode.offsetDataChunk(cookie: cookie, offset: request.offset, data: data)))
+            out.append(data.isEmpty
+                ? .send(NBDEncode.noneChunk(cookie: cookie))
+                : .sendReply(header: NBDEncode.offsetDataChunkHeader(cookie: cookie, offset: request.offset, length: data.count),
+                             data: data))
+        } else if data.isEmpty {
+            out.append(.send(NBDEncode.simpleReply(cookie: cookie, error: 0)))
         } else {
-            out.append(.send(NBDEncode.simpleReply(cookie: cookie, error: 0, data: data)))
+            out.append(.sendReply(header: NBDEncode.simpleReply(cookie: cookie, error: 0), data: data))
         }
     }
 

@@ -226,14 +226,18 @@ enum NBDEncode {
     /// Final `NBD_REPLY_TYPE_OFFSET_DATA` chunk carrying a whole read. Built in one pass so the data
     /// is copied once.
     static func offsetDataChunk(cookie: UInt64, offset: UInt64, data: [UInt8]) -> [UInt8] {
-        var w = BEWriter(capacity: 28 + data.count)
+        offsetDataChunkHeader(cookie: cookie, offset: offset, length: data.count) + data
+    }
+
+    /// The 28 bytes in front of the data of an `NBD_REPLY_TYPE_OFFSET_DATA` chunk.
+    static func offsetDataChunkHeader(cookie: UInt64, offset: UInt64, length: Int) -> [UInt8] {
+        var w = BEWriter(capacity: 28)
         w.u32(NBDWire.structuredReplyMagic)
         w.u16(NBDWire.replyFlagDone)
         w.u16(NBDWire.replyTypeOffsetData)
         w.u64(cookie)
-        w.u32(UInt32(8 + data.count))
+        w.u32(UInt32(8 + length))
         w.u64(offset)
-        w.raw(data)
         return w.bytes
     }
 

@@ -51,6 +51,17 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
                 out.writeBytes(bytes)
                 context.write(wrapOutboundOut(out), promise: nil)
                 wrote = true
+            case .sendReply(let header, let data):
+                // Two buffers (one writev): the data lands at the start of its own buffer, so
+                // the copy is not shifted by the header's length (see the memcpy note in
+                // PLATFORM.md), and is not concatenated first.
+                var head = context.channel.allocator.buffer(capacity: header.count)
+                head.writeBytes(header)
+                context.write(wrapOutboundOut(head), promise: nil)
+                var body = context.channel.allocator.buffer(capacity: data.count)
+                body.writeBytes(data)
+                context.write(wrapOutboundOut(body), promise: nil)
+                wrote = true
             case .enterTransmission(let e):
                 export = e
                 generation = cluster.volumeDirectory.generation(e.name)

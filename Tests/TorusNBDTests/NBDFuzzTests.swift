@@ -89,7 +89,13 @@ struct NBDFuzzTests {
 
     /// The cookie a reply refers to (at byte 8 in both simple replies and structured chunks).
     static func replyCookie(_ action: NBDAction?) -> UInt64? {
-        guard case .send(let bytes) = action, bytes.count >= 16 else { return nil }
+        var reply: [UInt8]?
+        switch action {
+        case .send(let b): reply = b
+        case .sendReply(let header, _): reply = header
+        default: break
+        }
+        guard let bytes = reply, bytes.count >= 16 else { return nil }
         let magic = UInt32(readBE(bytes, 0, 4))
         guard magic == C.simpleMagic || magic == C.structuredMagic else { return nil }
         return readBE(bytes, 8, 8)
@@ -116,6 +122,8 @@ struct NBDFuzzTests {
                     validate(command)
                 case .send(let bytes):
                     #expect(!bytes.isEmpty)
+                case .sendReply(let header, let data):
+                    #expect(header.count >= 16 && !data.isEmpty)
                 }
             }
             #expect(c.bufferedBytes <= limits.bufferedBytesMax)

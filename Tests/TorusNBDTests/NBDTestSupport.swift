@@ -187,7 +187,11 @@ struct Harness {
             case .complete(let cookie, let result):
                 actions += c.completed(cookie: cookie, result: result)
             }
-            perStep.append(actions)
+            // A reply's header and data are one message: compare them as one send.
+            perStep.append(actions.map { a in
+                if case .sendReply(let header, let data) = a { return .send(header + data) }
+                return a
+            })
         }
         return Outcome(start: start, steps: perStep, state: c.state, inFlight: c.inFlight,
                        bufferedBytes: c.bufferedBytes, structured: c.structuredReplies)

@@ -149,8 +149,12 @@ public struct ByteRangeAdapter: Sendable {
             active[id] = a
             out.append(.submit(allocate(id, .read), .read(offset: alignedOffset, length: alignedLength)))
         case .write(let offset, let data, _):
-            a.buffer = Array(repeating: 0, count: alignedLength)
-            a.buffer.replaceSubrange(Int(offset - alignedOffset)..<(Int(offset - alignedOffset) + data.count), with: data)
+            if offset == alignedOffset && data.count == alignedLength {
+                a.buffer = data  // aligned: no edges to fill in, no copy
+            } else {
+                a.buffer = Array(repeating: 0, count: alignedLength)
+                a.buffer.replaceSubrange(Int(offset - alignedOffset)..<(Int(offset - alignedOffset) + data.count), with: data)
+            }
             beginEdges(id, &a, offset: offset, length: data.count, into: &out)
         case .writeZeroes(let offset, let length, _):
             a.buffer = Array(repeating: 0, count: alignedLength)

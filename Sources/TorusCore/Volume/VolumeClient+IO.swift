@@ -142,7 +142,10 @@ extension VolumeClient {
             enqueueBlocked(p, data)
             return
         }
-        if whole || mapped == nil {
+        if whole {
+            insert(p.block, data: Array(data), loading: false)  // one copy, no zero fill
+            apply(p, data, copied: true)
+        } else if mapped == nil {
             insert(p.block, data: Array(repeating: 0, count: info.blockSize), loading: false)
             apply(p, data)
         } else if fetches[p.block] != nil {
@@ -160,7 +163,8 @@ extension VolumeClient {
         scheduleWriteback(ageOnly: false)
     }
 
-    mutating func apply(_ p: Piece, _ data: ArraySlice<UInt8>) {
+    /// Applies a write piece to its cached block (`copied`: the block already holds the data).
+    mutating func apply(_ p: Piece, _ data: ArraySlice<UInt8>, copied: Bool = false) {
         var e = cache.removeValue(forKey: p.block)!
         precondition(!e.loading, "write applied to block \(p.block) while it is loading")
         let becameDirty = !e.isDirty
@@ -168,7 +172,7 @@ extension VolumeClient {
             dirtyBytes += info.blockSize
             e.dirtySince = now
         }
-        e.data.replaceSubrange(p.offsetInBlock..<(p.offsetInBlock + p.length), with: data)
+        if !copied { e.data.replaceSubrange(p.offsetInBlock..<(p.offsetInBlock + p.length), with: data) }
         versionCounter += 1
         e.version = versionCounter
         useCounter += 1
