@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 . scripts/lib.sh
-install_missing libisal-dev libnbd-bin python3-libnbd fio qemu-utils libcurl4-openssl-dev etcd-server etcd-client
+install_missing libisal-dev libnbd-bin python3-libnbd fio qemu-utils libcurl4-openssl-dev etcd-server etcd-client openssl curl
 
 echo "== build (debug), failing on warnings in project code"
 log=$(mktemp)
@@ -39,3 +39,6 @@ bash scripts/interop.sh
 
 echo "== end to end: etcd, torus init, 3 torus node, torus nbd serve, real NBD clients"
 bash scripts/e2e-etcd.sh
+
+echo "== end to end on etcd over TLS with client certificates"
+bash scripts/e2e-etcd-tls.sh

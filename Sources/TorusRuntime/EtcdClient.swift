@@ -16,6 +16,21 @@ public struct EtcdTLS: Hashable, Sendable {
         self.certFile = certFile
         self.keyFile = keyFile
     }
+
+    /// The names of the environment variables every `torus` command reads for `https://`
+    /// etcd endpoints: the CA bundle, and the client certificate and key (for etcd's
+    /// `--client-cert-auth`).
+    public static let environmentNames = (ca: "TORUS_ETCD_CA", cert: "TORUS_ETCD_CERT", key: "TORUS_ETCD_KEY")
+
+    /// TLS settings from `TORUS_ETCD_CA`, `TORUS_ETCD_CERT` and `TORUS_ETCD_KEY` (each optional).
+    public static func fromEnvironment() -> EtcdTLS {
+        func value(_ name: String) -> String? {
+            guard let v = getenv(name), v.pointee != 0 else { return nil }
+            return String(cString: v)
+        }
+        return EtcdTLS(caFile: value(environmentNames.ca), certFile: value(environmentNames.cert),
+                       keyFile: value(environmentNames.key))
+    }
 }
 
 /// Errors `EtcdClient` throws. An unreachable or silent etcd is not one of them: `apply`

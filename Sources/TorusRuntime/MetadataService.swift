@@ -33,8 +33,10 @@ public final class EtcdMetadataService: MetadataService {
         self.leaseClient = leaseClient
     }
 
-    /// `etcd://host:port[,host:port...]` or http(s) URLs, comma-separated.
+    /// `etcd://host:port[,host:port...]` or http(s) URLs, comma-separated. Without `tls`,
+    /// `https://` endpoints take their TLS files from the environment (`EtcdTLS.fromEnvironment`).
     public convenience init(url: String, timeout: Duration = .seconds(5), tls: EtcdTLS? = nil) throws {
+        let tls = tls ?? (url.contains("https://") ? EtcdTLS.fromEnvironment() : nil)
         var endpoints: [String] = []
         if url.hasPrefix("etcd://") {
             endpoints = url.dropFirst("etcd://".count).split(separator: ",").map { "etcd://" + $0 }

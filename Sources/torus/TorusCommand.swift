@@ -45,6 +45,9 @@ func reexecWithFastMemcpy() {
     #endif
 }
 
+/// How `https://` etcd endpoints get their TLS files (shown in every --metadata help).
+let etcdTLSHelp = "For https:// endpoints set TORUS_ETCD_CA (CA bundle), and TORUS_ETCD_CERT and TORUS_ETCD_KEY (client certificate and key) when etcd checks client certificates."
+
 /// Prints a line and flushes at once, so progress shows up immediately also in log files.
 func say(_ line: String) {
     print(line)
@@ -79,7 +82,7 @@ struct Up: ParsableCommand {
     var volumes: [String] = []
     @Option(name: .customLong("block-size"), help: "Block size of new volumes (power of two, 4KiB to 1MiB).") var blockSize = "64KiB"
     @Option(name: .customLong("disk-size"), help: "Size of each node's data file (preallocated).") var diskSize = "2GiB"
-    @Option(help: "Keep the metadata in etcd (etcd://HOST:PORT[,HOST:PORT...]) instead of the embedded store in --data-dir.")
+    @Option(help: ArgumentHelp("Keep the metadata in etcd (etcd://HOST:PORT[,HOST:PORT...] or https://...) instead of the embedded store in --data-dir.", discussion: etcdTLSHelp))
     var metadata: String?
     @Option(help: "Event-loop threads: the volume writers and NBD use one, the storage nodes are spread over all (default: one per core).")
     var threads: Int?
@@ -164,7 +167,7 @@ struct Volume: ParsableCommand {
 
     struct Target: ParsableArguments {
         @Option(name: .customLong("data-dir"), help: "The --data-dir of the running `torus up`.") var dataDir = "./torus-data"
-        @Option(help: "Work on the cluster in etcd (etcd://HOST:PORT) instead of a running `torus up`.")
+        @Option(help: ArgumentHelp("Work on the cluster in etcd (etcd://HOST:PORT or https://HOST:PORT) instead of a running `torus up`.", discussion: etcdTLSHelp))
         var metadata: String?
     }
 
@@ -304,7 +307,7 @@ struct Init: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Create a cluster in etcd (block size and replication of its volumes).",
         discussion: "Refuses to touch a cluster that already exists unless --force is given.")
-    @Option(help: "etcd endpoint(s): etcd://HOST:PORT[,HOST:PORT...].") var metadata: String
+    @Option(help: ArgumentHelp("etcd endpoint(s): etcd://HOST:PORT[,HOST:PORT...] or https://HOST:PORT.", discussion: etcdTLSHelp)) var metadata: String
     @Option(help: "Copies of every block.") var replication = 2
     @Option(name: .customLong("block-size"), help: "Block size (power of two, 4KiB to 1MiB).") var blockSize = "64KiB"
     @Flag(help: "Overwrite the config of an existing cluster.") var force = false
@@ -334,7 +337,7 @@ struct Node: ParsableCommand {
             (preallocated to --size), joins the placement ring on first start and keeps a liveness \
             key under a lease while it runs. SIGINT/SIGTERM stop it cleanly.
             """)
-    @Option(help: "etcd endpoint(s): etcd://HOST:PORT[,HOST:PORT...].") var metadata: String
+    @Option(help: ArgumentHelp("etcd endpoint(s): etcd://HOST:PORT[,HOST:PORT...] or https://HOST:PORT.", discussion: etcdTLSHelp)) var metadata: String
     @Option(name: .customLong("data-dir"), help: "Directory for this node's data.") var dataDir: String
     @Option(help: "Size of the node's data file, e.g. 10GiB.") var size: String
     @Option(help: "Peer protocol listen address HOST:PORT (port 0: any).") var listen = "127.0.0.1:0"
@@ -379,7 +382,7 @@ struct NBD: ParsableCommand {
                 state, re-read every second. Volumes created, resized or deleted later are followed \
                 through an etcd watch.
                 """)
-        @Option(help: "etcd endpoint(s): etcd://HOST:PORT[,HOST:PORT...].") var metadata: String
+        @Option(help: ArgumentHelp("etcd endpoint(s): etcd://HOST:PORT[,HOST:PORT...] or https://HOST:PORT.", discussion: etcdTLSHelp)) var metadata: String
         @Option(help: "NBD listen address: HOST:PORT, or a Unix socket path.") var listen = "127.0.0.1:10809"
         @Option(help: "Event-loop threads (default: one per core).") var threads: Int?
         @Flag(name: .customLong("read-only"), help: "Export every volume read-only, without taking writer locks.")
@@ -415,7 +418,7 @@ struct Peer: ParsableCommand {
 
     struct List: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List the ring's nodes and whether they are alive.")
-        @Option(help: "etcd endpoint(s): etcd://HOST:PORT[,HOST:PORT...].") var metadata: String
+        @Option(help: ArgumentHelp("etcd endpoint(s): etcd://HOST:PORT[,HOST:PORT...] or https://HOST:PORT.", discussion: etcdTLSHelp)) var metadata: String
 
         func run() throws {
             do {
@@ -463,7 +466,7 @@ struct Status: ParsableCommand {
             than the replication factor. Nodes from 80% full are warned about. Exit status: 0 OK, \
             2 DEGRADED or UNAVAILABLE, 1 when etcd cannot be read.
             """)
-    @Option(help: "etcd endpoint(s): etcd://HOST:PORT[,HOST:PORT...].") var metadata: String
+    @Option(help: ArgumentHelp("etcd endpoint(s): etcd://HOST:PORT[,HOST:PORT...] or https://HOST:PORT.", discussion: etcdTLSHelp)) var metadata: String
 
     func run() throws {
         let status: ClusterCatalog.Status
