@@ -14,6 +14,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
         // The storage core: deterministic state machines, no I/O.
@@ -45,9 +46,11 @@ let package = Package(
         ),
         // The deterministic, fault-injecting simulator that drives the core.
         .target(name: "TorusSim", dependencies: ["TorusCore"], path: "Simulation/TorusSim"),
+        // Scenario files (YAML, read with Yams) for the simulator.
+        .target(name: "TorusScenario", dependencies: ["TorusSim", "TorusCore", "Yams"], path: "Simulation/TorusScenario"),
         .executableTarget(
             name: "torus-sim",
-            dependencies: ["TorusSim", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["TorusSim", "TorusScenario", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Simulation/torus-sim"
         ),
         .testTarget(name: "TorusCoreTests", dependencies: ["TorusCore"], path: "Tests/TorusCoreTests"),
@@ -61,7 +64,7 @@ let package = Package(
             path: "Tests/TorusRuntimeTests"
         ),
         .testTarget(name: "TorusNBDTests", dependencies: ["TorusNBD"], path: "Tests/TorusNBDTests"),
-        .testTarget(name: "SimulationTests", dependencies: ["TorusSim", "TorusCore"], path: "Tests/SimulationTests"),
+        .testTarget(name: "SimulationTests", dependencies: ["TorusSim", "TorusCore", "TorusScenario"], path: "Tests/SimulationTests"),
     ],
     swiftLanguageModes: [.v6]
 )

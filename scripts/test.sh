@@ -34,6 +34,10 @@ echo "seed 1: $a, again: $b; seed 2: $c"
 [ "$a" != "$c" ] || { echo "error: seeds 1 and 2 gave the same trace" >&2; exit 1; }
 swift run -c release torus-sim sweep --from 1 --count "${TORUS_SWEEP_SEEDS:-200}"
 
+echo "== scenarios: every file on its seeds (release), determinism of one over 20 seeds"
+for f in Scenarios/*.yaml; do swift run -c release torus-sim run "$f"; done
+swift run -c release torus-sim check-determinism Scenarios/baseline-faults.yaml --seeds 1-20
+
 echo "== interop: torus up with nbdinfo, nbdcopy, fio, qemu-img"
 bash scripts/interop.sh
 

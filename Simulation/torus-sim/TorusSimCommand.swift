@@ -1,5 +1,6 @@
 import ArgumentParser
 import TorusCore
+import TorusScenario
 import TorusSim
 
 #if canImport(Glibc)
@@ -16,7 +17,7 @@ struct TorusSimCommand: ParsableCommand {
             power loss, partitions, message drops and metadata outages, and checks every read \
             against the promises of DESIGN §1. The same seed always gives the same trace hash.
             """,
-        subcommands: [Run.self, Sweep.self],
+        subcommands: [Run.self, Sweep.self, CheckDeterminism.self],
         defaultSubcommand: Run.self
     )
 }
@@ -77,6 +78,16 @@ func parseSize(_ s: String, name: String) throws -> UInt64 {
     throw ValidationError("cannot read \(name) '\(s)': use e.g. 4MiB, 16KiB")
 }
 
+/// Loads a scenario, or prints its one-line error and exits with status 2.
+func loadScenario(_ path: String) throws -> Scenario {
+    do {
+        return try Scenario.load(path: path)
+    } catch {
+        print("torus-sim: \(error)")
+        throw ExitCode(2)
+    }
+}
+
 func wallSeconds() -> Double {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
@@ -100,23 +111,84 @@ func fmt(_ x: Double) -> String {
 extension TorusSimCommand {
     struct Run: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Run one seed and print a one-line summary with its trace hash.",
-            discussion: "Exit status: 0 when every check passed, 1 when a promise broke (the failing line says which and how to reproduce).")
-        @Option(help: "Seed of the run; every random choice derives from it.") var seed: UInt64 = 1
+            abstract: "Run a scenario file, or the built-in workload shaped by flags; print a summary line per seed.",
+            discussion: """
+                With a scenario file (Scenarios/*.yaml) every seed it lists runs, or only --seed. \
+                Exit status: 0 when every check passed (or, for a scenario expecting an injected \
+                bug to be caught, when it was caught), 1 when a promise broke or a canary went \
+                uncaught (the failing line says which and how to reproduce), 2 for a bad scenario file.
+                """)
+        @Argument(help: "A scenario file (YAML). Without it, the flags below shape the run.") var scenario: String?
+        @Option(help: "Seed of the run; every random choice derives from it.") var seed: UInt64?
         @OptionGroup var flags: SimulationFlags
         @Flag(help: "Also print the knobs this seed drew for the writer.") var verbose = false
 
         func run() throws {
-            let options = try flags.options(seed: seed)
-            let start = wallSeconds()
-            let result = Simulation(options: options).run()
-            print(summary(result, wall: wallSeconds() - start))
-            if verbose { print("knobs: \(result.knobs)") }
-            if let v = result.violation {
-                print("FAILED: \(v)")
-                print("reproduce: \(options.reproduceCommand)")
+            guard let path = scenario else {
+                let options = try flags.options(seed: seed ?? 1)
+                let start = wallSeconds()
+                let result = Simulation(options: options).run()
+                print(summary(result, wall: wallSeconds() - start))
+                if verbose { print("knobs: \(result.knobs)") }
+                if let v = result.violation {
+                    print("FAILED: \(v)")
+                    print("reproduce: \(options.reproduceCommand)")
+                    throw ExitCode(1)
+                }
+                return
+            }
+            let sc = try loadScenario(path)
+            var caught = false
+            var failed = false
+            for s in seed.map({ [$0] }) ?? sc.seeds {
+                let start = wallSeconds()
+                let result = Simulation(options: sc.options(seed: s)).run()
+                print("\(sc.name): " + summary(result, wall: wallSeconds() - start))
+                if verbose { print("knobs: \(result.knobs)") }
+                if let v = result.violation {
+                    if sc.expect == .caught {
+                        caught = true
+                        print("caught the injected bug \(sc.options.canary.rawValue): \(v)")
+                    } else {
+                        failed = true
+                        print("FAILED: \(v)")
+                        print("reproduce: \(sc.reproduceCommand(seed: s))")
+                    }
+                }
+            }
+            if sc.expect == .caught && !caught {
+                print("FAILED: the injected bug \(sc.options.canary.rawValue) was not caught on seeds \((seed.map { [$0] } ?? sc.seeds).map(String.init).joined(separator: ", "))")
                 throw ExitCode(1)
             }
+            if failed { throw ExitCode(1) }
+        }
+    }
+
+    struct CheckDeterminism: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "check-determinism",
+            abstract: "Run each seed of a scenario twice and compare the trace hashes.")
+        @Argument(help: "A scenario file (YAML).") var scenario: String
+        @Option(help: "Seeds, e.g. 1-20 or 3.") var seeds = "1-5"
+
+        func run() throws {
+            let sc = try loadScenario(scenario)
+            let parts = seeds.split(separator: "-").compactMap { UInt64($0) }
+            guard (parts.count == 1 || parts.count == 2), parts[0] > 0, parts.last! >= parts[0], parts.last! - parts[0] < 10_000 else {
+                throw ValidationError("--seeds must be N or FROM-TO, e.g. 1-20")
+            }
+            var differ: [UInt64] = []
+            for s in parts[0]...parts.last! {
+                let a = Simulation(options: sc.options(seed: s)).run()
+                let b = Simulation(options: sc.options(seed: s)).run()
+                print("\(sc.name) seed=\(s) trace=\(a.traceHex) again=\(b.traceHex)\(a.traceHash == b.traceHash ? "" : " DIFFERENT")")
+                if a.traceHash != b.traceHash { differ.append(s) }
+            }
+            if !differ.isEmpty {
+                print("FAILED: nondeterministic on seeds \(differ.map(String.init).joined(separator: ", ")); reproduce: swift run -c release torus-sim check-determinism \(scenario) --seeds \(differ[0])")
+                throw ExitCode(1)
+            }
+            print("deterministic: \(parts.last! - parts[0] + 1) seed(s), each run twice with the same trace")
         }
     }
 

@@ -1,0 +1,243 @@
+import Foundation
+import TorusCore
+import TorusSim
+import Yams
+
+/// A scenario file: a named, documented simulation setup with fixed seeds and an expectation.
+/// The format (YAML) is described in `Scenarios/README.md`; every field is optional except
+/// `name` and `hunts`, and each maps onto `SimOptions`.
+public struct Scenario: Sendable {
+    public enum Expectation: String, Sendable {
+        /// Every check passes on every seed.
+        case pass
+        /// A checker catches the injected bug (`canary`) on at least one of the seeds.
+        case caught
+    }
+
+    public var name: String
+    /// One line: the bug class this scenario hunts.
+    public var hunts: String
+    public var seeds: [UInt64]
+    /// The options of every run (the seed is set per run).
+    public var options: SimOptions
+    public var expect: Expectation
+    /// Where it was read from (for messages and reproduce commands).
+    public var path: String
+
+    /// The options of one run.
+    public func options(seed: UInt64) -> SimOptions {
+        var o = options
+        o.seed = seed
+        return o
+    }
+
+    /// The command that reproduces one run of this scenario.
+    public func reproduceCommand(seed: UInt64) -> String {
+        "swift run -c release torus-sim run \(path) --seed \(seed)"
+    }
+}
+
+/// A scenario file that cannot be used: one line naming the file, line, column and field.
+public struct ScenarioError: Error, CustomStringConvertible, Sendable {
+    public var description: String
+}
+
+extension Scenario {
+    /// Reads and checks a scenario file.
+    public static func load(path: String) throws(ScenarioError) -> Scenario {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw ScenarioError(description: "\(path): cannot read the file: \(error.localizedDescription)")
+        }
+        return try parse(text, path: path)
+    }
+
+    /// Parses scenario YAML; `path` only names the source in errors.
+    public static func parse(_ text: String, path: String) throws(ScenarioError) -> Scenario {
+        let root: Node
+        do {
+            guard let node = try Yams.compose(yaml: text) else {
+                throw ScenarioError(description: "\(path):1:1: the file is empty; a scenario needs at least name and hunts")
+            }
+            root = node
+        } catch let e as ScenarioError {
+            throw e
+        } catch let e as YamlError {
+            throw ScenarioError(description: "\(path):\(yamlErrorLocation(e)): YAML syntax error: \(yamlErrorProblem(e))")
+        } catch {
+            throw ScenarioError(description: "\(path): YAML error: \(error)")
+        }
+        var reader = FieldReader(path: path)
+        return try reader.scenario(root)
+    }
+
+    static func yamlErrorLocation(_ e: YamlError) -> String {
+        switch e {
+        case .scanner(_, _, let mark, _), .parser(_, _, let mark, _), .composer(_, _, let mark, _):
+            return "\(mark.line):\(mark.column)"
+        case .duplicatedKeysInMapping(_, let context):
+            return "\(context.mark.line):\(context.mark.column)"
+        default:
+            return "1:1"
+        }
+    }
+
+    static func yamlErrorProblem(_ e: YamlError) -> String {
+        switch e {
+        case .scanner(_, let problem, _, _), .parser(_, let problem, _, _), .composer(_, let problem, _, _):
+            return problem
+        case .duplicatedKeysInMapping(let duplicates, _):
+            return "duplicate key \(duplicates.joined(separator: ", "))"
+        default:
+            return "\(e)".split(separator: "\n").first.map(String.init) ?? "\(e)"
+        }
+    }
+}
+
+/// Walks the YAML tree, checking every field and naming the first problem.
+struct FieldReader {
+    let path: String
+
+    func fail(_ node: Node?, _ field: String, _ message: String) -> ScenarioError {
+        let at = node?.mark.map { "\($0.line):\($0.column)" } ?? "1:1"
+        return ScenarioError(description: "\(path):\(at): field '\(field)': \(message)")
+    }
+
+    /// The entries of a mapping, refusing keys not in `known`.
+    func mapping(_ node: Node, _ field: String, known: [String]) throws(ScenarioError) -> [String: Node] {
+        guard case .mapping(let m) = node else { throw fail(node, field, "expected a mapping of \(known.joined(separator: ", "))") }
+        var out: [String: Node] = [:]
+        for (k, v) in m {
+            guard let key = k.string else { throw fail(k, field, "keys must be plain words") }
+            let name = field.isEmpty ? key : field + "." + key
+            guard known.contains(key) else {
+                throw fail(k, name, "unknown field (known\(field.isEmpty ? "" : " in '\(field)'"): \(known.joined(separator: ", ")))")
+            }
+            out[key] = v
+        }
+        return out
+    }
+
+    func string(_ node: Node, _ field: String) throws(ScenarioError) -> String {
+        guard case .scalar(let s) = node else { throw fail(node, field, "expected text") }
+        return s.string
+    }
+
+    func int(_ node: Node, _ field: String, _ range: ClosedRange<Int>) throws(ScenarioError) -> Int {
+        let text = try string(node, field)
+        guard let n = Int(text), range.contains(n) else {
+            throw fail(node, field, "expected a whole number from \(range.lowerBound) to \(range.upperBound), got '\(text)'")
+        }
+        return n
+    }
+
+    func probability(_ node: Node, _ field: String) throws(ScenarioError) -> Double {
+        let text = try string(node, field)
+        guard let p = Double(text), p >= 0, p <= 0.5 else {
+            throw fail(node, field, "expected a probability from 0 to 0.5, got '\(text)'")
+        }
+        return p
+    }
+
+    func size(_ node: Node, _ field: String) throws(ScenarioError) -> UInt64 {
+        let text = try string(node, field)
+        let units: [(String, UInt64)] = [("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30), ("B", 1)]
+        for (suffix, mult) in units where text.hasSuffix(suffix) {
+            if let n = UInt64(text.dropLast(suffix.count)), n > 0, n <= (1 << 40) / mult { return n * mult }
+        }
+        if let n = UInt64(text), n > 0 { return n }
+        throw fail(node, field, "expected a size like 4MiB or 16KiB, got '\(text)'")
+    }
+
+    func duration(_ node: Node, _ field: String) throws(ScenarioError) -> Nanoseconds {
+        let text = try string(node, field)
+        let units: [(String, UInt64)] = [("us", 1_000), ("ms", 1_000_000), ("s", 1_000_000_000), ("m", 60_000_000_000)]
+        for (suffix, mult) in units where text.hasSuffix(suffix) {
+            if let n = UInt64(text.dropLast(suffix.count)), n > 0, n <= (1 << 50) / mult { return Nanoseconds(n * mult) }
+        }
+        throw fail(node, field, "expected a duration like 60s, 500ms, 400us or 2m, got '\(text)'")
+    }
+
+    mutating func scenario(_ root: Node) throws(ScenarioError) -> Scenario {
+        let top = try mapping(root, "", known: ["name", "hunts", "seeds", "cluster", "volume", "workload", "faults", "canary", "expect"])
+        guard let nameNode = top["name"] else { throw fail(root, "name", "missing (every scenario has a name)") }
+        guard let huntsNode = top["hunts"] else { throw fail(root, "hunts", "missing (one line on the bug class it hunts)") }
+        let name = try string(nameNode, "name")
+        guard !name.isEmpty, name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }) else {
+            throw fail(nameNode, "name", "expected letters, digits, '-' and '_', got '\(name)'")
+        }
+        var o = SimOptions()
+        var seeds: [UInt64] = [1, 2, 3]
+        if let node = top["seeds"] {
+            guard case .sequence(let items) = node, !items.isEmpty else { throw fail(node, "seeds", "expected a list of seeds, e.g. [1, 2, 3]") }
+            seeds = []
+            for item in items {
+                let text = try string(item, "seeds")
+                guard let s = UInt64(text), s > 0 else { throw fail(item, "seeds", "expected a positive whole number, got '\(text)'") }
+                seeds.append(s)
+            }
+        }
+        if let node = top["cluster"] {
+            let c = try mapping(node, "cluster", known: ["nodes", "replication", "block-size", "disk-size"])
+            if let n = c["nodes"] { o.nodes = try int(n, "cluster.nodes", 1...64) }
+            if let n = c["replication"] { o.replication = try int(n, "cluster.replication", 1...o.nodes) }
+            if let n = c["block-size"] {
+                let bs = try size(n, "cluster.block-size")
+                guard bs >= 4096, bs <= 1 << 20, bs.nonzeroBitCount == 1 else {
+                    throw fail(n, "cluster.block-size", "expected a power of two from 4KiB to 1MiB")
+                }
+                o.blockSize = Int(bs)
+            }
+            if let n = c["disk-size"] { o.diskBytes = try size(n, "cluster.disk-size") }
+            if o.replication > o.nodes { throw fail(c["replication"] ?? node, "cluster.replication", "more copies than nodes") }
+        }
+        if let node = top["volume"] {
+            let v = try mapping(node, "volume", known: ["size"])
+            if let n = v["size"] {
+                o.volumeBytes = try size(n, "volume.size")
+                guard o.volumeBytes >= UInt64(o.blockSize), o.volumeBytes % 4096 == 0, o.volumeBytes <= 1 << 30 else {
+                    throw fail(n, "volume.size", "expected a multiple of 4KiB from the block size to 1GiB")
+                }
+            }
+        }
+        if let node = top["workload"] {
+            let w = try mapping(node, "workload", known: ["queue-depth", "duration", "think-time"])
+            if let n = w["queue-depth"] { o.queueDepth = try int(n, "workload.queue-depth", 1...1024) }
+            if let n = w["duration"] { o.duration = try duration(n, "workload.duration") }
+            if let n = w["think-time"] { o.thinkTimeMean = try duration(n, "workload.think-time") }
+        }
+        if let node = top["faults"] {
+            if case .scalar(let s) = node {
+                guard s.string == "none" else { throw fail(node, "faults", "expected 'none' or a mapping of fault rates") }
+                o.faults = false
+            } else {
+                let f = try mapping(node, "faults", known: ["interval", "drop", "duplicate", "latency-max"])
+                if let n = f["interval"] { o.faultInterval = try duration(n, "faults.interval") }
+                if let n = f["drop"] { o.dropProbability = try probability(n, "faults.drop") }
+                if let n = f["duplicate"] { o.duplicateProbability = try probability(n, "faults.duplicate") }
+                if let n = f["latency-max"] {
+                    o.networkLatencyMax = try duration(n, "faults.latency-max")
+                    guard o.networkLatencyMax.value > 50_000 else { throw fail(n, "faults.latency-max", "must be above the 50us minimum hop") }
+                }
+            }
+        }
+        if let node = top["canary"] {
+            let text = try string(node, "canary")
+            guard let c = VolumeClientConfig.Canary(rawValue: text) else {
+                throw fail(node, "canary", "unknown bug '\(text)' (known: \(VolumeClientConfig.Canary.allCases.map(\.rawValue).joined(separator: ", ")))")
+            }
+            o.canary = c
+        }
+        var expect = Scenario.Expectation.pass
+        if let node = top["expect"] {
+            let text = try string(node, "expect")
+            guard let e = Scenario.Expectation(rawValue: text) else { throw fail(node, "expect", "expected 'pass' or 'caught', got '\(text)'") }
+            expect = e
+        }
+        if expect == .caught && o.canary == .none { throw fail(top["expect"], "expect", "'caught' needs a canary to catch") }
+        if expect == .pass && o.canary != .none { throw fail(top["canary"], "canary", "an injected bug must be expected 'caught'") }
+        return Scenario(name: name, hunts: try string(huntsNode, "hunts"), seeds: seeds, options: o, expect: expect, path: path)
+    }
+}

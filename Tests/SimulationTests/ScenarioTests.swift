@@ -1,0 +1,112 @@
+import Testing
+import TorusCore
+import TorusScenario
+import TorusSim
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The scenario files in Scenarios/: every one runs on its fixed seeds with its expectation,
+/// every canary is caught by some scenario, and malformed files get one-line errors.
+@Suite("scenario files")
+struct ScenarioTests {
+    static var directory: String {
+        // This file lives in <root>/Tests/SimulationTests/.
+        var parts = #filePath.split(separator: "/", omittingEmptySubsequences: false)
+        parts.removeLast(3)
+        return parts.joined(separator: "/") + "/Scenarios"
+    }
+
+    static var files: [String] {
+        guard let dir = opendir(directory) else { return [] }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            if name.hasSuffix(".yaml") { names.append(name) }
+        }
+        return names.sorted()
+    }
+
+    @Test("there are scenario files, and the index lists every one")
+    func index() throws {
+        let files = Self.files
+        #expect(files.count >= 10, "found \(files)")
+        let readme = try #require(fopen(Self.directory + "/README.md", "r"))
+        defer { fclose(readme) }
+        var text = ""
+        var buffer = [CChar](repeating: 0, count: 4096)
+        while fgets(&buffer, 4096, readme) != nil { text += String(cString: buffer) }
+        for f in files { #expect(text.contains(f), "Scenarios/README.md does not list \(f)") }
+    }
+
+    @Test("every scenario meets its expectation on its fixed seeds", arguments: files)
+    func scenario(_ file: String) throws {
+        let sc = try Scenario.load(path: Self.directory + "/" + file)
+        #expect(sc.seeds.count >= 3, "\(file): at least three fixed seeds")
+        var violations: [String] = []
+        for seed in sc.seeds {
+            let r = Simulation(options: sc.options(seed: seed)).run()
+            if let v = r.violation { violations.append("seed \(seed): \(v)") }
+            if sc.expect == .pass { #expect(r.opsCompleted > 0 && r.readsChecked > 0, "\(file) seed \(seed) did no work") }
+        }
+        switch sc.expect {
+        case .pass: #expect(violations.isEmpty, "\(file): \(violations)")
+        case .caught: #expect(!violations.isEmpty, "\(file): the injected bug \(sc.options.canary.rawValue) was not caught")
+        }
+    }
+
+    @Test("every injectable bug is caught by a scenario")
+    func canariesCovered() throws {
+        var covered: Set<String> = []
+        for f in Self.files {
+            let sc = try Scenario.load(path: Self.directory + "/" + f)
+            if sc.expect == .caught { covered.insert(sc.options.canary.rawValue) }
+        }
+        for c in VolumeClientConfig.Canary.allCases where c != .none {
+            #expect(covered.contains(c.rawValue), "no scenario expects \(c.rawValue) to be caught")
+        }
+    }
+
+    @Test("a scenario run twice with one seed gives the same trace; another seed another trace")
+    func determinism() throws {
+        let sc = try Scenario.load(path: Self.directory + "/baseline-faults.yaml")
+        let a = Simulation(options: sc.options(seed: 1)).run()
+        let b = Simulation(options: sc.options(seed: 1)).run()
+        let c = Simulation(options: sc.options(seed: 2)).run()
+        #expect(a.traceHash == b.traceHash)
+        #expect(a.traceHash != c.traceHash)
+    }
+
+    @Test("malformed scenarios get one line naming file, line, column and field", arguments: [
+        ("name: x\nhunts: y\ncluster:\n  nodez: 3\n", "f.yaml:4:3: field 'cluster.nodez': unknown field"),
+        ("name: x\nhunts: y\ncluster: {nodes: 3, replication: 4}\n", "f.yaml:3:34: field 'cluster.replication': expected a whole number from 1 to 3, got '4'"),
+        ("name: x\nhunts: [y\n", "f.yaml:3:1: YAML syntax error"),
+        ("name: x\nhunts: y\nfaults: {drop: lots}\n", "f.yaml:3:16: field 'faults.drop': expected a probability"),
+        ("hunts: y\n", "f.yaml:1:1: field 'name': missing"),
+        ("name: x\nhunts: y\nworkload: {duration: forever}\n", "f.yaml:3:22: field 'workload.duration': expected a duration"),
+        ("name: x\nhunts: y\ncanary: ack-before-sync\n", "f.yaml:3:9: field 'canary': an injected bug must be expected 'caught'"),
+        ("name: x\nhunts: y\nseeds: 7\n", "f.yaml:3:8: field 'seeds': expected a list of seeds"),
+        ("- just\n- a list\n", "f.yaml:1:1: field '': expected a mapping"),
+        ("", "f.yaml:1:1: the file is empty"),
+        ("name: x\nhunts: y\nname: z\n", "f.yaml:"),
+        ("name: x\nhunts: y\nvolume: {size: 3KiB}\n", "f.yaml:3:16: field 'volume.size'"),
+    ])
+    func malformed(_ text: String, _ expected: String) {
+        do {
+            _ = try Scenario.parse(text, path: "f.yaml")
+            Issue.record("accepted: \(text)")
+        } catch {
+            #expect(error.description.hasPrefix(expected), "got: \(error.description)")
+            #expect(!error.description.contains("\n"), "not one line: \(error.description)")
+        }
+    }
+
+    @Test("a missing file is a one-line error too")
+    func missingFile() {
+        #expect(throws: ScenarioError.self) { try Scenario.load(path: "/nonexistent/x.yaml") }
+    }
+}
