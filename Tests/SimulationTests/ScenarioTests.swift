@@ -37,9 +37,14 @@ struct ScenarioTests {
         #expect(files.count >= 10, "found \(files)")
         let readme = try #require(fopen(Self.directory + "/README.md", "r"))
         defer { fclose(readme) }
-        var text = ""
-        var buffer = [CChar](repeating: 0, count: 4096)
-        while fgets(&buffer, 4096, readme) != nil { text += String(cString: buffer) }
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = fread(&buffer, 1, buffer.count, readme)
+            if n <= 0 { break }
+            bytes += buffer[..<n]
+        }
+        let text = String(decoding: bytes, as: UTF8.self)
         for f in files { #expect(text.contains(f), "Scenarios/README.md does not list \(f)") }
     }
 
