@@ -38,6 +38,9 @@ echo "== scenarios: every file on its seeds (release), determinism of one over 2
 for f in Scenarios/*.yaml; do swift run -c release torus-sim run "$f"; done
 swift run -c release torus-sim check-determinism Scenarios/baseline-faults.yaml --seeds 1-20
 
+echo "== swarm: 100 seeds, each with its own cluster shape, workload and fault mix"
+swift run -c release torus-sim swarm --from 1 --runs "${TORUS_SWARM_RUNS:-100}"
+
 echo "== interop: torus up with nbdinfo, nbdcopy, fio, qemu-img"
 bash scripts/interop.sh
 

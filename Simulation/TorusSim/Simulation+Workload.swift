@@ -88,7 +88,8 @@ extension Simulation {
             return
         }
         // A range of 1–16 sectors (up to 64 KiB: crosses block boundaries) not overlapping a write in flight.
-        let count = Int(workRandom.below(workRandom.chance(0.8) ? 4 : 16)) + 1
+        // (Never more sectors than the volume has: a 4 KiB volume crashed the workload.)
+        let count = min(Int(workRandom.below(workRandom.chance(0.8) ? 4 : 16)) + 1, sectorCount)
         var first: UInt64 = 0
         var found = false
         for _ in 0..<8 {

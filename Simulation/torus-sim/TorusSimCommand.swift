@@ -17,7 +17,7 @@ struct TorusSimCommand: ParsableCommand {
             power loss, partitions, message drops and metadata outages, and checks every read \
             against the promises of DESIGN §1. The same seed always gives the same trace hash.
             """,
-        subcommands: [Run.self, Sweep.self, CheckDeterminism.self],
+        subcommands: [Run.self, Sweep.self, Swarm.self, CheckDeterminism.self],
         defaultSubcommand: Run.self
     )
 }
@@ -161,6 +161,35 @@ extension TorusSimCommand {
                 throw ExitCode(1)
             }
             if failed { throw ExitCode(1) }
+        }
+    }
+
+    struct Swarm: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Swarm testing: each seed draws its own cluster shape, workload and fault mix.",
+            discussion: "Exit status 1 when any run broke a promise; each failure prints the command that reproduces it.")
+        @Option(help: "First seed.") var from: UInt64 = 1
+        @Option(help: "Number of runs.") var runs: UInt64 = 100
+
+        func run() throws {
+            let start = wallSeconds()
+            var failures: [UInt64] = []
+            var simSeconds = 0.0
+            for seed in from..<(from + runs) {
+                let options = SimOptions.swarm(seed: seed)
+                let t0 = wallSeconds()
+                let r = Simulation(options: options).run()
+                simSeconds += r.simulatedSeconds
+                print(summary(r, wall: wallSeconds() - t0) + " " + options.shapeDescription)
+                if let v = r.violation {
+                    failures.append(seed)
+                    print("FAILED: \(v)")
+                    print("reproduce: swift run -c release torus-sim swarm --from \(seed) --runs 1")
+                }
+            }
+            let wall = wallSeconds() - start
+            print("swarm: \(runs - UInt64(failures.count)) passed, \(failures.count) failed; \(fmt(simSeconds)) simulated s in \(fmt(wall)) s (\(wall > 0 ? Int(simSeconds / wall) : 0)x)")
+            if !failures.isEmpty { throw ExitCode(1) }
         }
     }
 

@@ -115,3 +115,34 @@ struct ScenarioTests {
         #expect(throws: ScenarioError.self) { try Scenario.load(path: "/nonexistent/x.yaml") }
     }
 }
+
+@Suite("swarm shapes")
+struct SwarmShapeTests {
+    @Test("a seed always draws the same shape; seeds cover varied, valid shapes")
+    func shapes() {
+        #expect(SimOptions.swarm(seed: 7).shapeDescription == SimOptions.swarm(seed: 7).shapeDescription)
+        var nodeCounts: Set<Int> = [], blockSizes: Set<Int> = [], faultless = 0
+        for seed in 1...200 as ClosedRange<UInt64> {
+            let o = SimOptions.swarm(seed: seed)
+            #expect(o.seed == seed)
+            #expect(o.replication >= 1 && o.replication <= o.nodes && o.nodes <= 7, "seed \(seed): \(o.shapeDescription)")
+            #expect(o.volumeBytes >= UInt64(o.blockSize) && o.volumeBytes % 4096 == 0, "seed \(seed): \(o.shapeDescription)")
+            nodeCounts.insert(o.nodes)
+            blockSizes.insert(o.blockSize)
+            if !o.faults { faultless += 1 }
+        }
+        #expect(nodeCounts.count == 7 && blockSizes.count == 7, "nodes \(nodeCounts), blocks \(blockSizes)")
+        #expect(faultless > 0 && faultless < 100)
+    }
+
+    @Test("a 4 KiB volume runs (the workload once asked for more sectors than the volume had)")
+    func tinyVolume() {
+        var o = SimOptions()
+        o.volumeBytes = 4096
+        o.blockSize = 4096
+        o.duration = .seconds(5)
+        let r = Simulation(options: o).run()
+        #expect(r.passed, "\(r.violation ?? "")")
+        #expect(r.opsCompleted > 0)
+    }
+}
