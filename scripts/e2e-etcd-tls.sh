@@ -5,16 +5,8 @@
 # real NBD clients. Run by scripts/test.sh. Needs etcd-server, openssl, libnbd-bin.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-swift build -c release --product torus >/dev/null || { echo "e2e-tls: build failed"; exit 1; }
-BIN=$PWD/.build/release/torus
-WORK=$(mktemp -d /tmp/torus-tls.XXXXXX)
-PIDS=()
-pass=0; fail=0
-ok() { echo "ok      $*"; pass=$((pass + 1)); }
-bad() { echo "FAIL    $*"; fail=$((fail + 1)); }
-cleanup() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done; wait 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$WORK"; }
-trap cleanup EXIT
 . scripts/lib.sh
+e2e_begin e2e-tls
 
 # Certificates: a CA, a server certificate for 127.0.0.1, a client certificate.
 C=$WORK/certs; mkdir -p "$C"

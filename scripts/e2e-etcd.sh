@@ -4,16 +4,8 @@
 # Usage: bash scripts/e2e-etcd.sh   (needs etcd-server, libnbd-bin, fio; builds torus release)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-swift build -c release --product torus >/dev/null || { echo "e2e: build failed"; exit 1; }
-BIN=$PWD/.build/release/torus
-WORK=$(mktemp -d /tmp/torus-e2e.XXXXXX)
-PIDS=()
-pass=0; fail=0
-ok() { echo "ok      $*"; pass=$((pass + 1)); }
-bad() { echo "FAIL    $*"; fail=$((fail + 1)); }
-cleanup() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done; wait 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$WORK"; }
-trap cleanup EXIT
 . scripts/lib.sh
+e2e_begin e2e
 start_etcd "$WORK" || exit 1
 PIDS+=("$ETCD_PID")
 META=$ETCD_URL

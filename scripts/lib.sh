@@ -42,3 +42,17 @@ restart_etcd() {
     kill -TERM "$ETCD_PID" 2>/dev/null; wait "$ETCD_PID" 2>/dev/null
     start_etcd "$1"
 }
+
+# e2e_begin NAME: the common start of an end-to-end script: builds the release torus (BIN),
+# makes a scratch directory (WORK, removed at exit unless KEEP is set), and defines ok / bad
+# (counted in pass / fail) and a cleanup that SIGKILLs every pid added to PIDS.
+e2e_begin() {
+    swift build -c release --product torus >/dev/null || { echo "$1: build failed"; exit 1; }
+    BIN=$PWD/.build/release/torus
+    WORK=$(mktemp -d "/tmp/torus-$1.XXXXXX")
+    PIDS=()
+    pass=0; fail=0
+    trap 'for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done; wait 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$WORK"' EXIT
+}
+ok() { echo "ok      $*"; pass=$((pass + 1)); }
+bad() { echo "FAIL    $*"; fail=$((fail + 1)); }

@@ -70,9 +70,9 @@ public final class EtcdWatch: MetadataWatch, @unchecked Sendable {
             reconnects.add(1, ordering: .relaxed)
             if stream.connected {
                 backoff = Self.backoffMin  // it worked for a while: retry soon
-                if failing { failing = false }
+                failing = false
             }
-            if !failing {
+            if !failing {  // log once per outage
                 runtimeLog("watch of \(key): stream from \(url) ended (\(outcome)); reconnecting")
                 failing = true
             }

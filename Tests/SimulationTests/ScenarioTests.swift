@@ -11,40 +11,18 @@ import Glibc
 /// every canary is caught by some scenario, and malformed files get one-line errors.
 @Suite("scenario files")
 struct ScenarioTests {
-    static var directory: String {
-        // This file lives in <root>/Tests/SimulationTests/.
-        var parts = #filePath.split(separator: "/", omittingEmptySubsequences: false)
-        parts.removeLast(3)
-        return parts.joined(separator: "/") + "/Scenarios"
-    }
+    static var directory: String { SourceScanTests.packageRoot() + "/Scenarios" }
 
+    /// File names of the scenarios.
     static var files: [String] {
-        guard let dir = opendir(directory) else { return [] }
-        defer { closedir(dir) }
-        var names: [String] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-            }
-            if name.hasSuffix(".yaml") { names.append(name) }
-        }
-        return names.sorted()
+        SourceScanTests.files(in: directory, suffix: ".yaml").map { String($0.dropFirst(directory.count + 1)) }
     }
 
     @Test("there are scenario files, and the index lists every one")
     func index() throws {
         let files = Self.files
         #expect(files.count >= 10, "found \(files)")
-        let readme = try #require(fopen(Self.directory + "/README.md", "r"))
-        defer { fclose(readme) }
-        var bytes: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let n = fread(&buffer, 1, buffer.count, readme)
-            if n <= 0 { break }
-            bytes += buffer[..<n]
-        }
-        let text = String(decoding: bytes, as: UTF8.self)
+        let text = try #require(SourceScanTests.read(Self.directory + "/README.md"))
         for f in files { #expect(text.contains(f), "Scenarios/README.md does not list \(f)") }
     }
 

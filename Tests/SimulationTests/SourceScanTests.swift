@@ -37,7 +37,8 @@ struct SourceScanTests {
         return parts.joined(separator: "/")
     }
 
-    static func swiftFiles(in dir: String) -> [String] {
+    /// Paths of the files ending in `suffix` under `dir` (recursively), sorted.
+    static func files(in dir: String, suffix: String = ".swift") -> [String] {
         var result: [String] = []
         guard let d = opendir(dir) else { return [] }
         defer { closedir(d) }
@@ -47,10 +48,10 @@ struct SourceScanTests {
             }
             if name == "." || name == ".." { continue }
             let path = dir + "/" + name
-            if name.hasSuffix(".swift") {
+            if name.hasSuffix(suffix) {
                 result.append(path)
             } else if entry.pointee.d_type == DT_DIR {
-                result += swiftFiles(in: path)
+                result += files(in: path, suffix: suffix)
             }
         }
         return result.sorted()
@@ -73,7 +74,7 @@ struct SourceScanTests {
     func noNondeterminism() {
         let root = Self.packageRoot()
         var files: [String] = []
-        for d in Self.scanned { files += Self.swiftFiles(in: root + "/" + d) }
+        for d in Self.scanned { files += Self.files(in: root + "/" + d) }
         #expect(files.count >= 10, "found only \(files.count) source files under \(root)")
         var offences: [String] = []
         for file in files {
