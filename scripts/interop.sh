@@ -26,9 +26,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
+UP_EXTRA=()  # the first start hands writer traffic to the nodes in memory; after the SIGKILL, TCP
 start() {
     "$BIN" up --data-dir "$WORK/data" --nodes 3 --replication 2 --nbd "127.0.0.1:$PORT" --disk-size 1GiB \
-        --volume big:256MiB --volume fio:128MiB --volume scratch:64MiB >>"$WORK/up.log" 2>&1 &
+        --volume big:256MiB --volume fio:128MiB --volume scratch:64MiB "${UP_EXTRA[@]}" >>"$WORK/up.log" 2>&1 &
     PID=$!
     disown "$PID"  # no job-control chatter when it is killed
     for _ in $(seq 1 120); do
@@ -90,12 +91,15 @@ check "after the malformed traffic: earlier fio data verifies" fio_verify_only
 check "torus volume create, list, info, delete against the running torus up" volume_cmds
 
 stop KILL
+UP_EXTRA=(--peer-over-tcp)  # the same checks over the peer protocol's wire path
 start
 check "after SIGKILL and restart: nbdcopy out is byte-identical" copy_out_same
 check "after SIGKILL and restart: qemu-img compare" qemu_same
 check "after SIGKILL and restart: fio verifies its flushed writes" fio_verify_only
+check "over the peer protocol (--peer-over-tcp): fio random 4k writes verified with crc32c" fio_write_verify
 
 stop INT
+UP_EXTRA=()
 check "a restart with another --nodes is refused, naming the right count" wrong_nodes
 start
 check "after SIGINT and restart: nbdcopy out is byte-identical" copy_out_same

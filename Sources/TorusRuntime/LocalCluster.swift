@@ -30,6 +30,10 @@ public final class LocalCluster: @unchecked Sendable {
         /// Serve every volume read-only: no writer lock, so this runs next to the writer
         /// (`torus nbd serve --read-only`); reads see the last committed state.
         public var readOnly = false
+        /// Writers reach nodes of this process over loopback TCP (the peer protocol) instead of
+        /// handing messages to the node's event loop directly. Slower; tests use it to cover
+        /// the wire path inside `torus up`.
+        public var peerOverTCP = false
         public init(dataDir: String, nodes: Int = 3, replication: Int = 2, blockSize: Int = 64 << 10,
                     diskBytes: UInt64 = 2 << 30, volumes: [(String, UInt64)] = []) {
             self.dataDir = dataDir
@@ -525,7 +529,7 @@ public final class LocalCluster: @unchecked Sendable {
         guard let host = volumes[volume] else { return }
         var replaceWriter = false
         defer {
-            flushLinks(host)
+            flushLinks(host, name: volume)
             if host.client.info.sizeBytes > host.adapter.volumeSize { grew(volume, host) }
             if replaceWriter { replaceFencedWriter(volume, host) }
         }

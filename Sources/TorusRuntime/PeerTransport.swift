@@ -96,8 +96,33 @@ final class PeerLink: @unchecked Sendable {
     /// Frames sent while the connection is being set up.
     var queued: [PeerFrame] = []
     var needsFlush = false
+    /// In-process path: the node runs in this process; messages go straight to its loop.
+    let local: StorageNodeServer?
+    /// Messages of the current writer step for `local`, handed over in one batch by `flushLinks`.
+    var localBatch: [PeerMessage] = []
+    /// The node has this link registered as the writer's reply path.
+    var localRegistered = false
 
-    init(node: NodeID) { self.node = node }
+    init(node: NodeID, local: StorageNodeServer? = nil) {
+        self.node = node
+        self.local = local
+    }
+}
+
+/// The node side of an in-process link: replies go to the writer's loop without a socket.
+/// Created by the writer, registered on (and then confined to) the node's loop.
+final class LocalPeer: @unchecked Sendable {
+    let deliver: @Sendable ([PeerMessage]) -> Void
+    var batch: [PeerMessage] = []
+
+    init(deliver: @escaping @Sendable ([PeerMessage]) -> Void) { self.deliver = deliver }
+
+    func flush() {
+        guard !batch.isEmpty else { return }
+        let messages = batch
+        batch = []
+        deliver(messages)
+    }
 }
 
 /// Receives a node's frames for one volume writer.
@@ -149,8 +174,13 @@ extension LocalCluster {
         if let l = volume.links[node] {
             link = l
         } else {
-            link = PeerLink(node: node)
+            link = PeerLink(node: node, local: config.peerOverTCP ? nil : nodes[node])
             volume.links[node] = link
+        }
+        if link.local != nil {
+            if link.localBatch.isEmpty { volume.linksToFlush.append(link) }
+            link.localBatch.append(msg)
+            return
         }
         let frame = PeerFrame.message(msg)
         if let channel = link.channel {
@@ -194,16 +224,51 @@ extension LocalCluster {
     }
 
     /// Flushes the connections a writer step wrote to.
-    func flushLinks(_ volume: VolumeHost) {
+    func flushLinks(_ volume: VolumeHost, name: String) {
         for link in volume.linksToFlush {
+            if let server = link.local {
+                handOver(link, to: server, from: volume, name: name)
+                continue
+            }
             link.needsFlush = false
             link.channel?.flush()
         }
         volume.linksToFlush.removeAll()
     }
 
+    /// The in-process path: one hop to the node's loop per writer step and link, and one
+    /// back per node step. The messages are the writer's own values (no encoding, no copy);
+    /// block data keeps its end-to-end checksum, which the node verifies as on the wire.
+    private func handOver(_ link: PeerLink, to server: StorageNodeServer, from volume: VolumeHost, name: String) {
+        let messages = link.localBatch
+        link.localBatch = []
+        guard !messages.isEmpty else { return }
+        let client = volume.client.clientID
+        var newPeer: LocalPeer?
+        if !link.localRegistered {
+            link.localRegistered = true
+            let node = link.node, loop = self.loop
+            newPeer = LocalPeer { replies in
+                loop.execute {
+                    for m in replies { self.clientReceived(name, from: node, via: link, m) }
+                }
+            }
+        }
+        let peer = newPeer
+        server.loop.execute {
+            if let peer { server.localPeers[client] = peer }
+            for m in messages { server.received(from: client, m) }
+        }
+    }
+
     func closeLinks(_ volume: VolumeHost) {
-        for link in volume.links.values { link.channel?.close(promise: nil) }
+        let client = volume.client.clientID
+        for link in volume.links.values {
+            link.channel?.close(promise: nil)
+            if let server = link.local, link.localRegistered {
+                server.loop.execute { server.localPeers[client] = nil }
+            }
+        }
         volume.links.removeAll()
     }
 }

@@ -19,6 +19,8 @@ public final class StorageNodeServer: @unchecked Sendable {
     var listener: Channel?
     /// Connections by the client that said HELLO on them.
     var peers: [NodeID: PeerServerHandler] = [:]
+    /// Writers of this process that reach the node without a socket (`LocalPeer`), by client id.
+    var localPeers: [NodeID: LocalPeer] = [:]
 
     public init(id: NodeID, store: BlockStore, disk: FileDisk, loop: EventLoop, pool: NIOThreadPool,
                 clusterID: PeerClusterID, log: @escaping @Sendable (String) -> Void) {
@@ -85,6 +87,7 @@ public final class StorageNodeServer: @unchecked Sendable {
         loop.flatSubmit {
             let channels = self.peers.values.compactMap { $0.channel }
             self.peers.removeAll()
+            self.localPeers.removeAll()
             var closing = channels.map { $0.close() }
             if let l = self.listener { closing.append(l.close()) }
             return EventLoopFuture.andAllComplete(closing, on: self.loop)
@@ -99,18 +102,25 @@ public final class StorageNodeServer: @unchecked Sendable {
     func perform(_ outputs: [StorageNode.Output]) {
         loop.assertInEventLoop()
         var touched: [PeerServerHandler] = []
+        var touchedLocal: [LocalPeer] = []
         // Disk requests the page cache served at once, fed back after this batch (as if a
         // very fast thread had done them): no thread hop for cached reads and most writes.
         var immediate: [(DiskOpID, DiskCompletion)] = []
         defer {
             for (op, completion) in immediate { perform(node.diskCompleted(op, completion)) }
             for h in touched { h.flush() }
+            for p in touchedLocal { p.flush() }
         }
         for o in outputs {
             switch o {
             case .send(let to, let msg):
                 // Replies go back on the connection of the client that asked; a client that
                 // went away retries on a new connection.
+                if let local = localPeers[to] {
+                    if local.batch.isEmpty { touchedLocal.append(local) }
+                    local.batch.append(msg)
+                    continue
+                }
                 guard let peer = peers[to] else { continue }
                 if !peer.needsFlush { touched.append(peer) }
                 peer.send(msg)

@@ -86,6 +86,8 @@ struct Up: ParsableCommand {
     var metadata: String?
     @Option(help: "Event-loop threads: the volume writers and NBD use one, the storage nodes are spread over all (default: one per core).")
     var threads: Int?
+    @Flag(name: .customLong("peer-over-tcp"), help: "Send writer-to-node traffic over loopback TCP (the peer protocol) instead of handing it to the node in memory. Slower; for testing the wire path.")
+    var peerOverTCP = false
 
     func validate() throws {
         guard nodes >= 1 && nodes <= 64 else { throw ValidationError("--nodes must be between 1 and 64") }
@@ -110,6 +112,7 @@ struct Up: ParsableCommand {
                                                 diskBytes: disk, volumes: vols)
         if !vols.isEmpty { config.defaultVolume = nil }
         config.metadata = metadata
+        config.peerOverTCP = peerOverTCP
 
         // One loop per core: the volume writers on one, the storage nodes spread over the others.
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads ?? System.coreCount)
