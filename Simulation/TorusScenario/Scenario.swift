@@ -141,6 +141,12 @@ struct FieldReader {
         return p
     }
 
+    func fraction(_ node: Node, _ field: String) throws(ScenarioError) -> Double {
+        let text = try string(node, field)
+        guard let p = Double(text), p >= 0, p <= 1 else { throw fail(node, field, "expected a probability from 0 to 1, got '\(text)'") }
+        return p
+    }
+
     func size(_ node: Node, _ field: String) throws(ScenarioError) -> UInt64 {
         let text = try string(node, field)
         let units: [(String, UInt64)] = [("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30), ("B", 1)]
@@ -161,7 +167,8 @@ struct FieldReader {
     }
 
     mutating func scenario(_ root: Node) throws(ScenarioError) -> Scenario {
-        let top = try mapping(root, "", known: ["name", "hunts", "seeds", "cluster", "volume", "workload", "faults", "canary", "expect"])
+        let top = try mapping(root, "", known: ["name", "hunts", "seeds", "cluster", "volume", "workload", "faults", "schedule",
+                                                "phases", "checks", "canary", "expect"])
         guard let nameNode = top["name"] else { throw fail(root, "name", "missing (every scenario has a name)") }
         guard let huntsNode = top["hunts"] else { throw fail(root, "hunts", "missing (one line on the bug class it hunts)") }
         let name = try string(nameNode, "name")
@@ -180,7 +187,7 @@ struct FieldReader {
             }
         }
         if let node = top["cluster"] {
-            let c = try mapping(node, "cluster", known: ["nodes", "replication", "block-size", "disk-size"])
+            let c = try mapping(node, "cluster", known: ["nodes", "replication", "block-size", "disk-size", "capacities"])
             if let n = c["nodes"] { o.nodes = try int(n, "cluster.nodes", 1...64) }
             if let n = c["replication"] { o.replication = try int(n, "cluster.replication", 1...o.nodes) }
             if let n = c["block-size"] {
@@ -191,6 +198,13 @@ struct FieldReader {
                 o.blockSize = Int(bs)
             }
             if let n = c["disk-size"] { o.diskBytes = try size(n, "cluster.disk-size") }
+            if let n = c["capacities"] {
+                guard case .sequence(let items) = n, items.count <= o.nodes else {
+                    throw fail(n, "cluster.capacities", "expected a list of at most \(o.nodes) disk sizes (one per node, in node order)")
+                }
+                o.nodeDiskBytes = []
+                for item in items { o.nodeDiskBytes.append(try size(item, "cluster.capacities")) }
+            }
             if o.replication > o.nodes { throw fail(c["replication"] ?? node, "cluster.replication", "more copies than nodes") }
         }
         if let node = top["volume"] {
@@ -203,17 +217,41 @@ struct FieldReader {
             }
         }
         if let node = top["workload"] {
-            let w = try mapping(node, "workload", known: ["queue-depth", "duration", "think-time"])
+            let w = try mapping(node, "workload", known: ["queue-depth", "duration", "think-time", "mix"])
             if let n = w["queue-depth"] { o.queueDepth = try int(n, "workload.queue-depth", 1...1024) }
             if let n = w["duration"] { o.duration = try duration(n, "workload.duration") }
             if let n = w["think-time"] { o.thinkTimeMean = try duration(n, "workload.think-time") }
+            if let n = w["mix"] {
+                let m = try mapping(n, "workload.mix", known: ["read", "write", "fua", "trim", "flush"])
+                var mix = SimOptions.OpMix(read: 0, write: 0, fua: 0, trim: 0, flush: 0)
+                if let v = m["read"] { mix.read = try int(v, "workload.mix.read", 0...100) }
+                if let v = m["write"] { mix.write = try int(v, "workload.mix.write", 0...100) }
+                if let v = m["fua"] { mix.fua = try int(v, "workload.mix.fua", 0...100) }
+                if let v = m["trim"] { mix.trim = try int(v, "workload.mix.trim", 0...100) }
+                if let v = m["flush"] { mix.flush = try int(v, "workload.mix.flush", 0...100) }
+                guard mix.total == 100 else { throw fail(n, "workload.mix", "percentages must add up to 100, got \(mix.total)") }
+                o.opMix = mix
+            }
         }
         if let node = top["faults"] {
             if case .scalar(let s) = node {
                 guard s.string == "none" else { throw fail(node, "faults", "expected 'none' or a mapping of fault rates") }
                 o.faults = false
             } else {
-                let f = try mapping(node, "faults", known: ["interval", "drop", "duplicate", "latency-max"])
+                let f = try mapping(node, "faults", known: ["interval", "drop", "duplicate", "latency-max", "mix", "quiet", "torn-write",
+                                                            "unsynced-survival", "misdirected-write", "clock-skew-max", "metadata-slow-max"])
+                if let n = f["mix"] {
+                    let m = try mapping(n, "faults.mix", known: FaultKind.allCases.map(\.rawValue))
+                    o.faultMix = [:]
+                    for (k, v) in m { o.faultMix[FaultKind(rawValue: k)!] = try int(v, "faults.mix." + k, 0...1000) }
+                    if f["quiet"] == nil { o.quietWeight = 0 }
+                }
+                if let n = f["quiet"] { o.quietWeight = try int(n, "faults.quiet", 0...1000) }
+                if let n = f["torn-write"] { o.tornWriteProbability = try fraction(n, "faults.torn-write") }
+                if let n = f["unsynced-survival"] { o.unsyncedSurvivalProbability = try fraction(n, "faults.unsynced-survival") }
+                if let n = f["misdirected-write"] { o.misdirectedWriteProbability = try probability(n, "faults.misdirected-write") }
+                if let n = f["clock-skew-max"] { o.clockSkewMax = try duration(n, "faults.clock-skew-max") }
+                if let n = f["metadata-slow-max"] { o.metadataSlowMax = try duration(n, "faults.metadata-slow-max") }
                 if let n = f["interval"] { o.faultInterval = try duration(n, "faults.interval") }
                 if let n = f["drop"] { o.dropProbability = try probability(n, "faults.drop") }
                 if let n = f["duplicate"] { o.duplicateProbability = try probability(n, "faults.duplicate") }
@@ -221,6 +259,38 @@ struct FieldReader {
                     o.networkLatencyMax = try duration(n, "faults.latency-max")
                     guard o.networkLatencyMax.value > 50_000 else { throw fail(n, "faults.latency-max", "must be above the 50us minimum hop") }
                 }
+            }
+        }
+        if let node = top["schedule"] {
+            guard case .sequence(let items) = node else { throw fail(node, "schedule", "expected a list of {at, fault, node, for}") }
+            for item in items {
+                let e = try mapping(item, "schedule", known: ["at", "fault", "node", "for"])
+                guard let atNode = e["at"] else { throw fail(item, "schedule.at", "missing (when the fault happens, e.g. 10s)") }
+                guard let kindNode = e["fault"] else { throw fail(item, "schedule.fault", "missing (one of \(FaultKind.allCases.map(\.rawValue).joined(separator: ", ")))") }
+                let kindText = try string(kindNode, "schedule.fault")
+                guard let kind = FaultKind(rawValue: kindText) else {
+                    throw fail(kindNode, "schedule.fault", "unknown fault '\(kindText)' (known: \(FaultKind.allCases.map(\.rawValue).joined(separator: ", ")))")
+                }
+                var f = ScheduledFault(at: try duration(atNode, "schedule.at"), kind: kind)
+                if let n = e["node"] { f.node = try int(n, "schedule.node", 1...o.nodes) }
+                if let n = e["for"] { f.duration = try duration(n, "schedule.for") }
+                o.schedule.append(f)
+            }
+        }
+        if let node = top["phases"] {
+            let p = try mapping(node, "phases", known: ["safety", "liveness"])
+            if let n = p["safety"] { o.duration = try duration(n, "phases.safety") }
+            if let n = p["liveness"] { o.livenessDuration = try duration(n, "phases.liveness") }
+        }
+        for f in o.schedule where f.at >= o.duration {
+            throw fail(top["schedule"], "schedule.at", "a fault at \(f.at.value / 1_000_000) ms is after the safety phase (\(o.duration.value / 1_000_000) ms)")
+        }
+        if let node = top["checks"] {
+            let c = try mapping(node, "checks", known: ["convergence"])
+            if let n = c["convergence"] {
+                let text = try string(n, "checks.convergence")
+                guard let b = Bool(text) else { throw fail(n, "checks.convergence", "expected true or false, got '\(text)'") }
+                o.checkConvergence = b
             }
         }
         if let node = top["canary"] {

@@ -23,6 +23,8 @@ struct SectorModel {
     enum Promise: String {
         case durability = "durability (acknowledged data survives)"
         case noWrongData = "no wrong data (never stale, foreign or garbage sectors)"
+        case fencing = "fencing (no commit from a stale epoch is ever visible)"
+        case convergence = "convergence (every committed block fully replicated after healing)"
         case liveness = "liveness (progress after faults heal)"
     }
 

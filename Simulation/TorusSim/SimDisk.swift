@@ -8,7 +8,10 @@ import TorusCore
 ///   (the durable contents come back), and may tear one sector of a write still in flight
 ///   (first half new, second half old);
 /// - sectors never written read as zeros.
-/// Bounded so recovery stays possible: durable sectors are never damaged.
+/// Bounded so recovery stays possible: durable sectors are never damaged by a crash.
+/// Media faults, injected on purpose on a minority of nodes: bit rot (`rot`), latent sector
+/// errors (`makeUnreadable`: reads covering the sector fail until it is rewritten) and
+/// misdirected writes (the driver changes the offset before `issueWrite`).
 final class SimDisk {
     let geometry: DiskGeometry
     /// Sector contents share the written buffers (slices), so a write costs no copy.
@@ -17,6 +20,8 @@ final class SimDisk {
     /// Writes issued but not completed, by op id: (offset, bytes).
     private var inFlight: [DiskOpID: (UInt64, [UInt8])] = [:]
     private(set) var bytesWritten: UInt64 = 0
+    /// Sectors with a latent read error.
+    private var unreadable: Set<UInt64> = []
 
     init(geometry: DiskGeometry) {
         self.geometry = geometry
@@ -39,7 +44,9 @@ final class SimDisk {
         let s = sectorSize
         var i = 0
         while i < bytes.count {
-            volatile[(offset + UInt64(i)) / UInt64(s)] = bytes[i..<(i + s)]
+            let sector = (offset + UInt64(i)) / UInt64(s)
+            volatile[sector] = bytes[i..<(i + s)]
+            if !unreadable.isEmpty { unreadable.remove(sector) }  // the drive remaps on write
             i += s
         }
         bytesWritten += UInt64(bytes.count)
@@ -59,6 +66,35 @@ final class SimDisk {
         }
         return out
     }
+
+    /// A read through the drive: fails when it covers a sector with a latent error.
+    func readChecked(offset: UInt64, length: Int) -> [UInt8]? {
+        if !unreadable.isEmpty {
+            let first = offset / UInt64(sectorSize)
+            for k in 0..<UInt64(length / sectorSize) where unreadable.contains(first + k) { return nil }
+        }
+        return read(offset: offset, length: length)
+    }
+
+    /// Written sectors at or after `from` (sorted, so a seeded pick is deterministic).
+    func writtenSectors(from: UInt64) -> [UInt64] {
+        var keys = Set(durable.keys)
+        keys.formUnion(volatile.keys)
+        return keys.filter { $0 >= from }.sorted()
+    }
+
+    /// Bit rot: flips one byte of `sector` where it is stored now.
+    func rot(sector: UInt64, byte: Int) {
+        if var v = volatile[sector] {
+            v[v.startIndex + byte] ^= 0x5A
+            volatile[sector] = v
+        } else if var d = durable[sector] {
+            d[d.startIndex + byte] ^= 0x5A
+            durable[sector] = d
+        }
+    }
+
+    func makeUnreadable(sector: UInt64) { unreadable.insert(sector) }
 
     /// Reads what survives a crash right now (used at boot, after `crash`).
     func readDurable(offset: UInt64, length: Int) -> [UInt8] {

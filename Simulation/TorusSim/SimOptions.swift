@@ -22,7 +22,49 @@ public struct SimOptions: Sendable {
     public var thinkTimeMean = Nanoseconds.milliseconds(8)
     public var canary: VolumeClientConfig.Canary = .none
 
+    /// The workload's op mix in percent (writes without FUA, FUA writes, and so on).
+    public struct OpMix: Sendable, Equatable {
+        public var read, write, fua, trim, flush: Int
+        public init(read: Int, write: Int, fua: Int, trim: Int, flush: Int) {
+            self.read = read; self.write = write; self.fua = fua; self.trim = trim; self.flush = flush
+        }
+        public var total: Int { read + write + fua + trim + flush }
+    }
+    public var opMix = OpMix(read: 42, write: 38, fua: 6, trim: 6, flush: 8)
+
+    /// Relative weights of the random fault events drawn every ~`faultInterval` (a missing
+    /// kind never happens at random). The default is the classic mix; `quietWeight` is the
+    /// share of draws that inject nothing.
+    public var faultMix: [FaultKind: Int] = SimOptions.classicMix
+    public var quietWeight = 12
+    public static let classicMix: [FaultKind: Int] = [.crashNode: 35, .powerLoss: 5, .partition: 25, .metadataOutage: 15, .writerCrash: 8]
+    /// Faults at fixed virtual times, in addition to (or instead of) the random ones.
+    public var schedule: [ScheduledFault] = []
+    /// Probability that a crash tears the write in flight, and that each unsynced sector survives it.
+    public var tornWriteProbability = 0.5
+    public var unsyncedSurvivalProbability = 0.5
+    /// Probability that a disk write lands one block away from its target (on the nodes that
+    /// may suffer media faults: see `mediaFaultNodes`).
+    public var misdirectedWriteProbability = 0.0
+    /// Largest writer clock offset a `clock-jump` sets (either direction).
+    public var clockSkewMax = Nanoseconds.seconds(3)
+    /// Largest extra latency of a metadata request during `metadata-slow`.
+    public var metadataSlowMax = Nanoseconds.seconds(2)
+    /// Per-node disk sizes (index = node - 1); nodes not listed use `diskBytes`.
+    public var nodeDiskBytes: [UInt64] = []
+    /// After the safety phase (`duration`, with faults), a liveness phase of this length heals
+    /// everything, keeps the load running without faults and demands progress (ops and a
+    /// flush completing). Zero: straight to the final check.
+    public var livenessDuration = Nanoseconds.zero
+    /// After the final read-back, every block of the committed map must be durable on
+    /// `replication` distinct live nodes.
+    public var checkConvergence = true
+
     public init() {}
+
+    public func diskBytes(node index: Int) -> UInt64 {
+        index < nodeDiskBytes.count ? nodeDiskBytes[index] : diskBytes
+    }
 
     /// The command line that reproduces this run.
     public var reproduceCommand: String {
@@ -32,6 +74,56 @@ public struct SimOptions: Sendable {
         if !faults { s += " --no-faults" }
         if canary != .none { s += " --canary \(canary.rawValue)" }
         return s
+    }
+}
+
+/// Every fault the simulator can inject, by schedule (`ScheduledFault`) or at random (`SimOptions.faultMix`).
+public enum FaultKind: String, CaseIterable, Sendable {
+    /// A storage node process crashes (losing unsynced writes, maybe tearing one) and restarts after `for`.
+    case crashNode = "crash-node"
+    /// Every node loses power at once, then restarts.
+    case powerLoss = "power-loss"
+    /// The writer and one node cannot reach each other (both ways, or one way at random).
+    case partition
+    /// Only the node -> writer direction is cut (asymmetric).
+    case partitionOneWay = "partition-oneway"
+    /// Clog nodes one at a time, then unclog them in a random order (FoundationDB's swizzle-clog).
+    case swizzleClog = "swizzle-clog"
+    /// The metadata store does not answer.
+    case metadataOutage = "metadata-outage"
+    /// The metadata store answers up to `metadataSlowMax` late.
+    case metadataSlow = "metadata-slow"
+    /// The store expires the writer's lease now (as if its clock or leader jumped).
+    case leaseExpiry = "lease-expiry"
+    /// The writer process crashes and restarts after `for`.
+    case writerCrash = "writer-crash"
+    /// The writer crashes right after it sends a flush's commit (which may or may not land).
+    case writerCrashMidFlush = "writer-crash-mid-flush"
+    /// The writer is paused with a commit in flight; a new writer takes over once the lease
+    /// expires; the old one resumes when the new one is ready (or after `for`).
+    case writerPause = "writer-pause"
+    /// The writer's clock jumps to an offset of up to `clockSkewMax` (back: it stands still).
+    case clockJump = "clock-jump"
+    /// One node's disk becomes 10-100x slower for `for`.
+    case slowDisk = "slow-disk"
+    /// One byte of a stored block flips on a node that may suffer media faults.
+    case bitRot = "bit-rot"
+    /// One sector becomes unreadable (until rewritten) on a node that may suffer media faults.
+    case latentError = "latent-error"
+}
+
+/// A fault at a fixed virtual time. `node` is 1-based (nil: drawn from the seed); `duration`
+/// is how long until it heals (nil: drawn from the seed).
+public struct ScheduledFault: Sendable, Equatable {
+    public var at: Nanoseconds
+    public var kind: FaultKind
+    public var node: Int?
+    public var duration: Nanoseconds?
+    public init(at: Nanoseconds, kind: FaultKind, node: Int? = nil, duration: Nanoseconds? = nil) {
+        self.at = at
+        self.kind = kind
+        self.node = node
+        self.duration = duration
     }
 }
 
@@ -51,7 +143,13 @@ public struct SimResult: Sendable {
     public var commits: Int
     /// The writer knobs this seed drew (cache, write-back timing, limits).
     public var knobs: String
+    /// Copies that read-repair put back after a read found a bad one.
+    public var repairs: Int
     public var passed: Bool { violation == nil }
+    /// A liveness failure (progress or convergence after healing) rather than a broken safety promise.
+    public var isLivenessFailure: Bool {
+        brokenPromise == SectorModel.Promise.liveness.rawValue || brokenPromise == SectorModel.Promise.convergence.rawValue
+    }
 
     public var traceHex: String {
         let h = String(traceHash, radix: 16)

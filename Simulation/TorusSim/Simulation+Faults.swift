@@ -1,56 +1,163 @@
 import TorusCore
 
-/// Fault injection, healing, and the final phase (heal everything, lose power everywhere,
-/// reopen, read every sector back).
+/// Fault injection (the catalogue of `FaultKind`, at random and by schedule), healing, the
+/// liveness phase, and the final phase (heal everything, lose power everywhere, reopen,
+/// read every sector back).
 extension Simulation {
     func nextFaultDelay() -> Nanoseconds { faultRandom.duration(.milliseconds(100), options.faultInterval * 2) }
 
     var nodesDown: Int { slots.filter { $0.node == nil }.count }
 
+    /// A random fault event: a kind drawn by the weights of `faultMix` (in `FaultKind` order,
+    /// then the quiet share), applied with parameters drawn from the seed.
     func injectFault() {
         defer { queue.push(now + nextFaultDelay(), .fault) }
         faultsInjected += 1
-        let roll = faultRandom.below(100)
-        switch roll {
-        case 0..<35:
-            // Crash one storage node, keeping at most replication - 1 down at once.
-            guard nodesDown < options.replication - 1 else { return }
-            let up = slots.indices.filter { slots[$0].node != nil }
-            let n = up[Int(faultRandom.below(UInt64(up.count)))]
+        let kinds = FaultKind.allCases.filter { (options.faultMix[$0] ?? 0) > 0 }
+        let total = kinds.reduce(options.quietWeight) { $0 + options.faultMix[$1]! }
+        guard total > 0 else { return }
+        var roll = Int(faultRandom.below(UInt64(total)))
+        for k in kinds {
+            let w = options.faultMix[k]!
+            if roll < w {
+                applyFault(k, node: nil, duration: nil, random: true)
+                return
+            }
+            roll -= w
+        }
+        // The quiet share: nothing this time.
+    }
+
+    /// Injects one fault. `node` is 0-based (nil: drawn); `duration` until it heals (nil: drawn).
+    /// Random faults keep the cluster recoverable (at most replication - 1 nodes down at once);
+    /// scheduled ones do what the scenario says.
+    func applyFault(_ kind: FaultKind, node: Int?, duration: Nanoseconds?, random: Bool = false) {
+        func pickNode() -> Int { node ?? Int(faultRandom.below(UInt64(slots.count))) }
+        func lasting(_ lo: Nanoseconds, _ hi: Nanoseconds) -> Nanoseconds { duration ?? faultRandom.duration(lo, hi) }
+        switch kind {
+        case .crashNode:
+            if random { guard nodesDown < options.replication - 1 else { return } }
+            let n: Int
+            if let node {
+                n = node
+            } else {
+                let up = slots.indices.filter { slots[$0].node != nil }
+                guard !up.isEmpty else { return }
+                n = up[Int(faultRandom.below(UInt64(up.count)))]
+            }
             traceEvent(20, UInt64(n))
             crashNode(n)
-            queue.push(now + faultRandom.duration(.milliseconds(200), .seconds(4)), .heal(.restartNode(n)))
-        case 35..<40:
-            // Whole-cluster power loss: every node loses its unsynced writes at once.
-            guard nodesDown == 0 else { return }
+            queue.push(now + lasting(.milliseconds(200), .seconds(4)), .heal(.restartNode(n)))
+        case .powerLoss:
+            if random { guard nodesDown == 0 else { return } }
             traceEvent(21)
             for n in slots.indices {
                 crashNode(n)
-                queue.push(now + faultRandom.duration(.milliseconds(100), .seconds(2)), .heal(.restartNode(n)))
+                queue.push(now + lasting(.milliseconds(100), .seconds(2)), .heal(.restartNode(n)))
             }
-        case 40..<65:
-            // Partition the writer from one node: both ways, or only one direction.
-            let n = slots[Int(faultRandom.below(UInt64(slots.count)))].id
+        case .partition:
+            // Both ways, or only one direction.
+            let n = slots[pickNode()].id
             let id = nextFaultID
             nextFaultID += 1
             let mode = faultRandom.below(3)
             if mode != 1 { network.block(clientID, n, fault: id) }
             if mode != 2 { network.block(n, clientID, fault: id) }
             traceEvent(22, UInt64(n.raw), mode)
-            queue.push(now + faultRandom.duration(.milliseconds(100), .seconds(3)), .heal(.partition(id)))
-        case 65..<80:
+            queue.push(now + lasting(.milliseconds(100), .seconds(3)), .heal(.partition(id)))
+        case .partitionOneWay:
+            // The node hears the writer but its replies are lost (or the other way round).
+            let n = slots[pickNode()].id
+            let id = nextFaultID
+            nextFaultID += 1
+            let repliesLost = faultRandom.chance(0.5)
+            if repliesLost { network.block(n, clientID, fault: id) } else { network.block(clientID, n, fault: id) }
+            traceEvent(36, UInt64(n.raw), repliesLost ? 1 : 0)
+            queue.push(now + lasting(.milliseconds(100), .seconds(3)), .heal(.partition(id)))
+        case .swizzleClog:
+            // Clog a random subset one node at a time, then unclog them in a random order.
+            let d = lasting(.seconds(1), .seconds(6))
+            var order = Array(slots.indices)
+            for i in stride(from: order.count - 1, to: 0, by: -1) { order.swapAt(i, Int(faultRandom.below(UInt64(i + 1)))) }
+            let subset = Array(order.prefix(1 + Int(faultRandom.below(UInt64(slots.count)))))
+            let step = Nanoseconds(d.value / UInt64(2 * subset.count))
+            traceEvent(35, UInt64(subset.count), d.value)
+            var ids: [UInt64] = []
+            for (i, n) in subset.enumerated() {
+                let id = nextFaultID
+                nextFaultID += 1
+                ids.append(id)
+                queue.push(now + step * UInt64(i), .clog(slots[n].id, fault: id))
+            }
+            for i in stride(from: ids.count - 1, to: 0, by: -1) { ids.swapAt(i, Int(faultRandom.below(UInt64(i + 1)))) }
+            for (j, id) in ids.enumerated() {
+                queue.push(now + Nanoseconds(d.value / 2) + step * UInt64(j + 1), .heal(.partition(id)))
+            }
+        case .metadataOutage:
             guard store.available else { return }
             traceEvent(23)
             store.available = false
-            queue.push(now + faultRandom.duration(.milliseconds(200), .seconds(3)), .heal(.metadata))
-        case 80..<88:
+            queue.push(now + lasting(.milliseconds(200), .seconds(3)), .heal(.metadata))
+        case .metadataSlow:
+            traceEvent(27, options.metadataSlowMax.value)
+            metadataSlow = options.metadataSlowMax
+            queue.push(now + lasting(.seconds(1), .seconds(10)), .heal(.metadataSpeed))
+        case .leaseExpiry:
+            guard let c = client, c.leaseID != 0 else { return }
+            traceEvent(28, UInt64(c.leaseID))
+            _ = store.apply(.leaseRevoke(id: c.leaseID), now: now)
+        case .writerCrash:
             guard client != nil else { return }
             traceEvent(24)
             crashWriter()
-            queue.push(now + faultRandom.duration(.milliseconds(10), .seconds(1)), .heal(.restartWriter))
-        default:
-            break  // a quiet interval
+            queue.push(now + lasting(.milliseconds(10), .seconds(1)), .heal(.restartWriter))
+        case .writerCrashMidFlush, .writerPause:
+            // Takes effect when the writer next sends a commit (handleClient).
+            guard armed == nil, paused == nil else { return }
+            traceEvent(38, kind == .writerPause ? 1 : 0)
+            armed = kind
+            armedDuration = duration
+        case .clockJump:
+            let max = options.clockSkewMax.value
+            guard max > 0 else { return }
+            writerSkew = Int64(faultRandom.below(2 * max + 1)) - Int64(max)
+            traceEvent(29, UInt64(bitPattern: writerSkew))
+            queue.push(now + lasting(.seconds(1), .seconds(10)), .heal(.clock))
+        case .slowDisk:
+            let n = pickNode()
+            slots[n].slowFactor = 10 + faultRandom.below(91)
+            traceEvent(30, UInt64(n), slots[n].slowFactor)
+            queue.push(now + lasting(.seconds(1), .seconds(5)), .heal(.diskSpeed(n)))
+        case .bitRot, .latentError:
+            let media = slots.indices.filter { slots[$0].mediaFaults }
+            guard let n = node ?? (media.isEmpty ? nil : media[Int(faultRandom.below(UInt64(media.count)))]) else { return }
+            let firstSlotSector = slots[n].config.slotAreaOffset / UInt64(slots[n].config.sectorSize)
+            let written = slots[n].disk.writtenSectors(from: firstSlotSector)
+            guard !written.isEmpty else { return }
+            let sector = written[Int(mediaRandom.below(UInt64(written.count)))]
+            if kind == .bitRot {
+                slots[n].disk.rot(sector: sector, byte: Int(mediaRandom.below(UInt64(slots[n].config.sectorSize))))
+                traceEvent(31, UInt64(n), sector)
+            } else {
+                slots[n].disk.makeUnreadable(sector: sector)
+                traceEvent(32, UInt64(n), sector)
+            }
         }
+    }
+
+    /// A write on a media-fault node may land one block away from where it was aimed
+    /// (within the slot area: the journal is checksummed and written elsewhere).
+    func misdirect(node n: Int, offset: UInt64, length: Int) -> UInt64 {
+        let p = options.misdirectedWriteProbability
+        guard p > 0, slots[n].mediaFaults else { return offset }
+        let config = slots[n].config
+        guard offset >= config.slotAreaOffset, mediaRandom.chance(p) else { return offset }
+        let shift = UInt64(config.blockSize)
+        let up = offset + shift
+        let target = mediaRandom.chance(0.5) && offset >= config.slotAreaOffset + shift ? offset - shift
+            : (up + UInt64(length) <= config.geometry.capacityBytes ? up : offset)
+        if target != offset { traceEvent(33, UInt64(n), offset) }
+        return target
     }
 
     func heal(_ h: Heal) {
@@ -65,16 +172,173 @@ extension Simulation {
             guard client == nil else { return }
             startWriter()
             if loadRunning { restartWriterLoad() }
+        case .metadataSpeed:
+            metadataSlow = .zero
+        case .diskSpeed(let n):
+            slots[n].slowFactor = 1
+        case .clock:
+            writerSkew = 0
+        }
+    }
+
+    // MARK: Writer takeover
+
+    /// The writer stops running with its commit in flight; a new writer (new id, new lease)
+    /// takes over once the old lease expires. The old one resumes after `duration`, or as soon
+    /// as its successor is ready: the moment a missing epoch check would let it commit.
+    func pauseWriter(duration: Nanoseconds?) {
+        guard let c = client, paused == nil else { return }
+        traceEvent(25, UInt64(c.clientID.raw))
+        retireWriter()
+        paused = c
+        pausedUntil = now + (duration ?? Nanoseconds.seconds(60))
+        pausedResumeWhenSuccessorReady = duration == nil
+        queue.push(pausedUntil!, .resumePaused)
+        clientID = NodeID(clientID.raw + 1)
+        clientIncarnation += 1
+        startWriter()
+        if loadRunning { restartWriterLoad() }
+    }
+
+    /// Holds an event for the paused writer until it runs again.
+    func holdForPaused(_ writer: NodeID, _ event: Event) -> Bool {
+        guard let p = paused, p.clientID == writer, let until = pausedUntil, now < until else { return false }
+        pausedHeld.append((now, event))
+        return true
+    }
+
+    func resumePaused() {
+        guard let p = paused, pausedUntil != nil else { return }
+        pausedUntil = nil
+        traceNote("writer \(p.clientID.raw) resumes with \(pausedHeld.count) held events")
+        for (k, (_, e)) in pausedHeld.enumerated() { queue.push(now + Nanoseconds(UInt64(k) * 1000), e) }
+        pausedHeld = []
+        handlePaused(paused!.tick(now: writerNow()))
+    }
+
+    /// Effects of the paused (old) writer: its ops were written off when it was replaced.
+    func handlePaused(_ outputs: [ClientOutput]) {
+        for o in outputs {
+            guard let p = paused else { return }
+            switch o {
+            case .send(let to, let msg):
+                send(from: p.clientID, to: to, msg)
+            case .metadata(let id, let req):
+                if let delay = network.deliveries().first {
+                    queue.push(now + delay, .metaRequest(writer: p.clientID, incarnation: 0, id, req))
+                }
+            case .timer(let at):
+                queue.push(virtualTime(ofWriterTime: at), .clientTick(writer: p.clientID, incarnation: 0, at: at))
+            case .complete:
+                break
+            case .phaseChanged(let phase):
+                if phase == .fenced {
+                    traceEvent(37, UInt64(p.clientID.raw))
+                    dropPaused()
+                    return
+                }
+            }
+        }
+    }
+
+    func dropPaused() {
+        paused = nil
+        pausedUntil = nil
+        pausedHeld = []
+        pausedResumeWhenSuccessorReady = false
+    }
+
+    // MARK: Checkers
+
+    /// Fencing: every successful commit must come from the newest epoch granted so far, and
+    /// generations only move forward.
+    func checkFencing(_ t: MetaTxn) {
+        for op in t.success {
+            guard case .put(let key, let value, _) = op else { continue }
+            if key == VolumeInfo.epochKey(volume.name), let e = MetaValue.u64(value) {
+                grantedEpoch = max(grantedEpoch, e)
+            } else if key == VolumeInfo.headKey(volume.name), let head = VolumeHead.decode(value) {
+                commits += 1
+                if head.epoch < grantedEpoch {
+                    violation = SectorModel.Violation(
+                        promise: .fencing,
+                        detail: "head generation \(head.generation) was committed by epoch \(head.epoch) after epoch \(grantedEpoch) was granted")
+                } else if let last = lastCommit, head.generation <= last.generation, head.epoch == last.epoch {
+                    violation = SectorModel.Violation(
+                        promise: .fencing,
+                        detail: "head generation went from \(last.generation) back to \(head.generation) within epoch \(head.epoch)")
+                }
+                lastCommit = (head.epoch, head.generation)
+            }
+        }
+    }
+
+    /// Convergence: after the final read-back every block of the committed map (data, map
+    /// pages, root) is durable on `replication` distinct nodes.
+    func checkConvergence() {
+        guard finalPhase == nil, let c = client, c.phase == .ready, c.opsInFlight == 0 else { return }
+        var short = 0
+        var first: (BlockRef, Int)?
+        for ref in c.committedRefs {
+            let copies = slots.filter { $0.node?.store.isDurable(ref) == true }.count
+            if copies < options.replication {
+                short += 1
+                if first == nil { first = (ref, copies) }
+            }
+        }
+        if let (ref, copies) = first {
+            violation = SectorModel.Violation(
+                promise: .convergence,
+                detail: "\(short) committed blocks lack copies after healing, e.g. \(ref) has \(copies) of \(options.replication)")
+        }
+    }
+
+    // MARK: Phases
+
+    /// Heals every fault and brings every process back.
+    func healEverything() {
+        network.healAll()
+        store.available = true
+        metadataSlow = .zero
+        writerSkew = 0
+        armed = nil
+        for n in slots.indices {
+            slots[n].slowFactor = 1
+            if slots[n].node == nil { bootNode(n) }
+        }
+        if paused != nil { dropPaused() }
+    }
+
+    /// The liveness phase: no more faults, everything healed, the load keeps running and must
+    /// make progress.
+    func beginLiveness() {
+        livenessFrom = now
+        healEverything()
+        network.dropProbability = 0
+        network.duplicateProbability = 0
+        if client == nil {
+            startWriter()
+            restartWriterLoad()
+        }
+        queue.push(now + options.livenessDuration, .endOfLoad)
+    }
+
+    func endLiveness() {
+        guard let from = livenessFrom, violation == nil else { return }
+        if livenessOps == 0 || livenessFlushes == 0 {
+            violation = SectorModel.Violation(
+                promise: .liveness,
+                detail: "in the \((now - from).value / 1_000_000) ms after healing, \(livenessOps) ops and \(livenessFlushes) flushes "
+                    + "completed; writer: \(client?.stateSummary ?? "down")")
         }
     }
 
     /// Stops new load and faults; heals everything; waits for in-flight ops.
     func beginFinal() {
+        if livenessFrom != nil { endLiveness() }
         loadRunning = false
         finalPhase = .waitIdle
-        network.healAll()
-        store.available = true
-        for n in slots.indices where slots[n].node == nil { bootNode(n) }
+        healEverything()
         if client == nil { startWriter() }
         queue.push(now + Nanoseconds.seconds(120), .finalCheck(.timeout))
         if inflight.isEmpty { finalStep(.powerLoss) }
@@ -98,6 +362,14 @@ extension Simulation {
             finalPhase = .readBack
             finalNextRead = 0
             for _ in 0..<4 { finalReadNext() }
+        case .settle:
+            // Wait (up to 10 s) for the read-repairs the read-back started; then done.
+            if let c = client, c.repairsInFlight > 0, now < settleDeadline {
+                queue.push(now + Nanoseconds.milliseconds(100), .finalCheck(.settle))
+                return
+            }
+            finalPhase = nil
+            queue = EventQueue()
         case .timeout:
             if finalPhase == .waitOpen, let c = client, c.stats.mapReadFailures > 0 {
                 violation = SectorModel.Violation(
@@ -119,8 +391,9 @@ extension Simulation {
         let total = UInt64(sectorBusy.count)
         guard finalNextRead < total else {
             if inflight.isEmpty {
-                finalPhase = nil
-                queue = EventQueue()  // done: nothing else matters
+                finalPhase = .settle
+                settleDeadline = now + Nanoseconds.seconds(10)
+                queue.push(now + Nanoseconds.milliseconds(100), .finalCheck(.settle))
             }
             return
         }
@@ -130,6 +403,72 @@ extension Simulation {
         inflight[id] = InflightOp(kind: .read, slot: 0, firstSector: finalNextRead, sectorCount: count, value: 0)
         let offset = finalNextRead * UInt64(SectorModel.sectorSize)
         finalNextRead += UInt64(count)
-        handleClient(client!.submit(id, .read(offset: offset, length: count * SectorModel.sectorSize), now: now))
+        handleClient(client!.submit(id, .read(offset: offset, length: count * SectorModel.sectorSize), now: writerNow()))
+    }
+
+    // MARK: Trace lines
+
+    /// The refs and outcomes a message carries (trace detail for readers).
+    static func detail(_ msg: PeerMessage) -> String {
+        switch msg {
+        case .putBlock(let rpc, let ref, _, let durable): return "put \(rpc) \(ref)\(durable ? " durable" : "")"
+        case .putReply(let rpc, let r): return "put reply \(rpc) \(r)"
+        case .getBlock(let rpc, let ref): return "get \(rpc) \(ref)"
+        case .getRange(let rpc, let ref, let o, let l): return "get \(rpc) \(ref) bytes \(o)+\(l)"
+        case .getReply(let rpc, let r):
+            switch r {
+            case .success(let d): return "get reply \(rpc) \(d.count) bytes"
+            case .failure(let e): return "get reply \(rpc) \(e)"
+            }
+        case .deleteBlocks(let refs): return "delete \(refs.map(\.description).joined(separator: " "))"
+        case .syncBlocks(let rpc, let refs): return "sync \(rpc) \(refs.count) refs"
+        case .syncReply(let rpc, let refs): return "sync reply \(rpc) \(refs.count) refs"
+        }
+    }
+
+    static func name(_ raw: UInt64) -> String {
+        raw == 0 ? "metadata" : raw >= 1000 ? "writer\(raw - 999)" : "node\(raw)"
+    }
+
+    static let messageNames = ["", "putBlock", "putReply", "getBlock", "getReply", "deleteBlocks", "syncBlocks", "syncReply", "getRange"]
+
+    /// One readable trace line from a hashed trace event.
+    static func describe(_ code: UInt64, _ a: UInt64, _ b: UInt64) -> String {
+        switch code {
+        case 1: return "\(name(a >> 20)) -> \(name(a & 0xFFFFF))  \(b < 9 ? messageNames[Int(b)] : "message \(b)")"
+        case 2: return "node\(a + 1)  disk op \(b) done"
+        case 3: return "metadata  request \(a) arrives"
+        case 4: return "writer  metadata reply \(a)"
+        case 5: return "writer  tick"
+        case 6: return "metadata  lease tick"
+        case 7: return "workload  slot \(a) issues an op"
+        case 8: return "fault timer"
+        case 9: return "heal"
+        case 10: return "end of load: final phase (heal, power loss, read back)"
+        case 11: return "final phase step"
+        case 12: return "writer  phase \(a == 1 ? "ready" : "fenced")"
+        case 13: return "scheduled fault #\(a)"
+        case 14: return "end of the safety phase: liveness phase (healed, no faults)"
+        case 15: return "paused writer resumes"
+        case 20: return "FAULT node\(a + 1) crashes"
+        case 21: return "FAULT power loss on every node"
+        case 22: return "FAULT partition writer / node\(a) (\(["both ways", "node->writer cut", "writer->node cut"][Int(b % 3)]))"
+        case 23: return "FAULT metadata store unavailable"
+        case 24: return "FAULT writer crashes\(a == 1 ? " right after sending a commit" : "")"
+        case 25: return "FAULT writer \(name(a)) paused with its commit in flight; a successor takes over"
+        case 26: return "FAULT clog node\(a)"
+        case 27: return "FAULT metadata store slow (up to \(a / 1_000_000) ms)"
+        case 28: return "FAULT the store expires the writer's lease \(a)"
+        case 29: return "FAULT writer clock offset now \(Int64(bitPattern: a) / 1_000_000) ms"
+        case 30: return "FAULT node\(a + 1) disk \(b)x slower"
+        case 31: return "FAULT bit rot on node\(a + 1), sector \(b)"
+        case 32: return "FAULT latent sector error on node\(a + 1), sector \(b)"
+        case 33: return "FAULT misdirected write on node\(a + 1) (aimed at \(b))"
+        case 35: return "FAULT swizzle-clog of \(a) nodes over \(b / 1_000_000) ms"
+        case 36: return "FAULT one-way partition at node\(a) (\(b == 1 ? "its replies lost" : "requests lost"))"
+        case 37: return "paused writer \(name(a)) is fenced"
+        case 38: return "FAULT armed: writer \(a == 1 ? "pause" : "crash") at its next commit"
+        default: return "event \(code) \(a) \(b)"
+        }
     }
 }

@@ -12,12 +12,41 @@ extension Simulation {
     func startWriter() {
         client = VolumeClient(info: volume, ring: ring, clientID: clientID, config: clientConfig, seed: clientSeeds.next())
         writerDown = false
-        handleClient(client!.start(now: now))
+        handleClient(client!.start(now: writerNow()))
+    }
+
+    /// The writer's clock: virtual time plus its offset (clock-jump), never running backwards.
+    func writerNow() -> Instant {
+        guard writerSkew != 0 || lastWriterNow > now else { return now }
+        let shifted = Int64(now.nanoseconds) + writerSkew
+        let t = Instant(nanoseconds: UInt64(max(0, shifted)))
+        if t > lastWriterNow { lastWriterNow = t }
+        return lastWriterNow
+    }
+
+    /// When the writer's clock reads `at`, in virtual time (not before now).
+    func virtualTime(ofWriterTime at: Instant) -> Instant {
+        let t = Int64(at.nanoseconds) - writerSkew
+        return max(now, Instant(nanoseconds: UInt64(max(0, t))))
+    }
+
+    static func isCommit(_ req: MetaRequest, volume: String) -> Bool {
+        guard case .txn(let t) = req else { return false }
+        return t.success.contains { if case .put(let k, _, _) = $0 { return k == VolumeInfo.headKey(volume) } else { return false } }
     }
 
     /// The writer process dies: every volatile state is gone, in-flight ops never complete.
     func crashWriter() {
         guard client != nil else { return }
+        retireWriter()
+        client = nil
+        clientIncarnation += 1
+        writerDown = true
+    }
+
+    /// The model's side of losing the current writer (crash or takeover): its in-flight ops
+    /// never complete, and what it acknowledged without a flush may be lost.
+    func retireWriter() {
         var inFlightWrites: [(UInt64, UInt64)] = []
         for id in inflight.keys.sorted() {
             let op = inflight[id]!
@@ -30,10 +59,8 @@ extension Simulation {
         model.writerCrashed(inFlight: inFlightWrites)
         inflight.removeAll()
         for i in sectorBusy.indices { sectorBusy[i] = 0 }
-        client = nil
-        clientIncarnation += 1
+        repairs += client!.stats.readRepairs
         clientTimerAt = nil
-        writerDown = true
         writerRestarts += 1
         // Abandon the slots' pending think-time events and restart them once the writer is back.
         slotGeneration += 1
@@ -44,7 +71,7 @@ extension Simulation {
     }
 
     func handleClient(_ outputs: [ClientOutput]) {
-        for o in outputs {
+        for (i, o) in outputs.enumerated() {
             guard client != nil else { return }
             switch o {
             case .send(let to, let msg):
@@ -52,12 +79,26 @@ extension Simulation {
             case .metadata(let id, let req):
                 // Requests to the store ride one connection: lost or delivered once.
                 if let delay = network.deliveries().first {
-                    queue.push(now + delay, .metaRequest(incarnation: clientIncarnation, id, req))
+                    queue.push(now + delay, .metaRequest(writer: clientID, incarnation: clientIncarnation, id, req))
                 }
-            case .timer(let at):
+                if let kind = armed, Self.isCommit(req, volume: volume.name) {
+                    armed = nil
+                    if kind == .writerPause {
+                        pauseWriter(duration: armedDuration)
+                        handlePaused(Array(outputs.dropFirst(i + 1)))
+                    } else {
+                        // The commit is on its way (or lost with the connection): the writer dies now.
+                        traceEvent(24, 1)
+                        crashWriter()
+                        queue.push(now + (armedDuration ?? faultRandom.duration(.milliseconds(10), .seconds(1))), .heal(.restartWriter))
+                    }
+                    return
+                }
+            case .timer(let writerAt):
+                let at = virtualTime(ofWriterTime: writerAt)
                 if clientTimerAt == nil || at < clientTimerAt! || clientTimerAt! <= now {
                     clientTimerAt = at
-                    queue.push(at, .clientTick(incarnation: clientIncarnation))
+                    queue.push(at, .clientTick(writer: clientID, incarnation: clientIncarnation, at: writerAt))
                 }
             case .complete(let id, let result):
                 opCompleted(id, result)
@@ -70,6 +111,11 @@ extension Simulation {
                     return
                 }
                 if phase == .ready && finalPhase == .waitOpen { finalStep(.readBack) }
+                if phase == .ready && paused != nil && pausedResumeWhenSuccessorReady {
+                    // The successor holds the new epoch: let the old writer run again now.
+                    pausedResumeWhenSuccessorReady = false
+                    queue.push(now + Nanoseconds.milliseconds(1), .resumePaused)
+                }
             }
         }
     }
@@ -82,9 +128,12 @@ extension Simulation {
         let roll = workRandom.below(100)
         let id = OpID(nextOp)
         nextOp += 1
-        if roll < 8 {
+        let mix = options.opMix
+        let readEnd = UInt64(mix.flush + mix.read), trimEnd = readEnd + UInt64(mix.trim)
+        let writeEnd = trimEnd + UInt64(mix.write)
+        if roll < UInt64(mix.flush) {
             inflight[id] = InflightOp(kind: .flush(mark: model.flushMark), slot: slot, firstSector: 0, sectorCount: 0, value: 0)
-            handleClient(client!.submit(id, .flush, now: now))
+            handleClient(client!.submit(id, .flush, now: writerNow()))
             return
         }
         // A range of 1–16 sectors (up to 64 KiB: crosses block boundaries) not overlapping a write in flight.
@@ -101,17 +150,17 @@ extension Simulation {
             return
         }
         let offset = first * UInt64(SectorModel.sectorSize)
-        if roll < 50 {
+        if roll < readEnd {
             // Reads may overlap other reads, so mark nothing: only writes exclude ranges.
             inflight[id] = InflightOp(kind: .read, slot: slot, firstSector: first, sectorCount: count, value: 0)
             for k in 0..<count { sectorBusy[Int(first) + k] = 1 }
-            handleClient(client!.submit(id, .read(offset: offset, length: count * SectorModel.sectorSize), now: now))
-        } else if roll < 56 {
+            handleClient(client!.submit(id, .read(offset: offset, length: count * SectorModel.sectorSize), now: writerNow()))
+        } else if roll < trimEnd {
             inflight[id] = InflightOp(kind: .trim, slot: slot, firstSector: first, sectorCount: count, value: 0)
             for k in 0..<count { sectorBusy[Int(first) + k] = 2 }
-            handleClient(client!.submit(id, .trim(offset: offset, length: count * SectorModel.sectorSize), now: now))
+            handleClient(client!.submit(id, .trim(offset: offset, length: count * SectorModel.sectorSize), now: writerNow()))
         } else {
-            let fua = roll >= 94
+            let fua = roll >= writeEnd
             let value = nextWriteValue
             nextWriteValue += 1
             var data: [UInt8] = []
@@ -119,13 +168,17 @@ extension Simulation {
             for k in 0..<count { SectorModel.sectorBytes(value: value, sector: first + UInt64(k), into: &data) }
             inflight[id] = InflightOp(kind: .write(fua: fua), slot: slot, firstSector: first, sectorCount: count, value: value)
             for k in 0..<count { sectorBusy[Int(first) + k] = 2 }
-            handleClient(client!.submit(id, .write(offset: offset, data: data, fua: fua), now: now))
+            handleClient(client!.submit(id, .write(offset: offset, data: data, fua: fua), now: writerNow()))
         }
     }
 
     func opCompleted(_ id: OpID, _ result: Result<VolumeOpResult, VolumeError>) {
         guard let op = inflight.removeValue(forKey: id) else { return }
         opsCompleted += 1
+        if livenessFrom != nil && finalPhase == nil {
+            if case .success = result { livenessOps += 1 }
+            if case (.flush, .success) = (op.kind, result) { livenessFlushes += 1 }
+        }
         for k in 0..<op.sectorCount { sectorBusy[Int(op.firstSector) + k] = 0 }
         switch (op.kind, result) {
         case (.read, .success(.read(let data))):

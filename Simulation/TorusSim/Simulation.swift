@@ -8,15 +8,20 @@ public final class Simulation {
     enum Event {
         case deliver(from: NodeID, to: NodeID, PeerMessage, senderIncarnation: UInt64, receiverIncarnation: UInt64)
         case disk(node: Int, incarnation: UInt64, DiskOpID, DiskRequest)
-        case metaRequest(incarnation: UInt64, MetaRequestID, MetaRequest)
-        case metaReply(incarnation: UInt64, MetaRequestID, MetaResponse)
-        case clientTick(incarnation: UInt64)
+        case metaRequest(writer: NodeID, incarnation: UInt64, MetaRequestID, MetaRequest)
+        case metaReply(writer: NodeID, incarnation: UInt64, MetaRequestID, MetaResponse)
+        /// `at` is the writer's own time the tick was asked for (its clock may run apart).
+        case clientTick(writer: NodeID, incarnation: UInt64, at: Instant)
         case leaseTick
         case workload(slot: Int, generation: UInt64)
         case fault
         case heal(Heal)
         case endOfLoad
         case finalCheck(FinalStep)
+        case scheduled(Int)
+        case clog(NodeID, fault: UInt64)
+        case endOfSafety
+        case resumePaused
     }
 
     enum Heal {
@@ -24,9 +29,12 @@ public final class Simulation {
         case partition(UInt64)
         case metadata
         case restartWriter
+        case metadataSpeed
+        case diskSpeed(Int)
+        case clock
     }
 
-    enum FinalStep { case waitIdle, powerLoss, waitOpen, readBack, timeout }
+    enum FinalStep { case waitIdle, powerLoss, waitOpen, readBack, settle, timeout }
 
     struct NodeSlot {
         var id: NodeID
@@ -35,13 +43,19 @@ public final class Simulation {
         var incarnation: UInt64 = 0
         var random: SeededRandom
         var diskBusyUntil: Instant = .zero
+        var config: BlockStoreConfig
+        /// Disk service times are multiplied by this (slow-disk).
+        var slowFactor: UInt64 = 1
+        /// This node may suffer bit rot, latent errors and misdirected writes: at most
+        /// `replication - 1` nodes do, so every block keeps a good copy (DESIGN §1).
+        var mediaFaults = false
     }
 
     let options: SimOptions
-    let storeConfig: BlockStoreConfig
     let volume: VolumeInfo
     let ring: Ring
-    let clientID = NodeID(1000)
+    /// The current writer's id on the network (a writer that takes over gets a new one).
+    var clientID = NodeID(1000)
     /// The writer's knobs, drawn from the seed ("buggify"): cache sizes, write-back timing.
     let clientConfig: VolumeClientConfig
 
@@ -53,6 +67,12 @@ public final class Simulation {
     var faultRandom: SeededRandom
     var workRandom: SeededRandom
     var clientSeeds: SeededRandom
+    /// Streams of the newer faults, apart from the classic ones so adding a fault kind does
+    /// not move the runs that do not use it.
+    var mediaRandom: SeededRandom
+    var metaSlowRandom: SeededRandom
+    /// Readable trace lines (`torus-sim run --trace FILE`); the hash does not depend on it.
+    public var traceSink: ((String) -> Void)?
 
     var slots: [NodeSlot] = []
     var client: VolumeClient?
@@ -72,6 +92,7 @@ public final class Simulation {
     var loadRunning = true
     var finalPhase: FinalStep?
     var finalNextRead: UInt64 = 0
+    var settleDeadline: Instant = .zero
     var violation: SectorModel.Violation?
     var opsCompleted = 0
     var readErrors = 0
@@ -79,6 +100,29 @@ public final class Simulation {
     var writerRestarts = 0
     var commits = 0
     var writerDown = false
+    var repairs = 0
+
+    // Newer faults.
+    /// Extra metadata latency bound while `metadata-slow` lasts.
+    var metadataSlow = Nanoseconds.zero
+    /// The writer's clock offset (clock-jump) and the last time it saw (its clock never runs back).
+    var writerSkew: Int64 = 0
+    var lastWriterNow: Instant = .zero
+    /// writer-crash-mid-flush / writer-pause wait for the writer's next commit.
+    var armed: FaultKind?
+    var armedDuration: Nanoseconds?
+    /// A paused writer that a successor replaced: it resumes later with its old state.
+    var paused: VolumeClient?
+    var pausedUntil: Instant?
+    var pausedResumeWhenSuccessorReady = false
+    var pausedHeld: [(Instant, Event)] = []
+    /// Fencing checker: the highest epoch granted, and the last committed head.
+    var grantedEpoch: UInt64 = 0
+    var lastCommit: (epoch: UInt64, generation: UInt64)?
+    // Liveness phase.
+    var livenessFrom: Instant?
+    var livenessOps = 0
+    var livenessFlushes = 0
 
     struct InflightOp {
         enum Kind { case read, write(fua: Bool), trim, flush(mark: UInt64) }
@@ -99,11 +143,8 @@ public final class Simulation {
                              duplicateProbability: options.faults ? options.duplicateProbability : 0)
         workRandom = root.derived(stream: 3)
         clientSeeds = root.derived(stream: 4)
-        // Room for a full index snapshot (48-byte records, one per slot) plus appends.
-        let slotsMax = Int(options.diskBytes) / options.blockSize
-        let journalSectors = 2 * (slotsMax * 48 / 4096 + 2) + 64
-        storeConfig = BlockStoreConfig(geometry: DiskGeometry(sectorSize: 4096, capacityBytes: options.diskBytes),
-                                       blockSize: options.blockSize, journalRegionSectors: journalSectors)
+        mediaRandom = root.derived(stream: 6)
+        metaSlowRandom = root.derived(stream: 7)
         volume = VolumeInfo(name: "vol0", id: 1, sizeBytes: options.volumeBytes, blockSize: options.blockSize,
                             replication: options.replication)
         ring = Ring(members: (1...options.nodes).map { RingMember(node: NodeID(UInt32($0))) })
@@ -126,9 +167,23 @@ public final class Simulation {
         model = SectorModel(sectorCount: Int(options.volumeBytes) / SectorModel.sectorSize)
         sectorBusy = Array(repeating: 0, count: Int(options.volumeBytes) / SectorModel.sectorSize)
         for i in 0..<options.nodes {
-            let disk = SimDisk(geometry: storeConfig.geometry)
-            slots.append(NodeSlot(id: NodeID(UInt32(i + 1)), disk: disk, random: root.derived(stream: 100 + UInt64(i))))
+            let config = Self.storeConfig(diskBytes: options.diskBytes(node: i), blockSize: options.blockSize)
+            let disk = SimDisk(geometry: config.geometry)
+            slots.append(NodeSlot(id: NodeID(UInt32(i + 1)), disk: disk, random: root.derived(stream: 100 + UInt64(i)), config: config))
         }
+        // Media faults hit a seeded minority of nodes (none with one copy per block).
+        var pick = root.derived(stream: 8)
+        var order = Array(slots.indices)
+        for i in stride(from: order.count - 1, to: 0, by: -1) { order.swapAt(i, Int(pick.below(UInt64(i + 1)))) }
+        for n in order.prefix(options.replication - 1) { slots[n].mediaFaults = true }
+    }
+
+    static func storeConfig(diskBytes: UInt64, blockSize: Int) -> BlockStoreConfig {
+        // Room for a full index snapshot (48-byte records, one per slot) plus appends.
+        let slotsMax = Int(diskBytes) / blockSize
+        let journalSectors = 2 * (slotsMax * 48 / 4096 + 2) + 64
+        return BlockStoreConfig(geometry: DiskGeometry(sectorSize: 4096, capacityBytes: diskBytes),
+                                blockSize: blockSize, journalRegionSectors: journalSectors)
     }
 
     /// Runs to completion and reports.
@@ -138,7 +193,8 @@ public final class Simulation {
         for s in 0..<options.queueDepth { queue.push(now + thinkTime(), .workload(slot: s, generation: slotGeneration)) }
         queue.push(now + Nanoseconds.milliseconds(100), .leaseTick)
         if options.faults { queue.push(now + nextFaultDelay(), .fault) }
-        queue.push(Instant.zero + options.duration, .endOfLoad)
+        for (i, f) in options.schedule.enumerated() { queue.push(Instant.zero + f.at, .scheduled(i)) }
+        queue.push(Instant.zero + options.duration, options.livenessDuration.value > 0 ? .endOfSafety : .endOfLoad)
         while violation == nil, let (t, e) = queue.pop() {
             precondition(t >= now, "time went backwards")
             now = t
@@ -158,6 +214,8 @@ public final class Simulation {
         if violation == nil && finalPhase != nil {
             violation = SectorModel.Violation(promise: .liveness, detail: "final read-back did not finish (stuck at \(finalPhase!))")
         }
+        if violation == nil && options.checkConvergence { checkConvergence() }
+        if let v = violation { traceNote("VIOLATION \(v)") }
         return SimResult(seed: options.seed, traceHash: trace.value, violation: violation?.description,
                          brokenPromise: violation?.promise.rawValue, simulatedSeconds: now.seconds, events: events,
                          opsCompleted: opsCompleted, readsChecked: model.readsChecked, readErrors: readErrors,
@@ -166,7 +224,8 @@ public final class Simulation {
                             + " dirty-high=\(clientConfig.dirtyBytesHigh / options.blockSize)blk"
                             + " writeback-delay=\(clientConfig.writebackDelay.value / 1_000_000)ms"
                             + " writebacks-max=\(clientConfig.writebacksInFlightMax)"
-                            + " rpc-timeout=\(clientConfig.rpcTimeout.value / 1_000_000)ms")
+                            + " rpc-timeout=\(clientConfig.rpcTimeout.value / 1_000_000)ms",
+                         repairs: repairs + (client?.stats.readRepairs ?? 0))
     }
 
     // MARK: Dispatch
@@ -175,12 +234,19 @@ public final class Simulation {
         trace.combine(now.nanoseconds)
         trace.combine(code << 56 ^ a)
         trace.combine(b)
+        if let sink = traceSink { sink("\(now)  \(Self.describe(code, a, b))") }
+    }
+
+    /// A trace line that is not part of the hash (details for readers).
+    func traceNote(_ text: @autoclosure () -> String) {
+        if let sink = traceSink { sink("\(now)  \(text())") }
     }
 
     func dispatch(_ e: Event) {
         switch e {
         case .deliver(let from, let to, let msg, let si, let ri):
             traceEvent(1, UInt64(from.raw) << 20 | UInt64(to.raw), msg.kindCode)
+            if traceSink != nil { traceNote("    \(Self.detail(msg))") }
             deliver(from: from, to: to, msg, senderIncarnation: si, receiverIncarnation: ri)
         case .disk(let n, let inc, let id, let req):
             traceEvent(2, UInt64(n), id.raw)
@@ -188,9 +254,14 @@ public final class Simulation {
             let completion: DiskCompletion
             switch req {
             case .read(let offset, let length):
-                completion = .read(slots[n].disk.validRange(offset, length)
-                    ? .success(slots[n].disk.read(offset: offset, length: length))
-                    : .failure(.outOfRange(offset: offset, length: length)))
+                if !slots[n].disk.validRange(offset, length) {
+                    completion = .read(.failure(.outOfRange(offset: offset, length: length)))
+                } else if let bytes = slots[n].disk.readChecked(offset: offset, length: length) {
+                    completion = .read(.success(bytes))
+                } else {
+                    traceNote("node \(n + 1): latent sector error reading \(length) bytes at \(offset)")
+                    completion = .read(.failure(.ioError(offset: offset)))
+                }
             case .write:
                 slots[n].disk.completeWrite(id)
                 completion = .written(.success(()))
@@ -200,23 +271,40 @@ public final class Simulation {
             }
             let outputs = slots[n].node!.diskCompleted(id, completion)
             perform(node: n, outputs)
-        case .metaRequest(let inc, let id, let req):
+        case .metaRequest(let writer, let inc, let id, let req):
             traceEvent(3, id.raw)
-            guard !network.isBlocked(clientID, NodeID(0)), let response = store.handle(req, now: now) else { return }
-            if case .txn(let r) = response, r.succeeded, case .txn(let t) = req,
-               t.success.contains(where: { if case .put(let k, _, _) = $0 { return k == VolumeInfo.headKey(volume.name) } else { return false } }) {
-                commits += 1
-            }
-            queue.push(now + network.latency(), .metaReply(incarnation: inc, id, response))
-        case .metaReply(let inc, let id, let response):
+            if writer != clientID, holdForPaused(writer, e) { return }
+            guard !network.isBlocked(writer, NodeID(0)), let response = store.handle(req, now: now) else { return }
+            if case .txn(let r) = response, r.succeeded, case .txn(let t) = req { checkFencing(t) }
+            var delay = network.latency()
+            if metadataSlow.value > 0 { delay = delay + metaSlowRandom.duration(.zero, metadataSlow) }
+            queue.push(now + delay, .metaReply(writer: writer, incarnation: inc, id, response))
+        case .metaReply(let writer, let inc, let id, let response):
             traceEvent(4, id.raw)
+            if writer != clientID {
+                if holdForPaused(writer, e) { return }
+                guard let p = paused, p.clientID == writer, !network.isBlocked(NodeID(0), writer) else { return }
+                handlePaused(paused!.metadataReply(id, response, now: writerNow()))
+                return
+            }
             guard inc == clientIncarnation, client != nil, !network.isBlocked(NodeID(0), clientID) else { return }
-            handleClient(client!.metadataReply(id, response, now: now))
-        case .clientTick(let inc):
+            handleClient(client!.metadataReply(id, response, now: writerNow()))
+        case .clientTick(let writer, let inc, let at):
             traceEvent(5)
+            if writerNow() < at {
+                // The writer's clock was set back after this tick was planned: not due yet for it.
+                queue.push(max(now + Nanoseconds(1000), virtualTime(ofWriterTime: at)), e)
+                return
+            }
+            if writer != clientID {
+                if holdForPaused(writer, e) { return }
+                guard let p = paused, p.clientID == writer else { return }
+                handlePaused(paused!.tick(now: writerNow()))
+                return
+            }
             guard inc == clientIncarnation, client != nil else { return }
             clientTimerAt = nil
-            handleClient(client!.tick(now: now))
+            handleClient(client!.tick(now: writerNow()))
         case .leaseTick:
             traceEvent(6)
             store.tick(now: now)
@@ -226,7 +314,7 @@ public final class Simulation {
             if gen == slotGeneration { issueOp(slot: slot) }
         case .fault:
             traceEvent(8)
-            if loadRunning { injectFault() }
+            if loadRunning && livenessFrom == nil { injectFault() }
         case .heal(let h):
             traceEvent(9)
             heal(h)
@@ -236,13 +324,31 @@ public final class Simulation {
         case .finalCheck(let step):
             traceEvent(11)
             finalStep(step)
+        case .scheduled(let i):
+            let f = options.schedule[i]
+            traceEvent(13, UInt64(i))
+            if loadRunning && livenessFrom == nil { applyFault(f.kind, node: f.node.map { $0 - 1 }, duration: f.duration) }
+        case .clog(let node, let fault):
+            traceEvent(26, UInt64(node.raw))
+            if livenessFrom == nil && finalPhase == nil {
+                network.block(clientID, node, fault: fault)
+                network.block(node, clientID, fault: fault)
+            }
+        case .endOfSafety:
+            traceEvent(14)
+            beginLiveness()
+        case .resumePaused:
+            traceEvent(15)
+            resumePaused()
         }
     }
 
     // MARK: Network
 
     func incarnation(of node: NodeID) -> UInt64 {
-        node == clientID ? clientIncarnation : slots[Int(node.raw) - 1].incarnation
+        if node == clientID { return clientIncarnation }
+        if node.raw >= 1000 { return 0 }  // a paused writer: never restarted under its id
+        return slots[Int(node.raw) - 1].incarnation
     }
 
     func send(from: NodeID, to: NodeID, _ msg: PeerMessage) {
@@ -258,7 +364,12 @@ public final class Simulation {
               !network.isBlocked(from, to) else { return }
         if to == clientID {
             guard client != nil else { return }
-            handleClient(client!.receive(from: from, msg, now: now))
+            handleClient(client!.receive(from: from, msg, now: writerNow()))
+        } else if to.raw >= 1000 {
+            // A paused writer's connections hold what arrives until it runs again.
+            if holdForPaused(to, .deliver(from: from, to: to, msg, senderIncarnation: senderIncarnation, receiverIncarnation: receiverIncarnation)) { return }
+            guard let p = paused, p.clientID == to else { return }
+            handlePaused(paused!.receive(from: from, msg, now: writerNow()))
         } else {
             let n = Int(to.raw) - 1
             guard slots[n].node != nil else { return }
@@ -270,10 +381,11 @@ public final class Simulation {
     // MARK: Storage nodes
 
     func bootNode(_ n: Int) {
-        let regions = BlockStore.journalRegions(config: storeConfig)
+        let config = slots[n].config
+        let regions = BlockStore.journalRegions(config: config)
         let a = slots[n].disk.readDurable(offset: regions.a.offset, length: regions.a.length)
         let b = slots[n].disk.readDurable(offset: regions.b.offset, length: regions.b.length)
-        let store = BlockStore.recover(config: storeConfig, regionA: a, regionB: b)
+        let store = BlockStore.recover(config: config, regionA: a, regionB: b)
         slots[n].node = StorageNode(id: slots[n].id, store: store)
         slots[n].diskBusyUntil = now
         let outputs = slots[n].node!.start()
@@ -291,10 +403,11 @@ public final class Simulation {
                 case .read(_, let l): service = slots[n].random.duration(.microseconds(20), .microseconds(120)) + Nanoseconds(UInt64(l) / 4)
                 case .write(let offset, let bytes):
                     precondition(slots[n].disk.validRange(offset, bytes.count), "write outside the disk on \(slots[n].id)")
-                    slots[n].disk.issueWrite(id, offset: offset, bytes: bytes)
+                    slots[n].disk.issueWrite(id, offset: misdirect(node: n, offset: offset, length: bytes.count), bytes: bytes)
                     service = slots[n].random.duration(.microseconds(20), .microseconds(150)) + Nanoseconds(UInt64(bytes.count) / 4)
                 case .sync: service = slots[n].random.duration(.microseconds(100), .microseconds(1500))
                 }
+                if slots[n].slowFactor > 1 { service = service * slots[n].slowFactor }
                 let start = max(now, slots[n].diskBusyUntil)
                 slots[n].diskBusyUntil = start + service
                 queue.push(start + service, .disk(node: n, incarnation: slots[n].incarnation, id, req))
@@ -306,6 +419,7 @@ public final class Simulation {
         guard slots[n].node != nil else { return }
         slots[n].incarnation += 1
         slots[n].node = nil
-        slots[n].disk.crash(random: &slots[n].random, survivalProbability: 0.5, tearProbability: 0.5)
+        slots[n].disk.crash(random: &slots[n].random, survivalProbability: options.unsyncedSurvivalProbability,
+                            tearProbability: options.tornWriteProbability)
     }
 }

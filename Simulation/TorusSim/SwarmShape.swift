@@ -30,6 +30,15 @@ extension SimOptions {
         o.dropProbability = [0, 0.001, 0.01, 0.05, 0.1][Int(r.below(5))]
         o.duplicateProbability = [0, 0.001, 0.01, 0.05][Int(r.below(4))]
         o.networkLatencyMax = .microseconds([100, 400, 2_000, 20_000][Int(r.below(4))])
+        // Half the seeds draw their own mix over the whole fault catalogue (each kind absent
+        // or weighted 1-9), some with misdirected writes and a liveness phase.
+        if r.chance(0.5) {
+            o.faultMix = [:]
+            for k in FaultKind.allCases where r.chance(0.5) { o.faultMix[k] = 1 + Int(r.below(9)) }
+            o.quietWeight = Int(r.below(10))
+        }
+        if r.chance(0.25) { o.misdirectedWriteProbability = 0.005 }
+        if r.chance(0.5) { o.livenessDuration = .seconds(5) }
         return o
     }
 
@@ -37,5 +46,8 @@ extension SimOptions {
     public var shapeDescription: String {
         "nodes=\(nodes) r=\(replication) block=\(blockSize / 1024)KiB volume=\(volumeBytes / 1024)KiB qd=\(queueDepth)"
             + " faults=\(faults ? "every~\(faultInterval.value / 1_000_000)ms drop=\(dropProbability) dup=\(duplicateProbability) lat<=\(networkLatencyMax.value / 1000)us" : "none")"
+            + (faultMix == SimOptions.classicMix ? "" : " mix=" + FaultKind.allCases.compactMap { k in faultMix[k].map { "\(k.rawValue):\($0)" } }.joined(separator: ","))
+            + (misdirectedWriteProbability > 0 ? " misdirected=\(misdirectedWriteProbability)" : "")
+            + (livenessDuration.value > 0 ? " liveness=\(livenessDuration.value / 1_000_000_000)s" : "")
     }
 }

@@ -7,6 +7,42 @@ import TorusSim
 import Glibc
 #endif
 
+/// Exit statuses of torus-sim.
+enum SimExit {
+    static let safety: Int32 = 1    // a safety promise broke (durability, wrong data, fencing), or a canary went uncaught
+    static let badFile: Int32 = 2   // a malformed scenario file
+    static let liveness: Int32 = 3  // no progress or no convergence after healing
+    static let crash: Int32 = 4     // the simulator itself crashed (a precondition failed)
+
+    /// The status for a set of results: safety failures win over liveness ones.
+    static func status(_ results: [SimResult]) -> Int32 {
+        if results.contains(where: { !$0.passed && !$0.isLivenessFailure }) { return safety }
+        if results.contains(where: { !$0.passed }) { return liveness }
+        return 0
+    }
+}
+
+// A crash of the simulator (a failed precondition traps) still prints the one command that
+// reproduces it, from a signal handler: the message is prepared before every run.
+nonisolated(unsafe) var crashReport: UnsafeMutablePointer<CChar>?
+nonisolated(unsafe) var crashReportLength = 0
+
+func prepareCrashReport(_ reproduce: String) {
+    let text = "\ntorus-sim: the simulator crashed (exit status 4). Reproduce: \(reproduce)\n"
+    free(crashReport)
+    crashReport = strdup(text)
+    crashReportLength = text.utf8.count
+}
+
+func installCrashHandler() {
+    for sig in [SIGILL, SIGTRAP, SIGSEGV, SIGBUS, SIGFPE, SIGABRT] {
+        signal(sig) { _ in
+            if let m = crashReport { _ = write(2, m, crashReportLength) }
+            _exit(SimExit.crash)
+        }
+    }
+}
+
 @main
 struct TorusSimCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -20,6 +56,16 @@ struct TorusSimCommand: ParsableCommand {
         subcommands: [Run.self, Sweep.self, Swarm.self, CheckDeterminism.self],
         defaultSubcommand: Run.self
     )
+
+    static func main() {
+        installCrashHandler()
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            exit(withError: error)
+        }
+    }
 }
 
 struct SimulationFlags: ParsableArguments {
@@ -100,7 +146,35 @@ func summary(_ r: SimResult, wall: Double) -> String {
     return "seed=\(r.seed) trace=\(r.traceHex) checks=\(r.passed ? "passed" : "FAILED")"
         + " sim=\(fmt(r.simulatedSeconds))s wall=\(fmt(wall))s speed=\(Int(speed))x events=\(r.events) events/s=\(Int(evs))"
         + " ops=\(r.opsCompleted) reads-checked=\(r.readsChecked) read-errors=\(r.readErrors)"
-        + " faults=\(r.faultsInjected) writer-restarts=\(r.writerRestarts) commits=\(r.commits)"
+        + " faults=\(r.faultsInjected) writer-restarts=\(r.writerRestarts) commits=\(r.commits) repairs=\(r.repairs)"
+}
+
+/// Runs once, writing the readable trace when asked.
+func simulate(_ options: SimOptions, reproduce: String, traceFile: UnsafeMutablePointer<FILE>?) -> SimResult {
+    prepareCrashReport(reproduce)
+    let sim = Simulation(options: options)
+    if let f = traceFile {
+        fputs("# seed \(options.seed)\n", f)
+        sim.traceSink = { line in
+            fputs(line, f)
+            fputs("\n", f)
+        }
+    }
+    let result = sim.run()
+    if let f = traceFile { fputs("# seed \(options.seed): trace hash \(result.traceHex)\n", f) }
+    return result
+}
+
+func openTrace(_ path: String?) throws -> UnsafeMutablePointer<FILE>? {
+    guard let path else { return nil }
+    guard let f = fopen(path, "w") else { throw ValidationError("cannot write the trace file \(path)") }
+    return f
+}
+
+func closeTrace(_ f: UnsafeMutablePointer<FILE>?, _ path: String?) {
+    guard let f else { return }
+    fclose(f)
+    print("trace written to \(path!)")
 }
 
 func fmt(_ x: Double) -> String {
@@ -115,34 +189,39 @@ extension TorusSimCommand {
             discussion: """
                 With a scenario file (Scenarios/*.yaml) every seed it lists runs, or only --seed. \
                 Exit status: 0 when every check passed (or, for a scenario expecting an injected \
-                bug to be caught, when it was caught), 1 when a promise broke or a canary went \
-                uncaught (the failing line says which and how to reproduce), 2 for a bad scenario file.
+                bug to be caught, when it was caught); 1 when a safety promise broke (durability, \
+                no wrong data, fencing) or a canary went uncaught; 2 for a bad scenario file; 3 \
+                for a liveness failure (no progress or no full redundancy after healing); 4 when \
+                the simulator itself crashed. Every failure prints the command that reproduces it.
                 """)
         @Argument(help: "A scenario file (YAML). Without it, the flags below shape the run.") var scenario: String?
         @Option(help: "Seed of the run; every random choice derives from it.") var seed: UInt64?
         @OptionGroup var flags: SimulationFlags
         @Flag(help: "Also print the knobs this seed drew for the writer.") var verbose = false
+        @Option(help: "Write a readable trace (virtual time, node, event) of every run to this file.") var trace: String?
 
         func run() throws {
+            let traceFile = try openTrace(trace)
+            defer { closeTrace(traceFile, trace) }
             guard let path = scenario else {
                 let options = try flags.options(seed: seed ?? 1)
                 let start = wallSeconds()
-                let result = Simulation(options: options).run()
+                let result = simulate(options, reproduce: options.reproduceCommand, traceFile: traceFile)
                 print(summary(result, wall: wallSeconds() - start))
                 if verbose { print("knobs: \(result.knobs)") }
                 if let v = result.violation {
                     print("FAILED: \(v)")
                     print("reproduce: \(options.reproduceCommand)")
-                    throw ExitCode(1)
+                    throw ExitCode(SimExit.status([result]))
                 }
                 return
             }
             let sc = try loadScenario(path)
             var caught = false
-            var failed = false
+            var failures: [SimResult] = []
             for s in seed.map({ [$0] }) ?? sc.seeds {
                 let start = wallSeconds()
-                let result = Simulation(options: sc.options(seed: s)).run()
+                let result = simulate(sc.options(seed: s), reproduce: sc.reproduceCommand(seed: s), traceFile: traceFile)
                 print("\(sc.name): " + summary(result, wall: wallSeconds() - start))
                 if verbose { print("knobs: \(result.knobs)") }
                 if let v = result.violation {
@@ -150,7 +229,7 @@ extension TorusSimCommand {
                         caught = true
                         print("caught the injected bug \(sc.options.canary.rawValue): \(v)")
                     } else {
-                        failed = true
+                        failures.append(result)
                         print("FAILED: \(v)")
                         print("reproduce: \(sc.reproduceCommand(seed: s))")
                     }
@@ -158,9 +237,9 @@ extension TorusSimCommand {
             }
             if sc.expect == .caught && !caught {
                 print("FAILED: the injected bug \(sc.options.canary.rawValue) was not caught on seeds \((seed.map { [$0] } ?? sc.seeds).map(String.init).joined(separator: ", "))")
-                throw ExitCode(1)
+                throw ExitCode(SimExit.safety)
             }
-            if failed { throw ExitCode(1) }
+            if !failures.isEmpty { throw ExitCode(SimExit.status(failures)) }
         }
     }
 
@@ -170,26 +249,31 @@ extension TorusSimCommand {
             discussion: "Exit status 1 when any run broke a promise; each failure prints the command that reproduces it.")
         @Option(help: "First seed.") var from: UInt64 = 1
         @Option(help: "Number of runs.") var runs: UInt64 = 100
+        @Option(help: "Write a readable trace (virtual time, node, event) of every run to this file.") var trace: String?
 
         func run() throws {
+            let traceFile = try openTrace(trace)
+            defer { closeTrace(traceFile, trace) }
             let start = wallSeconds()
             var failures: [UInt64] = []
+            var failed: [SimResult] = []
             var simSeconds = 0.0
             for seed in from..<(from + runs) {
                 let options = SimOptions.swarm(seed: seed)
                 let t0 = wallSeconds()
-                let r = Simulation(options: options).run()
+                let r = simulate(options, reproduce: "swift run -c release torus-sim swarm --from \(seed) --runs 1", traceFile: traceFile)
                 simSeconds += r.simulatedSeconds
                 print(summary(r, wall: wallSeconds() - t0) + " " + options.shapeDescription)
                 if let v = r.violation {
                     failures.append(seed)
+                    failed.append(r)
                     print("FAILED: \(v)")
                     print("reproduce: swift run -c release torus-sim swarm --from \(seed) --runs 1")
                 }
             }
             let wall = wallSeconds() - start
             print("swarm: \(runs - UInt64(failures.count)) passed, \(failures.count) failed; \(fmt(simSeconds)) simulated s in \(fmt(wall)) s (\(wall > 0 ? Int(simSeconds / wall) : 0)x)")
-            if !failures.isEmpty { throw ExitCode(1) }
+            if !failures.isEmpty { throw ExitCode(SimExit.status(failed)) }
         }
     }
 
@@ -208,6 +292,7 @@ extension TorusSimCommand {
             }
             var differ: [UInt64] = []
             for s in parts[0]...parts.last! {
+                prepareCrashReport(sc.reproduceCommand(seed: s))
                 let a = Simulation(options: sc.options(seed: s)).run()
                 let b = Simulation(options: sc.options(seed: s)).run()
                 print("\(sc.name) seed=\(s) trace=\(a.traceHex) again=\(b.traceHex)\(a.traceHash == b.traceHash ? "" : " DIFFERENT")")
@@ -231,15 +316,18 @@ extension TorusSimCommand {
         func run() throws {
             let start = wallSeconds()
             var failures = 0
+            var failed: [SimResult] = []
             var simSeconds = 0.0
             for seed in from..<(from + count) {
                 let options = try flags.options(seed: seed)
                 let t0 = wallSeconds()
+                prepareCrashReport(options.reproduceCommand)
                 let r = Simulation(options: options).run()
                 simSeconds += r.simulatedSeconds
                 print(summary(r, wall: wallSeconds() - t0))
                 if let v = r.violation {
                     failures += 1
+                    failed.append(r)
                     print("FAILED: \(v)")
                     print("reproduce: \(options.reproduceCommand)")
                 }
@@ -247,7 +335,7 @@ extension TorusSimCommand {
             let wall = wallSeconds() - start
             print("seeds \(from)..<\(from + count): sim=\(fmt(simSeconds))s wall=\(fmt(wall))s speed=\(Int(simSeconds / max(wall, 1e-9)))x")
             print("sweep: \(count - UInt64(failures)) passed, \(failures) failed")
-            if failures > 0 { throw ExitCode(1) }
+            if failures > 0 { throw ExitCode(SimExit.status(failed)) }
         }
     }
 }

@@ -205,7 +205,7 @@ public struct BlockStore: Sendable {
     /// Whether a sync cycle (possibly a compaction) is in flight.
     public var cycleInFlight: Bool { cycle != nil }
 
-    func isDurable(_ ref: BlockRef) -> Bool {
+    public func isDurable(_ ref: BlockRef) -> Bool {
         guard let e = index[ref] else { return false }
         return e.putSeq <= durableThroughSeq
     }

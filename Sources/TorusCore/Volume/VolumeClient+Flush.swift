@@ -100,11 +100,13 @@ extension VolumeClient {
         }
         commitRetryAt = nil
         flush!.commitSent = true
+        var compares = [
+            MetaCompare(key: VolumeInfo.epochKey(info.name), result: .equal, target: .value(MetaValue.u64(epoch))),
+            MetaCompare(key: VolumeInfo.headKey(info.name), result: .equal, target: .modRevision(headModRevision)),
+        ]
+        if config.canary == .skipEpochCompare { compares.removeFirst() }
         let txn = MetaTxn(
-            compares: [
-                MetaCompare(key: VolumeInfo.epochKey(info.name), result: .equal, target: .value(MetaValue.u64(epoch))),
-                MetaCompare(key: VolumeInfo.headKey(info.name), result: .equal, target: .modRevision(headModRevision)),
-            ],
+            compares: compares,
             success: [.put(key: VolumeInfo.headKey(info.name), value: f.head!.encoded(), lease: 0)],
             failure: [.range(key: VolumeInfo.headKey(info.name), prefix: false),
                       .range(key: VolumeInfo.epochKey(info.name), prefix: false)]
@@ -170,6 +172,13 @@ extension VolumeClient {
         pageRefs = f.newPageRefs
         rootEntry = f.newRoot
         deferredDeletes.removeAll()  // they are committed now; a later commit collects them
+        if !uncertain.isEmpty {
+            // The head is ours now: what an earlier unknown commit named and this one does not is garbage.
+            for ref in uncertain.sorted() where ref.index < BlockRef.mapIndexBase {
+                if Int(ref.index) >= committed.count || committed[Int(ref.index)]?.ref(volume: info.id, index: ref.index) != ref { garbage.append(ref) }
+            }
+            uncertain.removeAll()
+        }
         deleteRefs(garbage)
         flush = nil
         for w in f.waiters { out.append(.complete(w.op, .success(.done))) }
@@ -180,6 +189,7 @@ extension VolumeClient {
     /// the flush fails with its outcome unknown.
     mutating func retryCommitLater() {
         guard let f = flush, case .commit = f.stage else { return }
+        if config.canary == .noCommitRetry { return }
         if now + config.retryBackoff < leaseValidUntil {
             commitRetryAt = now + config.retryBackoff
         } else {
@@ -194,7 +204,16 @@ extension VolumeClient {
         commitRetryAt = nil
         for w in f.waiters { out.append(.complete(w.op, .failure(error))) }
         if outcomeUnknown {
-            // The head may name the new pages and root, and the deferred refs: keep them all.
+            // The head may name the new pages and root, every block version of the snapshot
+            // and the deferred refs: keep them all until a later commit settles it.
+            for p in f.snapshotPages {
+                let lo = p * entriesPerPage
+                for i in lo..<min(entries.count, lo + entriesPerPage) where f.snapshot[i] != committed[i] {
+                    if let e = f.snapshot[i] { uncertain.insert(e.ref(volume: info.id, index: UInt64(i))) }
+                }
+            }
+            for ref in deferredDeletes { uncertain.insert(ref) }
+            deferredDeletes.removeAll()
             pumpFlush()
             return
         }

@@ -274,6 +274,15 @@ extension VolumeClient {
         guard let pending = rpcs.removeValue(forKey: rpc), case .get(let block) = pending.purpose,
               pending.node == node, let f = fetches[block] else { return }
         noteNode(node, ok: true)
+        if case .failure(let e) = result, e == .corrupt(f.ref) || e == .ioError || e == .notFound(f.ref) {
+            // The node dropped its bad (or unreadable) copy, or lost it (wiped, or its repair
+            // died with an earlier writer). Fetch the whole block from the next one, so the
+            // good bytes are at hand to put the copy back (read-repair).
+            fetches[block]!.badCopies.append(node)
+            fetches[block]!.range = nil
+            fetchFailed(block)
+            return
+        }
         if let range = f.range {
             // The node verified the whole block against its checksum; the frame's checksum
             // covered the bytes on the wire.
@@ -287,10 +296,40 @@ extension VolumeClient {
         }
         if case .success(let data) = result, data.count == info.blockSize, CRC32C.checksum(data) == f.crc {
             fetches[block] = nil
+            // Only while the map still names this version (an old one may be deleted by now).
+            if block >= BlockRef.mapIndexBase || entries[Int(block)]?.ref(volume: info.id, index: block) == f.ref {
+                repairBadCopies(f, data)
+            }
             fetched(block, f, data)
         } else {
             fetchFailed(block)
         }
+    }
+
+    /// Read-repair: a durable put of the good bytes to every node whose copy failed its
+    /// checksum (or could not be read), retried on timeout or error up to `repairAttemptsMax`.
+    mutating func repairBadCopies(_ f: Fetch, _ data: [UInt8]) {
+        guard !config.readOnly else { return }
+        for node in Set(f.badCopies).sorted() where repairs.count < Self.repairsInFlightMax {
+            stats.readRepairs += 1
+            sendRepair(Repair(ref: f.ref, data: data, node: node, attempts: 0, deadline: now))
+        }
+    }
+
+    mutating func sendRepair(_ r: Repair) {
+        var r = r
+        r.attempts += 1
+        r.deadline = now + config.rpcTimeout
+        let rpc = RPCID(nextRPC)
+        nextRPC += 1
+        repairs[rpc] = r
+        out.append(.send(to: r.node, .putBlock(rpc, r.ref, r.data, durable: true)))
+    }
+
+    mutating func repairReplied(_ rpc: RPCID, from node: NodeID, _ result: Result<Void, StoreError>) {
+        guard let r = repairs[rpc], r.node == node else { return }
+        repairs[rpc] = nil
+        if case .failure = result, r.attempts < Self.repairAttemptsMax { sendRepair(r) }
     }
 
     /// Tries the next replica; after a full round, waits and starts another round.
@@ -412,6 +451,10 @@ extension VolumeClient {
                 noteNode(pending.node, ok: false)
                 if writebacks[block] != nil { putFailed(block, node: pending.node, retryAfterBackoff: false) }
             }
+        }
+        for rpc in repairs.keys.sorted() where repairs[rpc]!.deadline <= now {
+            let r = repairs.removeValue(forKey: rpc)!
+            if r.attempts < Self.repairAttemptsMax { sendRepair(r) }
         }
         for block in fetches.keys.sorted() {
             if let at = fetches[block]?.retryAt, at <= now { sendGet(block) }

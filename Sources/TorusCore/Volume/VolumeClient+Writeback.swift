@@ -80,8 +80,12 @@ extension VolumeClient {
         let failures = wb.failures[node, default: 0] + 1
         wb.failures[node] = failures
         var target = node
-        if failures >= config.putAttemptsBeforeFallback || isSuspect(node),
-           let next = healthyFirst(wb.candidates).first(where: { !wb.remaining.contains($0) && !wb.confirmed.contains($0) && wb.failures[$0] == nil }) {
+        // Fresh candidates first; else the one that failed least, if fewer times than this one
+        // (a node that was down may be back, and a full node must not keep the copy hostage).
+        let others = healthyFirst(wb.candidates).filter { !wb.remaining.contains($0) && !wb.confirmed.contains($0) }
+        let alternative = others.first(where: { wb.failures[$0] == nil })
+            ?? others.filter { wb.failures[$0]! < failures }.min(by: { wb.failures[$0]! < wb.failures[$1]! })
+        if failures >= config.putAttemptsBeforeFallback || isSuspect(node), let next = alternative {
             wb.remaining.removeAll { $0 == node }
             wb.remaining.append(next)
             wb.remaining.sort()
@@ -106,6 +110,7 @@ extension VolumeClient {
     }
 
     mutating func putReplied(_ rpc: RPCID, from node: NodeID, _ result: Result<Void, StoreError>) {
+        if repairs[rpc] != nil { return repairReplied(rpc, from: node, result) }
         guard let pending = rpcs.removeValue(forKey: rpc), case .put(let key) = pending.purpose,
               pending.node == node, var wb = writebacks[key] else { return }
         switch result {
@@ -139,7 +144,9 @@ extension VolumeClient {
             if let old, old != committed[idx] {
                 // Never committed. If an in-flight commit names it, wait for its outcome.
                 let ref = old.ref(volume: info.id, index: block)
-                if let f = flush, !f.snapshot.isEmpty, f.snapshot[idx] == old {
+                if uncertain.contains(ref) {
+                    // A commit whose outcome we never learned names it: the next commit decides.
+                } else if let f = flush, !f.snapshot.isEmpty, f.snapshot[idx] == old {
                     deferredDeletes.append(ref)
                 } else {
                     deleteRefs([ref])

@@ -76,6 +76,13 @@ public struct VolumeClient: Sendable {
     var flush: FlushState?
     var flushQueue: [FlushWaiter] = []
     var deferredDeletes: [BlockRef] = []
+    /// Refs a commit with an unknown outcome named (it may still land, e.g. a slow store):
+    /// never deleted until a later commit succeeds, which then collects those it does not name.
+    var uncertain: Set<BlockRef> = []
+    /// Read-repair puts in flight, by RPC id (retried on timeout or error, a few times).
+    var repairs: [RPCID: Repair] = [:]
+    static let repairAttemptsMax = 8
+    static let repairsInFlightMax = 256
     var timerSetFor: Instant?
     var commitRetryAt: Instant?
     /// Zero-block write-backs to complete at the end of the current step.
@@ -103,6 +110,8 @@ public struct VolumeClient: Sendable {
         /// Small reads served by fetching only their bytes (`getRange`).
         public var rangeFetches = 0
         public var readRetries = 0
+        /// Bad copies put back from a good one after a read found them (read-repair).
+        public var readRepairs = 0
         public var putRetries = 0
         /// Copies placed on a fallback node because a placement node did not take them.
         public var putFallbacks = 0
@@ -211,6 +220,8 @@ public struct VolumeClient: Sendable {
 
     /// Ops not yet completed (for drivers and checkers).
     public var opsInFlight: Int { ops.count + queuedBeforeOpen.count }
+    /// Read-repair puts not yet acknowledged.
+    public var repairsInFlight: Int { repairs.count }
 
     // MARK: - Plumbing
 
@@ -354,6 +365,16 @@ public struct VolumeClient: Sendable {
 }
 
 extension VolumeClient {
+    /// Every block the committed head reaches: data blocks, map pages and the root (for
+    /// the simulator's convergence checker and, later, garbage collection).
+    public var committedRefs: [BlockRef] {
+        var refs: [BlockRef] = []
+        for (i, e) in committed.enumerated() { if let e { refs.append(e.ref(volume: info.id, index: UInt64(i))) } }
+        for (p, e) in pageRefs.enumerated() { if let e { refs.append(e.ref(volume: info.id, index: BlockRef.mapIndexBase + UInt64(p))) } }
+        if let r = rootEntry { refs.append(r.ref(volume: info.id, index: BlockRef.rootIndex)) }
+        return refs
+    }
+
     /// A one-line account of what the client is waiting for (for liveness failure reports).
     public var stateSummary: String {
         var parts = ["phase=\(phase)", "epoch=\(epoch)", "gen=\(generation)", "ops=\(ops.count)",

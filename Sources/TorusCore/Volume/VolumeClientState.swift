@@ -45,6 +45,8 @@ extension VolumeClient {
         var waiters: [FetchWaiter] = []
         /// Only these bytes of the block (a small read that missed the cache), or the whole block.
         var range: Range<Int>?
+        /// Nodes whose copy failed its checksum (they dropped it): repaired from the good copy.
+        var badCopies: [NodeID] = []
     }
 
     struct Writeback: Sendable {
@@ -63,6 +65,15 @@ extension VolumeClient {
         /// Replicas to resend to at `retryAt` after an error reply.
         var retryAt: Instant?
         var retryNodes: [NodeID] = []
+    }
+
+    /// A read-repair put in flight: the good bytes of `ref` going back to `node`.
+    struct Repair: Sendable {
+        var ref: BlockRef
+        var data: [UInt8]
+        var node: NodeID
+        var attempts: Int
+        var deadline: Instant
     }
 
     struct PendingRPC: Sendable {

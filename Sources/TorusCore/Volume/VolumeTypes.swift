@@ -104,6 +104,12 @@ public struct VolumeClientConfig: Sendable {
         case ackBeforeReplicaSync = "ack-before-sync"
         /// Acknowledge a flush once the map is written, without committing the head.
         case ackFlushBeforeCommit = "ack-before-commit"
+        /// Commit without comparing the writer's epoch, so a writer that lost its lock can
+        /// still move the head (fencing broken).
+        case skipEpochCompare = "skip-epoch-compare"
+        /// Never retry a commit that got no answer: flushes hang after a metadata outage
+        /// (a liveness bug).
+        case noCommitRetry = "no-commit-retry"
     }
 
     public init() {}
