@@ -18,7 +18,11 @@ let package = Package(
     ],
     targets: [
         // The storage core: deterministic state machines, no I/O.
-        .target(name: "TorusCore", dependencies: ["CTorusCRC"], path: "Sources/TorusCore"),
+        // Optimized in debug builds too: `swift test` runs every scenario file through the
+        // simulator, which is 10-20x slower unoptimized. Preconditions stay on (-O keeps them;
+        // the core uses no assert()).
+        .target(name: "TorusCore", dependencies: ["CTorusCRC"], path: "Sources/TorusCore",
+                swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         // CRC-32C through ISA-L (Debian libisal-dev; pure computation, no I/O).
         .target(name: "CTorusCRC", path: "Sources/CTorusCRC", linkerSettings: [.linkedLibrary("isal")]),
         // Non-blocking positioned file I/O (preadv2/pwritev2 with RWF_NOWAIT) for the runtime.
@@ -45,7 +49,8 @@ let package = Package(
             path: "Sources/torus"
         ),
         // The deterministic, fault-injecting simulator that drives the core.
-        .target(name: "TorusSim", dependencies: ["TorusCore"], path: "Simulation/TorusSim"),
+        .target(name: "TorusSim", dependencies: ["TorusCore"], path: "Simulation/TorusSim",
+                swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         // Scenario files (YAML, read with Yams) for the simulator.
         .target(name: "TorusScenario", dependencies: ["TorusSim", "TorusCore", "Yams"], path: "Simulation/TorusScenario"),
         .executableTarget(

@@ -38,6 +38,31 @@ echo "== scenarios: every file on its seeds (release), determinism of one over 2
 for f in Scenarios/*.yaml; do swift run -c release torus-sim run "$f"; done
 swift run -c release torus-sim check-determinism Scenarios/baseline-faults.yaml --seeds 1-20
 
+echo "== torus-sim: exit statuses, the crash report and the readable trace"
+sim=.build/release/torus-sim
+set +e
+"$sim" run Scenarios/writer-pause-takeover.yaml --seed 1 --canary skip-epoch-compare >/tmp/torus-sim-exit.log; rc=$?
+set -e
+grep -q "fencing" /tmp/torus-sim-exit.log && [ "$rc" = 1 ] || { echo "error: a broken safety promise exited $rc, not 1" >&2; exit 1; }
+set +e
+"$sim" run Scenarios/canary-no-commit-retry.yaml --seed 1 --canary no-commit-retry >/tmp/torus-sim-exit.log; rc=$?
+set -e
+grep -q "liveness" /tmp/torus-sim-exit.log && [ "$rc" = 3 ] || { echo "error: a liveness failure exited $rc, not 3" >&2; exit 1; }
+"$sim" swarm --from 1 --runs 100000 >/dev/null 2>/tmp/torus-sim-crash.log &
+pid=$!
+sleep 2
+kill -ILL "$pid"
+set +e
+wait "$pid"; rc=$?
+set -e
+grep -q "Reproduce: swift run -c release torus-sim swarm --from [0-9]* --runs 1" /tmp/torus-sim-crash.log && [ "$rc" = 4 ] ||
+    { echo "error: a simulator crash exited $rc, not 4 with a reproduce command" >&2; cat /tmp/torus-sim-crash.log >&2; exit 1; }
+"$sim" run Scenarios/bit-rot.yaml --seed 3 --trace /tmp/torus-sim-trace.txt >/tmp/torus-sim-exit.log
+hash=$(grep -o 'trace=[0-9a-f]*' /tmp/torus-sim-exit.log | cut -d= -f2)
+grep -q "^# seed 3: trace hash $hash$" /tmp/torus-sim-trace.txt && grep -q "FAULT bit rot on node" /tmp/torus-sim-trace.txt ||
+    { echo "error: the readable trace lacks its hash or its faults" >&2; exit 1; }
+echo "exit statuses 1 (safety), 3 (liveness), 4 (crash, with its reproduce command) and the readable trace: ok"
+
 echo "== swarm: 100 seeds, each with its own cluster shape, workload and fault mix"
 swift run -c release torus-sim swarm --from 1 --runs "${TORUS_SWARM_RUNS:-100}"
 

@@ -34,6 +34,7 @@ public struct Scenario: Sendable {
     /// The command that reproduces one run of this scenario.
     public func reproduceCommand(seed: UInt64) -> String {
         "swift run -c release torus-sim run \(path) --seed \(seed)"
+            + (expect == .pass && options.canary != .none ? " --canary \(options.canary.rawValue)" : "")
     }
 }
 

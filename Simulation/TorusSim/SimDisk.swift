@@ -8,7 +8,8 @@ import TorusCore
 ///   (the durable contents come back), and may tear one sector of a write still in flight
 ///   (first half new, second half old);
 /// - sectors never written read as zeros.
-/// Bounded so recovery stays possible: durable sectors are never damaged by a crash.
+/// Bounded so recovery stays possible: a crash damages no durable sector except the one a
+/// torn write hits.
 /// Media faults, injected on purpose on a minority of nodes: bit rot (`rot`), latent sector
 /// errors (`makeUnreadable`: reads covering the sector fail until it is rewritten) and
 /// misdirected writes (the driver changes the offset before `issueWrite`).

@@ -149,7 +149,7 @@ extension Simulation {
     /// (within the slot area: the journal is checksummed and written elsewhere).
     func misdirect(node n: Int, offset: UInt64, length: Int) -> UInt64 {
         let p = options.misdirectedWriteProbability
-        guard p > 0, slots[n].mediaFaults else { return offset }
+        guard p > 0, mediaFaultsActive, slots[n].mediaFaults else { return offset }
         let config = slots[n].config
         guard offset >= config.slotAreaOffset, mediaRandom.chance(p) else { return offset }
         let shift = UInt64(config.blockSize)
@@ -210,7 +210,7 @@ extension Simulation {
     func resumePaused() {
         guard let p = paused, pausedUntil != nil else { return }
         pausedUntil = nil
-        traceNote("writer \(p.clientID.raw) resumes with \(pausedHeld.count) held events")
+        traceNote("\(Self.name(UInt64(p.clientID.raw))) resumes with \(pausedHeld.count) held events")
         for (k, (_, e)) in pausedHeld.enumerated() { queue.push(now + Nanoseconds(UInt64(k) * 1000), e) }
         pausedHeld = []
         handlePaused(paused!.tick(now: writerNow()))
@@ -298,6 +298,7 @@ extension Simulation {
     /// Heals every fault and brings every process back.
     func healEverything() {
         network.healAll()
+        mediaFaultsActive = false
         store.available = true
         metadataSlow = .zero
         writerSkew = 0
@@ -351,6 +352,7 @@ extension Simulation {
         case .powerLoss:
             // Everything loses power at once: only what was acknowledged durable must survive.
             finalPhase = .powerLoss
+            traceEvent(21, 1)
             crashWriter()
             for n in slots.indices { crashNode(n) }
             for n in slots.indices { bootNode(n) }
@@ -438,8 +440,8 @@ extension Simulation {
         case 1: return "\(name(a >> 20)) -> \(name(a & 0xFFFFF))  \(b < 9 ? messageNames[Int(b)] : "message \(b)")"
         case 2: return "node\(a + 1)  disk op \(b) done"
         case 3: return "metadata  request \(a) arrives"
-        case 4: return "writer  metadata reply \(a)"
-        case 5: return "writer  tick"
+        case 4: return "\(name(b))  metadata reply \(a)"
+        case 5: return "\(name(a))  tick"
         case 6: return "metadata  lease tick"
         case 7: return "workload  slot \(a) issues an op"
         case 8: return "fault timer"
@@ -451,11 +453,11 @@ extension Simulation {
         case 14: return "end of the safety phase: liveness phase (healed, no faults)"
         case 15: return "paused writer resumes"
         case 20: return "FAULT node\(a + 1) crashes"
-        case 21: return "FAULT power loss on every node"
+        case 21: return a == 1 ? "final phase: power loss on every node and the writer; all restart" : "FAULT power loss on every node"
         case 22: return "FAULT partition writer / node\(a) (\(["both ways", "node->writer cut", "writer->node cut"][Int(b % 3)]))"
         case 23: return "FAULT metadata store unavailable"
         case 24: return "FAULT writer crashes\(a == 1 ? " right after sending a commit" : "")"
-        case 25: return "FAULT writer \(name(a)) paused with its commit in flight; a successor takes over"
+        case 25: return "FAULT \(name(a)) paused with its commit in flight; a successor takes over"
         case 26: return "FAULT clog node\(a)"
         case 27: return "FAULT metadata store slow (up to \(a / 1_000_000) ms)"
         case 28: return "FAULT the store expires the writer's lease \(a)"

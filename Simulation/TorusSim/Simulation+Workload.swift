@@ -151,7 +151,7 @@ extension Simulation {
         }
         let offset = first * UInt64(SectorModel.sectorSize)
         if roll < readEnd {
-            // Reads may overlap other reads, so mark nothing: only writes exclude ranges.
+            // A read marks its range busy too (value 1), so no write overlaps a read in flight.
             inflight[id] = InflightOp(kind: .read, slot: slot, firstSector: first, sectorCount: count, value: 0)
             for k in 0..<count { sectorBusy[Int(first) + k] = 1 }
             handleClient(client!.submit(id, .read(offset: offset, length: count * SectorModel.sectorSize), now: writerNow()))

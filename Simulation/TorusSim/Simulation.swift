@@ -93,6 +93,8 @@ public final class Simulation {
     var finalPhase: FinalStep?
     var finalNextRead: UInt64 = 0
     var settleDeadline: Instant = .zero
+    /// Misdirected writes happen until the liveness or final phase heals everything.
+    var mediaFaultsActive = true
     var violation: SectorModel.Violation?
     var opsCompleted = 0
     var readErrors = 0
@@ -259,7 +261,7 @@ public final class Simulation {
                 } else if let bytes = slots[n].disk.readChecked(offset: offset, length: length) {
                     completion = .read(.success(bytes))
                 } else {
-                    traceNote("node \(n + 1): latent sector error reading \(length) bytes at \(offset)")
+                    traceNote("node\(n + 1)  latent sector error reading \(length) bytes at \(offset)")
                     completion = .read(.failure(.ioError(offset: offset)))
                 }
             case .write:
@@ -280,7 +282,7 @@ public final class Simulation {
             if metadataSlow.value > 0 { delay = delay + metaSlowRandom.duration(.zero, metadataSlow) }
             queue.push(now + delay, .metaReply(writer: writer, incarnation: inc, id, response))
         case .metaReply(let writer, let inc, let id, let response):
-            traceEvent(4, id.raw)
+            traceEvent(4, id.raw, UInt64(writer.raw))
             if writer != clientID {
                 if holdForPaused(writer, e) { return }
                 guard let p = paused, p.clientID == writer, !network.isBlocked(NodeID(0), writer) else { return }
@@ -290,7 +292,7 @@ public final class Simulation {
             guard inc == clientIncarnation, client != nil, !network.isBlocked(NodeID(0), clientID) else { return }
             handleClient(client!.metadataReply(id, response, now: writerNow()))
         case .clientTick(let writer, let inc, let at):
-            traceEvent(5)
+            traceEvent(5, UInt64(writer.raw))
             if writerNow() < at {
                 // The writer's clock was set back after this tick was planned: not due yet for it.
                 queue.push(max(now + Nanoseconds(1000), virtualTime(ofWriterTime: at)), e)

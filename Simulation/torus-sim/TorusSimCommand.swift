@@ -194,7 +194,7 @@ extension TorusSimCommand {
                 for a liveness failure (no progress or no full redundancy after healing); 4 when \
                 the simulator itself crashed. Every failure prints the command that reproduces it.
                 """)
-        @Argument(help: "A scenario file (YAML). Without it, the flags below shape the run.") var scenario: String?
+        @Argument(help: "A scenario file (YAML). Without it, the flags below shape the run (with it, only --canary applies: it injects that bug and reports as for a scenario that must pass).") var scenario: String?
         @Option(help: "Seed of the run; every random choice derives from it.") var seed: UInt64?
         @OptionGroup var flags: SimulationFlags
         @Flag(help: "Also print the knobs this seed drew for the writer.") var verbose = false
@@ -216,7 +216,16 @@ extension TorusSimCommand {
                 }
                 return
             }
-            let sc = try loadScenario(path)
+            var sc = try loadScenario(path)
+            if flags.canary != "none" {
+                // Inject a bug into this scenario and report what the checkers say, as for a
+                // scenario that must pass: does this scenario catch that bug?
+                guard let c = VolumeClientConfig.Canary(rawValue: flags.canary) else {
+                    throw ValidationError("unknown --canary \(flags.canary); known: \(VolumeClientConfig.Canary.allCases.map(\.rawValue).joined(separator: ", "))")
+                }
+                sc.options.canary = c
+                sc.expect = .pass
+            }
             var caught = false
             var failures: [SimResult] = []
             for s in seed.map({ [$0] }) ?? sc.seeds {
@@ -246,7 +255,7 @@ extension TorusSimCommand {
     struct Swarm: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Swarm testing: each seed draws its own cluster shape, workload and fault mix.",
-            discussion: "Exit status 1 when any run broke a promise; each failure prints the command that reproduces it.")
+            discussion: "Exit status 1 when any run broke a safety promise, else 3 when any failed liveness or convergence; each failure prints the command that reproduces it.")
         @Option(help: "First seed.") var from: UInt64 = 1
         @Option(help: "Number of runs.") var runs: UInt64 = 100
         @Option(help: "Write a readable trace (virtual time, node, event) of every run to this file.") var trace: String?

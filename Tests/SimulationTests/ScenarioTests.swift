@@ -54,6 +54,46 @@ struct ScenarioTests {
         }
     }
 
+    @Test("each canary is caught by the checker meant for it", arguments: [
+        ("canary-skip-epoch-compare.yaml", "fencing"),
+        ("canary-no-commit-retry.yaml", "liveness"),
+        ("canary-ack-before-sync.yaml", "durability"),
+    ])
+    func canaryPromise(_ file: String, _ promise: String) throws {
+        let sc = try Scenario.load(path: Self.directory + "/" + file)
+        let r = Simulation(options: sc.options(seed: sc.seeds[0])).run()
+        #expect(r.brokenPromise?.hasPrefix(promise) == true, "\(file): \(r.violation ?? "passed")")
+        #expect(r.isLivenessFailure == (promise == "liveness"))
+    }
+
+    @Test("every fault kind is used by some scenario, by weight or by schedule")
+    func faultCatalogueCovered() throws {
+        var used: Set<FaultKind> = []
+        for f in Self.files {
+            let o = try Scenario.load(path: Self.directory + "/" + f).options
+            for (k, w) in o.faultMix where w > 0 && o.faults { used.insert(k) }
+            for e in o.schedule { used.insert(e.kind) }
+        }
+        for k in FaultKind.allCases { #expect(used.contains(k), "no scenario injects \(k.rawValue)") }
+    }
+
+    @Test("the readable trace does not change the trace hash, and names faults and messages")
+    func readableTrace() throws {
+        let sc = try Scenario.load(path: Self.directory + "/writer-pause-takeover.yaml")
+        var o = sc.options(seed: 1)
+        o.duration = .seconds(6)
+        let plain = Simulation(options: o).run()
+        let sim = Simulation(options: o)
+        nonisolated(unsafe) var lines: [String] = []
+        sim.traceSink = { lines.append($0) }
+        let traced = sim.run()
+        #expect(plain.traceHash == traced.traceHash)
+        #expect(lines.count > 1000)
+        #expect(lines.contains { $0.contains("FAULT writer1 paused") }, "\(lines.filter { $0.contains("FAULT") }.prefix(5))")
+        #expect(lines.contains { $0.contains("writer2 -> node") && $0.contains("putBlock") })
+        #expect(lines.allSatisfy { $0.first?.isNumber == true })
+    }
+
     @Test("a scenario run twice with one seed gives the same trace; another seed another trace")
     func determinism() throws {
         let sc = try Scenario.load(path: Self.directory + "/baseline-faults.yaml")
@@ -77,6 +117,15 @@ struct ScenarioTests {
         ("", "f.yaml:1:1: the file is empty"),
         ("name: x\nhunts: y\nname: z\n", "f.yaml:"),
         ("name: x\nhunts: y\nvolume: {size: 3KiB}\n", "f.yaml:3:16: field 'volume.size'"),
+        ("name: x\nhunts: y\nschedule:\n  - {at: 1s, fault: meteor}\n", "f.yaml:4:21: field 'schedule.fault': unknown fault 'meteor'"),
+        ("name: x\nhunts: y\nschedule:\n  - {fault: crash-node}\n", "f.yaml:4:5: field 'schedule.at': missing"),
+        ("name: x\nhunts: y\ncluster: {nodes: 3}\nschedule:\n  - {at: 1s, fault: crash-node, node: 4}\n", "f.yaml:5:39: field 'schedule.node'"),
+        ("name: x\nhunts: y\nworkload: {duration: 10s}\nschedule:\n  - {at: 20s, fault: power-loss}\n", "f.yaml:5:3: field 'schedule.at': a fault at 20000 ms is after the safety phase"),
+        ("name: x\nhunts: y\nfaults: {mix: {crash-node: 1, gremlins: 2}}\n", "f.yaml:3:31: field 'faults.mix.gremlins': unknown field"),
+        ("name: x\nhunts: y\nworkload: {mix: {read: 50, write: 40}}\n", "f.yaml:3:17: field 'workload.mix': percentages must add up to 100, got 90"),
+        ("name: x\nhunts: y\ncluster: {nodes: 2, capacities: [1MiB, 1MiB, 1MiB]}\n", "f.yaml:3:33: field 'cluster.capacities'"),
+        ("name: x\nhunts: y\nchecks: {convergence: maybe}\n", "f.yaml:3:23: field 'checks.convergence': expected true or false"),
+        ("name: x\nhunts: y\nphases: {liveness: soon}\n", "f.yaml:3:20: field 'phases.liveness': expected a duration"),
     ])
     func malformed(_ text: String, _ expected: String) {
         do {

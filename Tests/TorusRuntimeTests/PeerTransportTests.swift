@@ -9,13 +9,14 @@ import TorusCore
 /// ports, and a node refuses peers that are not of its cluster or do not speak the protocol.
 @Suite("peer transport", .serialized)
 struct PeerTransportTests {
-    static func withCluster(metadata: String? = nil, _ body: (LocalCluster, MultiThreadedEventLoopGroup) throws -> Void) throws {
+    static func withCluster(metadata: String? = nil, overTCP: Bool = true,
+                            _ body: (LocalCluster, MultiThreadedEventLoopGroup) throws -> Void) throws {
         let dir = ScratchDirectory("peer")
         defer { dir.remove() }
-        try withCluster(in: dir.path, metadata: metadata, body)
+        try withCluster(in: dir.path, metadata: metadata, overTCP: overTCP, body)
     }
 
-    static func withCluster(in path: String, metadata: String?, _ body: (LocalCluster, MultiThreadedEventLoopGroup) throws -> Void) throws {
+    static func withCluster(in path: String, metadata: String?, overTCP: Bool = true, _ body: (LocalCluster, MultiThreadedEventLoopGroup) throws -> Void) throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         let pool = NIOThreadPool(numberOfThreads: 2)
         pool.start()
@@ -27,6 +28,7 @@ struct PeerTransportTests {
                                                 diskBytes: 64 << 20, volumes: [("t", 8 << 20)])
         config.defaultVolume = nil
         config.metadata = metadata
+        config.peerOverTCP = overTCP
         let cluster = try LocalCluster.start(config, group: group, pool: pool).wait()
         try body(cluster, group)
         try cluster.shutdown().wait()
@@ -59,6 +61,23 @@ struct PeerTransportTests {
         var buffer = ByteBufferAllocator().buffer(capacity: 64)
         try PeerCodec.encode(frame, into: &buffer)
         return buffer.readBytes(length: buffer.readableBytes)!
+    }
+
+    @Test("in one process, writes reach both replicas without a socket and read back after a flush")
+    func inProcessRoundTrip() throws {
+        try Self.withCluster(overTCP: false) { cluster, _ in
+            let data = Self.pattern(1 << 20, seed: 8)
+            _ = try Self.submit(cluster, .write(offset: 8192, data: data, fua: false))
+            _ = try Self.submit(cluster, .flush)
+            #expect(try Self.submit(cluster, .read(offset: 8192, length: data.count)) == data)
+            for id in cluster.nodes.keys.sorted() {
+                let host = cluster.nodes[id]!
+                let (tcp, local) = try host.loop.submit { (host.peers.count, host.localPeers.count) }.wait()
+                #expect(tcp == 0 && local == 1, "node \(id): \(tcp) peer connections, \(local) in-process writers")
+                let used = try host.loop.submit { host.usage().usedBytes }.wait()
+                #expect(used >= 1 << 20, "node \(id) holds \(used) bytes")
+            }
+        }
     }
 
     @Test("writes reach both replicas over TCP and read back after a flush")
