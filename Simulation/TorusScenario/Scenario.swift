@@ -188,7 +188,7 @@ struct FieldReader {
             }
         }
         if let node = top["cluster"] {
-            let c = try mapping(node, "cluster", known: ["nodes", "replication", "block-size", "disk-size", "capacities"])
+            let c = try mapping(node, "cluster", known: ["nodes", "replication", "block-size", "disk-size", "capacities", "zones"])
             if let n = c["nodes"] { o.nodes = try int(n, "cluster.nodes", 1...64) }
             if let n = c["replication"] { o.replication = try int(n, "cluster.replication", 1...o.nodes) }
             if let n = c["block-size"] {
@@ -199,6 +199,7 @@ struct FieldReader {
                 o.blockSize = Int(bs)
             }
             if let n = c["disk-size"] { o.diskBytes = try size(n, "cluster.disk-size") }
+            if let n = c["zones"] { o.zones = try int(n, "cluster.zones", 1...o.nodes) }
             if let n = c["capacities"] {
                 guard case .sequence(let items) = n, items.count <= o.nodes else {
                     throw fail(n, "cluster.capacities", "expected a list of at most \(o.nodes) disk sizes (one per node, in node order)")

@@ -52,6 +52,9 @@ public struct SimOptions: Sendable {
     public var metadataSlowMax = Nanoseconds.seconds(2)
     /// Per-node disk sizes (index = node - 1); nodes not listed use `diskBytes`.
     public var nodeDiskBytes: [UInt64] = []
+    /// Failure domains: node i is in zone (i - 1) % zones, and placement spreads copies over
+    /// zones first. Zero: every node is its own domain.
+    public var zones = 0
     /// After the safety phase (`duration`, with faults), a liveness phase of this length heals
     /// everything, keeps the load running without faults and demands progress (ops and a
     /// flush completing). Zero: straight to the final check.

@@ -274,14 +274,18 @@ extension Simulation {
     }
 
     /// Convergence: after the final read-back every block of the committed map (data, map
-    /// pages, root) is durable on `replication` distinct nodes.
+    /// pages, root) is durable on `replication` distinct nodes, spread over as many zones as
+    /// there are (up to `replication`).
     func checkConvergence() {
         guard finalPhase == nil, let c = client, c.phase == .ready, c.opsInFlight == 0 else { return }
         var short = 0
         var first: (BlockRef, Int)?
+        let zonesWanted = options.zones > 0 ? min(options.replication, options.zones) : options.replication
         for ref in c.committedRefs {
-            let copies = slots.filter { $0.node?.store.isDurable(ref) == true }.count
-            if copies < options.replication {
+            let holders = slots.indices.filter { slots[$0].node?.store.isDurable(ref) == true }
+            let copies = holders.count
+            let zones = options.zones > 0 ? Set(holders.map { $0 % options.zones }).count : copies
+            if copies < options.replication || zones < zonesWanted {
                 short += 1
                 if first == nil { first = (ref, copies) }
             }
@@ -289,7 +293,8 @@ extension Simulation {
         if let (ref, copies) = first {
             violation = SectorModel.Violation(
                 promise: .convergence,
-                detail: "\(short) committed blocks lack copies after healing, e.g. \(ref) has \(copies) of \(options.replication)")
+                detail: "\(short) committed blocks lack copies or zones after healing, e.g. \(ref) has \(copies) of \(options.replication) copies"
+                    + (options.zones > 0 ? " (needs \(zonesWanted) zones)" : ""))
         }
     }
 

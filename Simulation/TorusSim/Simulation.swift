@@ -93,6 +93,7 @@ public final class Simulation {
     var finalPhase: FinalStep?
     var finalNextRead: UInt64 = 0
     var settleDeadline: Instant = .zero
+    var storeKnobsDescription = ""
     /// Misdirected writes happen until the liveness or final phase heals everything.
     var mediaFaultsActive = true
     var violation: SectorModel.Violation?
@@ -149,7 +150,9 @@ public final class Simulation {
         metaSlowRandom = root.derived(stream: 7)
         volume = VolumeInfo(name: "vol0", id: 1, sizeBytes: options.volumeBytes, blockSize: options.blockSize,
                             replication: options.replication)
-        ring = Ring(members: (1...options.nodes).map { RingMember(node: NodeID(UInt32($0))) })
+        ring = Ring(members: (1...options.nodes).map {
+            RingMember(node: NodeID(UInt32($0)), domain: options.zones > 0 ? "zone\(($0 - 1) % options.zones)" : "")
+        })
         var knobs = root.derived(stream: 5)
         var cfg = VolumeClientConfig()
         cfg.canary = options.canary
@@ -168,8 +171,14 @@ public final class Simulation {
         clientConfig = cfg
         model = SectorModel(sectorCount: Int(options.volumeBytes) / SectorModel.sectorSize)
         sectorBusy = Array(repeating: 0, count: Int(options.volumeBytes) / SectorModel.sectorSize)
+        // The stores' batching knobs, drawn per seed from their own stream.
+        var storeKnobs = root.derived(stream: 9)
+        let batchLimit = [4096, 256, 16][Int(storeKnobs.below(3))]
+        let lazyThreshold = [256, 32, 4][Int(storeKnobs.below(3))]
+        storeKnobsDescription = " store-batch=\(batchLimit) store-lazy-commit=\(lazyThreshold)"
         for i in 0..<options.nodes {
-            let config = Self.storeConfig(diskBytes: options.diskBytes(node: i), blockSize: options.blockSize)
+            let config = Self.storeConfig(diskBytes: options.diskBytes(node: i), blockSize: options.blockSize,
+                                          batchLimit: batchLimit, lazyThreshold: lazyThreshold)
             let disk = SimDisk(geometry: config.geometry)
             slots.append(NodeSlot(id: NodeID(UInt32(i + 1)), disk: disk, random: root.derived(stream: 100 + UInt64(i)), config: config))
         }
@@ -180,12 +189,13 @@ public final class Simulation {
         for n in order.prefix(options.replication - 1) { slots[n].mediaFaults = true }
     }
 
-    static func storeConfig(diskBytes: UInt64, blockSize: Int) -> BlockStoreConfig {
+    static func storeConfig(diskBytes: UInt64, blockSize: Int, batchLimit: Int, lazyThreshold: Int) -> BlockStoreConfig {
         // Room for a full index snapshot (48-byte records, one per slot) plus appends.
         let slotsMax = Int(diskBytes) / blockSize
         let journalSectors = 2 * (slotsMax * 48 / 4096 + 2) + 64
         return BlockStoreConfig(geometry: DiskGeometry(sectorSize: 4096, capacityBytes: diskBytes),
-                                blockSize: blockSize, journalRegionSectors: journalSectors)
+                                blockSize: blockSize, journalRegionSectors: journalSectors,
+                                journalBatchLimitRecords: batchLimit, lazyCommitThresholdRecords: lazyThreshold)
     }
 
     /// Runs to completion and reports.
@@ -226,7 +236,7 @@ public final class Simulation {
                             + " dirty-high=\(clientConfig.dirtyBytesHigh / options.blockSize)blk"
                             + " writeback-delay=\(clientConfig.writebackDelay.value / 1_000_000)ms"
                             + " writebacks-max=\(clientConfig.writebacksInFlightMax)"
-                            + " rpc-timeout=\(clientConfig.rpcTimeout.value / 1_000_000)ms",
+                            + " rpc-timeout=\(clientConfig.rpcTimeout.value / 1_000_000)ms" + storeKnobsDescription,
                          repairs: repairs + (client?.stats.readRepairs ?? 0))
     }
 

@@ -24,60 +24,77 @@ public struct Ring: Hashable, Sendable {
 
     /// All weights equal: the order by raw hash is the rendezvous order, no logarithm needed.
     private let uniformWeights: Bool
-    /// Failure domain of every member, built once: placement runs on every block I/O.
-    private let domainOf: [NodeID: String]
+    /// Failure domain of every member (by position in `members`) as a small number, built
+    /// once: placement runs on every block I/O.
+    private let domainIndex: [Int]
+    private let domainCount: Int
 
     public init(version: UInt64 = 1, members: [RingMember]) {
         self.version = version
         self.members = members.sorted { $0.node < $1.node }
         uniformWeights = Set(members.map(\.weight)).count <= 1
-        domainOf = Dictionary(uniqueKeysWithValues: members.map { ($0.node, $0.domain) })
+        var domains: [String: Int] = [:]
+        domainIndex = self.members.map { m in
+            if let d = domains[m.domain] { return d }
+            domains[m.domain] = domains.count
+            return domains.count - 1
+        }
+        domainCount = domains.count
         precondition(Set(self.members.map(\.node)).count == self.members.count, "duplicate node in ring")
     }
 
     /// All members ordered by preference for `key` (best first).
     public func ordered(for key: UInt64) -> [NodeID] {
+        orderedIndices(for: key).map { members[$0].node }
+    }
+
+    /// Positions in `members`, best first (ties: lower node id, which is the lower position).
+    private func orderedIndices(for key: UInt64) -> [Int] {
         if uniformWeights {
             // -w/ln(u) grows with u, and u grows with the hash: sort by hash.
-            var scored = members.map { (StableHasher.mix(key, UInt64($0.node.raw) &* 0x9E37_79B9) >> 11, $0.node) }
+            var scored = members.indices.map { (StableHasher.mix(key, UInt64(members[$0].node.raw) &* 0x9E37_79B9) >> 11, $0) }
             scored.sort { $0.0 != $1.0 ? $0.0 > $1.0 : $0.1 < $1.1 }
             return scored.map(\.1)
         }
-        var scored: [(Double, NodeID)] = []
+        var scored: [(Double, Int)] = []
         scored.reserveCapacity(members.count)
-        for m in members {
+        for (i, m) in members.enumerated() {
             let h = StableHasher.mix(key, UInt64(m.node.raw) &* 0x9E37_79B9)
             // u in (0, 1): never 0 so the log is finite.
             let u = (Double(h >> 11) + 0.5) / Double(1 << 53)
-            scored.append((-m.weight / log(u), m.node))
+            scored.append((-m.weight / log(u), i))
         }
         scored.sort { $0.0 != $1.0 ? $0.0 > $1.0 : $0.1 < $1.1 }
         return scored.map(\.1)
     }
 
+    /// `replication` members over distinct domains first, then `fallbacks` more, in order.
+    private func pick(_ order: [Int], replication: Int, fallbacks: Int) -> [NodeID] {
+        var chosen: [Int] = []
+        chosen.reserveCapacity(replication + fallbacks)
+        var usedDomain = [Bool](repeating: false, count: domainCount)
+        for i in order where chosen.count < replication && !usedDomain[domainIndex[i]] {
+            usedDomain[domainIndex[i]] = true
+            chosen.append(i)
+        }
+        // Fewer domains than replicas: fill with the best remaining nodes.
+        for i in order where chosen.count < replication && !chosen.contains(i) { chosen.append(i) }
+        for i in order where chosen.count < replication + fallbacks && !chosen.contains(i) { chosen.append(i) }
+        return chosen.map { members[$0].node }
+    }
+
     /// `replication` distinct nodes for `key`, spread over distinct failure domains first.
     public func placement(for key: UInt64, replication: Int) -> [NodeID] {
         precondition(replication >= 1, "replication must be at least 1")
-        let order = ordered(for: key)
-        var chosen: [NodeID] = []
-        var domains: Set<String> = []
-        for n in order where chosen.count < replication {
-            if domains.insert(domainOf[n]!).inserted { chosen.append(n) }
-        }
-        // Fewer domains than replicas: fill with the best remaining nodes.
-        for n in order where chosen.count < replication && !chosen.contains(n) { chosen.append(n) }
-        return chosen
+        return pick(orderedIndices(for: key), replication: replication, fallbacks: 0)
     }
 
     /// The placement followed by up to `fallbacks` further nodes in preference order: where a
     /// writer puts a copy when a placement node does not answer, and so where readers look
     /// after the placement nodes. Readers and writers agree on it as long as the ring does.
     public func candidates(for key: UInt64, replication: Int, fallbacks: Int) -> [NodeID] {
-        var result = placement(for: key, replication: replication)
-        for n in ordered(for: key) where result.count < replication + fallbacks && !result.contains(n) {
-            result.append(n)
-        }
-        return result
+        precondition(replication >= 1, "replication must be at least 1")
+        return pick(orderedIndices(for: key), replication: replication, fallbacks: fallbacks)
     }
 }
 
