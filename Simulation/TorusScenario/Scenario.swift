@@ -210,7 +210,8 @@ struct FieldReader {
             if o.replication > o.nodes { throw fail(c["replication"] ?? node, "cluster.replication", "more copies than nodes") }
         }
         if let node = top["volume"] {
-            let v = try mapping(node, "volume", known: ["size"])
+            let v = try mapping(node, "volume", known: ["size", "count"])
+            if let n = v["count"] { o.volumes = try int(n, "volume.count", 1...16) }
             if let n = v["size"] {
                 o.volumeBytes = try size(n, "volume.size")
                 guard o.volumeBytes >= UInt64(o.blockSize), o.volumeBytes % 4096 == 0, o.volumeBytes <= 1 << 30 else {
@@ -266,7 +267,7 @@ struct FieldReader {
         if let node = top["schedule"] {
             guard case .sequence(let items) = node else { throw fail(node, "schedule", "expected a list of {at, fault, node, for}") }
             for item in items {
-                let e = try mapping(item, "schedule", known: ["at", "fault", "node", "for"])
+                let e = try mapping(item, "schedule", known: ["at", "fault", "node", "for", "volume"])
                 guard let atNode = e["at"] else { throw fail(item, "schedule.at", "missing (when the fault happens, e.g. 10s)") }
                 guard let kindNode = e["fault"] else { throw fail(item, "schedule.fault", "missing (one of \(FaultKind.allCases.map(\.rawValue).joined(separator: ", ")))") }
                 let kindText = try string(kindNode, "schedule.fault")
@@ -276,6 +277,7 @@ struct FieldReader {
                 var f = ScheduledFault(at: try duration(atNode, "schedule.at"), kind: kind)
                 if let n = e["node"] { f.node = try int(n, "schedule.node", 1...o.nodes) }
                 if let n = e["for"] { f.duration = try duration(n, "schedule.for") }
+                if let n = e["volume"] { f.volume = try int(n, "schedule.volume", 1...o.volumes) }
                 o.schedule.append(f)
             }
         }

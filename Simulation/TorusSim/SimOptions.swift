@@ -8,6 +8,8 @@ public struct SimOptions: Sendable {
     public var queueDepth = 16
     public var duration = Nanoseconds.seconds(60)
     public var volumeBytes: UInt64 = 4 << 20
+    /// Volumes, each with its own writer and workload (queue depth and mix per volume).
+    public var volumes = 1
     public var blockSize = 16 << 10
     public var diskBytes: UInt64 = 64 << 20
     /// Inject crashes, restarts, partitions, drops, duplicates, metadata outages.
@@ -122,6 +124,8 @@ public struct ScheduledFault: Sendable, Equatable {
     public var kind: FaultKind
     public var node: Int?
     public var duration: Nanoseconds?
+    /// For writer faults: the volume (1-based) whose writer it hits (nil: drawn).
+    public var volume: Int?
     public init(at: Nanoseconds, kind: FaultKind, node: Int? = nil, duration: Nanoseconds? = nil) {
         self.at = at
         self.kind = kind

@@ -31,8 +31,15 @@ extension Simulation {
     /// Injects one fault. `node` is 0-based (nil: drawn); `duration` until it heals (nil: drawn).
     /// Random faults keep the cluster recoverable (at most replication - 1 nodes down at once);
     /// scheduled ones do what the scenario says.
-    func applyFault(_ kind: FaultKind, node: Int?, duration: Nanoseconds?, random: Bool = false) {
+    func applyFault(_ kind: FaultKind, node: Int?, duration: Nanoseconds?, volume: Int? = nil, random: Bool = false) {
         func pickNode() -> Int { node ?? Int(faultRandom.below(UInt64(slots.count))) }
+        switch kind {
+        case .leaseExpiry, .writerCrash, .writerCrashMidFlush, .writerPause, .clockJump:
+            // A writer fault hits one volume's writer (drawn only when there are several).
+            cur = volume ?? (vols.count > 1 ? Int(faultRandom.below(UInt64(vols.count))) : 0)
+        default:
+            break
+        }
         func lasting(_ lo: Nanoseconds, _ hi: Nanoseconds) -> Nanoseconds { duration ?? faultRandom.duration(lo, hi) }
         switch kind {
         case .crashNode:
@@ -61,8 +68,11 @@ extension Simulation {
             let id = nextFaultID
             nextFaultID += 1
             let mode = faultRandom.below(3)
-            if mode != 1 { network.block(clientID, n, fault: id) }
-            if mode != 2 { network.block(n, clientID, fault: id) }
+            // Between the node and the host of the writers (every volume's).
+            for w in vols.map(\.clientID) {
+                if mode != 1 { network.block(w, n, fault: id) }
+                if mode != 2 { network.block(n, w, fault: id) }
+            }
             traceEvent(22, UInt64(n.raw), mode)
             queue.push(now + lasting(.milliseconds(100), .seconds(3)), .heal(.partition(id)))
         case .partitionOneWay:
@@ -71,7 +81,9 @@ extension Simulation {
             let id = nextFaultID
             nextFaultID += 1
             let repliesLost = faultRandom.chance(0.5)
-            if repliesLost { network.block(n, clientID, fault: id) } else { network.block(clientID, n, fault: id) }
+            for w in vols.map(\.clientID) {
+                if repliesLost { network.block(n, w, fault: id) } else { network.block(w, n, fault: id) }
+            }
             traceEvent(36, UInt64(n.raw), repliesLost ? 1 : 0)
             queue.push(now + lasting(.milliseconds(100), .seconds(3)), .heal(.partition(id)))
         case .swizzleClog:
@@ -110,7 +122,7 @@ extension Simulation {
             guard client != nil else { return }
             traceEvent(24)
             crashWriter()
-            queue.push(now + lasting(.milliseconds(10), .seconds(1)), .heal(.restartWriter))
+            queue.push(now + lasting(.milliseconds(10), .seconds(1)), .heal(.restartWriter(cur)))
         case .writerCrashMidFlush, .writerPause:
             // Takes effect when the writer next sends a commit (handleClient).
             guard armed == nil, paused == nil else { return }
@@ -122,7 +134,7 @@ extension Simulation {
             guard max > 0 else { return }
             writerSkew = Int64(faultRandom.below(2 * max + 1)) - Int64(max)
             traceEvent(29, UInt64(bitPattern: writerSkew))
-            queue.push(now + lasting(.seconds(1), .seconds(10)), .heal(.clock))
+            queue.push(now + lasting(.seconds(1), .seconds(10)), .heal(.clock(cur)))
         case .slowDisk:
             let n = pickNode()
             slots[n].slowFactor = 10 + faultRandom.below(91)
@@ -168,7 +180,8 @@ extension Simulation {
             network.heal(fault: id)
         case .metadata:
             store.available = true
-        case .restartWriter:
+        case .restartWriter(let vol):
+            cur = vol
             guard client == nil else { return }
             startWriter()
             if loadRunning { restartWriterLoad() }
@@ -176,8 +189,8 @@ extension Simulation {
             metadataSlow = .zero
         case .diskSpeed(let n):
             slots[n].slowFactor = 1
-        case .clock:
-            writerSkew = 0
+        case .clock(let vol):
+            vols[vol].writerSkew = 0
         }
     }
 
@@ -193,7 +206,7 @@ extension Simulation {
         paused = c
         pausedUntil = now + (duration ?? Nanoseconds.seconds(60))
         pausedResumeWhenSuccessorReady = duration == nil
-        queue.push(pausedUntil!, .resumePaused)
+        queue.push(pausedUntil!, .resumePaused(cur))
         clientID = NodeID(clientID.raw + 1)
         clientIncarnation += 1
         startWriter()
@@ -277,6 +290,13 @@ extension Simulation {
     /// pages, root) is durable on `replication` distinct nodes, spread over as many zones as
     /// there are (up to `replication`).
     func checkConvergence() {
+        for i in vols.indices where violation == nil {
+            cur = i
+            checkConvergenceOfVolume()
+        }
+    }
+
+    func checkConvergenceOfVolume() {
         guard finalPhase == nil, let c = client, c.phase == .ready, c.opsInFlight == 0 else { return }
         var short = 0
         var first: (BlockRef, Int)?
@@ -303,16 +323,21 @@ extension Simulation {
     /// Heals every fault and brings every process back.
     func healEverything() {
         network.healAll()
+        network.dropProbability = 0
+        network.duplicateProbability = 0
         mediaFaultsActive = false
         store.available = true
         metadataSlow = .zero
-        writerSkew = 0
-        armed = nil
         for n in slots.indices {
             slots[n].slowFactor = 1
             if slots[n].node == nil { bootNode(n) }
         }
-        if paused != nil { dropPaused() }
+        for i in vols.indices {
+            cur = i
+            writerSkew = 0
+            armed = nil
+            if paused != nil { dropPaused() }
+        }
     }
 
     /// The liveness phase: no more faults, everything healed, the load keeps running and must
@@ -320,9 +345,8 @@ extension Simulation {
     func beginLiveness() {
         livenessFrom = now
         healEverything()
-        network.dropProbability = 0
-        network.duplicateProbability = 0
-        if client == nil {
+        for i in vols.indices where vols[i].client == nil {
+            cur = i
             startWriter()
             restartWriterLoad()
         }
@@ -335,7 +359,7 @@ extension Simulation {
             violation = SectorModel.Violation(
                 promise: .liveness,
                 detail: "in the \((now - from).value / 1_000_000) ms after healing, \(livenessOps) ops and \(livenessFlushes) flushes "
-                    + "completed; writer: \(client?.stateSummary ?? "down")")
+                    + "completed; writers: " + vols.map { $0.client?.stateSummary ?? "down" }.joined(separator: " | "))
         }
     }
 
@@ -345,9 +369,12 @@ extension Simulation {
         loadRunning = false
         finalPhase = .waitIdle
         healEverything()
-        if client == nil { startWriter() }
+        for i in vols.indices where vols[i].client == nil {
+            cur = i
+            startWriter()
+        }
         queue.push(now + Nanoseconds.seconds(120), .finalCheck(.timeout))
-        if inflight.isEmpty { finalStep(.powerLoss) }
+        if allIdle { finalStep(.powerLoss) }
     }
 
     func finalStep(_ step: FinalStep) {
@@ -358,35 +385,45 @@ extension Simulation {
             // Everything loses power at once: only what was acknowledged durable must survive.
             finalPhase = .powerLoss
             traceEvent(21, 1)
-            crashWriter()
+            for i in vols.indices {
+                cur = i
+                crashWriter()
+            }
             for n in slots.indices { crashNode(n) }
             for n in slots.indices { bootNode(n) }
             finalPhase = .waitOpen
-            startWriter()
+            for i in vols.indices {
+                cur = i
+                startWriter()
+            }
         case .waitOpen:
             break
         case .readBack:
+            // This volume's writer is open (`cur`): read it back; others may still be opening.
             finalPhase = .readBack
+            v.readBackStarted = true
             finalNextRead = 0
             for _ in 0..<4 { finalReadNext() }
         case .settle:
             // Wait (up to 10 s) for the read-repairs the read-back started; then done.
-            if let c = client, c.repairsInFlight > 0, now < settleDeadline {
+            if vols.contains(where: { ($0.client?.repairsInFlight ?? 0) > 0 }), now < settleDeadline {
                 queue.push(now + Nanoseconds.milliseconds(100), .finalCheck(.settle))
                 return
             }
             finalPhase = nil
             queue = EventQueue()
         case .timeout:
-            if finalPhase == .waitOpen, let c = client, c.stats.mapReadFailures > 0 {
+            if finalPhase == .waitOpen || finalPhase == .readBack,
+               let c = vols.first(where: { !$0.readBackStarted && ($0.client?.stats.mapReadFailures ?? 0) > 0 })?.client {
                 violation = SectorModel.Violation(
                     promise: .durability,
-                    detail: "the committed block map of generation \(c.generation) cannot be read from any replica")
+                    detail: "the committed block map of \(c.info.name) generation \(c.generation) cannot be read from any replica")
             } else if finalPhase != nil && violation == nil {
+                let stuck = vols.first(where: { !$0.readBackDone }) ?? vols[0]
                 violation = SectorModel.Violation(
                     promise: .liveness,
-                    detail: "after healing, the final phase was stuck at \(finalPhase!) for 120 s (\(inflight.count) ops in flight); "
-                        + "writer: \(client?.stateSummary ?? "down")")
+                    detail: "after healing, the final phase was stuck at \(finalPhase!) for 120 s (\(stuck.inflight.count) ops in flight on \(stuck.volume.name)); "
+                        + "writer: \(stuck.client?.stateSummary ?? "down")")
             }
         }
     }
@@ -397,7 +434,8 @@ extension Simulation {
         let chunk: UInt64 = 16
         let total = UInt64(sectorBusy.count)
         guard finalNextRead < total else {
-            if inflight.isEmpty {
+            if inflight.isEmpty { v.readBackDone = true }
+            if vols.allSatisfy(\.readBackDone) && finalPhase == .readBack {
                 finalPhase = .settle
                 settleDeadline = now + Nanoseconds.seconds(10)
                 queue.push(now + Nanoseconds.milliseconds(100), .finalCheck(.settle))
@@ -433,8 +471,11 @@ extension Simulation {
         }
     }
 
+    /// Trace names: `metadata`, `nodeN`, `writerK` (volume 0's K-th writer), `volV-writerK`.
     static func name(_ raw: UInt64) -> String {
-        raw == 0 ? "metadata" : raw >= 1000 ? "writer\(raw - 999)" : "node\(raw)"
+        guard raw >= 1000 else { return raw == 0 ? "metadata" : "node\(raw)" }
+        let v = (raw - 1000) / 1000, k = (raw - 1000) % 1000 + 1
+        return v == 0 ? "writer\(k)" : "vol\(v)-writer\(k)"
     }
 
     static let messageNames = ["", "putBlock", "putReply", "getBlock", "getReply", "deleteBlocks", "syncBlocks", "syncReply", "getRange"]

@@ -67,7 +67,7 @@ extension Simulation {
     }
 
     func restartWriterLoad() {
-        for s in 0..<options.queueDepth { queue.push(now + thinkTime(), .workload(slot: s, generation: slotGeneration)) }
+        for s in 0..<options.queueDepth { queue.push(now + thinkTime(), .workload(volume: cur, slot: s, generation: slotGeneration)) }
     }
 
     func handleClient(_ outputs: [ClientOutput]) {
@@ -90,7 +90,7 @@ extension Simulation {
                         // The commit is on its way (or lost with the connection): the writer dies now.
                         traceEvent(24, 1)
                         crashWriter()
-                        queue.push(now + (armedDuration ?? faultRandom.duration(.milliseconds(10), .seconds(1))), .heal(.restartWriter))
+                        queue.push(now + (armedDuration ?? faultRandom.duration(.milliseconds(10), .seconds(1))), .heal(.restartWriter(cur)))
                     }
                     return
                 }
@@ -107,14 +107,14 @@ extension Simulation {
                 if phase == .fenced {
                     // A fenced writer can make nothing visible any more: it is as good as crashed.
                     crashWriter()
-                    queue.push(now + Nanoseconds.milliseconds(100), .heal(.restartWriter))
+                    queue.push(now + Nanoseconds.milliseconds(100), .heal(.restartWriter(cur)))
                     return
                 }
-                if phase == .ready && finalPhase == .waitOpen { finalStep(.readBack) }
+                if phase == .ready && (finalPhase == .waitOpen || finalPhase == .readBack) && !v.readBackStarted { finalStep(.readBack) }
                 if phase == .ready && paused != nil && pausedResumeWhenSuccessorReady {
                     // The successor holds the new epoch: let the old writer run again now.
                     pausedResumeWhenSuccessorReady = false
-                    queue.push(now + Nanoseconds.milliseconds(1), .resumePaused)
+                    queue.push(now + Nanoseconds.milliseconds(1), .resumePaused(cur))
                 }
             }
         }
@@ -146,7 +146,7 @@ extension Simulation {
             if (0..<count).allSatisfy({ sectorBusy[Int(first) + $0] == 0 }) { found = true; break }
         }
         guard found else {
-            queue.push(now + thinkTime(), .workload(slot: slot, generation: slotGeneration))
+            queue.push(now + thinkTime(), .workload(volume: cur, slot: slot, generation: slotGeneration))
             return
         }
         let offset = first * UInt64(SectorModel.sectorSize)
@@ -212,8 +212,8 @@ extension Simulation {
         if finalPhase == .readBack {
             finalReadNext()
         } else if loadRunning {
-            queue.push(now + thinkTime(), .workload(slot: op.slot, generation: slotGeneration))
-        } else if finalPhase == .waitIdle && inflight.isEmpty {
+            queue.push(now + thinkTime(), .workload(volume: cur, slot: op.slot, generation: slotGeneration))
+        } else if finalPhase == .waitIdle && allIdle {
             finalStep(.powerLoss)
         }
     }

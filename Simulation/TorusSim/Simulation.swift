@@ -13,7 +13,7 @@ public final class Simulation {
         /// `at` is the writer's own time the tick was asked for (its clock may run apart).
         case clientTick(writer: NodeID, incarnation: UInt64, at: Instant)
         case leaseTick
-        case workload(slot: Int, generation: UInt64)
+        case workload(volume: Int, slot: Int, generation: UInt64)
         case fault
         case heal(Heal)
         case endOfLoad
@@ -21,17 +21,17 @@ public final class Simulation {
         case scheduled(Int)
         case clog(NodeID, fault: UInt64)
         case endOfSafety
-        case resumePaused
+        case resumePaused(Int)
     }
 
     enum Heal {
         case restartNode(Int)
         case partition(UInt64)
         case metadata
-        case restartWriter
+        case restartWriter(Int)
         case metadataSpeed
         case diskSpeed(Int)
-        case clock
+        case clock(Int)
     }
 
     enum FinalStep { case waitIdle, powerLoss, waitOpen, readBack, settle, timeout }
@@ -52,10 +52,7 @@ public final class Simulation {
     }
 
     let options: SimOptions
-    let volume: VolumeInfo
     let ring: Ring
-    /// The current writer's id on the network (a writer that takes over gets a new one).
-    var clientID = NodeID(1000)
     /// The writer's knobs, drawn from the seed ("buggify"): cache sizes, write-back timing.
     let clientConfig: VolumeClientConfig
 
@@ -75,23 +72,19 @@ public final class Simulation {
     public var traceSink: ((String) -> Void)?
 
     var slots: [NodeSlot] = []
-    var client: VolumeClient?
-    var clientIncarnation: UInt64 = 0
-    var clientTimerAt: Instant?
+    /// One writer process, workload and sector model per volume; `cur` is the volume the
+    /// event being handled belongs to, and the properties below forward to it.
+    var vols: [VolumeSim] = []
+    var cur = 0
     var store = SimMetadataStore()
     var network: SimNetwork
     var nextFaultID: UInt64 = 1
 
     // Workload and checker state.
-    var model: SectorModel
-    var inflight: [OpID: InflightOp] = [:]
-    var sectorBusy: [UInt8]
     var nextOp: UInt64 = 1
     var nextWriteValue: UInt64 = 1
-    var slotGeneration: UInt64 = 0
     var loadRunning = true
     var finalPhase: FinalStep?
-    var finalNextRead: UInt64 = 0
     var settleDeadline: Instant = .zero
     var storeKnobsDescription = ""
     /// Misdirected writes happen until the liveness or final phase heals everything.
@@ -102,30 +95,86 @@ public final class Simulation {
     var faultsInjected = 0
     var writerRestarts = 0
     var commits = 0
-    var writerDown = false
     var repairs = 0
 
     // Newer faults.
     /// Extra metadata latency bound while `metadata-slow` lasts.
     var metadataSlow = Nanoseconds.zero
-    /// The writer's clock offset (clock-jump) and the last time it saw (its clock never runs back).
-    var writerSkew: Int64 = 0
-    var lastWriterNow: Instant = .zero
-    /// writer-crash-mid-flush / writer-pause wait for the writer's next commit.
-    var armed: FaultKind?
-    var armedDuration: Nanoseconds?
-    /// A paused writer that a successor replaced: it resumes later with its old state.
-    var paused: VolumeClient?
-    var pausedUntil: Instant?
-    var pausedResumeWhenSuccessorReady = false
-    var pausedHeld: [(Instant, Event)] = []
-    /// Fencing checker: the highest epoch granted, and the last committed head.
-    var grantedEpoch: UInt64 = 0
-    var lastCommit: (epoch: UInt64, generation: UInt64)?
     // Liveness phase.
     var livenessFrom: Instant?
     var livenessOps = 0
     var livenessFlushes = 0
+
+    /// One volume: its writer process (and a paused predecessor), workload, model and checks.
+    final class VolumeSim {
+        let volume: VolumeInfo
+        var client: VolumeClient?
+        /// The current writer's id on the network (a writer that takes over gets a new one).
+        var clientID: NodeID
+        var clientIncarnation: UInt64 = 0
+        var clientTimerAt: Instant?
+        var writerDown = false
+        var model: SectorModel
+        var inflight: [OpID: InflightOp] = [:]
+        var sectorBusy: [UInt8]
+        var slotGeneration: UInt64 = 0
+        var finalNextRead: UInt64 = 0
+        var readBackStarted = false
+        var readBackDone = false
+        /// The writer's clock offset (clock-jump) and the last time it saw (it never runs back).
+        var writerSkew: Int64 = 0
+        var lastWriterNow: Instant = .zero
+        /// writer-crash-mid-flush / writer-pause wait for the writer's next commit.
+        var armed: FaultKind?
+        var armedDuration: Nanoseconds?
+        /// A paused writer that a successor replaced: it resumes later with its old state.
+        var paused: VolumeClient?
+        var pausedUntil: Instant?
+        var pausedResumeWhenSuccessorReady = false
+        var pausedHeld: [(Instant, Event)] = []
+        /// Fencing checker: the highest epoch granted, and the last committed head.
+        var grantedEpoch: UInt64 = 0
+        var lastCommit: (epoch: UInt64, generation: UInt64)?
+
+        init(volume: VolumeInfo, clientID: NodeID) {
+            self.volume = volume
+            self.clientID = clientID
+            model = SectorModel(sectorCount: Int(volume.sizeBytes) / SectorModel.sectorSize)
+            sectorBusy = Array(repeating: 0, count: Int(volume.sizeBytes) / SectorModel.sectorSize)
+        }
+    }
+
+    /// Writer ids: volume v's first writer is 1000 + 1000 v; each takeover takes the next.
+    static func writerBase(volume v: Int) -> UInt32 { 1000 + 1000 * UInt32(v) }
+    func volumeIndex(ofWriter id: NodeID) -> Int { Int((id.raw - 1000) / 1000) }
+
+    // The current volume's state (see `cur`).
+    var v: VolumeSim { vols[cur] }
+    var volume: VolumeInfo { vols[cur].volume }
+    var client: VolumeClient? { get { vols[cur].client } _modify { let s = vols[cur]; yield &s.client } }
+    var clientID: NodeID { get { vols[cur].clientID } set { vols[cur].clientID = newValue } }
+    var clientIncarnation: UInt64 { get { vols[cur].clientIncarnation } set { vols[cur].clientIncarnation = newValue } }
+    var clientTimerAt: Instant? { get { vols[cur].clientTimerAt } set { vols[cur].clientTimerAt = newValue } }
+    var writerDown: Bool { get { vols[cur].writerDown } set { vols[cur].writerDown = newValue } }
+    var model: SectorModel { get { vols[cur].model } _modify { let s = vols[cur]; yield &s.model } }
+    var inflight: [OpID: InflightOp] { get { vols[cur].inflight } _modify { let s = vols[cur]; yield &s.inflight } }
+    var sectorBusy: [UInt8] { get { vols[cur].sectorBusy } _modify { let s = vols[cur]; yield &s.sectorBusy } }
+    var slotGeneration: UInt64 { get { vols[cur].slotGeneration } set { vols[cur].slotGeneration = newValue } }
+    var finalNextRead: UInt64 { get { vols[cur].finalNextRead } set { vols[cur].finalNextRead = newValue } }
+    var writerSkew: Int64 { get { vols[cur].writerSkew } set { vols[cur].writerSkew = newValue } }
+    var lastWriterNow: Instant { get { vols[cur].lastWriterNow } set { vols[cur].lastWriterNow = newValue } }
+    var armed: FaultKind? { get { vols[cur].armed } set { vols[cur].armed = newValue } }
+    var armedDuration: Nanoseconds? { get { vols[cur].armedDuration } set { vols[cur].armedDuration = newValue } }
+    var paused: VolumeClient? { get { vols[cur].paused } _modify { let s = vols[cur]; yield &s.paused } }
+    var pausedUntil: Instant? { get { vols[cur].pausedUntil } set { vols[cur].pausedUntil = newValue } }
+    var pausedResumeWhenSuccessorReady: Bool {
+        get { vols[cur].pausedResumeWhenSuccessorReady } set { vols[cur].pausedResumeWhenSuccessorReady = newValue }
+    }
+    var pausedHeld: [(Instant, Event)] { get { vols[cur].pausedHeld } _modify { let s = vols[cur]; yield &s.pausedHeld } }
+    var grantedEpoch: UInt64 { get { vols[cur].grantedEpoch } set { vols[cur].grantedEpoch = newValue } }
+    var lastCommit: (epoch: UInt64, generation: UInt64)? { get { vols[cur].lastCommit } set { vols[cur].lastCommit = newValue } }
+    /// Every volume has no op in flight.
+    var allIdle: Bool { vols.allSatisfy { $0.inflight.isEmpty } }
 
     struct InflightOp {
         enum Kind { case read, write(fua: Bool), trim, flush(mark: UInt64) }
@@ -148,8 +197,11 @@ public final class Simulation {
         clientSeeds = root.derived(stream: 4)
         mediaRandom = root.derived(stream: 6)
         metaSlowRandom = root.derived(stream: 7)
-        volume = VolumeInfo(name: "vol0", id: 1, sizeBytes: options.volumeBytes, blockSize: options.blockSize,
-                            replication: options.replication)
+        for i in 0..<options.volumes {
+            let info = VolumeInfo(name: "vol\(i)", id: UInt64(i + 1), sizeBytes: options.volumeBytes, blockSize: options.blockSize,
+                                  replication: options.replication)
+            vols.append(VolumeSim(volume: info, clientID: NodeID(Self.writerBase(volume: i))))
+        }
         ring = Ring(members: (1...options.nodes).map {
             RingMember(node: NodeID(UInt32($0)), domain: options.zones > 0 ? "zone\(($0 - 1) % options.zones)" : "")
         })
@@ -169,8 +221,6 @@ public final class Simulation {
         cfg.retryBackoff = .milliseconds(50)
         cfg.readRoundsMax = 40
         clientConfig = cfg
-        model = SectorModel(sectorCount: Int(options.volumeBytes) / SectorModel.sectorSize)
-        sectorBusy = Array(repeating: 0, count: Int(options.volumeBytes) / SectorModel.sectorSize)
         // The stores' batching knobs, drawn per seed from their own stream.
         var storeKnobs = root.derived(stream: 9)
         let batchLimit = [4096, 256, 16][Int(storeKnobs.below(3))]
@@ -201,8 +251,11 @@ public final class Simulation {
     /// Runs to completion and reports.
     public func run() -> SimResult {
         for i in slots.indices { bootNode(i) }
-        startWriter()
-        for s in 0..<options.queueDepth { queue.push(now + thinkTime(), .workload(slot: s, generation: slotGeneration)) }
+        for i in vols.indices {
+            cur = i
+            startWriter()
+            for s in 0..<options.queueDepth { queue.push(now + thinkTime(), .workload(volume: i, slot: s, generation: slotGeneration)) }
+        }
         queue.push(now + Nanoseconds.milliseconds(100), .leaseTick)
         if options.faults { queue.push(now + nextFaultDelay(), .fault) }
         for (i, f) in options.schedule.enumerated() { queue.push(Instant.zero + f.at, .scheduled(i)) }
@@ -214,14 +267,14 @@ public final class Simulation {
             dispatch(e)
             // Internal invariants, checked from outside after every step (the writer's are
             // cheap; a node's walks its slot table, so nodes take turns every 1,000 events).
-            if events % 16 == 0 { client?.checkInvariants() }
+            if events % 16 == 0 { for vs in vols { vs.client?.checkInvariants() } }
             if events % 1000 == 0 {
                 let n = Int(events / 1000) % slots.count
                 slots[n].node?.checkInvariants()
             }
             if case .finalCheck(.timeout) = e { break }
-            if finalPhase == .waitIdle && inflight.isEmpty { finalStep(.powerLoss) }
-            if finalPhase == nil && loadRunning == false && inflight.isEmpty && queue.isEmpty { break }
+            if finalPhase == .waitIdle && allIdle { finalStep(.powerLoss) }
+            if finalPhase == nil && loadRunning == false && allIdle && queue.isEmpty { break }
         }
         if violation == nil && finalPhase != nil {
             violation = SectorModel.Violation(promise: .liveness, detail: "final read-back did not finish (stuck at \(finalPhase!))")
@@ -230,14 +283,14 @@ public final class Simulation {
         if let v = violation { traceNote("VIOLATION \(v)") }
         return SimResult(seed: options.seed, traceHash: trace.value, violation: violation?.description,
                          brokenPromise: violation?.promise.rawValue, simulatedSeconds: now.seconds, events: events,
-                         opsCompleted: opsCompleted, readsChecked: model.readsChecked, readErrors: readErrors,
+                         opsCompleted: opsCompleted, readsChecked: vols.reduce(0) { $0 + $1.model.readsChecked }, readErrors: readErrors,
                          faultsInjected: faultsInjected, writerRestarts: writerRestarts, commits: commits,
                          knobs: "cache=\(clientConfig.cacheBytesMax / options.blockSize)blk"
                             + " dirty-high=\(clientConfig.dirtyBytesHigh / options.blockSize)blk"
                             + " writeback-delay=\(clientConfig.writebackDelay.value / 1_000_000)ms"
                             + " writebacks-max=\(clientConfig.writebacksInFlightMax)"
                             + " rpc-timeout=\(clientConfig.rpcTimeout.value / 1_000_000)ms" + storeKnobsDescription,
-                         repairs: repairs + (client?.stats.readRepairs ?? 0))
+                         repairs: repairs + vols.reduce(0) { $0 + ($1.client?.stats.readRepairs ?? 0) })
     }
 
     // MARK: Dispatch
@@ -285,6 +338,7 @@ public final class Simulation {
             perform(node: n, outputs)
         case .metaRequest(let writer, let inc, let id, let req):
             traceEvent(3, id.raw)
+            cur = volumeIndex(ofWriter: writer)
             if writer != clientID, holdForPaused(writer, e) { return }
             guard !network.isBlocked(writer, NodeID(0)), let response = store.handle(req, now: now) else { return }
             if case .txn(let r) = response, r.succeeded, case .txn(let t) = req { checkFencing(t) }
@@ -293,6 +347,7 @@ public final class Simulation {
             queue.push(now + delay, .metaReply(writer: writer, incarnation: inc, id, response))
         case .metaReply(let writer, let inc, let id, let response):
             traceEvent(4, id.raw, UInt64(writer.raw))
+            cur = volumeIndex(ofWriter: writer)
             if writer != clientID {
                 if holdForPaused(writer, e) { return }
                 guard let p = paused, p.clientID == writer, !network.isBlocked(NodeID(0), writer) else { return }
@@ -303,6 +358,7 @@ public final class Simulation {
             handleClient(client!.metadataReply(id, response, now: writerNow()))
         case .clientTick(let writer, let inc, let at):
             traceEvent(5, UInt64(writer.raw))
+            cur = volumeIndex(ofWriter: writer)
             if writerNow() < at {
                 // The writer's clock was set back after this tick was planned: not due yet for it.
                 queue.push(max(now + Nanoseconds(1000), virtualTime(ofWriterTime: at)), e)
@@ -321,8 +377,9 @@ public final class Simulation {
             traceEvent(6)
             store.tick(now: now)
             if finalPhase == nil || !queue.isEmpty { queue.push(now + Nanoseconds.milliseconds(100), .leaseTick) }
-        case .workload(let slot, let gen):
-            traceEvent(7, UInt64(slot))
+        case .workload(let vol, let slot, let gen):
+            traceEvent(7, UInt64(slot), UInt64(vol))
+            cur = vol
             if gen == slotGeneration { issueOp(slot: slot) }
         case .fault:
             traceEvent(8)
@@ -339,18 +396,23 @@ public final class Simulation {
         case .scheduled(let i):
             let f = options.schedule[i]
             traceEvent(13, UInt64(i))
-            if loadRunning && livenessFrom == nil { applyFault(f.kind, node: f.node.map { $0 - 1 }, duration: f.duration) }
+            if loadRunning && livenessFrom == nil {
+                applyFault(f.kind, node: f.node.map { $0 - 1 }, duration: f.duration, volume: f.volume.map { $0 - 1 })
+            }
         case .clog(let node, let fault):
             traceEvent(26, UInt64(node.raw))
             if livenessFrom == nil && finalPhase == nil {
-                network.block(clientID, node, fault: fault)
-                network.block(node, clientID, fault: fault)
+                for vs in vols {
+                    network.block(vs.clientID, node, fault: fault)
+                    network.block(node, vs.clientID, fault: fault)
+                }
             }
         case .endOfSafety:
             traceEvent(14)
             beginLiveness()
-        case .resumePaused:
-            traceEvent(15)
+        case .resumePaused(let vol):
+            traceEvent(15, UInt64(vol))
+            cur = vol
             resumePaused()
         }
     }
@@ -358,8 +420,10 @@ public final class Simulation {
     // MARK: Network
 
     func incarnation(of node: NodeID) -> UInt64 {
-        if node == clientID { return clientIncarnation }
-        if node.raw >= 1000 { return 0 }  // a paused writer: never restarted under its id
+        if node.raw >= 1000 {
+            let vs = vols[volumeIndex(ofWriter: node)]
+            return node == vs.clientID ? vs.clientIncarnation : 0  // a paused writer is never restarted under its id
+        }
         return slots[Int(node.raw) - 1].incarnation
     }
 
@@ -374,6 +438,7 @@ public final class Simulation {
         // A crash resets connections: messages across a crash are lost.
         guard incarnation(of: from) == senderIncarnation, incarnation(of: to) == receiverIncarnation,
               !network.isBlocked(from, to) else { return }
+        if to.raw >= 1000 { cur = volumeIndex(ofWriter: to) }
         if to == clientID {
             guard client != nil else { return }
             handleClient(client!.receive(from: from, msg, now: writerNow()))

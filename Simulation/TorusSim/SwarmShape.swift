@@ -39,6 +39,10 @@ extension SimOptions {
         }
         if r.chance(0.25) { o.misdirectedWriteProbability = 0.005 }
         if r.chance(0.5) { o.livenessDuration = .seconds(5) }
+        if r.chance(0.25) {
+            o.volumes = 2 + Int(r.below(2))
+            o.diskBytes *= UInt64(o.volumes)  // the same headroom per volume (see above)
+        }
         return o
     }
 
@@ -49,5 +53,6 @@ extension SimOptions {
             + (faultMix == SimOptions.classicMix ? "" : " mix=" + FaultKind.allCases.compactMap { k in faultMix[k].map { "\(k.rawValue):\($0)" } }.joined(separator: ","))
             + (misdirectedWriteProbability > 0 ? " misdirected=\(misdirectedWriteProbability)" : "")
             + (livenessDuration.value > 0 ? " liveness=\(livenessDuration.value / 1_000_000_000)s" : "")
+            + (volumes > 1 ? " volumes=\(volumes)" : "")
     }
 }
