@@ -100,6 +100,10 @@ public enum FaultKind: String, CaseIterable, Sendable {
     case metadataSlow = "metadata-slow"
     /// The store expires the writer's lease now (as if its clock or leader jumped).
     case leaseExpiry = "lease-expiry"
+    /// A node loses its disk for good (replaced by an empty one) and restarts empty after
+    /// `for`. At random at most replication - 1 times per run: reads put back what they find
+    /// missing, but nothing re-replicates the rest yet (issue 6).
+    case wipeNode = "wipe-node"
     /// The writer process crashes and restarts after `for`.
     case writerCrash = "writer-crash"
     /// The writer crashes right after it sends a flush's commit (which may or may not land).

@@ -55,6 +55,14 @@ extension Simulation {
             traceEvent(20, UInt64(n))
             crashNode(n)
             queue.push(now + lasting(.milliseconds(200), .seconds(4)), .heal(.restartNode(n)))
+        case .wipeNode:
+            if random { guard nodesDown == 0, wipes < options.replication - 1 else { return } }
+            let n = pickNode()
+            wipes += 1
+            traceEvent(39, UInt64(n))
+            crashNode(n)
+            slots[n].disk = SimDisk(geometry: slots[n].config.geometry)
+            queue.push(now + lasting(.milliseconds(200), .seconds(4)), .heal(.restartNode(n)))
         case .powerLoss:
             if random { guard nodesDown == 0 else { return } }
             traceEvent(21)
@@ -515,6 +523,7 @@ extension Simulation {
         case 35: return "FAULT swizzle-clog of \(a) nodes over \(b / 1_000_000) ms"
         case 36: return "FAULT one-way partition at node\(a) (\(b == 1 ? "its replies lost" : "requests lost"))"
         case 37: return "paused writer \(name(a)) is fenced"
+        case 39: return "FAULT node\(a + 1) loses its disk (it restarts empty)"
         case 38: return "FAULT armed: writer \(a == 1 ? "pause" : "crash") at its next commit"
         default: return "event \(code) \(a) \(b)"
         }

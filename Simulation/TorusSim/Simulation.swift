@@ -86,6 +86,8 @@ public final class Simulation {
     var loadRunning = true
     var finalPhase: FinalStep?
     var settleDeadline: Instant = .zero
+    /// Nodes wiped so far (wipe-node).
+    var wipes = 0
     var storeKnobsDescription = ""
     /// Misdirected writes happen until the liveness or final phase heals everything.
     var mediaFaultsActive = true

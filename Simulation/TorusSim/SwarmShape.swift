@@ -34,7 +34,8 @@ extension SimOptions {
         // or weighted 1-9), some with misdirected writes and a liveness phase.
         if r.chance(0.5) {
             o.faultMix = [:]
-            for k in FaultKind.allCases where r.chance(0.5) { o.faultMix[k] = 1 + Int(r.below(9)) }
+            // Not wipe-node: without re-replication (issue 6) an untouched block stays short of copies.
+            for k in FaultKind.allCases where k != .wipeNode && r.chance(0.5) { o.faultMix[k] = 1 + Int(r.below(9)) }
             o.quietWeight = Int(r.below(10))
         }
         if r.chance(0.25) { o.misdirectedWriteProbability = 0.005 }

@@ -127,7 +127,7 @@ struct ScenarioTests {
         ("name: x\nhunts: y\nchecks: {convergence: maybe}\n", "f.yaml:3:23: field 'checks.convergence': expected true or false"),
         ("name: x\nhunts: y\nphases: {liveness: soon}\n", "f.yaml:3:20: field 'phases.liveness': expected a duration"),
         ("name: x\nhunts: y\nvolume: {count: 0}\n", "f.yaml:3:17: field 'volume.count': expected a whole number from 1 to 16"),
-        ("name: x\nhunts: y\nschedule:\n  - {at: 1s, fault: writer-crash, volume: 2}\n", "f.yaml:4:44: field 'schedule.volume'"),
+        ("name: x\nhunts: y\nschedule:\n  - {at: 1s, fault: writer-crash, volume: 2}\n", "f.yaml:4:43: field 'schedule.volume': expected a whole number from 1 to 1"),
     ])
     func malformed(_ text: String, _ expected: String) {
         do {
