@@ -92,6 +92,11 @@ public enum FaultKind: String, CaseIterable, Sendable {
     case partition
     /// Only the node -> writer direction is cut (asymmetric).
     case partitionOneWay = "partition-oneway"
+    /// For `for`, every message is lost with probability 0.2 and duplicated with 0.1
+    /// (the scheduled form of the `drop` and `duplicate` rates).
+    case lossyNetwork = "lossy-network"
+    /// For `for`, one hop takes up to 50 ms (delay and heavy reordering).
+    case slowNetwork = "slow-network"
     /// Clog nodes one at a time, then unclog them in a random order (FoundationDB's swizzle-clog).
     case swizzleClog = "swizzle-clog"
     /// The metadata store does not answer.

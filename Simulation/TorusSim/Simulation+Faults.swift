@@ -118,6 +118,17 @@ extension Simulation {
             traceEvent(23)
             store.available = false
             queue.push(now + lasting(.milliseconds(200), .seconds(3)), .heal(.metadata))
+        case .lossyNetwork, .slowNetwork:
+            guard networkFault == nil else { return }
+            networkFault = (network.dropProbability, network.duplicateProbability, network.latencyMax)
+            if kind == .lossyNetwork {
+                network.dropProbability = max(network.dropProbability, 0.2)
+                network.duplicateProbability = max(network.duplicateProbability, 0.1)
+            } else {
+                network.latencyMax = max(network.latencyMax, .milliseconds(50))
+            }
+            traceEvent(40, kind == .lossyNetwork ? 1 : 2)
+            queue.push(now + lasting(.seconds(1), .seconds(5)), .heal(.network))
         case .metadataSlow:
             traceEvent(27, options.metadataSlowMax.value)
             metadataSlow = options.metadataSlowMax
@@ -195,6 +206,15 @@ extension Simulation {
             if loadRunning { restartWriterLoad() }
         case .metadataSpeed:
             metadataSlow = .zero
+        case .network:
+            if let (drop, dup, latency) = networkFault {
+                networkFault = nil
+                network.latencyMax = latency
+                if finalPhase == nil && livenessFrom == nil {  // the phases turned drops off for good
+                    network.dropProbability = drop
+                    network.duplicateProbability = dup
+                }
+            }
         case .diskSpeed(let n):
             slots[n].slowFactor = 1
         case .clock(let vol):
@@ -331,6 +351,10 @@ extension Simulation {
     /// Heals every fault and brings every process back.
     func healEverything() {
         network.healAll()
+        if let (_, _, latency) = networkFault {
+            network.latencyMax = latency
+            networkFault = nil
+        }
         network.dropProbability = 0
         network.duplicateProbability = 0
         mediaFaultsActive = false
@@ -523,6 +547,7 @@ extension Simulation {
         case 35: return "FAULT swizzle-clog of \(a) nodes over \(b / 1_000_000) ms"
         case 36: return "FAULT one-way partition at node\(a) (\(b == 1 ? "its replies lost" : "requests lost"))"
         case 37: return "paused writer \(name(a)) is fenced"
+        case 40: return "FAULT network \(a == 1 ? "lossy (20% drops, 10% duplicates)" : "slow (hops up to 50 ms)")"
         case 39: return "FAULT node\(a + 1) loses its disk (it restarts empty)"
         case 38: return "FAULT armed: writer \(a == 1 ? "pause" : "crash") at its next commit"
         default: return "event \(code) \(a) \(b)"

@@ -95,11 +95,12 @@ extension Simulation {
                     return
                 }
             case .timer(let writerAt):
+                // Every request gets its tick. (Skipping one because an earlier tick was pending
+                // stalled a writer whose clock jumped: the earlier tick came too soon for it, and
+                // it never asked again for the timer it believed was set.)
                 let at = virtualTime(ofWriterTime: writerAt)
-                if clientTimerAt == nil || at < clientTimerAt! || clientTimerAt! <= now {
-                    clientTimerAt = at
-                    queue.push(at, .clientTick(writer: clientID, incarnation: clientIncarnation, at: writerAt))
-                }
+                clientTimerAt = at
+                queue.push(at, .clientTick(writer: clientID, incarnation: clientIncarnation, at: writerAt))
             case .complete(let id, let result):
                 opCompleted(id, result)
             case .phaseChanged(let phase):

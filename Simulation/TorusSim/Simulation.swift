@@ -30,6 +30,7 @@ public final class Simulation {
         case metadata
         case restartWriter(Int)
         case metadataSpeed
+        case network
         case diskSpeed(Int)
         case clock(Int)
     }
@@ -86,6 +87,8 @@ public final class Simulation {
     var loadRunning = true
     var finalPhase: FinalStep?
     var settleDeadline: Instant = .zero
+    /// The network's rates before a lossy-network or slow-network fault (restored on heal).
+    var networkFault: (drop: Double, duplicate: Double, latencyMax: Nanoseconds)?
     /// Nodes wiped so far (wipe-node).
     var wipes = 0
     var storeKnobsDescription = ""
