@@ -220,7 +220,17 @@ struct FieldReader {
             }
         }
         if let node = top["workload"] {
-            let w = try mapping(node, "workload", known: ["queue-depth", "duration", "think-time", "mix"])
+            let w = try mapping(node, "workload", known: ["queue-depth", "duration", "think-time", "mix", "pattern", "max-size"])
+            if let n = w["pattern"] {
+                let text = try string(n, "workload.pattern")
+                guard text == "random" || text == "sequential" else { throw fail(n, "workload.pattern", "expected random or sequential, got '\(text)'") }
+                o.sequential = text == "sequential"
+            }
+            if let n = w["max-size"] {
+                let bytes = try size(n, "workload.max-size")
+                guard bytes % 4096 == 0, bytes <= 1 << 20 else { throw fail(n, "workload.max-size", "expected a multiple of 4KiB up to 1MiB") }
+                o.opSizeMax = Int(bytes)
+            }
             if let n = w["queue-depth"] { o.queueDepth = try int(n, "workload.queue-depth", 1...1024) }
             if let n = w["duration"] { o.duration = try duration(n, "workload.duration") }
             if let n = w["think-time"] { o.thinkTimeMean = try duration(n, "workload.think-time") }

@@ -33,6 +33,10 @@ public struct SimOptions: Sendable {
         public var total: Int { read + write + fua + trim + flush }
     }
     public var opMix = OpMix(read: 42, write: 38, fua: 6, trim: 6, flush: 8)
+    /// Largest op (bytes, a multiple of 4 KiB): 80% of ops take up to 4 sectors, 20% up to this.
+    public var opSizeMax = 64 << 10
+    /// Ops follow one another through each volume instead of landing at random.
+    public var sequential = false
 
     /// Relative weights of the random fault events drawn every ~`faultInterval` (a missing
     /// kind never happens at random). The default is the classic mix; `quietWeight` is the

@@ -139,12 +139,21 @@ extension Simulation {
         }
         // A range of 1–16 sectors (up to 64 KiB: crosses block boundaries) not overlapping a write in flight.
         // (Never more sectors than the volume has: a 4 KiB volume crashed the workload.)
-        let count = min(Int(workRandom.below(workRandom.chance(0.8) ? 4 : 16)) + 1, sectorCount)
+        // Sizes: 80% up to 4 sectors, 20% up to `opSizeMax` (default 16 sectors, 64 KiB).
+        let largest = max(1, options.opSizeMax / SectorModel.sectorSize)
+        let count = min(Int(workRandom.below(UInt64(workRandom.chance(0.8) ? min(4, largest) : largest))) + 1, sectorCount)
         var first: UInt64 = 0
         var found = false
-        for _ in 0..<8 {
-            first = workRandom.below(UInt64(sectorCount - count + 1))
-            if (0..<count).allSatisfy({ sectorBusy[Int(first) + $0] == 0 }) { found = true; break }
+        if options.sequential {
+            // Each volume's ops follow one another through the volume, wrapping at the end.
+            first = v.cursor + UInt64(count) <= UInt64(sectorCount) ? v.cursor : 0
+            found = (0..<count).allSatisfy { sectorBusy[Int(first) + $0] == 0 }
+            if found { v.cursor = first + UInt64(count) }
+        } else {
+            for _ in 0..<8 {
+                first = workRandom.below(UInt64(sectorCount - count + 1))
+                if (0..<count).allSatisfy({ sectorBusy[Int(first) + $0] == 0 }) { found = true; break }
+            }
         }
         guard found else {
             queue.push(now + thinkTime(), .workload(volume: cur, slot: slot, generation: slotGeneration))

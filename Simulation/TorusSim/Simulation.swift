@@ -125,6 +125,8 @@ public final class Simulation {
         var slotGeneration: UInt64 = 0
         var finalNextRead: UInt64 = 0
         var readBackStarted = false
+        /// Where the next sequential op starts.
+        var cursor: UInt64 = 0
         var readBackDone = false
         /// The writer's clock offset (clock-jump) and the last time it saw (it never runs back).
         var writerSkew: Int64 = 0

@@ -44,6 +44,8 @@ extension SimOptions {
             o.volumes = 2 + Int(r.below(2))
             o.diskBytes *= UInt64(o.volumes)  // the same headroom per volume (see above)
         }
+        if r.chance(0.25) { o.sequential = true }
+        if r.chance(0.25) { o.opSizeMax = 256 << 10 }
         return o
     }
 
@@ -55,5 +57,6 @@ extension SimOptions {
             + (misdirectedWriteProbability > 0 ? " misdirected=\(misdirectedWriteProbability)" : "")
             + (livenessDuration.value > 0 ? " liveness=\(livenessDuration.value / 1_000_000_000)s" : "")
             + (volumes > 1 ? " volumes=\(volumes)" : "")
+            + (sequential ? " sequential" : "") + (opSizeMax != 64 << 10 ? " max-size=\(opSizeMax >> 10)KiB" : "")
     }
 }
