@@ -15,6 +15,8 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     /// The volume's writer generation when this connection attached (see `replaceFencedWriter`).
     private var generation = 0
     private var closed = false
+    /// A flush of this channel is queued on its event loop (see `flushSoon`).
+    private var flushQueued = false
 
     init(cluster: LocalCluster) {
         self.cluster = cluster
@@ -74,7 +76,24 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
                 context.close(promise: nil)
             }
         }
-        if wrote { context.flush() }
+        guard wrote else { return }
+        // With nothing else in flight no other reply can join this one: send it now (QD1
+        // latency); otherwise wait for the end of this turn of the loop.
+        if connection.inFlight == 0 { context.flush() } else { flushSoon(context) }
+    }
+
+    /// Replies finished in one turn of the event loop (a batch of completions handed over by
+    /// the writer, several commands in one read) leave in one `writev` instead of one each:
+    /// per-reply syscalls took about a third of the NBD thread at 4 KiB QD32.
+    private func flushSoon(_ context: ChannelHandlerContext) {
+        guard !flushQueued else { return }
+        flushQueued = true
+        let ctx = NIOLoopBound(context, eventLoop: context.eventLoop)
+        context.eventLoop.execute {
+            self.flushQueued = false
+            guard !self.closed else { return }
+            ctx.value.flush()
+        }
     }
 
     private func execute(_ cookie: UInt64, _ command: NBDCommand, context: ChannelHandlerContext) {
