@@ -158,6 +158,12 @@ struct FieldReader {
         throw fail(node, field, "expected a size like 4MiB or 16KiB, got '\(text)'")
     }
 
+    func bool(_ node: Node, _ field: String) throws(ScenarioError) -> Bool {
+        let text = try string(node, field)
+        guard let b = Bool(text) else { throw fail(node, field, "expected true or false, got '\(text)'") }
+        return b
+    }
+
     func duration(_ node: Node, _ field: String) throws(ScenarioError) -> Nanoseconds {
         let text = try string(node, field)
         let units: [(String, UInt64)] = [("us", 1_000), ("ms", 1_000_000), ("s", 1_000_000_000), ("m", 60_000_000_000)]
@@ -169,7 +175,7 @@ struct FieldReader {
 
     mutating func scenario(_ root: Node) throws(ScenarioError) -> Scenario {
         let top = try mapping(root, "", known: ["name", "hunts", "seeds", "cluster", "volume", "workload", "faults", "schedule",
-                                                "phases", "checks", "canary", "expect"])
+                                                "phases", "checks", "gc", "canary", "expect"])
         guard let nameNode = top["name"] else { throw fail(root, "name", "missing (every scenario has a name)") }
         guard let huntsNode = top["hunts"] else { throw fail(root, "hunts", "missing (one line on the bug class it hunts)") }
         let name = try string(nameNode, "name")
@@ -300,12 +306,24 @@ struct FieldReader {
             throw fail(top["schedule"], "schedule.at", "a fault at \(f.at.value / 1_000_000) ms is after the safety phase (\(o.duration.value / 1_000_000) ms)")
         }
         if let node = top["checks"] {
-            let c = try mapping(node, "checks", known: ["convergence"])
-            if let n = c["convergence"] {
-                let text = try string(n, "checks.convergence")
-                guard let b = Bool(text) else { throw fail(n, "checks.convergence", "expected true or false, got '\(text)'") }
-                o.checkConvergence = b
-            }
+            let c = try mapping(node, "checks", known: ["convergence", "garbage"])
+            if let n = c["convergence"] { o.checkConvergence = try bool(n, "checks.convergence") }
+            if let n = c["garbage"] { o.checkGarbage = try bool(n, "checks.garbage") }
+        }
+        if let node = top["gc"] {
+            let g = try mapping(node, "gc", known: ["interval", "grace", "first"])
+            var cfg = CollectorConfig()
+            cfg.passInterval = .seconds(2)
+            cfg.firstPassDelay = .seconds(1)
+            cfg.grace = .seconds(1)
+            cfg.rpcTimeout = .milliseconds(300)
+            cfg.metadataTimeout = .milliseconds(500)
+            cfg.tickInterval = .milliseconds(50)
+            cfg.listBatchRefs = 64
+            if let n = g["interval"] { cfg.passInterval = try duration(n, "gc.interval") }
+            if let n = g["grace"] { cfg.grace = try duration(n, "gc.grace") }
+            if let n = g["first"] { cfg.firstPassDelay = try duration(n, "gc.first") }
+            o.collector = cfg
         }
         if let node = top["canary"] {
             let text = try string(node, "canary")

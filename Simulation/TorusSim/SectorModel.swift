@@ -26,6 +26,7 @@ struct SectorModel {
         case fencing = "fencing (no commit from a stale epoch is ever visible)"
         case convergence = "convergence (every committed block fully replicated after healing)"
         case liveness = "liveness (progress after faults heal)"
+        case reclaim = "reclaim (after healing, garbage collection leaves no unreachable block)"
     }
 
     struct Violation: Error, CustomStringConvertible {

@@ -68,6 +68,11 @@ public struct SimOptions: Sendable {
     /// After the final read-back, every block of the committed map must be durable on
     /// `replication` distinct live nodes.
     public var checkConvergence = true
+    /// A garbage collector runs with these knobs (nil: none).
+    public var collector: CollectorConfig?
+    /// With a collector: after the final read-back, passes run until no garbage is left, and
+    /// every block a node still holds must be reachable from its volume's committed head.
+    public var checkGarbage = true
 
     public init() {}
 
@@ -169,6 +174,7 @@ public struct SimResult: Sendable {
     /// A liveness failure (progress or convergence after healing) rather than a broken safety promise.
     public var isLivenessFailure: Bool {
         brokenPromise == SectorModel.Promise.liveness.rawValue || brokenPromise == SectorModel.Promise.convergence.rawValue
+            || brokenPromise == SectorModel.Promise.reclaim.rawValue
     }
 
     public var traceHex: String {

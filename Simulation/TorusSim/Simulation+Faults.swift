@@ -442,14 +442,25 @@ extension Simulation {
                 queue.push(now + Nanoseconds.milliseconds(100), .finalCheck(.settle))
                 return
             }
+            if collector != nil && options.checkGarbage {
+                finalPhase = .collect
+                finalStep(.collect)
+                return
+            }
             finalPhase = nil
             queue = EventQueue()
+        case .collect:
+            finalCollectPass()
         case .timeout:
             if finalPhase == .waitOpen || finalPhase == .readBack,
                let c = vols.first(where: { !$0.readBackStarted && ($0.client?.stats.mapReadFailures ?? 0) > 0 })?.client {
                 violation = SectorModel.Violation(
                     promise: .durability,
                     detail: "the committed block map of \(c.info.name) generation \(c.generation) cannot be read from any replica")
+            } else if finalPhase == .collect && violation == nil {
+                violation = SectorModel.Violation(
+                    promise: .reclaim,
+                    detail: "after healing, \(finalCollectPasses) collector passes in 120 s did not finish reclaiming garbage")
             } else if finalPhase != nil && violation == nil {
                 let stuck = vols.first(where: { !$0.readBackDone }) ?? vols[0]
                 violation = SectorModel.Violation(
@@ -500,22 +511,26 @@ extension Simulation {
         case .deleteBlocks(let refs): return "delete \(refs.map(\.description).joined(separator: " "))"
         case .syncBlocks(let rpc, let refs): return "sync \(rpc) \(refs.count) refs"
         case .syncReply(let rpc, let refs): return "sync reply \(rpc) \(refs.count) refs"
+        case .listBlocks(let rpc, let after, let limit): return "list \(rpc) after \(after.map(\.description) ?? "start") limit \(limit)"
+        case .listReply(let rpc, let refs, let complete): return "list reply \(rpc) \(refs.count) refs\(complete ? " (complete)" : "")"
         }
     }
 
     /// Trace names: `metadata`, `nodeN`, `writerK` (volume 0's K-th writer), `volV-writerK`.
     static func name(_ raw: UInt64) -> String {
+        if raw == UInt64(collectorID.raw) { return "collector" }
         guard raw >= 1000 else { return raw == 0 ? "metadata" : "node\(raw)" }
         let v = (raw - 1000) / 1000, k = (raw - 1000) % 1000 + 1
         return v == 0 ? "writer\(k)" : "vol\(v)-writer\(k)"
     }
 
-    static let messageNames = ["", "putBlock", "putReply", "getBlock", "getReply", "deleteBlocks", "syncBlocks", "syncReply", "getRange"]
+    static let messageNames = ["", "putBlock", "putReply", "getBlock", "getReply", "deleteBlocks", "syncBlocks", "syncReply", "getRange",
+                               "listBlocks", "listReply"]
 
     /// One readable trace line from a hashed trace event.
     static func describe(_ code: UInt64, _ a: UInt64, _ b: UInt64) -> String {
         switch code {
-        case 1: return "\(name(a >> 20)) -> \(name(a & 0xFFFFF))  \(b < 9 ? messageNames[Int(b)] : "message \(b)")"
+        case 1: return "\(name(a >> 20)) -> \(name(a & 0xFFFFF))  \(b < 11 ? messageNames[Int(b)] : "message \(b)")"
         case 2: return "node\(a + 1)  disk op \(b) done"
         case 3: return "metadata  request \(a) arrives"
         case 4: return "\(name(b))  metadata reply \(a)"
@@ -549,6 +564,8 @@ extension Simulation {
         case 37: return "paused writer \(name(a)) is fenced"
         case 40: return "FAULT network \(a == 1 ? "lossy (20% drops, 10% duplicates)" : "slow (hops up to 50 ms)")"
         case 39: return "FAULT node\(a + 1) loses its disk (it restarts empty)"
+        case 41: return "collector  pass done: \(a) refs deleted of \(b) listed"
+        case 42: return "collector  tick"
         case 38: return "FAULT armed: writer \(a == 1 ? "pause" : "crash") at its next commit"
         default: return "event \(code) \(a) \(b)"
         }

@@ -22,6 +22,9 @@ public final class Simulation {
         case clog(NodeID, fault: UInt64)
         case endOfSafety
         case resumePaused(Int)
+        case collectorTick
+        case collectorMeta(MetaRequestID, MetaRequest)
+        case collectorMetaReply(MetaRequestID, MetaResponse)
     }
 
     enum Heal {
@@ -35,7 +38,7 @@ public final class Simulation {
         case clock(Int)
     }
 
-    enum FinalStep { case waitIdle, powerLoss, waitOpen, readBack, settle, timeout }
+    enum FinalStep { case waitIdle, powerLoss, waitOpen, readBack, settle, collect, timeout }
 
     struct NodeSlot {
         var id: NodeID
@@ -101,6 +104,9 @@ public final class Simulation {
     var writerRestarts = 0
     var commits = 0
     var repairs = 0
+    /// The garbage collector (`gc` in a scenario), and its passes during the final check.
+    var collector: Collector?
+    var finalCollectPasses = 0
 
     // Newer faults.
     /// Extra metadata latency bound while `metadata-slow` lasts.
@@ -267,6 +273,7 @@ public final class Simulation {
         if options.faults { queue.push(now + nextFaultDelay(), .fault) }
         for (i, f) in options.schedule.enumerated() { queue.push(Instant.zero + f.at, .scheduled(i)) }
         queue.push(Instant.zero + options.duration, options.livenessDuration.value > 0 ? .endOfSafety : .endOfLoad)
+        startCollector()
         while violation == nil, let (t, e) = queue.pop() {
             precondition(t >= now, "time went backwards")
             now = t
@@ -421,12 +428,27 @@ public final class Simulation {
             traceEvent(15, UInt64(vol))
             cur = vol
             resumePaused()
+        case .collectorTick:
+            traceEvent(42)
+            guard collector != nil else { return }
+            handleCollector(collector!.tick(now: now))
+        case .collectorMeta(let id, let req):
+            traceEvent(3, id.raw)
+            guard let response = store.handle(req, now: now) else { return }
+            var delay = network.latency()
+            if metadataSlow.value > 0 { delay = delay + metaSlowRandom.duration(.zero, metadataSlow) }
+            queue.push(now + delay, .collectorMetaReply(id, response))
+        case .collectorMetaReply(let id, let response):
+            traceEvent(4, id.raw, UInt64(Self.collectorID.raw))
+            guard collector != nil else { return }
+            handleCollector(collector!.metadataReply(id, response, now: now))
         }
     }
 
     // MARK: Network
 
     func incarnation(of node: NodeID) -> UInt64 {
+        if node == Self.collectorID { return 0 }
         if node.raw >= 1000 {
             let vs = vols[volumeIndex(ofWriter: node)]
             return node == vs.clientID ? vs.clientIncarnation : 0  // a paused writer is never restarted under its id
@@ -445,6 +467,10 @@ public final class Simulation {
         // A crash resets connections: messages across a crash are lost.
         guard incarnation(of: from) == senderIncarnation, incarnation(of: to) == receiverIncarnation,
               !network.isBlocked(from, to) else { return }
+        if to == Self.collectorID {
+            if collector != nil { handleCollector(collector!.receive(from: from, msg, now: now)) }
+            return
+        }
         if to.raw >= 1000 { cur = volumeIndex(ofWriter: to) }
         if to == clientID {
             guard client != nil else { return }

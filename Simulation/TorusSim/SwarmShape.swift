@@ -46,6 +46,18 @@ extension SimOptions {
         }
         if r.chance(0.25) { o.sequential = true }
         if r.chance(0.25) { o.opSizeMax = 256 << 10 }
+        // Half the seeds run the garbage collector (its delete oracle and the final reclaim check).
+        if r.chance(0.5) {
+            var gc = CollectorConfig()
+            gc.passInterval = .milliseconds(100 + r.below(3000))
+            gc.firstPassDelay = .milliseconds(100 + r.below(2000))
+            gc.grace = .milliseconds(r.below(1500))
+            gc.rpcTimeout = .milliseconds(100 + r.below(500))
+            gc.metadataTimeout = .milliseconds(500)
+            gc.tickInterval = .milliseconds(50)
+            gc.listBatchRefs = [8, 64, 4096][Int(r.below(3))]
+            o.collector = gc
+        }
         return o
     }
 
@@ -58,5 +70,6 @@ extension SimOptions {
             + (livenessDuration.value > 0 ? " liveness=\(livenessDuration.value / 1_000_000_000)s" : "")
             + (volumes > 1 ? " volumes=\(volumes)" : "")
             + (sequential ? " sequential" : "") + (opSizeMax != 64 << 10 ? " max-size=\(opSizeMax >> 10)KiB" : "")
+            + (collector.map { " gc=every~\($0.passInterval.value / 1_000_000)ms,grace=\($0.grace.value / 1_000_000)ms" } ?? "")
     }
 }

@@ -24,6 +24,11 @@ public enum PeerMessage: Sendable {
     /// Make every listed ref durable; the reply lists those the node holds durably.
     case syncBlocks(RPCID, [BlockRef])
     case syncReply(RPCID, present: [BlockRef])
+    /// Up to `limit` refs the node holds, in ref order, after `after` (nil: from the start).
+    /// For the garbage collector's inventory; answered from memory at once.
+    case listBlocks(RPCID, after: BlockRef?, limit: Int)
+    /// `complete`: no ref after the last one listed (at the time of the reply).
+    case listReply(RPCID, refs: [BlockRef], complete: Bool)
 
     /// Short name for traces.
     public var kindCode: UInt64 {
@@ -36,6 +41,8 @@ public enum PeerMessage: Sendable {
         case .syncBlocks: 6
         case .syncReply: 7
         case .getRange: 8
+        case .listBlocks: 9
+        case .listReply: 10
         }
     }
 
@@ -45,7 +52,7 @@ public enum PeerMessage: Sendable {
         case .putBlock(_, _, let d, _): 64 + d.count
         case .getReply(_, .success(let d)): 64 + d.count
         case .deleteBlocks(let refs): 16 + 32 * refs.count
-        case .syncBlocks(_, let refs), .syncReply(_, let refs): 16 + 32 * refs.count
+        case .syncBlocks(_, let refs), .syncReply(_, let refs), .listReply(_, let refs, _): 16 + 32 * refs.count
         default: 64
         }
     }

@@ -44,7 +44,10 @@ public struct StorageNode: Sendable {
         case .syncBlocks(let rpc, let refs):
             let sid = allocate(peer, rpc)
             return translate(store.handle(.sync(sid, refs)))
-        case .putReply, .getReply, .syncReply:
+        case .listBlocks(let rpc, let after, let limit):
+            let (refs, complete) = store.listRefs(after: after, limit: limit)
+            return [.send(to: peer, .listReply(rpc, refs: refs, complete: complete))]
+        case .putReply, .getReply, .syncReply, .listReply:
             // Nodes never send requests to each other yet; a stray reply is ignored.
             return []
         }

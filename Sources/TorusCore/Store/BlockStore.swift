@@ -194,6 +194,14 @@ public struct BlockStore: Sendable {
 
     /// Refs in the index (synced or not), sorted.
     public var refs: [BlockRef] { index.keys.sorted() }
+    /// Up to `limit` (at least 1) refs in the index after `after`, in order, and whether none follow.
+    public func listRefs(after: BlockRef?, limit: Int) -> (refs: [BlockRef], complete: Bool) {
+        let limit = max(1, limit)
+        var keys = after.map { a in index.keys.filter { $0 > a } } ?? Array(index.keys)
+        keys.sort()
+        if keys.count <= limit { return (keys, true) }
+        return (Array(keys.prefix(limit)), false)
+    }
     /// Refs whose put record is durable and which are still in the index, sorted.
     public var durableRefs: [BlockRef] { index.filter { $0.value.putSeq <= durableThroughSeq }.keys.sorted() }
     /// Slots holding a ref of the index.

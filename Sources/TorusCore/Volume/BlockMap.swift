@@ -96,12 +96,16 @@ public struct VolumeHead: Hashable, Sendable {
     public var epoch: UInt64
     public var generation: UInt64
     public var root: MapEntry?
+    /// Garbage-collection floor: no later commit of this epoch names a block of this epoch with
+    /// a smaller sequence that this head does not name (0: unknown, collect nothing of this epoch).
+    public var floor: UInt64
     static let magic: UInt32 = 0x5448_4544  // "THED"
 
-    public init(epoch: UInt64, generation: UInt64, root: MapEntry?) {
+    public init(epoch: UInt64, generation: UInt64, root: MapEntry?, floor: UInt64 = 0) {
         self.epoch = epoch
         self.generation = generation
         self.root = root
+        self.floor = floor
     }
 
     public func encoded() -> [UInt8] {
@@ -112,6 +116,7 @@ public struct VolumeHead: Hashable, Sendable {
         } else {
             w.u8(0)
         }
+        if floor > 0 { w.u64(floor) }
         w.u32(CRC32C.checksum(w.bytes))
         return w.bytes
     }
@@ -120,9 +125,14 @@ public struct VolumeHead: Hashable, Sendable {
         guard let body = checksummedBody(bytes) else { return nil }
         var r = ByteReader(body)
         guard r.u32() == magic, let e = r.u64(), let g = r.u64(), let has = r.u8() else { return nil }
-        if has == 0 { return VolumeHead(epoch: e, generation: g, root: nil) }
-        guard let re = r.u64(), let rs = r.u64(), let rc = r.u32() else { return nil }
-        return VolumeHead(epoch: e, generation: g, root: MapEntry(epoch: re, sequence: rs, crc: rc))
+        var root: MapEntry?
+        if has != 0 {
+            guard let re = r.u64(), let rs = r.u64(), let rc = r.u32() else { return nil }
+            root = MapEntry(epoch: re, sequence: rs, crc: rc)
+        }
+        // Heads written before the floor existed end here.
+        let floor = r.remaining >= 8 ? r.u64()! : 0
+        return VolumeHead(epoch: e, generation: g, root: root, floor: floor)
     }
 }
 

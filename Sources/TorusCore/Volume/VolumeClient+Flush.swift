@@ -46,6 +46,7 @@ extension VolumeClient {
             return
         }
         f.snapshot = entries
+        f.floor = collectionFloor()
         f.snapshotPages = changed
         f.newPageRefs = pageRefs
         var pending = 0
@@ -74,6 +75,18 @@ extension VolumeClient {
         flush = f
     }
 
+    /// The garbage-collection floor of a commit whose map is `entries` now (see `VolumeHead.floor`):
+    /// a later commit can only add refs written back after this instant (sequence from
+    /// `nextSequence` on) or by a write-back in flight now. Blocks older than that which this
+    /// commit does not name are garbage for good.
+    func collectionFloor() -> UInt64 {
+        var floor = nextSequence
+        for wb in writebacks.values where !wb.data.isEmpty && wb.ref.epoch == epoch {
+            floor = min(floor, wb.ref.sequence)
+        }
+        return floor
+    }
+
     mutating func mapBlockWritten(_ key: UInt64) {
         guard var f = flush, case .map(let pending) = f.stage else { return }
         if pending > 1 {
@@ -81,7 +94,7 @@ extension VolumeClient {
             flush = f
             return
         }
-        f.head = VolumeHead(epoch: epoch, generation: generation + 1, root: f.newRoot)
+        f.head = VolumeHead(epoch: epoch, generation: generation + 1, root: f.newRoot, floor: f.floor)
         f.stage = .commit
         flush = f
         if config.canary == .ackFlushBeforeCommit {
@@ -145,7 +158,7 @@ extension VolumeClient {
             }
             headModRevision = headKV.modRevision
             generation = max(generation, theirs.generation)
-            flush!.head = VolumeHead(epoch: epoch, generation: generation + 1, root: f.newRoot)
+            flush!.head = VolumeHead(epoch: epoch, generation: generation + 1, root: f.newRoot, floor: f.floor)
             sendCommit()
         } else {
             let theirs = epochKV.flatMap { MetaValue.u64($0.value) }.map(String.init) ?? "none"

@@ -167,7 +167,7 @@ public struct VolumeClient: Sendable {
         switch message {
         case .putReply(let rpc, let result): putReplied(rpc, from: node, result)
         case .getReply(let rpc, let result): getReplied(rpc, from: node, result)
-        case .syncReply, .putBlock, .getBlock, .getRange, .deleteBlocks, .syncBlocks: break
+        case .syncReply, .putBlock, .getBlock, .getRange, .deleteBlocks, .syncBlocks, .listBlocks, .listReply: break
         }
         return finish()
     }
@@ -373,6 +373,26 @@ extension VolumeClient {
         for (p, e) in pageRefs.enumerated() { if let e { refs.append(e.ref(volume: info.id, index: BlockRef.mapIndexBase + UInt64(p))) } }
         if let r = rootEntry { refs.append(r.ref(volume: info.id, index: BlockRef.rootIndex)) }
         return refs
+    }
+
+    /// Whether this writer may still read or commit `ref` (the simulator's oracle for the
+    /// garbage collector: deleting such a ref would be a bug).
+    public func mayNeed(_ ref: BlockRef) -> Bool {
+        guard ref.volume == info.id, phase != .fenced else { return false }
+        if uncertain.contains(ref) || deferredDeletes.contains(ref) { return true }
+        if writebacks.values.contains(where: { $0.ref == ref }) { return true }
+        if fetches.values.contains(where: { $0.ref == ref }) { return true }
+        let entry = MapEntry(epoch: ref.epoch, sequence: ref.sequence, crc: 0)
+        func same(_ e: MapEntry?) -> Bool { e.map { $0.epoch == entry.epoch && $0.sequence == entry.sequence } ?? false }
+        if ref.index == BlockRef.rootIndex { return same(rootEntry) || same(flush?.newRoot) }
+        if ref.index >= BlockRef.mapIndexBase {
+            let p = Int(ref.index - BlockRef.mapIndexBase)
+            return (p < pageRefs.count && same(pageRefs[p]))
+                || (flush.map { p < $0.newPageRefs.count && same($0.newPageRefs[p]) } ?? false)
+        }
+        let i = Int(ref.index)
+        guard i < entries.count else { return false }
+        return same(entries[i]) || same(committed[i]) || (flush.map { i < $0.snapshot.count && same($0.snapshot[i]) } ?? false)
     }
 
     /// A one-line account of what the client is waiting for (for liveness failure reports).

@@ -146,6 +146,8 @@ extension VolumeClient {
         var newPageRefs: [MapEntry?] = []
         var newRoot: MapEntry?
         var head: VolumeHead?
+        /// The head's garbage-collection floor, fixed with the snapshot.
+        var floor: UInt64 = 0
         var commitSent = false
     }
 

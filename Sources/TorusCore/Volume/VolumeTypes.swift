@@ -110,6 +110,11 @@ public struct VolumeClientConfig: Sendable {
         /// Never retry a commit that got no answer: flushes hang after a metadata outage
         /// (a liveness bug).
         case noCommitRetry = "no-commit-retry"
+        /// The garbage collector deletes every block no head reaches, ignoring that the
+        /// current writer may still commit it (its epoch and the head's floor).
+        case gcIgnoresHorizon = "gc-ignores-horizon"
+        /// The garbage collector finds garbage but never deletes it (space leaks).
+        case gcLeaks = "gc-leaks"
     }
 
     public init() {}

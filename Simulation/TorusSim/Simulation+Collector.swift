@@ -1,0 +1,92 @@
+import TorusCore
+
+/// The garbage collector under simulation: its messages, metadata requests and ticks, an
+/// oracle on every delete it sends, and the final check that it reclaims every unreachable block.
+extension Simulation {
+    static let collectorID = NodeID(900)
+
+    func startCollector() {
+        guard var config = options.collector else { return }
+        config.canaryIgnoresHorizon = options.canary == .gcIgnoresHorizon
+        config.canaryLeaks = options.canary == .gcLeaks
+        // The collector learns the volumes from their info keys (as `torus volume create` writes them).
+        for vs in vols {
+            let put = MetaTxn(compares: [], success: [.put(key: VolumeInfo.infoKey(vs.volume.name), value: vs.volume.encoded(), lease: 0)],
+                              failure: [])
+            _ = store.handle(.txn(put), now: now)
+        }
+        collector = Collector(id: Self.collectorID, ring: ring, config: config)
+        handleCollector(collector!.start(now: now))
+    }
+
+    func handleCollector(_ outputs: [CollectorOutput]) {
+        for o in outputs {
+            switch o {
+            case .send(let to, let msg):
+                if case .deleteBlocks(let refs) = msg { checkCollectorDelete(refs, on: to) }
+                send(from: Self.collectorID, to: to, msg)
+            case .metadata(let id, let req):
+                queue.push(now + network.latency(), .collectorMeta(id, req))
+            case .timer(let at):
+                queue.push(max(at, now), .collectorTick)
+            case .passCompleted(let p):
+                traceEvent(41, UInt64(p.refsDeleted), UInt64(p.refsListed))
+                traceNote("collector  pass \(p.completed ? "done" : "gave up (metadata unreadable)"): \(p.refsDeleted) deleted, "
+                          + "\(p.garbagePending) waiting out the grace period, \(p.nodesSkipped) nodes and \(p.volumesSkipped) volumes skipped")
+                if finalPhase == .collect { finalCollectPassDone(p) }
+            }
+        }
+    }
+
+    /// Oracle: the collector never deletes a block a live writer may still read or commit.
+    func checkCollectorDelete(_ refs: [BlockRef], on node: NodeID) {
+        for ref in refs {
+            for vs in vols {
+                guard let c = vs.client, c.mayNeed(ref) else { continue }
+                violation = SectorModel.Violation(
+                    promise: .durability,
+                    detail: "the collector deleted \(ref) on \(Self.name(UInt64(node.raw))), which \(vs.volume.name)'s writer still needs "
+                        + "(writer: \(c.stateSummary))")
+                return
+            }
+        }
+    }
+
+    /// Final check: collector passes until one finds no garbage at all.
+    func finalCollectPass() {
+        guard collector != nil, violation == nil else { return }
+        finalCollectPasses += 1
+        handleCollector(collector!.requestPass(now: now))
+    }
+
+    func finalCollectPassDone(_ p: CollectorPass) {
+        guard p.completed, p.refsDeleted == 0, p.garbagePending == 0, p.nodesSkipped == 0, p.volumesSkipped == 0 else {
+            // Wait out the grace period of what it found, then look again.
+            queue.push(now + (options.collector?.grace ?? .zero) + Nanoseconds.milliseconds(10), .finalCheck(.collect))
+            return
+        }
+        checkNoGarbage()
+        finalPhase = nil
+        queue = EventQueue()
+    }
+
+    /// Every block a node holds is reachable from its volume's committed head.
+    func checkNoGarbage() {
+        var live: Set<BlockRef> = []
+        for vs in vols { if let c = vs.client { live.formUnion(c.committedRefs) } }
+        var leaked = 0
+        var first: (BlockRef, Int)?
+        for n in slots.indices {
+            guard let node = slots[n].node else { continue }
+            for ref in node.store.refs where !live.contains(ref) {
+                leaked += 1
+                if first == nil { first = (ref, n) }
+            }
+        }
+        if let (ref, n) = first {
+            violation = SectorModel.Violation(
+                promise: .reclaim,
+                detail: "\(leaked) unreachable blocks remain after the collector found nothing more to delete, e.g. \(ref) on node\(n + 1)")
+        }
+    }
+}

@@ -1,0 +1,452 @@
+/// The garbage collector: a periodic mark-and-sweep over every storage node.
+///
+/// A pass:
+/// 1. **Inventory.** Lists every ref each node holds (`listBlocks`, paged). A node that does
+///    not answer is left out of this pass (nothing of it is deleted).
+/// 2. **Metadata.** Reads every volume's info, epoch and head in one range (one revision).
+/// 3. **Mark.** Loads each volume's committed map (root, then pages) from its replicas,
+///    verifying each against the checksum the head or root names. A volume whose map cannot
+///    be read is left out of this pass.
+/// 4. **Sweep.** A listed ref is garbage when no head reaches it and no writer may still
+///    commit it (see `isCollectible`), or when its volume no longer exists. Garbage is deleted
+///    only once it has been garbage for `grace` (read-only clients serve a head for a short
+///    while after a newer one lands), with `deleteBlocks` in batches.
+///
+/// Inventory comes before metadata on purpose: a ref listed before the heads were read is
+/// judged against heads at least as new as the ref, and a volume whose info was read after
+/// its blocks were listed existed when they were written.
+///
+/// Deterministic and sans-I/O, like `VolumeClient`: messages, metadata responses and ticks in,
+/// `CollectorOutput`s out.
+public struct Collector: Sendable {
+    public let id: NodeID
+    public let config: CollectorConfig
+    let ring: Ring
+    var now: Instant = .zero
+    var out: [CollectorOutput] = []
+    var timerSetFor: Instant?
+
+    enum Stage: Sendable, Equatable { case idle, listing, metadata, marking }
+    var stage = Stage.idle
+    var nextPassAt: Instant = .zero
+    var passStartedAt: Instant = .zero
+
+    // Inventory.
+    var inventory: [NodeID: [BlockRef]] = [:]
+    var listing: [NodeID: ListState] = [:]
+    var listRPCs: [RPCID: (node: NodeID, deadline: Instant)] = [:]
+    struct ListState: Sendable {
+        var after: BlockRef?
+        var attempts = 0
+        var done = false
+    }
+
+    // Metadata and marking.
+    var metaRequest: (id: MetaRequestID, deadline: Instant, attempts: Int)?
+    var nextMeta: UInt64 = 1
+    var volumes: [UInt64: VolumeState] = [:]
+    /// Some key under the volumes prefix did not decode: deleted-volume garbage is not
+    /// collected this pass (a corrupt info must not look like a deleted volume).
+    var metadataDoubtful = false
+    struct VolumeState: Sendable {
+        var info: VolumeInfo
+        var epochKey: UInt64 = 0
+        var head: VolumeHead?
+        var reachable: Set<BlockRef> = []
+        var fetchesLeft = 0
+        var failed = false
+    }
+
+    // Block fetches (roots and pages).
+    var rpcs: [RPCID: Fetch] = [:]
+    var nextRPC: UInt64 = 1
+    struct Fetch: Sendable {
+        enum Kind: Sendable, Equatable { case root, page(Int) }
+        var volume: UInt64
+        var kind: Kind
+        var ref: BlockRef
+        var crc: UInt32
+        var nodes: [NodeID]
+        var next: Int
+        var node: NodeID
+        var deadline: Instant
+    }
+
+    /// When each piece of garbage was first seen (per node); deleted once older than `grace`.
+    var garbageSince: [NodeID: [BlockRef: Instant]] = [:]
+
+    public internal(set) var stats = Stats()
+    public struct Stats: Sendable, Equatable {
+        public var passes = 0
+        public var refsListed = 0
+        public var refsDeleted = 0
+        public var nodesSkipped = 0
+        public var volumesSkipped = 0
+    }
+
+    public init(id: NodeID, ring: Ring, config: CollectorConfig) {
+        self.id = id
+        self.ring = ring
+        self.config = config
+    }
+
+    // MARK: - Entry points
+
+    public mutating func start(now: Instant) -> [CollectorOutput] {
+        self.now = now
+        nextPassAt = now + config.firstPassDelay
+        return finish()
+    }
+
+    public mutating func tick(now: Instant) -> [CollectorOutput] {
+        self.now = now
+        if timerSetFor.map({ $0 <= now }) ?? false { timerSetFor = nil }
+        switch stage {
+        case .idle:
+            if now >= nextPassAt { beginPass() }
+        case .listing, .marking:
+            expireRPCs()
+        case .metadata:
+            if let m = metaRequest, now >= m.deadline { retryMetadata() }
+        }
+        return finish()
+    }
+
+    public mutating func receive(from node: NodeID, _ message: PeerMessage, now: Instant) -> [CollectorOutput] {
+        self.now = now
+        switch message {
+        case .listReply(let rpc, let refs, let complete): listed(rpc, from: node, refs, complete: complete)
+        case .getReply(let rpc, let result): fetched(rpc, from: node, result)
+        default: break
+        }
+        return finish()
+    }
+
+    public mutating func metadataReply(_ id: MetaRequestID, _ response: MetaResponse, now: Instant) -> [CollectorOutput] {
+        self.now = now
+        if stage == .metadata, let m = metaRequest, m.id == id { metadataReplied(response) }
+        return finish()
+    }
+
+    /// Starts a pass now if none is running (an operator's request, or a test's).
+    public mutating func requestPass(now: Instant) -> [CollectorOutput] {
+        self.now = now
+        if stage == .idle { beginPass() }
+        return finish()
+    }
+
+    /// Whether a pass is under way (for status and tests).
+    public var passInProgress: Bool { stage != .idle }
+
+    // MARK: - Inventory
+
+    mutating func beginPass() {
+        stage = .listing
+        passStartedAt = now
+        inventory = [:]
+        listing = [:]
+        volumes = [:]
+        rpcs = [:]
+        metadataDoubtful = false
+        for m in ring.members.map(\.node).sorted() {
+            listing[m] = ListState()
+            inventory[m] = []
+            sendList(m)
+        }
+    }
+
+    mutating func sendList(_ node: NodeID) {
+        let rpc = RPCID(nextRPC)
+        nextRPC += 1
+        listRPCs[rpc] = (node, now + config.rpcTimeout)
+        out.append(.send(to: node, .listBlocks(rpc, after: listing[node]!.after, limit: config.listBatchRefs)))
+    }
+
+    mutating func listed(_ rpc: RPCID, from node: NodeID, _ refs: [BlockRef], complete: Bool) {
+        guard stage == .listing, let pending = listRPCs[rpc], pending.node == node else { return }
+        listRPCs[rpc] = nil
+        var l = listing[node]!
+        // Refs come in order after `after`; anything else is a confused node: skip it.
+        if let first = refs.first, let after = l.after, first <= after { return skipNode(node) }
+        inventory[node]!.append(contentsOf: refs)
+        stats.refsListed += refs.count
+        l.attempts = 0
+        if complete || refs.isEmpty {
+            l.done = true
+            listing[node] = l
+        } else {
+            l.after = refs.last
+            listing[node] = l
+            sendList(node)
+        }
+        if listing.values.allSatisfy(\.done) { beginMetadata() }
+    }
+
+    mutating func skipNode(_ node: NodeID) {
+        stats.nodesSkipped += 1
+        inventory[node] = nil
+        listing[node]!.done = true
+        for (rpc, l) in listRPCs where l.node == node { listRPCs[rpc] = nil }
+        if listing.values.allSatisfy(\.done) { beginMetadata() }
+    }
+
+    // MARK: - Metadata
+
+    mutating func beginMetadata() {
+        guard stage == .listing else { return }
+        stage = .metadata
+        sendMetadata(attempts: 0)
+    }
+
+    mutating func sendMetadata(attempts: Int) {
+        let id = MetaRequestID(nextMeta)
+        nextMeta += 1
+        metaRequest = (id, now + config.metadataTimeout, attempts)
+        let txn = MetaTxn(compares: [], success: [.range(key: VolumeInfo.volumesPrefix, prefix: true)], failure: [])
+        out.append(.metadata(id, .txn(txn)))
+    }
+
+    mutating func retryMetadata() {
+        guard let m = metaRequest else { return }
+        if m.attempts + 1 >= config.attemptsMax { return endPass(sweep: false) }
+        sendMetadata(attempts: m.attempts + 1)
+    }
+
+    mutating func metadataReplied(_ response: MetaResponse) {
+        guard case .txn(let r) = response, r.succeeded, r.results.count == 1, case .range(let kvs) = r.results[0] else {
+            return retryMetadata()
+        }
+        metaRequest = nil
+        var infos: [String: VolumeInfo] = [:]
+        var epochs: [String: UInt64] = [:]
+        var heads: [String: VolumeHead] = [:]
+        for kv in kvs {
+            let rest = kv.key.dropFirst(VolumeInfo.volumesPrefix.count)
+            guard let slash = rest.lastIndex(of: "/") else { continue }
+            let name = String(rest[..<slash])
+            switch rest[rest.index(after: slash)...] {
+            case "info":
+                if let i = VolumeInfo.decode(kv.value), i.name == name { infos[name] = i } else { metadataDoubtful = true }
+            case "epoch":
+                if let e = MetaValue.u64(kv.value) { epochs[name] = e } else { metadataDoubtful = true }
+            case "head":
+                if let h = VolumeHead.decode(kv.value) { heads[name] = h } else { metadataDoubtful = true }
+            default:
+                continue
+            }
+        }
+        for (name, info) in infos {
+            var v = VolumeState(info: info)
+            v.epochKey = epochs[name] ?? 0
+            v.head = heads[name]
+            volumes[info.id] = v
+        }
+        // Two names with one id would make the map ambiguous: collect nothing of either.
+        if Set(infos.values.map(\.id)).count != infos.count { metadataDoubtful = true }
+        stage = .marking
+        for id in volumes.keys.sorted() {
+            guard let root = volumes[id]!.head?.root else { continue }
+            let ref = root.ref(volume: id, index: BlockRef.rootIndex)
+            volumes[id]!.reachable.insert(ref)
+            startFetch(volume: id, kind: .root, ref: ref, crc: root.crc)
+        }
+        if rpcs.isEmpty { sweep() }
+    }
+
+    // MARK: - Marking
+
+    mutating func startFetch(volume: UInt64, kind: Fetch.Kind, ref: BlockRef, crc: UInt32) {
+        let info = volumes[volume]!.info
+        let nodes = ring.candidates(for: ref.placementKey, replication: info.replication,
+                                    fallbacks: min(config.fallbackNodesMax, ring.members.count - info.replication))
+        volumes[volume]!.fetchesLeft += 1
+        sendFetch(Fetch(volume: volume, kind: kind, ref: ref, crc: crc, nodes: nodes, next: 0, node: nodes[0],
+                        deadline: now))
+    }
+
+    /// Asks the next candidate (after a full round, the volume is given up for this pass).
+    mutating func sendFetch(_ f: Fetch) {
+        var f = f
+        guard f.next < f.nodes.count * config.attemptsMax else {
+            volumes[f.volume]!.failed = true
+            return fetchDone(f.volume)
+        }
+        f.node = f.nodes[f.next % f.nodes.count]
+        f.next += 1
+        f.deadline = now + config.rpcTimeout
+        let rpc = RPCID(nextRPC)
+        nextRPC += 1
+        rpcs[rpc] = f
+        out.append(.send(to: f.node, .getBlock(rpc, f.ref)))
+    }
+
+    mutating func fetched(_ rpc: RPCID, from node: NodeID, _ result: Result<[UInt8], StoreError>) {
+        guard stage == .marking, let f = rpcs[rpc], f.node == node else { return }
+        rpcs[rpc] = nil
+        guard volumes[f.volume]?.failed == false else { return fetchDone(f.volume) }
+        guard case .success(let bytes) = result, CRC32C.checksum(bytes) == f.crc else { return sendFetch(f) }
+        let id = f.volume
+        switch f.kind {
+        case .root:
+            guard let (_, pages) = BlockMapCodec.decodeRoot(bytes, volume: id) else { return sendFetch(f) }
+            for (p, e) in pages.enumerated() {
+                guard let e else { continue }
+                let ref = e.ref(volume: id, index: BlockRef.mapIndexBase + UInt64(p))
+                volumes[id]!.reachable.insert(ref)
+                startFetch(volume: id, kind: .page(p), ref: ref, crc: e.crc)
+            }
+        case .page(let p):
+            guard let entries = BlockMapCodec.decodePage(bytes, volume: id, page: UInt64(p)) else { return sendFetch(f) }
+            let base = p * BlockMapCodec.entriesPerPage(blockSize: volumes[id]!.info.blockSize)
+            for (i, e) in entries.enumerated() {
+                if let e { volumes[id]!.reachable.insert(e.ref(volume: id, index: UInt64(base + i))) }
+            }
+        }
+        fetchDone(id)
+    }
+
+    mutating func fetchDone(_ volume: UInt64) {
+        volumes[volume]!.fetchesLeft -= 1
+        if stage == .marking && volumes.values.allSatisfy({ $0.fetchesLeft == 0 }) { sweep() }
+    }
+
+    /// Retries what timed out: a listing page (a node that keeps failing is skipped) or a fetch
+    /// (at the next candidate).
+    mutating func expireRPCs() {
+        for rpc in listRPCs.keys.sorted() {
+            guard stage == .listing, let l = listRPCs[rpc], l.deadline <= now else { continue }
+            listRPCs[rpc] = nil
+            listing[l.node]!.attempts += 1
+            if listing[l.node]!.attempts >= config.attemptsMax { skipNode(l.node) } else { sendList(l.node) }
+        }
+        for rpc in rpcs.keys.sorted() {
+            guard stage == .marking, let f = rpcs[rpc], f.deadline <= now else { continue }
+            rpcs[rpc] = nil
+            sendFetch(f)
+        }
+    }
+
+    // MARK: - Sweep
+
+    /// Whether `ref`, which no head reaches, can never be committed by any writer.
+    static func isCollectible(_ ref: BlockRef, epochKey: UInt64, head: VolumeHead?) -> Bool {
+        // Older epochs are fenced: their writers can never commit again.
+        if ref.epoch < epochKey { return true }
+        // The current epoch's writer commits only refs from its head's floor on.
+        if ref.epoch == epochKey, let head, head.epoch == ref.epoch, ref.sequence < head.floor { return true }
+        return false
+    }
+
+    mutating func sweep() {
+        stage = .idle
+        var deletes: [NodeID: [BlockRef]] = [:]
+        var seen: [NodeID: [BlockRef: Instant]] = [:]
+        stats.volumesSkipped += volumes.values.filter(\.failed).count
+        for node in inventory.keys.sorted() {
+            var since: [BlockRef: Instant] = [:]
+            for ref in inventory[node]! {
+                let garbage: Bool
+                if let v = volumes[ref.volume] {
+                    garbage = !v.failed && !v.reachable.contains(ref)
+                        && (config.canaryIgnoresHorizon || Self.isCollectible(ref, epochKey: v.epochKey, head: v.head))
+                } else {
+                    garbage = !metadataDoubtful
+                }
+                guard garbage else {
+                    // A volume left out of this pass keeps what earlier passes found (garbage stays garbage).
+                    if volumes[ref.volume]?.failed == true, let first = garbageSince[node]?[ref] { since[ref] = first }
+                    continue
+                }
+                let first = garbageSince[node]?[ref] ?? now
+                since[ref] = first
+                if now - first >= config.grace && !config.canaryLeaks { deletes[node, default: []].append(ref) }
+            }
+            seen[node] = since
+        }
+        // Nodes left out of this pass keep their record.
+        for (node, since) in garbageSince where seen[node] == nil && ring.members.contains(where: { $0.node == node }) {
+            seen[node] = since
+        }
+        garbageSince = seen
+        var deleted = 0
+        for node in deletes.keys.sorted() {
+            let refs = deletes[node]!
+            deleted += refs.count
+            for i in stride(from: 0, to: refs.count, by: config.deleteBatchRefs) {
+                out.append(.send(to: node, .deleteBlocks(Array(refs[i..<min(refs.count, i + config.deleteBatchRefs)]))))
+            }
+            for r in refs { garbageSince[node]![r] = nil }
+        }
+        stats.refsDeleted += deleted
+        endPass(sweep: true, deleted: deleted)
+    }
+
+    mutating func endPass(sweep: Bool, deleted: Int = 0) {
+        stats.passes += 1
+        let listed = inventory.values.reduce(0) { $0 + $1.count }
+        let pending = garbageSince.values.reduce(0) { $0 + $1.count }
+        out.append(.passCompleted(CollectorPass(completed: sweep, refsListed: listed, refsDeleted: deleted,
+                                                garbagePending: pending,
+                                                nodesSkipped: ring.members.count - inventory.count,
+                                                volumesSkipped: volumes.values.filter(\.failed).count)))
+        stage = .idle
+        metaRequest = nil
+        rpcs = [:]
+        listRPCs = [:]
+        inventory = [:]
+        volumes = [:]
+        nextPassAt = now + config.passInterval
+    }
+
+    mutating func finish() -> [CollectorOutput] {
+        let next = stage == .idle ? nextPassAt : now + config.tickInterval
+        if timerSetFor == nil || timerSetFor! <= now || next < timerSetFor! {
+            timerSetFor = next
+            out.append(.timer(at: next))
+        }
+        let result = out
+        out.removeAll(keepingCapacity: true)
+        return result
+    }
+}
+
+public struct CollectorConfig: Sendable {
+    /// Time between the end of one pass and the start of the next.
+    public var passInterval = Nanoseconds.seconds(60)
+    public var firstPassDelay = Nanoseconds.seconds(10)
+    /// Garbage is deleted only once it has been garbage this long (read-only clients may
+    /// serve the previous head for about a second).
+    public var grace = Nanoseconds.seconds(30)
+    public var listBatchRefs = 4096
+    public var deleteBatchRefs = 1024
+    public var rpcTimeout = Nanoseconds.seconds(2)
+    public var metadataTimeout = Nanoseconds.seconds(5)
+    /// Tries per node listing page, per block fetch round and for the metadata read.
+    public var attemptsMax = 3
+    /// Must match the writers' `fallbackNodesMax`: map blocks may sit on a fallback node.
+    public var fallbackNodesMax = 3
+    public var tickInterval = Nanoseconds.milliseconds(100)
+    /// Injected bugs for checking the simulator's checkers. Never set in production.
+    public var canaryIgnoresHorizon = false
+    public var canaryLeaks = false
+    public init() {}
+}
+
+/// What one pass did (for logs, status and traces).
+public struct CollectorPass: Sendable, Equatable {
+    /// False when the metadata could not be read: nothing was deleted.
+    public var completed: Bool
+    public var refsListed: Int
+    public var refsDeleted: Int
+    /// Garbage found but younger than the grace period.
+    public var garbagePending: Int
+    public var nodesSkipped: Int
+    public var volumesSkipped: Int
+}
+
+public enum CollectorOutput: Sendable {
+    case send(to: NodeID, PeerMessage)
+    case metadata(MetaRequestID, MetaRequest)
+    case timer(at: Instant)
+    case passCompleted(CollectorPass)
+}
