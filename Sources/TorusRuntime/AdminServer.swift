@@ -6,7 +6,7 @@ import TorusCore
 /// A local control channel for a running `torus up`: a Unix socket in the data directory
 /// speaking one request line, answered by result lines and a final `ok` or `error: ...`.
 ///
-///     create NAME SIZE_BYTES | list | info NAME | resize NAME SIZE_BYTES | delete NAME
+///     create NAME SIZE_BYTES | list | info NAME | resize NAME SIZE_BYTES | delete NAME | usage | gc
 public enum AdminServer {
     public static func socketPath(dataDir: String) -> String { dataDir + "/admin.sock" }
 
@@ -74,6 +74,13 @@ final class AdminHandler: ChannelInboundHandler, @unchecked Sendable {
             }
         case ("delete", 2):
             return cluster.deleteVolume(name: words[1]).map { [] }
+        case ("usage", 1):
+            return cluster.usage().map { $0.map { "node \($0.raw) used=\($1.usedBytes) capacity=\($1.capacityBytes)" } }
+        case ("gc", 1):
+            return cluster.collectNow().map { p in
+                ["pass completed=\(p.completed) listed=\(p.refsListed) deleted=\(p.refsDeleted) waiting=\(p.garbagePending) "
+                    + "nodes-skipped=\(p.nodesSkipped) volumes-skipped=\(p.volumesSkipped)"]
+            }
         case ("resize", 3):
             guard let size = UInt64(words[2]) else {
                 return cluster.loop.makeFailedFuture(RuntimeError.badInput("size '\(words[2])' is not a byte count"))

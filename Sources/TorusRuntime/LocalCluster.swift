@@ -34,6 +34,10 @@ public final class LocalCluster: @unchecked Sendable {
         /// handing messages to the node's event loop directly. Slower; tests use it to cover
         /// the wire path inside `torus up`.
         public var peerOverTCP = false
+        /// Garbage collection passes this often (nil: off); garbage is deleted once it has
+        /// been garbage for `gcGrace`.
+        public var gcInterval: Nanoseconds? = .seconds(60)
+        public var gcGrace = Nanoseconds.seconds(30)
         public init(dataDir: String, nodes: Int = 3, replication: Int = 2, blockSize: Int = 64 << 10,
                     diskBytes: UInt64 = 2 << 30, volumes: [(String, UInt64)] = []) {
             self.dataDir = dataDir
@@ -46,7 +50,7 @@ public final class LocalCluster: @unchecked Sendable {
     }
 
     /// Confined to the cluster's event loop.
-    final class VolumeHost: @unchecked Sendable {
+    final class VolumeHost: PeerLinkOwner, @unchecked Sendable {
         var client: VolumeClient
         var adapter: ByteRangeAdapter
         var pending: [UInt64: EventLoopPromise<[UInt8]>] = [:]
@@ -64,10 +68,17 @@ public final class LocalCluster: @unchecked Sendable {
         var generation = 0
         /// The size a resize asked the writer for (it grows once no flush is in flight).
         var growingTo: UInt64 = 0
-        init(client: VolumeClient, adapter: ByteRangeAdapter) {
+        let label: String
+        /// Where node messages go: the cluster's `clientReceived` for this volume.
+        let deliver: @Sendable (NodeID, PeerLink, PeerMessage) -> Void
+        var peerID: NodeID { client.clientID }
+        init(client: VolumeClient, adapter: ByteRangeAdapter, deliver: @escaping @Sendable (NodeID, PeerLink, PeerMessage) -> Void) {
             self.client = client
             self.adapter = adapter
+            self.label = "volume \(client.info.name)"
+            self.deliver = deliver
         }
+        func received(from node: NodeID, via link: PeerLink, _ msg: PeerMessage) { deliver(node, link, msg) }
     }
 
     public let loop: EventLoop
@@ -91,6 +102,8 @@ public final class LocalCluster: @unchecked Sendable {
     /// Where writers reach each node of the ring.
     var nodeAddresses: [NodeID: (host: String, port: Int)] = [:]
     var volumes: [String: VolumeHost] = [:]
+    /// The garbage collector (`torus up` only).
+    var collectorHost: CollectorHost?
     var leaseTimer: RepeatedTask?
     /// Follows `/torus/volumes/`: volumes created, resized or deleted by any process.
     var volumeWatch: (any MetadataWatch)?
@@ -156,7 +169,10 @@ public final class LocalCluster: @unchecked Sendable {
                 cluster.leaseTimer = loop.scheduleRepeatedTask(initialDelay: .milliseconds(200), delay: .milliseconds(200)) { _ in
                     cluster.expireLeases()
                 }
-                return cluster.watchVolumes().flatMap { cluster.openVolumes() }.map { cluster }
+                return cluster.watchVolumes().flatMap { cluster.openVolumes() }.map {
+                    cluster.startCollector()
+                    return cluster
+                }
             }
         }
     }
@@ -285,7 +301,10 @@ public final class LocalCluster: @unchecked Sendable {
 
     func openVolume(_ info: VolumeInfo) -> EventLoopFuture<Void> {
         if volumes[info.name] != nil { return loop.makeSucceededVoidFuture() }
-        let host = VolumeHost(client: makeWriter(info), adapter: ByteRangeAdapter(sectorSize: 4096, volumeSize: info.sizeBytes))
+        let name = info.name
+        let host = VolumeHost(client: makeWriter(info), adapter: ByteRangeAdapter(sectorSize: 4096, volumeSize: info.sizeBytes)) { node, link, msg in
+            self.clientReceived(name, from: node, via: link, msg)
+        }
         let ready = loop.makePromise(of: Void.self)
         host.ready = ready
         volumes[info.name] = host
@@ -336,7 +355,7 @@ public final class LocalCluster: @unchecked Sendable {
     }
 
     /// Deletes a volume: it stops being served, requests in flight fail, its metadata goes.
-    /// Its blocks stay on the nodes until garbage collection exists (issue 6).
+    /// Its blocks stay on the nodes until the garbage collector's next pass finds them.
     public func deleteVolume(name: String) -> EventLoopFuture<Void> {
         loop.assertInEventLoop()
         guard volumes[name] != nil else {
@@ -475,6 +494,7 @@ public final class LocalCluster: @unchecked Sendable {
         loop.submit {
             self.volumeWatch?.cancel()
             self.volumeWatch = nil
+            self.stopCollector()
         }.flatMap { self.flushAll() }.flatMap { () -> EventLoopFuture<Void> in
             self.leaseTimer?.cancel()
             var revokes: [EventLoopFuture<Void>] = []
@@ -529,7 +549,7 @@ public final class LocalCluster: @unchecked Sendable {
         guard let host = volumes[volume] else { return }
         var replaceWriter = false
         defer {
-            flushLinks(host, name: volume)
+            flushLinks(host)
             if host.client.info.sizeBytes > host.adapter.volumeSize { grew(volume, host) }
             if replaceWriter { replaceFencedWriter(volume, host) }
         }
@@ -537,7 +557,7 @@ public final class LocalCluster: @unchecked Sendable {
         for o in outputs {
             switch o {
             case .send(let to, let msg):
-                clientSend(host, name: volume, to: to, msg)
+                clientSend(host, to: to, msg)
             case .metadata(let id, let req):
                 metaApply(req).whenComplete { result in
                     let response: MetaResponse

@@ -47,6 +47,8 @@ public enum PeerFrameType: UInt8, Hashable, Sendable, CaseIterable {
     case syncBlocks = 8
     case syncReply = 9
     case getRange = 10
+    case listBlocks = 11
+    case listReply = 12
 }
 
 /// One frame of the peer protocol; see the design notes at the top of `PeerCodec.swift`.
@@ -77,7 +79,8 @@ public enum PeerFrame: Sendable, Equatable {
         case .message(.putBlock(let id, _, _, _), _), .message(.putReply(let id, _), _),
              .message(.getBlock(let id, _), _), .message(.getReply(let id, _), _),
              .message(.syncBlocks(let id, _), _), .message(.syncReply(let id, _), _),
-             .message(.getRange(let id, _, _, _), _):
+             .message(.getRange(let id, _, _, _), _), .message(.listBlocks(let id, _, _), _),
+             .message(.listReply(let id, _, _), _):
             id
         }
     }
@@ -92,6 +95,8 @@ public enum PeerFrame: Sendable, Equatable {
         case .syncBlocks: .syncBlocks
         case .syncReply: .syncReply
         case .getRange: .getRange
+        case .listBlocks: .listBlocks
+        case .listReply: .listReply
         }
     }
 
@@ -115,6 +120,8 @@ public enum PeerFrame: Sendable, Equatable {
         case let (.syncBlocks(i, x), .syncBlocks(j, y)): i == j && x == y
         case let (.syncReply(i, x), .syncReply(j, y)): i == j && x == y
         case let (.getRange(i, r, o, l), .getRange(j, s, p, m)): i == j && r == s && o == p && l == m
+        case let (.listBlocks(i, a, l), .listBlocks(j, b, m)): i == j && a == b && l == m
+        case let (.listReply(i, x, c), .listReply(j, y, d)): i == j && x == y && c == d
         default: false
         }
     }
@@ -272,6 +279,13 @@ extension PeerCodec {
         case .deleteBlocks(let refs), .syncBlocks(_, let refs), .syncReply(_, let refs):
             try requireNoRef(replyRef, message)
             return 4 + BlockRef.encodedSize * refs.count
+        case .listBlocks(_, _, let limit):
+            try requireNoRef(replyRef, message)
+            guard limit >= 1, limit <= Int(UInt32.max) else { throw .unencodable(.listBlocks, "limit \(limit) is not in 1...2^32-1") }
+            return 1 + BlockRef.encodedSize + 4
+        case .listReply(_, let refs, _):
+            try requireNoRef(replyRef, message)
+            return 1 + 4 + BlockRef.encodedSize * refs.count
         }
     }
 
@@ -332,6 +346,14 @@ extension PeerCodec {
             writeReplyHead(try wireRef(replyRef, result.error, .getReply), result.error, into: &b)
             if case .success(let bytes) = result { b.writeBytes(bytes) }
         case .deleteBlocks(let refs), .syncBlocks(_, let refs), .syncReply(_, let refs):
+            b.writeInteger(UInt32(refs.count), endianness: .little)
+            for ref in refs { writeRef(ref, into: &b) }
+        case let .listBlocks(_, after, limit):
+            b.writeInteger(UInt8(after == nil ? 0 : 1))
+            writeRef(after ?? BlockRef(volume: 0, epoch: 0, sequence: 0, index: 0), into: &b)
+            b.writeInteger(UInt32(limit), endianness: .little)
+        case let .listReply(_, refs, complete):
+            b.writeInteger(UInt8(complete ? 1 : 0))
             b.writeInteger(UInt32(refs.count), endianness: .little)
             for ref in refs { writeRef(ref, into: &b) }
         }
@@ -442,6 +464,17 @@ extension PeerCodec {
             frame = .message(.syncBlocks(id, try r.refs()))
         case .syncReply:
             frame = .message(.syncReply(id, present: try r.refs()))
+        case .listBlocks:
+            let has = try r.u8()
+            guard has <= 1 else { throw r.malformed("after flag is \(has), not 0 or 1") }
+            let after = try r.ref()
+            let limit = Int(try r.u32())
+            guard limit >= 1 else { throw r.malformed("limit is 0") }
+            frame = .message(.listBlocks(id, after: has == 1 ? after : nil, limit: limit))
+        case .listReply:
+            let complete = try r.u8()
+            guard complete <= 1 else { throw r.malformed("complete flag is \(complete), not 0 or 1") }
+            frame = .message(.listReply(id, refs: try r.refs(), complete: complete == 1))
         }
         try r.end()
         return frame

@@ -89,6 +89,20 @@ final class PeerServerHandler: ChannelInboundHandler, @unchecked Sendable {
 }
 
 /// The writer side of one connection to a storage node. Lives on the cluster's (writers') loop.
+/// Something in the cluster process that talks to storage nodes as a client (a volume's
+/// writer, the garbage collector): its connections, and where their messages go. Confined
+/// to the cluster loop.
+protocol PeerLinkOwner: AnyObject, Sendable {
+    var links: [NodeID: PeerLink] { get set }
+    var linksToFlush: [PeerLink] { get set }
+    /// The id nodes know this client by (replies are routed by it).
+    var peerID: NodeID { get }
+    /// For log lines: "volume NAME", "gc".
+    var label: String { get }
+    /// A message from `node` on `link` (on the cluster loop).
+    func received(from node: NodeID, via link: PeerLink, _ msg: PeerMessage)
+}
+
 final class PeerLink: @unchecked Sendable {
     let node: NodeID
     var channel: Channel?
@@ -130,13 +144,13 @@ final class PeerClientHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = PeerFrame
 
     let cluster: LocalCluster
-    let volume: String
+    let owner: any PeerLinkOwner
     let node: NodeID
     let link: PeerLink
 
-    init(cluster: LocalCluster, volume: String, node: NodeID, link: PeerLink) {
+    init(cluster: LocalCluster, owner: any PeerLinkOwner, node: NodeID, link: PeerLink) {
         self.cluster = cluster
-        self.volume = volume
+        self.owner = owner
         self.node = node
         self.link = link
     }
@@ -145,11 +159,11 @@ final class PeerClientHandler: ChannelInboundHandler, @unchecked Sendable {
         switch unwrapInboundIn(data) {
         case .helloAck(let id, _):
             if id != node {
-                cluster.log("volume \(volume): node \(node)'s port answered as node \(id); closing")
+                cluster.log("\(owner.label): node \(node)'s port answered as node \(id); closing")
                 context.close(promise: nil)
             }
         case .message(let msg, _):
-            cluster.clientReceived(volume, from: node, via: link, msg)
+            owner.received(from: node, via: link, msg)
         case .hello:
             context.close(promise: nil)
         }
@@ -161,14 +175,14 @@ final class PeerClientHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        cluster.log("volume \(volume): closing the connection to node \(node): \(error)")
+        cluster.log("\(owner.label): closing the connection to node \(node): \(error)")
         context.close(promise: nil)
     }
 }
 
 extension LocalCluster {
     /// Sends a writer's message to a node, connecting first if needed. On the cluster loop.
-    func clientSend(_ volume: VolumeHost, name: String, to node: NodeID, _ msg: PeerMessage) {
+    func clientSend(_ volume: any PeerLinkOwner, to node: NodeID, _ msg: PeerMessage) {
         loop.assertInEventLoop()
         let link: PeerLink
         if let l = volume.links[node] {
@@ -201,7 +215,7 @@ extension LocalCluster {
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandlers(
                         ByteToMessageHandler(PeerFrameDecoder()), PeerFrameEncoder(),
-                        PeerClientHandler(cluster: self, volume: name, node: node, link: link))
+                        PeerClientHandler(cluster: self, owner: volume, node: node, link: link))
                 }
             }
             .connect(host: address.host, port: address.port)
@@ -210,24 +224,24 @@ extension LocalCluster {
                 switch result {
                 case .success(let channel):
                     link.channel = channel
-                    channel.write(PeerFrame.hello(node: volume.client.clientID, cluster: self.clusterID,
+                    channel.write(PeerFrame.hello(node: volume.peerID, cluster: self.clusterID,
                                                   maxVersion: PeerCodec.version), promise: nil)
                     for f in link.queued { channel.write(f, promise: nil) }
                     link.queued.removeAll()
                     channel.flush()
                 case .failure(let error):
                     // The writer's RPC timeouts retry; the next send tries to connect again.
-                    self.log("volume \(name): cannot reach node \(node) at \(address.host):\(address.port): \(error)")
+                    self.log("\(volume.label): cannot reach node \(node) at \(address.host):\(address.port): \(error)")
                     link.queued.removeAll()
                 }
             }
     }
 
     /// Flushes the connections a writer step wrote to.
-    func flushLinks(_ volume: VolumeHost, name: String) {
+    func flushLinks(_ volume: any PeerLinkOwner) {
         for link in volume.linksToFlush {
             if let server = link.local {
-                handOver(link, to: server, from: volume, name: name)
+                handOver(link, to: server, from: volume)
                 continue
             }
             link.needsFlush = false
@@ -239,18 +253,18 @@ extension LocalCluster {
     /// The in-process path: one hop to the node's loop per writer step and link, and one
     /// back per node step. The messages are the writer's own values (no encoding, no copy);
     /// block data keeps its end-to-end checksum, which the node verifies as on the wire.
-    private func handOver(_ link: PeerLink, to server: StorageNodeServer, from volume: VolumeHost, name: String) {
+    private func handOver(_ link: PeerLink, to server: StorageNodeServer, from volume: any PeerLinkOwner) {
         let messages = link.localBatch
         link.localBatch = []
         guard !messages.isEmpty else { return }
-        let client = volume.client.clientID
+        let client = volume.peerID
         var newPeer: LocalPeer?
         if !link.localRegistered {
             link.localRegistered = true
             let node = link.node, loop = self.loop
             newPeer = LocalPeer { replies in
                 loop.execute {
-                    for m in replies { self.clientReceived(name, from: node, via: link, m) }
+                    for m in replies { volume.received(from: node, via: link, m) }
                 }
             }
         }
@@ -261,8 +275,8 @@ extension LocalCluster {
         }
     }
 
-    func closeLinks(_ volume: VolumeHost) {
-        let client = volume.client.clientID
+    func closeLinks(_ volume: any PeerLinkOwner) {
+        let client = volume.peerID
         for link in volume.links.values {
             link.channel?.close(promise: nil)
             if let server = link.local, link.localRegistered {

@@ -14,7 +14,7 @@ struct TorusCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "torus",
         abstract: "Distributed block storage: pooled node disks, replicated volumes, served over NBD.",
-        subcommands: [Up.self, Volume.self, Init.self, Node.self, NBD.self, Peer.self, Status.self]
+        subcommands: [Up.self, Volume.self, Init.self, Node.self, NBD.self, Peer.self, Status.self, GC.self]
     )
 
     static func main() {
@@ -88,6 +88,10 @@ struct Up: ParsableCommand {
     var threads: Int?
     @Flag(name: .customLong("peer-over-tcp"), help: "Send writer-to-node traffic over loopback TCP (the peer protocol) instead of handing it to the node in memory. Slower; for testing the wire path.")
     var peerOverTCP = false
+    @Option(name: .customLong("gc-interval"), help: "Time between garbage-collection passes (e.g. 60s, 5m); 0 turns the collector off.")
+    var gcInterval = "60s"
+    @Option(name: .customLong("gc-grace"), help: "Garbage is deleted once it has been unreachable this long (read-only clients may still read a head this old).")
+    var gcGrace = "30s"
 
     func validate() throws {
         guard nodes >= 1 && nodes <= 64 else { throw ValidationError("--nodes must be between 1 and 64") }
@@ -113,6 +117,9 @@ struct Up: ParsableCommand {
         if !vols.isEmpty { config.defaultVolume = nil }
         config.metadata = metadata
         config.peerOverTCP = peerOverTCP
+        let interval = try parseDuration(gcInterval, what: "--gc-interval")
+        config.gcInterval = interval.value == 0 ? nil : interval
+        config.gcGrace = try parseDuration(gcGrace, what: "--gc-grace")
 
         // One loop per core: the volume writers on one, the storage nodes spread over the others.
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads ?? System.coreCount)
@@ -261,11 +268,71 @@ struct Volume: ParsableCommand {
 
     struct Delete: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Delete a volume (its blocks are reclaimed once garbage collection exists).")
+            abstract: "Delete a volume (the garbage collector reclaims its blocks on a later pass).")
         @Argument var name: String
         @OptionGroup var target: Target
         func run() throws { try Volume.run("delete \(name)", target) }
     }
+}
+
+struct GC: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gc",
+        abstract: "Run a garbage-collection pass on a running `torus up` now and show the space it freed.",
+        discussion: """
+            The collector lists every block on every node, reads every volume's committed map and \
+            deletes the blocks no volume can reach any more (overwritten, trimmed, of deleted \
+            volumes, or left by a writer that crashed) once they have been unreachable for \
+            --gc-grace. `torus up` runs a pass every --gc-interval on its own; this runs one now.
+            """)
+    @Option(name: .customLong("data-dir"), help: "The --data-dir of the running `torus up`.") var dataDir = "./torus-data"
+
+    func run() throws {
+        func usedBytes() throws -> UInt64 {
+            try request("usage").compactMap { line in
+                line.split(separator: " ").first { $0.hasPrefix("used=") }.flatMap { UInt64($0.dropFirst(5)) }
+            }.reduce(0, +)
+        }
+        do {
+            let before = try usedBytes()
+            let pass = try request("gc")
+            // Nodes free a deleted block's slot once its delete record is durable: wait (up to
+            // 5 s) until the figure stops moving.
+            var after = try usedBytes()
+            for _ in 0..<25 {
+                usleep(200_000)
+                let now = try usedBytes()
+                if now == after { break }
+                after = now
+            }
+            for l in pass { say("gc: \(l)") }
+            say("gc: blocks in use on all nodes: \(humanBytes(before)) before, \(humanBytes(after)) after (\(before) -> \(after) bytes)")
+        } catch let e as ExitCode {
+            throw e
+        } catch {
+            say("torus: \(error)")
+            throw ExitCode(1)
+        }
+    }
+
+    func request(_ line: String) throws -> [String] {
+        let lines = try AdminClient.request(line, dataDir: dataDir)
+        guard lines.last == "ok" else {
+            for l in lines { say("torus: \(l)") }
+            throw ExitCode(1)
+        }
+        return Array(lines.dropLast())
+    }
+}
+
+/// A duration like 60s, 500ms, 5m or 0.
+func parseDuration(_ text: String, what: String) throws -> Nanoseconds {
+    if text == "0" { return .zero }
+    for (suffix, mult) in [("ms", UInt64(1_000_000)), ("s", 1_000_000_000), ("m", 60_000_000_000), ("h", 3_600_000_000_000)]
+    where text.hasSuffix(suffix) {
+        if let n = UInt64(text.dropLast(suffix.count)), n <= (1 << 62) / mult { return Nanoseconds(n * mult) }
+    }
+    throw ValidationError("cannot read \(what) '\(text)': use a duration like 60s, 500ms, 5m or 0")
 }
 
 /// Waits for SIGINT or SIGTERM, then runs `stop` and exits with its status.

@@ -41,6 +41,10 @@ private let sampleFrames: [PeerFrame] = [
     .message(.syncBlocks(RPCID(15), [ref(18), ref(19)])),
     .message(.syncBlocks(RPCID(16), [])),
     .message(.syncReply(RPCID(15), present: [ref(18)])),
+    .message(.listBlocks(RPCID(30), after: nil, limit: 4096)),
+    .message(.listBlocks(RPCID(31), after: ref(20), limit: 1)),
+    .message(.listReply(RPCID(30), refs: [ref(21), ref(22)], complete: false)),
+    .message(.listReply(RPCID(31), refs: [], complete: true)),
 ]
 
 private func encoded(_ frame: PeerFrame) throws -> ByteBuffer {
@@ -338,7 +342,7 @@ struct PeerCodecTests {
     @Test("unknown types are refused")
     func unknownType() {
         #expect(rejection(rawFrame(type: 0, payload: [])) == .unknownType(0))
-        #expect(rejection(rawFrame(type: 11, payload: [])) == .unknownType(11))
+        #expect(rejection(rawFrame(type: 13, payload: [])) == .unknownType(13))
         #expect(rejection(rawFrame(type: 255, payload: [1, 2, 3])) == .unknownType(255))
     }
 
@@ -363,6 +367,11 @@ struct PeerCodecTests {
             (8, [0, 0], .syncBlocks),  // no count
             (9, le32(1) + Array(r.dropLast()), .syncReply),
             (9, le32(.max), .syncReply),
+            (11, [2] + r + le32(1), .listBlocks),  // after flag neither 0 nor 1
+            (11, [0] + r + le32(0), .listBlocks),  // limit 0
+            (11, [0] + r, .listBlocks),  // no limit
+            (12, [2] + le32(0), .listReply),  // complete neither 0 nor 1
+            (12, [1] + le32(1), .listReply),  // count says 1, no ref follows
         ]
         for (type, payload, expected) in cases {
             let error = rejection(rawFrame(type: type, id: 1, payload: payload))

@@ -1,0 +1,136 @@
+import NIOCore
+import TorusCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The garbage collector in `torus up`: a `Collector` on the cluster loop, talking to the
+/// nodes like a writer does (in memory, or over TCP with --peer-over-tcp) and to the
+/// metadata store through the same pools.
+extension LocalCluster {
+    final class CollectorHost: PeerLinkOwner, @unchecked Sendable {
+        var collector: Collector
+        var links: [NodeID: PeerLink] = [:]
+        var linksToFlush: [PeerLink] = []
+        let label = "gc"
+        var peerID: NodeID { collector.id }
+        var timer: Scheduled<Void>?
+        var timerAt: Instant?
+        /// Waiting for the pass under way (an admin `gc` request).
+        var waiters: [EventLoopPromise<CollectorPass>] = []
+        var last: CollectorPass?
+        var passStarted: Instant?
+        let deliver: @Sendable (NodeID, PeerMessage) -> Void
+        init(collector: Collector, deliver: @escaping @Sendable (NodeID, PeerMessage) -> Void) {
+            self.collector = collector
+            self.deliver = deliver
+        }
+        func received(from node: NodeID, via link: PeerLink, _ msg: PeerMessage) {
+            guard links[node] === link else { return }
+            deliver(node, msg)
+        }
+    }
+
+    /// Starts the collector (on the cluster loop); passes every `config.gcInterval`.
+    func startCollector() {
+        loop.assertInEventLoop()
+        guard let interval = config.gcInterval, !config.readOnly else { return }
+        var cfg = CollectorConfig()
+        cfg.passInterval = interval
+        cfg.firstPassDelay = min(interval, .seconds(10))
+        cfg.grace = config.gcGrace
+        var rng = SystemRandomNumberGenerator()
+        let id = NodeID(UInt32.random(in: 1_000_000...UInt32.max - 1, using: &rng))
+        let host = CollectorHost(collector: Collector(id: id, ring: ring, config: cfg)) { node, msg in
+            self.collectorReceived(from: node, msg)
+        }
+        collectorHost = host
+        log("gc: every \(interval.value / 1_000_000_000) s, deleting garbage older than \(cfg.grace.value / 1_000_000) ms")
+        handleCollector(host.collector.start(now: SystemClock.now()))
+    }
+
+    func collectorReceived(from node: NodeID, _ msg: PeerMessage) {
+        loop.assertInEventLoop()
+        guard let host = collectorHost else { return }
+        handleCollector(host.collector.receive(from: node, msg, now: SystemClock.now()))
+    }
+
+    func handleCollector(_ outputs: [CollectorOutput]) {
+        guard let host = collectorHost else { return }
+        defer { flushLinks(host) }
+        for o in outputs {
+            switch o {
+            case .send(let to, let msg):
+                if host.passStarted == nil, case .listBlocks = msg { host.passStarted = SystemClock.now() }
+                clientSend(host, to: to, msg)
+            case .metadata(let id, let req):
+                metaApply(req).whenComplete { result in
+                    let response: MetaResponse
+                    switch result {
+                    case .success(let r): response = r
+                    case .failure(let e): response = .error(.unavailable("\(e)"))
+                    }
+                    guard self.collectorHost === host else { return }
+                    self.handleCollector(host.collector.metadataReply(id, response, now: SystemClock.now()))
+                }
+            case .timer(let at):
+                guard host.timerAt.map({ at < $0 }) ?? true else { continue }
+                host.timer?.cancel()
+                host.timerAt = at
+                host.timer = loop.scheduleTask(deadline: SystemClock.deadline(at)) {
+                    host.timerAt = nil
+                    host.timer = nil
+                    guard self.collectorHost === host else { return }
+                    self.handleCollector(host.collector.tick(now: SystemClock.now()))
+                }
+            case .passCompleted(let p):
+                let ms = host.passStarted.map { (SystemClock.now() - $0).value / 1_000_000 } ?? 0
+                host.passStarted = nil
+                host.last = p
+                if !p.completed {
+                    log("gc: pass gave up after \(ms) ms: the metadata store did not answer; nothing deleted")
+                } else if p.refsDeleted > 0 || p.garbagePending > 0 || p.nodesSkipped > 0 || p.volumesSkipped > 0 {
+                    log("gc: pass took \(ms) ms: \(p.refsListed) blocks listed, \(p.refsDeleted) deleted, "
+                        + "\(p.garbagePending) garbage waiting out the grace period"
+                        + (p.nodesSkipped > 0 ? ", \(p.nodesSkipped) node(s) unreachable (left alone)" : "")
+                        + (p.volumesSkipped > 0 ? ", \(p.volumesSkipped) volume map(s) unreadable (left alone)" : ""))
+                }
+                let waiters = host.waiters
+                host.waiters = []
+                for w in waiters { w.succeed(p) }
+            }
+        }
+    }
+
+    /// Runs a pass now (or joins the one under way) and reports it (`torus gc`).
+    public func collectNow() -> EventLoopFuture<CollectorPass> {
+        loop.flatSubmit {
+            guard let host = self.collectorHost else {
+                return self.loop.makeFailedFuture(RuntimeError.badInput("the garbage collector is off (--gc-interval 0)"))
+            }
+            let p = self.loop.makePromise(of: CollectorPass.self)
+            host.waiters.append(p)
+            self.handleCollector(host.collector.requestPass(now: SystemClock.now()))
+            return p.futureResult
+        }
+    }
+
+    func stopCollector() {
+        guard let host = collectorHost else { return }
+        host.timer?.cancel()
+        closeLinks(host)
+        collectorHost = nil
+        for w in host.waiters { w.fail(RuntimeError.badInput("shutting down")) }
+        host.waiters = []
+    }
+
+    /// Blocks in use and capacity per node (`torus gc` prints them before and after).
+    public func usage() -> EventLoopFuture<[(NodeID, ClusterCatalog.Usage)]> {
+        let servers = nodes.keys.sorted().map { ($0, nodes[$0]!) }
+        let futures = servers.map { id, server in
+            server.loop.submit { (id, server.usage()) }
+        }
+        return EventLoopFuture.whenAllSucceed(futures, on: loop)
+    }
+}
