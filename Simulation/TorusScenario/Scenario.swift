@@ -311,7 +311,7 @@ struct FieldReader {
             if let n = c["garbage"] { o.checkGarbage = try bool(n, "checks.garbage") }
         }
         if let node = top["gc"] {
-            let g = try mapping(node, "gc", known: ["interval", "grace", "first"])
+            let g = try mapping(node, "gc", known: ["interval", "grace", "first", "repair-grace", "repair-rate", "repair-concurrency"])
             var cfg = CollectorConfig()
             cfg.passInterval = .seconds(2)
             cfg.firstPassDelay = .seconds(1)
@@ -323,6 +323,11 @@ struct FieldReader {
             if let n = g["interval"] { cfg.passInterval = try duration(n, "gc.interval") }
             if let n = g["grace"] { cfg.grace = try duration(n, "gc.grace") }
             if let n = g["first"] { cfg.firstPassDelay = try duration(n, "gc.first") }
+            cfg.repairGrace = .seconds(2)
+            cfg.repairBytesPerSecond = 0
+            if let n = g["repair-grace"] { cfg.repairGrace = try duration(n, "gc.repair-grace") }
+            if let n = g["repair-rate"] { cfg.repairBytesPerSecond = try size(n, "gc.repair-rate") }
+            if let n = g["repair-concurrency"] { cfg.repairConcurrencyMax = try int(n, "gc.repair-concurrency", 1...1024) }
             o.collector = cfg
         }
         if let node = top["canary"] {

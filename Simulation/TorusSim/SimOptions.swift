@@ -133,6 +133,10 @@ public enum FaultKind: String, CaseIterable, Sendable {
     case bitRot = "bit-rot"
     /// One sector becomes unreadable (until rewritten) on a node that may suffer media faults.
     case latentError = "latent-error"
+    /// A node is gone for good (its disk with it) and never comes back. At random at most
+    /// replication - 1 times per run, and only while more than `replication` nodes are left.
+    /// The garbage collector's repair (`gc`) must bring every block back to full redundancy.
+    case loseNode = "lose-node"
 }
 
 /// A fault at a fixed virtual time. `node` is 1-based (nil: drawn from the seed); `duration`
@@ -170,6 +174,8 @@ public struct SimResult: Sendable {
     public var knobs: String
     /// Copies that read-repair put back after a read found a bad one.
     public var repairs: Int
+    /// Blocks the garbage collector's repair copied to restore full redundancy.
+    public var copies: Int = 0
     public var passed: Bool { violation == nil }
     /// A liveness failure (progress or convergence after healing) rather than a broken safety promise.
     public var isLivenessFailure: Bool {

@@ -32,7 +32,9 @@ extension Simulation {
             case .passCompleted(let p):
                 traceEvent(41, UInt64(p.refsDeleted), UInt64(p.refsListed))
                 traceNote("collector  pass \(p.completed ? "done" : "gave up (metadata unreadable)"): \(p.refsDeleted) deleted, "
-                          + "\(p.garbagePending) waiting out the grace period, \(p.nodesSkipped) nodes and \(p.volumesSkipped) volumes skipped")
+                          + "\(p.garbagePending) waiting out the grace period, \(p.nodesSkipped) nodes and \(p.volumesSkipped) volumes skipped, "
+                          + "\(p.underReplicated) short of copies, \(p.copiesMade) copied, \(p.copiesFailed) copies failed, \(p.unrepairable) unrepairable")
+                copiesMade += p.copiesMade
                 if finalPhase == .collect { finalCollectPassDone(p) }
             }
         }
@@ -60,7 +62,9 @@ extension Simulation {
     }
 
     func finalCollectPassDone(_ p: CollectorPass) {
-        guard p.completed, p.refsDeleted == 0, p.garbagePending == 0, p.nodesSkipped == 0, p.volumesSkipped == 0 else {
+        let lost = slots.filter(\.lost).count
+        guard p.completed, p.refsDeleted == 0, p.garbagePending == 0, p.nodesSkipped == lost, p.volumesSkipped == 0,
+              p.underReplicated == 0, p.copiesMade == 0 else {
             // Wait out the grace period of what it found, then look again.
             queue.push(now + (options.collector?.grace ?? .zero) + Nanoseconds.milliseconds(10), .finalCheck(.collect))
             return

@@ -63,6 +63,21 @@ extension Simulation {
             crashNode(n)
             slots[n].disk = SimDisk(geometry: slots[n].config.geometry)
             queue.push(now + lasting(.milliseconds(200), .seconds(4)), .heal(.restartNode(n)))
+        case .loseNode:
+            let lost = slots.filter(\.lost).count
+            if random { guard nodesDown == 0, lost < options.replication - 1 else { return } }
+            guard slots.count - lost - 1 >= options.replication else { return }
+            let n: Int
+            if let node {
+                n = node
+            } else {
+                let left = slots.indices.filter { !slots[$0].lost }
+                n = left[Int(faultRandom.below(UInt64(left.count)))]
+            }
+            guard !slots[n].lost else { return }
+            traceEvent(43, UInt64(n))
+            crashNode(n)
+            slots[n].lost = true
         case .powerLoss:
             if random { guard nodesDown == 0 else { return } }
             traceEvent(21)
@@ -194,7 +209,7 @@ extension Simulation {
     func heal(_ h: Heal) {
         switch h {
         case .restartNode(let n):
-            if slots[n].node == nil { bootNode(n) }
+            if slots[n].node == nil && !slots[n].lost { bootNode(n) }
         case .partition(let id):
             network.heal(fault: id)
         case .metadata:
@@ -362,7 +377,7 @@ extension Simulation {
         metadataSlow = .zero
         for n in slots.indices {
             slots[n].slowFactor = 1
-            if slots[n].node == nil { bootNode(n) }
+            if slots[n].node == nil && !slots[n].lost { bootNode(n) }
         }
         for i in vols.indices {
             cur = i
@@ -422,7 +437,7 @@ extension Simulation {
                 crashWriter()
             }
             for n in slots.indices { crashNode(n) }
-            for n in slots.indices { bootNode(n) }
+            for n in slots.indices where !slots[n].lost { bootNode(n) }
             finalPhase = .waitOpen
             for i in vols.indices {
                 cur = i
@@ -564,6 +579,7 @@ extension Simulation {
         case 37: return "paused writer \(name(a)) is fenced"
         case 40: return "FAULT network \(a == 1 ? "lossy (20% drops, 10% duplicates)" : "slow (hops up to 50 ms)")"
         case 39: return "FAULT node\(a + 1) loses its disk (it restarts empty)"
+        case 43: return "FAULT node\(a + 1) is lost for good (never comes back)"
         case 41: return "collector  pass done: \(a) refs deleted of \(b) listed"
         case 42: return "collector  tick"
         case 38: return "FAULT armed: writer \(a == 1 ? "pause" : "crash") at its next commit"

@@ -53,6 +53,8 @@ public final class Simulation {
         /// This node may suffer bit rot, latent errors and misdirected writes: at most
         /// `replication - 1` nodes do, so every block keeps a good copy (DESIGN §1).
         var mediaFaults = false
+        /// Gone for good (lose-node): never restarted.
+        var lost = false
     }
 
     let options: SimOptions
@@ -107,6 +109,8 @@ public final class Simulation {
     /// The garbage collector (`gc` in a scenario), and its passes during the final check.
     var collector: Collector?
     var finalCollectPasses = 0
+    /// Blocks the collector's repair copied.
+    var copiesMade = 0
 
     // Newer faults.
     /// Extra metadata latency bound while `metadata-slow` lasts.
@@ -304,7 +308,8 @@ public final class Simulation {
                             + " writeback-delay=\(clientConfig.writebackDelay.value / 1_000_000)ms"
                             + " writebacks-max=\(clientConfig.writebacksInFlightMax)"
                             + " rpc-timeout=\(clientConfig.rpcTimeout.value / 1_000_000)ms" + storeKnobsDescription,
-                         repairs: repairs + vols.reduce(0) { $0 + ($1.client?.stats.readRepairs ?? 0) })
+                         repairs: repairs + vols.reduce(0) { $0 + ($1.client?.stats.readRepairs ?? 0) },
+                         copies: copiesMade)
     }
 
     // MARK: Dispatch

@@ -35,7 +35,7 @@ extension SimOptions {
         if r.chance(0.5) {
             o.faultMix = [:]
             // Not wipe-node: without re-replication (issue 6) an untouched block stays short of copies.
-            for k in FaultKind.allCases where k != .wipeNode && r.chance(0.5) { o.faultMix[k] = 1 + Int(r.below(9)) }
+            for k in FaultKind.allCases where k != .wipeNode && k != .loseNode && r.chance(0.5) { o.faultMix[k] = 1 + Int(r.below(9)) }
             o.quietWeight = Int(r.below(10))
         }
         if r.chance(0.25) { o.misdirectedWriteProbability = 0.005 }
@@ -56,6 +56,9 @@ extension SimOptions {
             gc.metadataTimeout = .milliseconds(500)
             gc.tickInterval = .milliseconds(50)
             gc.listBatchRefs = [8, 64, 4096][Int(r.below(3))]
+            gc.repairGrace = .milliseconds(300 + r.below(5000))
+            gc.repairBytesPerSecond = [0, 1 << 20, 16 << 20][Int(r.below(3))]
+            gc.repairConcurrencyMax = 1 + Int(r.below(32))
             o.collector = gc
         }
         return o

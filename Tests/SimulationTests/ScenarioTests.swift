@@ -68,6 +68,32 @@ struct ScenarioTests {
         #expect(r.isLivenessFailure == (promise == "liveness" || promise == "reclaim"))
     }
 
+    @Test("a node back within the repair grace costs no copies; down past it, its blocks are copied")
+    func repairGrace() throws {
+        let sc = try Scenario.load(path: Self.directory + "/node-returns.yaml")
+        let within = Simulation(options: sc.options(seed: 1)).run()
+        #expect(within.passed, "\(within.violation ?? "")")
+        #expect(within.copies == 0, "a node down 4 s with a 10 s grace caused \(within.copies) copies")
+        var o = sc.options(seed: 1)
+        o.collector!.repairGrace = .seconds(1)
+        let past = Simulation(options: o).run()
+        #expect(past.passed, "\(past.violation ?? "")")
+        #expect(past.copies > 0, "a node down 4 s with a 1 s grace caused no copies")
+    }
+
+    @Test("after a node is lost for good, the repair alone restores full redundancy")
+    func lostNodeRepaired() throws {
+        let sc = try Scenario.load(path: Self.directory + "/lose-node-r2.yaml")
+        let r = Simulation(options: sc.options(seed: 1)).run()
+        #expect(r.passed, "\(r.violation ?? "")")
+        #expect(r.copies > 0)
+        // Without the collector the same run ends short of copies (convergence fails).
+        var o = sc.options(seed: 1)
+        o.collector = nil
+        let without = Simulation(options: o).run()
+        #expect(without.brokenPromise?.hasPrefix("convergence") == true, "\(without.violation ?? "passed")")
+    }
+
     @Test("every fault kind is used by some scenario, by weight or by schedule")
     func faultCatalogueCovered() throws {
         var used: Set<FaultKind> = []

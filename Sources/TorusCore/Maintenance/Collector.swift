@@ -26,7 +26,7 @@ public struct Collector: Sendable {
     var out: [CollectorOutput] = []
     var timerSetFor: Instant?
 
-    enum Stage: Sendable, Equatable { case idle, listing, metadata, marking }
+    enum Stage: Sendable, Equatable { case idle, listing, metadata, marking, repairing }
     var stage = Stage.idle
     var nextPassAt: Instant = .zero
     var passStartedAt: Instant = .zero
@@ -48,11 +48,14 @@ public struct Collector: Sendable {
     /// Some key under the volumes prefix did not decode: deleted-volume garbage is not
     /// collected this pass (a corrupt info must not look like a deleted volume).
     var metadataDoubtful = false
+    /// Times this pass re-read the heads because a map block was gone.
+    var remarks = 0
     struct VolumeState: Sendable {
         var info: VolumeInfo
         var epochKey: UInt64 = 0
         var head: VolumeHead?
-        var reachable: Set<BlockRef> = []
+        /// Every ref the committed head reaches, with the CRC-32C its map names.
+        var reachable: [BlockRef: UInt32] = [:]
         var fetchesLeft = 0
         var failed = false
     }
@@ -72,6 +75,31 @@ public struct Collector: Sendable {
         var deadline: Instant
     }
 
+    // Repair.
+    struct Copy: Sendable {
+        var ref: BlockRef
+        var crc: UInt32
+        var sources: [NodeID]
+        var nextSource: Int
+        var target: NodeID
+        /// Further targets if this one refuses (full, failing).
+        var spares: [NodeID]
+        /// The verified bytes, once fetched.
+        var data: [UInt8]?
+    }
+    struct CopyRPC: Sendable {
+        var copy: Copy
+        var node: NodeID
+        var deadline: Instant
+    }
+    var copyQueue: [Copy] = []
+    var copyRPCs: [RPCID: CopyRPC] = [:]
+    var nextCopyAt: Instant = .zero
+    /// Since when each node has not answered a listing (cleared when it answers).
+    var downSince: [NodeID: Instant] = [:]
+    var passShort = 0, passCopied = 0, passCopyFailures = 0, passUnrepairable = 0, passDeleted = 0
+    var passBytesCopied: UInt64 = 0
+
     /// When each piece of garbage was first seen (per node); deleted once older than `grace`.
     var garbageSince: [NodeID: [BlockRef: Instant]] = [:]
 
@@ -82,6 +110,8 @@ public struct Collector: Sendable {
         public var refsDeleted = 0
         public var nodesSkipped = 0
         public var volumesSkipped = 0
+        public var copiesMade = 0
+        public var bytesCopied: UInt64 = 0
     }
 
     public init(id: NodeID, ring: Ring, config: CollectorConfig) {
@@ -106,6 +136,9 @@ public struct Collector: Sendable {
             if now >= nextPassAt { beginPass() }
         case .listing, .marking:
             expireRPCs()
+        case .repairing:
+            expireCopies()
+            pumpCopies()
         case .metadata:
             if let m = metaRequest, now >= m.deadline { retryMetadata() }
         }
@@ -116,7 +149,9 @@ public struct Collector: Sendable {
         self.now = now
         switch message {
         case .listReply(let rpc, let refs, let complete): listed(rpc, from: node, refs, complete: complete)
-        case .getReply(let rpc, let result): fetched(rpc, from: node, result)
+        case .getReply(let rpc, let result):
+            if copyRPCs[rpc] != nil { copyFetched(rpc, from: node, result) } else { fetched(rpc, from: node, result) }
+        case .putReply(let rpc, let result): copyPut(rpc, from: node, result)
         default: break
         }
         return finish()
@@ -170,6 +205,7 @@ public struct Collector: Sendable {
         if let first = refs.first, let after = l.after, first <= after { return skipNode(node) }
         inventory[node]!.append(contentsOf: refs)
         stats.refsListed += refs.count
+        downSince[node] = nil
         l.attempts = 0
         if complete || refs.isEmpty {
             l.done = true
@@ -184,6 +220,7 @@ public struct Collector: Sendable {
 
     mutating func skipNode(_ node: NodeID) {
         stats.nodesSkipped += 1
+        if downSince[node] == nil { downSince[node] = passStartedAt }
         inventory[node] = nil
         listing[node]!.done = true
         for (rpc, l) in listRPCs where l.node == node { listRPCs[rpc] = nil }
@@ -194,6 +231,7 @@ public struct Collector: Sendable {
 
     mutating func beginMetadata() {
         guard stage == .listing else { return }
+        remarks = 0
         stage = .metadata
         sendMetadata(attempts: 0)
     }
@@ -217,6 +255,7 @@ public struct Collector: Sendable {
             return retryMetadata()
         }
         metaRequest = nil
+        metadataDoubtful = false
         var infos: [String: VolumeInfo] = [:]
         var epochs: [String: UInt64] = [:]
         var heads: [String: VolumeHead] = [:]
@@ -247,7 +286,7 @@ public struct Collector: Sendable {
         for id in volumes.keys.sorted() {
             guard let root = volumes[id]!.head?.root else { continue }
             let ref = root.ref(volume: id, index: BlockRef.rootIndex)
-            volumes[id]!.reachable.insert(ref)
+            volumes[id]!.reachable[ref] = root.crc
             startFetch(volume: id, kind: .root, ref: ref, crc: root.crc)
         }
         if rpcs.isEmpty { sweep() }
@@ -292,14 +331,14 @@ public struct Collector: Sendable {
             for (p, e) in pages.enumerated() {
                 guard let e else { continue }
                 let ref = e.ref(volume: id, index: BlockRef.mapIndexBase + UInt64(p))
-                volumes[id]!.reachable.insert(ref)
+                volumes[id]!.reachable[ref] = e.crc
                 startFetch(volume: id, kind: .page(p), ref: ref, crc: e.crc)
             }
         case .page(let p):
             guard let entries = BlockMapCodec.decodePage(bytes, volume: id, page: UInt64(p)) else { return sendFetch(f) }
             let base = p * BlockMapCodec.entriesPerPage(blockSize: volumes[id]!.info.blockSize)
             for (i, e) in entries.enumerated() {
-                if let e { volumes[id]!.reachable.insert(e.ref(volume: id, index: UInt64(base + i))) }
+                if let e { volumes[id]!.reachable[e.ref(volume: id, index: UInt64(base + i))] = e.crc }
             }
         }
         fetchDone(id)
@@ -307,7 +346,17 @@ public struct Collector: Sendable {
 
     mutating func fetchDone(_ volume: UInt64) {
         volumes[volume]!.fetchesLeft -= 1
-        if stage == .marking && volumes.values.allSatisfy({ $0.fetchesLeft == 0 }) { sweep() }
+        guard stage == .marking && volumes.values.allSatisfy({ $0.fetchesLeft == 0 }) else { return }
+        // A map that could not be read is usually one the writer replaced (and deleted) after
+        // we read its head: read the heads again, a few times (the inventory stays older).
+        if volumes.values.contains(where: \.failed) && remarks < config.attemptsMax {
+            remarks += 1
+            volumes = [:]
+            stage = .metadata
+            sendMetadata(attempts: 0)
+            return
+        }
+        sweep()
     }
 
     /// Retries what timed out: a listing page (a node that keeps failing is skipped) or a fetch
@@ -326,6 +375,133 @@ public struct Collector: Sendable {
         }
     }
 
+
+    // MARK: - Repair
+
+    /// Queues a copy for every reachable ref with fewer than `replication` copies, counting
+    /// the nodes that answered this pass and, optimistically, placement candidates down for
+    /// less than `repairGrace`. Targets: candidates in ring order (where readers look) that
+    /// answered and hold none, new failure domains first.
+    mutating func planRepairs() {
+        var holders: [BlockRef: [NodeID]] = [:]
+        for node in inventory.keys.sorted() {
+            for ref in inventory[node]! where volumes[ref.volume]?.reachable[ref] != nil {
+                holders[ref, default: []].append(node)
+            }
+        }
+        let alive = Set(inventory.keys)
+        let domainOf = Dictionary(uniqueKeysWithValues: ring.members.map { ($0.node, $0.domain) })
+        for id in volumes.keys.sorted() {
+            let v = volumes[id]!
+            guard !v.failed else { continue }
+            let r = v.info.replication
+            for ref in v.reachable.keys.sorted() {
+                let have = holders[ref] ?? []
+                let cands = ring.candidates(for: ref.placementKey, replication: r,
+                                            fallbacks: min(config.fallbackNodesMax, ring.members.count - r))
+                let resting = cands.filter { !alive.contains($0) && (downSince[$0].map { now - $0 < config.repairGrace } ?? true) }
+                let count = have.count + resting.count
+                guard count < r else { continue }
+                passShort += 1
+                guard !have.isEmpty else {
+                    passUnrepairable += 1
+                    continue
+                }
+                var domains = Set(have.map { domainOf[$0] ?? "" })
+                var eligible = cands.filter { alive.contains($0) && !have.contains($0) }
+                for _ in 0..<(r - count) {
+                    guard !eligible.isEmpty else { break }
+                    let pick = eligible.firstIndex { !domains.contains(domainOf[$0] ?? "") || domainOf[$0] == "" } ?? 0
+                    let target = eligible.remove(at: pick)
+                    domains.insert(domainOf[target] ?? "")
+                    copyQueue.append(Copy(ref: ref, crc: v.reachable[ref]!, sources: have, nextSource: 0,
+                                          target: target, spares: eligible, data: nil))
+                }
+            }
+        }
+        copyQueue.reverse()  // popped from the end: oldest refs first
+    }
+
+    /// Starts copies while under the concurrency limit and the byte rate.
+    mutating func pumpCopies() {
+        guard stage == .repairing else { return }
+        while copyRPCs.count < config.repairConcurrencyMax, !copyQueue.isEmpty, now >= nextCopyAt {
+            let c = copyQueue.removeLast()
+            if config.repairBytesPerSecond > 0, let size = volumes[c.ref.volume]?.info.blockSize {
+                let gap = Nanoseconds(UInt64(size) * 1_000_000_000 / config.repairBytesPerSecond)
+                nextCopyAt = max(nextCopyAt, now) + gap
+            }
+            sendCopyGet(c)
+        }
+        if copyRPCs.isEmpty && copyQueue.isEmpty { endPass(sweep: true, deleted: passDeleted) }
+    }
+
+    mutating func sendCopyGet(_ c: Copy) {
+        var c = c
+        guard c.nextSource < c.sources.count * config.attemptsMax else { return copyFailed() }
+        let node = c.sources[c.nextSource % c.sources.count]
+        c.nextSource += 1
+        let rpc = RPCID(nextRPC)
+        nextRPC += 1
+        copyRPCs[rpc] = CopyRPC(copy: c, node: node, deadline: now + config.rpcTimeout)
+        out.append(.send(to: node, .getBlock(rpc, c.ref)))
+    }
+
+    mutating func sendCopyPut(_ c: Copy) {
+        let rpc = RPCID(nextRPC)
+        nextRPC += 1
+        copyRPCs[rpc] = CopyRPC(copy: c, node: c.target, deadline: now + config.rpcTimeout)
+        out.append(.send(to: c.target, .putBlock(rpc, c.ref, c.data!, durable: true)))
+    }
+
+    mutating func copyFetched(_ rpc: RPCID, from node: NodeID, _ result: Result<[UInt8], StoreError>) {
+        guard let pending = copyRPCs[rpc], pending.node == node, pending.copy.data == nil else { return }
+        copyRPCs[rpc] = nil
+        var c = pending.copy
+        if case .success(let bytes) = result, CRC32C.checksum(bytes) == c.crc {
+            c.data = bytes
+            sendCopyPut(c)
+        } else {
+            sendCopyGet(c)
+        }
+        pumpCopies()
+    }
+
+    mutating func copyPut(_ rpc: RPCID, from node: NodeID, _ result: Result<Void, StoreError>) {
+        guard let pending = copyRPCs[rpc], pending.node == node, pending.copy.data != nil else { return }
+        copyRPCs[rpc] = nil
+        switch result {
+        case .success:
+            passCopied += 1
+            passBytesCopied += UInt64(pending.copy.data!.count)
+            stats.copiesMade += 1
+            stats.bytesCopied += UInt64(pending.copy.data!.count)
+        case .failure:
+            retryCopyElsewhere(pending.copy)
+        }
+        pumpCopies()
+    }
+
+    /// The target refused or did not answer: the next spare target, or give up this pass.
+    mutating func retryCopyElsewhere(_ c: Copy) {
+        var c = c
+        guard !c.spares.isEmpty else { return copyFailed() }
+        c.target = c.spares.removeFirst()
+        sendCopyPut(c)
+    }
+
+    mutating func copyFailed() {
+        passCopyFailures += 1
+    }
+
+    mutating func expireCopies() {
+        for rpc in copyRPCs.keys.sorted() {
+            guard let p = copyRPCs[rpc], p.deadline <= now else { continue }
+            copyRPCs[rpc] = nil
+            if p.copy.data == nil { sendCopyGet(p.copy) } else { retryCopyElsewhere(p.copy) }
+        }
+    }
+
     // MARK: - Sweep
 
     /// Whether `ref`, which no head reaches, can never be committed by any writer.
@@ -338,7 +514,6 @@ public struct Collector: Sendable {
     }
 
     mutating func sweep() {
-        stage = .idle
         var deletes: [NodeID: [BlockRef]] = [:]
         var seen: [NodeID: [BlockRef: Instant]] = [:]
         stats.volumesSkipped += volumes.values.filter(\.failed).count
@@ -347,7 +522,7 @@ public struct Collector: Sendable {
             for ref in inventory[node]! {
                 let garbage: Bool
                 if let v = volumes[ref.volume] {
-                    garbage = !v.failed && !v.reachable.contains(ref)
+                    garbage = !v.failed && v.reachable[ref] == nil
                         && (config.canaryIgnoresHorizon || Self.isCollectible(ref, epochKey: v.epochKey, head: v.head))
                 } else {
                     garbage = !metadataDoubtful
@@ -363,8 +538,10 @@ public struct Collector: Sendable {
             }
             seen[node] = since
         }
-        // Nodes left out of this pass keep their record.
-        for (node, since) in garbageSince where seen[node] == nil && ring.members.contains(where: { $0.node == node }) {
+        // Nodes left out of this pass keep their record, until they count as lost (a node
+        // that comes back after that is simply listed afresh).
+        for (node, since) in garbageSince where seen[node] == nil && ring.members.contains(where: { $0.node == node })
+            && (downSince[node].map { now - $0 < config.repairGrace } ?? true) {
             seen[node] = since
         }
         garbageSince = seen
@@ -378,17 +555,36 @@ public struct Collector: Sendable {
             for r in refs { garbageSince[node]![r] = nil }
         }
         stats.refsDeleted += deleted
-        endPass(sweep: true, deleted: deleted)
+        passDeleted = deleted
+        planRepairs()
+        if copyQueue.isEmpty {
+            endPass(sweep: true, deleted: deleted)
+        } else {
+            stage = .repairing
+            pumpCopies()
+        }
     }
 
     mutating func endPass(sweep: Bool, deleted: Int = 0) {
         stats.passes += 1
         let listed = inventory.values.reduce(0) { $0 + $1.count }
-        let pending = garbageSince.values.reduce(0) { $0 + $1.count }
+        // Garbage waiting out the grace period on the nodes listed this pass.
+        let pending = inventory.keys.reduce(0) { $0 + (garbageSince[$1]?.count ?? 0) }
         out.append(.passCompleted(CollectorPass(completed: sweep, refsListed: listed, refsDeleted: deleted,
                                                 garbagePending: pending,
                                                 nodesSkipped: ring.members.count - inventory.count,
-                                                volumesSkipped: volumes.values.filter(\.failed).count)))
+                                                volumesSkipped: volumes.values.filter(\.failed).count,
+                                                underReplicated: passShort, copiesMade: passCopied,
+                                                copiesFailed: passCopyFailures, bytesCopied: passBytesCopied,
+                                                unrepairable: passUnrepairable)))
+        passShort = 0
+        passCopied = 0
+        passCopyFailures = 0
+        passBytesCopied = 0
+        passUnrepairable = 0
+        passDeleted = 0
+        copyQueue = []
+        copyRPCs = [:]
         stage = .idle
         metaRequest = nil
         rpcs = [:]
@@ -426,6 +622,12 @@ public struct CollectorConfig: Sendable {
     /// Must match the writers' `fallbackNodesMax`: map blocks may sit on a fallback node.
     public var fallbackNodesMax = 3
     public var tickInterval = Nanoseconds.milliseconds(100)
+    /// A node that has not answered for this long is treated as lost: the blocks it held are
+    /// copied elsewhere. Until then its copies are assumed to be there (it may be rebooting).
+    public var repairGrace = Nanoseconds.seconds(600)
+    /// Copies in flight at once, and bytes per second started (0: unthrottled).
+    public var repairConcurrencyMax = 16
+    public var repairBytesPerSecond: UInt64 = 64 << 20
     /// Injected bugs for checking the simulator's checkers. Never set in production.
     public var canaryIgnoresHorizon = false
     public var canaryLeaks = false
@@ -442,6 +644,14 @@ public struct CollectorPass: Sendable, Equatable {
     public var garbagePending: Int
     public var nodesSkipped: Int
     public var volumesSkipped: Int
+    /// Committed blocks found with fewer copies than their volume's replication (counting the
+    /// nodes down for less than the repair grace as holding theirs).
+    public var underReplicated: Int = 0
+    public var copiesMade: Int = 0
+    public var copiesFailed: Int = 0
+    public var bytesCopied: UInt64 = 0
+    /// Committed blocks with no copy on any node that answered (nothing to copy from).
+    public var unrepairable: Int = 0
 }
 
 public enum CollectorOutput: Sendable {

@@ -375,24 +375,27 @@ extension VolumeClient {
         return refs
     }
 
-    /// Whether this writer may still read or commit `ref` (the simulator's oracle for the
-    /// garbage collector: deleting such a ref would be a bug).
+    /// Whether this writer may still read `ref` or name it in a future commit (the simulator's
+    /// oracle for the garbage collector: deleting such a ref would be a bug). Not counted: the
+    /// committed map and root where newer versions replaced them (a commit whose reply has not
+    /// arrived may already have made them garbage), refs an unknown-outcome commit named (only
+    /// kept from our own deletes), and map pages that the next commit rewrites anyway.
     public func mayNeed(_ ref: BlockRef) -> Bool {
         guard ref.volume == info.id, phase != .fenced else { return false }
-        if uncertain.contains(ref) || deferredDeletes.contains(ref) { return true }
         if writebacks.values.contains(where: { $0.ref == ref }) { return true }
         if fetches.values.contains(where: { $0.ref == ref }) { return true }
-        let entry = MapEntry(epoch: ref.epoch, sequence: ref.sequence, crc: 0)
-        func same(_ e: MapEntry?) -> Bool { e.map { $0.epoch == entry.epoch && $0.sequence == entry.sequence } ?? false }
-        if ref.index == BlockRef.rootIndex { return same(rootEntry) || same(flush?.newRoot) }
+        func same(_ e: MapEntry?) -> Bool { e.map { $0.epoch == ref.epoch && $0.sequence == ref.sequence } ?? false }
+        if ref.index == BlockRef.rootIndex { return same(flush?.newRoot) }
         if ref.index >= BlockRef.mapIndexBase {
             let p = Int(ref.index - BlockRef.mapIndexBase)
-            return (p < pageRefs.count && same(pageRefs[p]))
-                || (flush.map { p < $0.newPageRefs.count && same($0.newPageRefs[p]) } ?? false)
+            guard p < pageRefs.count else { return false }
+            if let f = flush, p < f.newPageRefs.count, same(f.newPageRefs[p]) { return true }
+            let rewritten = dirtyPages.contains(p) || (flush?.snapshotPages.contains(p) ?? false)
+            return same(pageRefs[p]) && !rewritten
         }
         let i = Int(ref.index)
         guard i < entries.count else { return false }
-        return same(entries[i]) || same(committed[i]) || (flush.map { i < $0.snapshot.count && same($0.snapshot[i]) } ?? false)
+        return same(entries[i]) || (flush.map { i < $0.snapshot.count && same($0.snapshot[i]) } ?? false)
     }
 
     /// A one-line account of what the client is waiting for (for liveness failure reports).
