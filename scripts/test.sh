@@ -74,3 +74,6 @@ bash scripts/e2e-etcd.sh
 
 echo "== end to end on etcd over TLS with client certificates"
 bash scripts/e2e-etcd-tls.sh
+
+echo "== end to end: self-healing on etcd (4 nodes, replication 3, a node lost for good, then a second)"
+bash scripts/e2e-repair.sh

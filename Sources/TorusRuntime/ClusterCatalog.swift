@@ -90,15 +90,19 @@ public enum ClusterCatalog {
         public var volumes: [VolumeInfo]
         /// Volumes whose writer lock is held (a server has them open for writing).
         public var openForWriting: Set<String>
+        /// The fields of `/torus/maintenance/status` (the collector's last pass and repair).
+        public var maintenance: [String: String] = [:]
     }
 
     public static func status(_ meta: any MetadataService) throws -> Status {
         let config = try config(meta)
         let members = try members(meta)
         let r = try meta.apply(.txn(MetaTxn(success: [.range(key: alivePrefix, prefix: true),
-                                                      .range(key: VolumeInfo.volumesPrefix, prefix: true)])), now: SystemClock.now())
+                                                      .range(key: VolumeInfo.volumesPrefix, prefix: true),
+                                                      .range(key: LocalCluster.maintenanceKey, prefix: false)])), now: SystemClock.now())
         if case .error(let e) = r { throw RuntimeError.metadata("\(meta.location): reading the cluster status: \(e)") }
-        guard case .txn(let t) = r, t.results.count == 2, case .range(let nodes) = t.results[0], case .range(let vols) = t.results[1] else {
+        guard case .txn(let t) = r, t.results.count == 3, case .range(let nodes) = t.results[0], case .range(let vols) = t.results[1],
+              case .range(let maintenance) = t.results[2] else {
             throw RuntimeError.metadata("\(meta.location): unexpected reply reading the cluster status: \(r)")
         }
         var alive: Set<NodeID> = []
@@ -120,7 +124,8 @@ public enum ClusterCatalog {
         let locked = Set(vols.filter { $0.key.hasSuffix("/lock") }.map {
             String($0.key.dropFirst(VolumeInfo.volumesPrefix.count).dropLast("/lock".count))
         })
-        return Status(config: config, members: members, alive: alive, usage: usage, volumes: volumes, openForWriting: locked)
+        return Status(config: config, members: members, alive: alive, usage: usage, volumes: volumes, openForWriting: locked,
+                      maintenance: maintenance.first.map { parse($0.value) } ?? [:])
     }
 
     /// A new node id (compare-and-swap on the counter).

@@ -21,6 +21,10 @@ extension LocalCluster {
         var waiters: [EventLoopPromise<CollectorPass>] = []
         var last: CollectorPass?
         var passStarted: Instant?
+        var lastPublished: Instant = .zero
+        /// Totals since this process started.
+        var copiedTotal = 0
+        var bytesCopiedTotal: UInt64 = 0
         let deliver: @Sendable (NodeID, PeerMessage) -> Void
         init(collector: Collector, deliver: @escaping @Sendable (NodeID, PeerMessage) -> Void) {
             self.collector = collector
@@ -40,13 +44,17 @@ extension LocalCluster {
         cfg.passInterval = interval
         cfg.firstPassDelay = min(interval, .seconds(10))
         cfg.grace = config.gcGrace
+        cfg.repairGrace = config.repairGrace
+        cfg.repairBytesPerSecond = config.repairBytesPerSecond
         var rng = SystemRandomNumberGenerator()
         let id = NodeID(UInt32.random(in: 1_000_000...UInt32.max - 1, using: &rng))
         let host = CollectorHost(collector: Collector(id: id, ring: ring, config: cfg)) { node, msg in
             self.collectorReceived(from: node, msg)
         }
         collectorHost = host
-        log("gc: every \(interval.value / 1_000_000_000) s, deleting garbage older than \(cfg.grace.value / 1_000_000) ms")
+        log("gc: a pass every \(interval.value / 1_000_000) ms: garbage older than \(cfg.grace.value / 1_000_000) ms is deleted; "
+            + "blocks short of copies are copied (a node silent for \(cfg.repairGrace.value / 1_000_000_000) s counts as lost; "
+            + (cfg.repairBytesPerSecond == 0 ? "unthrottled)" : "at most \(cfg.repairBytesPerSecond >> 20) MiB/s)"))
         handleCollector(host.collector.start(now: SystemClock.now()))
     }
 
@@ -58,7 +66,10 @@ extension LocalCluster {
 
     func handleCollector(_ outputs: [CollectorOutput]) {
         guard let host = collectorHost else { return }
-        defer { flushLinks(host) }
+        defer {
+            flushLinks(host)
+            if host.collector.repairProgress != nil, SystemClock.now() - host.lastPublished >= .seconds(2) { publishMaintenance(host) }
+        }
         for o in outputs {
             switch o {
             case .send(let to, let msg):
@@ -88,11 +99,17 @@ extension LocalCluster {
                 let ms = host.passStarted.map { (SystemClock.now() - $0).value / 1_000_000 } ?? 0
                 host.passStarted = nil
                 host.last = p
+                host.copiedTotal += p.copiesMade
+                host.bytesCopiedTotal += p.bytesCopied
+                publishMaintenance(host)
                 if !p.completed {
                     log("gc: pass gave up after \(ms) ms: the metadata store did not answer; nothing deleted")
-                } else if p.refsDeleted > 0 || p.garbagePending > 0 || p.nodesSkipped > 0 || p.volumesSkipped > 0 {
+                } else if p.refsDeleted > 0 || p.garbagePending > 0 || p.nodesSkipped > 0 || p.volumesSkipped > 0
+                            || p.underReplicated > 0 {
                     log("gc: pass took \(ms) ms: \(p.refsListed) blocks listed, \(p.refsDeleted) deleted, "
                         + "\(p.garbagePending) garbage waiting out the grace period"
+                        + (p.underReplicated > 0 ? ", \(p.underReplicated) short of copies: \(p.copiesMade) copied (\(p.bytesCopied) bytes), "
+                            + "\(p.copiesFailed) failed, \(p.unrepairable) with no copy left" : "")
                         + (p.nodesSkipped > 0 ? ", \(p.nodesSkipped) node(s) unreachable (left alone)" : "")
                         + (p.volumesSkipped > 0 ? ", \(p.volumesSkipped) volume map(s) unreadable (left alone)" : ""))
                 }
@@ -102,6 +119,34 @@ extension LocalCluster {
             }
         }
     }
+
+    /// Writes the maintenance state to `/torus/maintenance/status` (docs/metadata.md) for
+    /// `torus status`: the last pass, and the repair under way with its rate and ETA.
+    func publishMaintenance(_ host: CollectorHost) {
+        let now = SystemClock.now()
+        host.lastPublished = now
+        var lines = ["time=\(SystemClock.wallSeconds())", "copied-total=\(host.copiedTotal)", "bytes-copied-total=\(host.bytesCopiedTotal)"]
+        if let p = host.last {
+            lines += ["last-pass-complete=\(p.completed)", "short=\(p.underReplicated)", "unrepairable=\(p.unrepairable)",
+                      "nodes-skipped=\(p.nodesSkipped)", "nodes-resting=\(p.nodesResting)", "volumes-skipped=\(p.volumesSkipped)",
+                      "deleted=\(p.refsDeleted)"]
+        }
+        if let r = host.collector.repairProgress {
+            let seconds = max(0.001, Double((now - r.startedAt).value) / 1e9)
+            let rate = Double(r.bytesCopied) / seconds
+            let left = r.total - r.copied - r.failed
+            let perCopy = r.copied > 0 ? Double(r.bytesCopied) / Double(r.copied) : 0
+            let eta = rate > 0 ? Int((Double(left) * perCopy / rate).rounded(.up)) : -1
+            lines += ["repairing=true", "repair-total=\(r.total)", "repair-copied=\(r.copied)", "repair-failed=\(r.failed)",
+                      "repair-bytes=\(r.bytesCopied)", "repair-rate=\(UInt64(rate))", "repair-eta=\(eta)"]
+            log("gc: repair: \(r.copied) of \(r.total) blocks copied (\(r.bytesCopied >> 20) MiB) at \(UInt64(rate) >> 20) MiB/s"
+                + (eta >= 0 ? ", about \(eta) s left" : ""))
+        }
+        let value = Array((lines.joined(separator: "\n") + "\n").utf8)
+        _ = metaApply(.txn(MetaTxn(success: [.put(key: Self.maintenanceKey, value: value, lease: 0)])))
+    }
+
+    static let maintenanceKey = "/torus/maintenance/status"
 
     /// Runs a pass now (or joins the one under way) and reports it (`torus gc`).
     public func collectNow() -> EventLoopFuture<CollectorPass> {

@@ -38,6 +38,10 @@ public final class LocalCluster: @unchecked Sendable {
         /// been garbage for `gcGrace`.
         public var gcInterval: Nanoseconds? = .seconds(60)
         public var gcGrace = Nanoseconds.seconds(30)
+        /// A node not answering for this long is treated as lost: its blocks are copied
+        /// elsewhere, at most `repairBytesPerSecond` (0: unthrottled).
+        public var repairGrace = Nanoseconds.seconds(600)
+        public var repairBytesPerSecond: UInt64 = 64 << 20
         public init(dataDir: String, nodes: Int = 3, replication: Int = 2, blockSize: Int = 64 << 10,
                     diskBytes: UInt64 = 2 << 30, volumes: [(String, UInt64)] = []) {
             self.dataDir = dataDir
@@ -208,7 +212,10 @@ public final class LocalCluster: @unchecked Sendable {
                 cluster.nodeAddresses[m.id] = (String(m.address[..<colon]), port)
                 cluster.log("node \(m.id): \(m.address) zone \(m.zone.isEmpty ? "-" : m.zone)")
             }
-            return cluster.watchVolumes().flatMap { cluster.openVolumes() }.map { cluster }
+            return cluster.watchVolumes().flatMap { cluster.openVolumes() }.map {
+                cluster.startCollector()
+                return cluster
+            }
         }
     }
 

@@ -88,10 +88,7 @@ struct Up: ParsableCommand {
     var threads: Int?
     @Flag(name: .customLong("peer-over-tcp"), help: "Send writer-to-node traffic over loopback TCP (the peer protocol) instead of handing it to the node in memory. Slower; for testing the wire path.")
     var peerOverTCP = false
-    @Option(name: .customLong("gc-interval"), help: "Time between garbage-collection passes (e.g. 60s, 5m); 0 turns the collector off.")
-    var gcInterval = "60s"
-    @Option(name: .customLong("gc-grace"), help: "Garbage is deleted once it has been unreachable this long (read-only clients may still read a head this old).")
-    var gcGrace = "30s"
+    @OptionGroup(title: "Garbage collection and repair") var maintenance: MaintenanceOptions
 
     func validate() throws {
         guard nodes >= 1 && nodes <= 64 else { throw ValidationError("--nodes must be between 1 and 64") }
@@ -117,9 +114,7 @@ struct Up: ParsableCommand {
         if !vols.isEmpty { config.defaultVolume = nil }
         config.metadata = metadata
         config.peerOverTCP = peerOverTCP
-        let interval = try parseDuration(gcInterval, what: "--gc-interval")
-        config.gcInterval = interval.value == 0 ? nil : interval
-        config.gcGrace = try parseDuration(gcGrace, what: "--gc-grace")
+        try maintenance.apply(to: &config)
 
         // One loop per core: the volume writers on one, the storage nodes spread over the others.
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads ?? System.coreCount)
@@ -325,6 +320,26 @@ struct GC: ParsableCommand {
     }
 }
 
+/// The collector's knobs, shared by `torus up` and `torus nbd serve`.
+struct MaintenanceOptions: ParsableArguments {
+    @Option(name: .customLong("gc-interval"), help: "Time between passes of the collector, which deletes garbage and copies blocks short of copies (e.g. 60s, 5m); 0 turns it off.")
+    var gcInterval = "60s"
+    @Option(name: .customLong("gc-grace"), help: "Garbage is deleted once it has been unreachable this long (read-only clients may still read a head this old).")
+    var gcGrace = "30s"
+    @Option(name: .customLong("repair-grace"), help: "A node silent this long counts as lost: the blocks it held are copied to other nodes. A node back sooner keeps its copies (nothing is copied for it).")
+    var repairGrace = "10m"
+    @Option(name: .customLong("repair-rate"), help: "Most bytes per second the repair copies (e.g. 64MiB); 0: unthrottled.")
+    var repairRate = "64MiB"
+
+    func apply(to config: inout LocalCluster.Configuration) throws {
+        let interval = try parseDuration(gcInterval, what: "--gc-interval")
+        config.gcInterval = interval.value == 0 ? nil : interval
+        config.gcGrace = try parseDuration(gcGrace, what: "--gc-grace")
+        config.repairGrace = try parseDuration(repairGrace, what: "--repair-grace")
+        config.repairBytesPerSecond = repairRate == "0" ? 0 : try parseSize(repairRate, what: "--repair-rate")
+    }
+}
+
 /// A duration like 60s, 500ms, 5m or 0.
 func parseDuration(_ text: String, what: String) throws -> Nanoseconds {
     if text == "0" { return .zero }
@@ -457,12 +472,14 @@ struct NBD: ParsableCommand {
         @Option(help: "Event-loop threads (default: one per core).") var threads: Int?
         @Flag(name: .customLong("read-only"), help: "Export every volume read-only, without taking writer locks.")
         var readOnly = false
+        @OptionGroup(title: "Garbage collection and repair (not with --read-only)") var maintenance: MaintenanceOptions
 
         func run() throws {
             var config = LocalCluster.Configuration(dataDir: "/nonexistent", nodes: 0, replication: 1, volumes: [])
             config.defaultVolume = nil
             config.metadata = metadata
             config.readOnly = readOnly
+            try maintenance.apply(to: &config)
             let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads ?? System.coreCount))
             let pool = NIOThreadPool(numberOfThreads: 4)
             pool.start()
@@ -584,16 +601,62 @@ struct Status: ParsableCommand {
             say("  \(v.name): \(humanBytes(v.sizeBytes))\(status.openForWriting.contains(v.name) ? ", open for writing" : "")")
         }
         let down = members.filter { !status.alive.contains($0.id) }.map { "\($0.id.raw)" }
+        let fullyRedundant = Self.showMaintenance(status.maintenance)
         for w in warnings { say("warning: \(w)") }
         if up.count < status.config.replication {
             say("health: UNAVAILABLE: \(up.count) of \(members.count) node(s) alive; replication \(status.config.replication) needs \(status.config.replication)")
             throw ExitCode(2)
         } else if !down.isEmpty {
-            say("health: DEGRADED: node(s) \(down.joined(separator: ", ")) down; blocks with a copy there have fewer than "
-                + "\(status.config.replication) copies until they return")
+            if fullyRedundant {
+                say("health: DEGRADED: node(s) \(down.joined(separator: ", ")) down; their blocks were copied elsewhere "
+                    + "(full redundancy on the nodes alive)")
+            } else {
+                say("health: DEGRADED: node(s) \(down.joined(separator: ", ")) down; blocks with a copy there have fewer than "
+                    + "\(status.config.replication) copies until they return or are repaired")
+            }
             throw ExitCode(2)
         }
         say("health: OK")
+    }
+
+    /// Prints the collector's state (`/torus/maintenance/status`); true when its last pass
+    /// found every committed block with all its copies.
+    static func showMaintenance(_ m: [String: String]) -> Bool {
+        guard let time = m["time"].flatMap({ Int($0) }) else {
+            say("redundancy: unknown (no collector pass recorded yet; `torus nbd serve` runs them)")
+            return false
+        }
+        let age = max(0, SystemClock.wallSeconds() - time)
+        let copiedTotal = m["copied-total"] ?? "0"
+        let bytesTotal = UInt64(m["bytes-copied-total"] ?? "0") ?? 0
+        if m["repairing"] == "true" {
+            let rate = UInt64(m["repair-rate"] ?? "0") ?? 0
+            let eta = Int(m["repair-eta"] ?? "-1") ?? -1
+            say("repair: \(m["repair-copied"] ?? "?") of \(m["repair-total"] ?? "?") blocks copied "
+                + "(\(humanBytes(UInt64(m["repair-bytes"] ?? "0") ?? 0))) at \(humanBytes(rate))/s"
+                + (eta >= 0 ? ", about \(eta) s left" : "") + " (as of \(age) s ago)")
+            return false
+        }
+        let short = Int(m["short"] ?? "") ?? -1
+        let complete = m["last-pass-complete"] == "true" && m["nodes-skipped"] != nil
+        let totals = "\(copiedTotal) blocks (\(humanBytes(bytesTotal))) copied by the collector since its server started"
+        if short == 0 && complete && m["volumes-skipped"] == "0" && (m["nodes-resting"] ?? "0") != "0" {
+            say("redundancy: waiting: \(m["nodes-resting"]!) node(s) silent for less than the repair grace are assumed to keep "
+                + "their copies (collector pass \(age) s ago); \(totals)")
+            return false
+        }
+        if short == 0 && complete && m["volumes-skipped"] == "0" {
+            say("redundancy: full: every committed block has all its copies (collector pass \(age) s ago); \(totals)")
+            return true
+        }
+        if short > 0 {
+            let lost = Int(m["unrepairable"] ?? "0") ?? 0
+            say("redundancy: \(short) committed blocks short of copies at the last pass (\(age) s ago)"
+                + (lost > 0 ? ", \(lost) with no copy on any node that answered" : "") + "; \(totals)")
+        } else {
+            say("redundancy: not known: the last collector pass (\(age) s ago) could not read every volume; \(totals)")
+        }
+        return false
     }
 
     private func pad(_ s: String, _ width: Int) -> String {

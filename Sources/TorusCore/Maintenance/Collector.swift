@@ -99,6 +99,8 @@ public struct Collector: Sendable {
     var downSince: [NodeID: Instant] = [:]
     var passShort = 0, passCopied = 0, passCopyFailures = 0, passUnrepairable = 0, passDeleted = 0
     var passBytesCopied: UInt64 = 0
+    var repairStartedAt: Instant = .zero
+    var repairTotal = 0
 
     /// When each piece of garbage was first seen (per node); deleted once older than `grace`.
     var garbageSince: [NodeID: [BlockRef: Instant]] = [:]
@@ -168,6 +170,13 @@ public struct Collector: Sendable {
         self.now = now
         if stage == .idle { beginPass() }
         return finish()
+    }
+
+    /// Copies of the repair under way (nil when the pass is not repairing).
+    public var repairProgress: RepairProgress? {
+        guard stage == .repairing else { return nil }
+        return RepairProgress(total: repairTotal, copied: passCopied, failed: passCopyFailures, bytesCopied: passBytesCopied,
+                              startedAt: repairStartedAt)
     }
 
     /// Whether a pass is under way (for status and tests).
@@ -561,6 +570,8 @@ public struct Collector: Sendable {
             endPass(sweep: true, deleted: deleted)
         } else {
             stage = .repairing
+            repairStartedAt = now
+            repairTotal = copyQueue.count
             pumpCopies()
         }
     }
@@ -576,7 +587,10 @@ public struct Collector: Sendable {
                                                 volumesSkipped: volumes.values.filter(\.failed).count,
                                                 underReplicated: passShort, copiesMade: passCopied,
                                                 copiesFailed: passCopyFailures, bytesCopied: passBytesCopied,
-                                                unrepairable: passUnrepairable)))
+                                                unrepairable: passUnrepairable,
+                                                nodesResting: ring.members.filter { m in
+                                                    inventory[m.node] == nil && (downSince[m.node].map { now - $0 < config.repairGrace } ?? true)
+                                                }.count)))
         passShort = 0
         passCopied = 0
         passCopyFailures = 0
@@ -652,6 +666,17 @@ public struct CollectorPass: Sendable, Equatable {
     public var bytesCopied: UInt64 = 0
     /// Committed blocks with no copy on any node that answered (nothing to copy from).
     public var unrepairable: Int = 0
+    /// Nodes that did not answer but are within the repair grace: assumed to keep their copies.
+    public var nodesResting: Int = 0
+}
+
+public struct RepairProgress: Sendable, Equatable {
+    /// Copies planned this pass, made, and given up.
+    public var total: Int
+    public var copied: Int
+    public var failed: Int
+    public var bytesCopied: UInt64
+    public var startedAt: Instant
 }
 
 public enum CollectorOutput: Sendable {
