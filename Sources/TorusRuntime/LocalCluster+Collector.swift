@@ -108,7 +108,8 @@ extension LocalCluster {
                             || p.underReplicated > 0 {
                     log("gc: pass took \(ms) ms: \(p.refsListed) blocks listed, \(p.refsDeleted) deleted, "
                         + "\(p.garbagePending) garbage waiting out the grace period"
-                        + (p.underReplicated > 0 ? ", \(p.underReplicated) short of copies: \(p.copiesMade) copied (\(p.bytesCopied) bytes), "
+                        + (p.underReplicated > 0 ? ", \(p.underReplicated) short of copies: \(p.copiesMade) copied (\(p.bytesCopied) bytes "
+                            + "in \(p.repairTime.value / 1_000_000) ms), "
                             + "\(p.copiesFailed) failed, \(p.unrepairable) with no copy left" : "")
                         + (p.nodesSkipped > 0 ? ", \(p.nodesSkipped) node(s) unreachable (left alone)" : "")
                         + (p.volumesSkipped > 0 ? ", \(p.volumesSkipped) volume map(s) unreadable (left alone)" : ""))

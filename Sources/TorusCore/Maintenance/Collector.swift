@@ -434,7 +434,9 @@ public struct Collector: Sendable {
     /// Starts copies while under the concurrency limit and the byte rate.
     mutating func pumpCopies() {
         guard stage == .repairing else { return }
-        while copyRPCs.count < config.repairConcurrencyMax, !copyQueue.isEmpty, now >= nextCopyAt {
+        // The rate is kept on average: a copy may start up to one tick early, so starts between
+        // ticks are not lost when every copy in flight has finished.
+        while copyRPCs.count < config.repairConcurrencyMax, !copyQueue.isEmpty, now + config.tickInterval >= nextCopyAt {
             let c = copyQueue.removeLast()
             if config.repairBytesPerSecond > 0, let size = volumes[c.ref.volume]?.info.blockSize {
                 let gap = Nanoseconds(UInt64(size) * 1_000_000_000 / config.repairBytesPerSecond)
@@ -588,6 +590,7 @@ public struct Collector: Sendable {
                                                 underReplicated: passShort, copiesMade: passCopied,
                                                 copiesFailed: passCopyFailures, bytesCopied: passBytesCopied,
                                                 unrepairable: passUnrepairable,
+                                                repairTime: stage == .repairing ? now - repairStartedAt : .zero,
                                                 nodesResting: ring.members.filter { m in
                                                     inventory[m.node] == nil && (downSince[m.node].map { now - $0 < config.repairGrace } ?? true)
                                                 }.count)))
@@ -666,6 +669,8 @@ public struct CollectorPass: Sendable, Equatable {
     public var bytesCopied: UInt64 = 0
     /// Committed blocks with no copy on any node that answered (nothing to copy from).
     public var unrepairable: Int = 0
+    /// How long the copying took (from the first copy to the last answer).
+    public var repairTime: Nanoseconds = .zero
     /// Nodes that did not answer but are within the repair grace: assumed to keep their copies.
     public var nodesResting: Int = 0
 }
