@@ -29,7 +29,7 @@ trap cleanup EXIT
 UP_EXTRA=()  # the first start hands writer traffic to the nodes in memory; after the SIGKILL, TCP
 start() {
     "$BIN" up --data-dir "$WORK/data" --nodes 3 --replication 2 --nbd "127.0.0.1:$PORT" --disk-size 1GiB \
-        --volume big:256MiB --volume fio:128MiB --volume scratch:64MiB --gc-interval 2s --gc-grace 500ms \
+        --volume big:256MiB --volume fio:128MiB --volume scratch:64MiB --gc-interval 2s --gc-grace 500ms --scrub-rate 128MiB \
         "${UP_EXTRA[@]}" >>"$WORK/up.log" 2>&1 &
     PID=$!
     disown "$PID"  # no job-control chatter when it is killed
@@ -76,6 +76,13 @@ volume_cmds() {  # torus volume create / list / info / delete against the runnin
         "$BIN" volume delete extra "${T[@]}" &&
         ! "$BIN" volume list "${T[@]}" | grep -q "^extra "
 }
+scrub_repairs_rot() {  # rot 4 KiB inside node 1's slots (behind torus up's back); the scrub must drop the copy, the collector copy it back
+    dd if=/dev/urandom of="$WORK/data/node-1/blocks.data" bs=4096 seek=$((24 << 8)) count=1 conv=notrunc status=none &&
+        for _ in $(seq 1 60); do grep -q "scrub found a bad copy" "$WORK/up.log" && break; sleep 0.5; done &&
+        grep "scrub found a bad copy" "$WORK/up.log" | head -1 &&
+        for _ in $(seq 1 60); do grep -q "short of copies: [1-9][0-9]* copied" "$WORK/up.log" && break; sleep 0.5; done &&
+        grep "short of copies: [1-9][0-9]* copied" "$WORK/up.log" | tail -1
+}
 gc_reclaims_deleted_volume() {  # 32 MiB written twice (r2), the volume deleted, then `torus gc`
     local T=(--data-dir "$WORK/data")
     "$BIN" volume create gone 32MiB "${T[@]}" >/dev/null &&
@@ -106,6 +113,7 @@ check "after the malformed traffic: earlier nbdcopy data intact" copy_out_same
 check "after the malformed traffic: earlier fio data verifies" fio_verify_only
 check "torus volume create, list, info, delete against the running torus up" volume_cmds
 check "torus gc reclaims a deleted volume's blocks (2 x 32 MiB)" gc_reclaims_deleted_volume
+check "scrub finds a copy rotted on disk, the collector copies it back from its replica" scrub_repairs_rot
 check "after garbage collection: nbdcopy data intact" copy_out_same
 check "after garbage collection: fio data verifies" fio_verify_only
 

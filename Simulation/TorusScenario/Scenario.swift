@@ -175,7 +175,7 @@ struct FieldReader {
 
     mutating func scenario(_ root: Node) throws(ScenarioError) -> Scenario {
         let top = try mapping(root, "", known: ["name", "hunts", "seeds", "cluster", "volume", "workload", "faults", "schedule",
-                                                "phases", "checks", "gc", "canary", "expect"])
+                                                "phases", "checks", "gc", "scrub", "canary", "expect"])
         guard let nameNode = top["name"] else { throw fail(root, "name", "missing (every scenario has a name)") }
         guard let huntsNode = top["hunts"] else { throw fail(root, "hunts", "missing (one line on the bug class it hunts)") }
         let name = try string(nameNode, "name")
@@ -306,10 +306,12 @@ struct FieldReader {
             throw fail(top["schedule"], "schedule.at", "a fault at \(f.at.value / 1_000_000) ms is after the safety phase (\(o.duration.value / 1_000_000) ms)")
         }
         if let node = top["checks"] {
-            let c = try mapping(node, "checks", known: ["convergence", "garbage"])
+            let c = try mapping(node, "checks", known: ["convergence", "garbage", "verify-copies"])
+            if let n = c["verify-copies"] { o.verifyCopies = try bool(n, "checks.verify-copies") }
             if let n = c["convergence"] { o.checkConvergence = try bool(n, "checks.convergence") }
             if let n = c["garbage"] { o.checkGarbage = try bool(n, "checks.garbage") }
         }
+        if let node = top["scrub"] { o.scrubInterval = try duration(node, "scrub") }
         if let node = top["gc"] {
             let g = try mapping(node, "gc", known: ["interval", "grace", "first", "repair-grace", "repair-rate", "repair-concurrency"])
             var cfg = CollectorConfig()

@@ -73,6 +73,11 @@ public struct SimOptions: Sendable {
     /// With a collector: after the final read-back, passes run until no garbage is left, and
     /// every block a node still holds must be reachable from its volume's committed head.
     public var checkGarbage = true
+    /// Every node verifies one stored block this often (nil: no scrubbing).
+    public var scrubInterval: Nanoseconds?
+    /// The convergence check counts only copies whose bytes on disk match their checksum
+    /// (otherwise it trusts the index).
+    public var verifyCopies = false
 
     public init() {}
 

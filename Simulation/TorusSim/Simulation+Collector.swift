@@ -57,6 +57,7 @@ extension Simulation {
     /// Final check: collector passes until one finds no garbage at all.
     func finalCollectPass() {
         guard collector != nil, violation == nil else { return }
+        if scrubRoundsAtCollect.isEmpty { scrubRoundsAtCollect = slots.map { $0.node?.scrubStats.rounds ?? 0 } }
         finalCollectPasses += 1
         handleCollector(collector!.requestPass(now: now))
     }
@@ -64,7 +65,7 @@ extension Simulation {
     func finalCollectPassDone(_ p: CollectorPass) {
         let lost = slots.filter(\.lost).count
         guard p.completed, p.refsDeleted == 0, p.garbagePending == 0, p.nodesSkipped == lost, p.volumesSkipped == 0,
-              p.underReplicated == 0, p.copiesMade == 0 else {
+              p.underReplicated == 0, p.copiesMade == 0, scrubbedSinceCollect else {
             // Wait out the grace period of what it found, then look again.
             queue.push(now + (options.collector?.grace ?? .zero) + Nanoseconds.milliseconds(10), .finalCheck(.collect))
             return
@@ -72,6 +73,17 @@ extension Simulation {
         checkNoGarbage()
         finalPhase = nil
         queue = EventQueue()
+    }
+
+    /// With scrubbing, every live node finished a scrub round since the final collection began
+    /// (so every bad copy was found before the last pass counted copies).
+    var scrubbedSinceCollect: Bool {
+        guard options.scrubInterval != nil else { return true }
+        // A node that restarted counts its rounds afresh: compare with what it had then.
+        return slots.indices.allSatisfy { n in
+            guard let node = slots[n].node else { return true }
+            return node.scrubStats.rounds > (n < scrubRoundsAtCollect.count ? scrubRoundsAtCollect[n] : 0)
+        }
     }
 
     /// Every block a node holds is reachable from its volume's committed head.

@@ -345,7 +345,14 @@ extension Simulation {
         var first: (BlockRef, Int)?
         let zonesWanted = options.zones > 0 ? min(options.replication, options.zones) : options.replication
         for ref in c.committedRefs {
-            let holders = slots.indices.filter { slots[$0].node?.store.isDurable(ref) == true }
+            let holders = slots.indices.filter { n in
+                guard let store = slots[n].node?.store, store.isDurable(ref) else { return false }
+                guard options.verifyCopies else { return true }
+                // The bytes on the disk must match (bit rot and latent errors hide in the index).
+                guard let (offset, crc) = store.location(of: ref),
+                      let bytes = slots[n].disk.readChecked(offset: offset, length: store.config.blockSize) else { return false }
+                return CRC32C.checksum(bytes) == crc
+            }
             let copies = holders.count
             let zones = options.zones > 0 ? Set(holders.map { $0 % options.zones }).count : copies
             if copies < options.replication || zones < zonesWanted {
@@ -579,6 +586,7 @@ extension Simulation {
         case 37: return "paused writer \(name(a)) is fenced"
         case 40: return "FAULT network \(a == 1 ? "lossy (20% drops, 10% duplicates)" : "slow (hops up to 50 ms)")"
         case 39: return "FAULT node\(a + 1) loses its disk (it restarts empty)"
+        case 44: return "node\(a + 1)  scrubs a block"
         case 43: return "FAULT node\(a + 1) is lost for good (never comes back)"
         case 41: return "collector  pass done: \(a) refs deleted of \(b) listed"
         case 42: return "collector  tick"

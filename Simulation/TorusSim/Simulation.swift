@@ -23,6 +23,7 @@ public final class Simulation {
         case endOfSafety
         case resumePaused(Int)
         case collectorTick
+        case scrub(node: Int, incarnation: UInt64)
         case collectorMeta(MetaRequestID, MetaRequest)
         case collectorMetaReply(MetaRequestID, MetaResponse)
     }
@@ -109,6 +110,8 @@ public final class Simulation {
     /// The garbage collector (`gc` in a scenario), and its passes during the final check.
     var collector: Collector?
     var finalCollectPasses = 0
+    /// Scrub rounds each node had finished when the final collection began.
+    var scrubRoundsAtCollect: [Int] = []
     /// Blocks the collector's repair copied.
     var copiesMade = 0
 
@@ -433,6 +436,11 @@ public final class Simulation {
             traceEvent(15, UInt64(vol))
             cur = vol
             resumePaused()
+        case .scrub(let n, let inc):
+            traceEvent(44, UInt64(n))
+            guard slots[n].incarnation == inc, slots[n].node != nil, let every = options.scrubInterval else { return }
+            perform(node: n, slots[n].node!.scrubNext())
+            if finalPhase == nil || finalPhase == .collect || !queue.isEmpty { queue.push(now + every, .scrub(node: n, incarnation: inc)) }
         case .collectorTick:
             traceEvent(42)
             guard collector != nil else { return }
@@ -505,6 +513,9 @@ public final class Simulation {
         slots[n].diskBusyUntil = now
         let outputs = slots[n].node!.start()
         perform(node: n, outputs)
+        if let every = options.scrubInterval {
+            queue.push(now + every, .scrub(node: n, incarnation: slots[n].incarnation))
+        }
     }
 
     func perform(node n: Int, _ outputs: [StorageNode.Output]) {

@@ -42,6 +42,8 @@ public final class LocalCluster: @unchecked Sendable {
         /// elsewhere, at most `repairBytesPerSecond` (0: unthrottled).
         public var repairGrace = Nanoseconds.seconds(600)
         public var repairBytesPerSecond: UInt64 = 64 << 20
+        /// Each local node verifies stored blocks at this many bytes per second (0: off).
+        public var scrubBytesPerSecond: UInt64 = 4 << 20
         public init(dataDir: String, nodes: Int = 3, replication: Int = 2, blockSize: Int = 64 << 10,
                     diskBytes: UInt64 = 2 << 30, volumes: [(String, UInt64)] = []) {
             self.dataDir = dataDir
@@ -169,6 +171,7 @@ public final class LocalCluster: @unchecked Sendable {
             return EventLoopFuture.andAllSucceed(listening, on: loop).flatMap {
                 for id in cluster.nodes.keys.sorted() {
                     cluster.log("node \(id): peer protocol on 127.0.0.1:\(cluster.nodeAddresses[id]!.port)")
+                    cluster.nodes[id]!.startScrubbing(bytesPerSecond: config.scrubBytesPerSecond)
                 }
                 cluster.leaseTimer = loop.scheduleRepeatedTask(initialDelay: .milliseconds(200), delay: .milliseconds(200)) { _ in
                     cluster.expireLeases()

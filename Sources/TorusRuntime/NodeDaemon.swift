@@ -31,7 +31,8 @@ public final class NodeDaemon: @unchecked Sendable {
 
     /// Opens (or creates) the node and registers it; blocks until it serves.
     public static func start(metadata url: String, dataDir: String, sizeBytes: UInt64, listen: String, advertise: String?,
-                             zone: String, group: EventLoopGroup, pool: NIOThreadPool) throws -> NodeDaemon {
+                             zone: String, scrubBytesPerSecond: UInt64 = 4 << 20, group: EventLoopGroup,
+                             pool: NIOThreadPool) throws -> NodeDaemon {
         let meta = try EtcdMetadataService(url: url)
         let shape = try ClusterCatalog.config(meta)
         let clusterID = try LocalCluster.loadClusterID(meta)
@@ -48,6 +49,7 @@ public final class NodeDaemon: @unchecked Sendable {
         let bound = try server.loop.flatSubmit { server.start(host: host, port: port) }.wait()
         let address = advertise ?? "\(host):\(bound)"
         try ClusterCatalog.register(meta, ClusterCatalog.Member(id: id, address: address, zone: zone, capacityBytes: sizeBytes))
+        server.startScrubbing(bytesPerSecond: scrubBytesPerSecond)
         let daemon = NodeDaemon(server: server, meta: meta, pool: pool, address: address)
         try daemon.renewLiveness()
         daemon.heartbeatPool.start()

@@ -21,6 +21,8 @@ public final class StorageNodeServer: @unchecked Sendable {
     var peers: [NodeID: PeerServerHandler] = [:]
     /// Writers of this process that reach the node without a socket (`LocalPeer`), by client id.
     var localPeers: [NodeID: LocalPeer] = [:]
+    var scrubber: RepeatedTask?
+    var scrubReported = StorageNode.ScrubStats()
 
     public init(id: NodeID, store: BlockStore, disk: FileDisk, loop: EventLoop, pool: NIOThreadPool,
                 clusterID: PeerClusterID, log: @escaping @Sendable (String) -> Void) {
@@ -83,8 +85,37 @@ public final class StorageNodeServer: @unchecked Sendable {
                                     capacityBytes: UInt64(store.totalSlots) * UInt64(store.config.blockSize))
     }
 
+    /// Verifies one stored block every blockSize / `bytesPerSecond` seconds (0: never): a bad
+    /// copy is dropped and logged, and the collector copies the block back from a good replica.
+    public func startScrubbing(bytesPerSecond: UInt64) {
+        guard bytesPerSecond > 0 else { return }
+        let every = TimeAmount.nanoseconds(Int64(max(1_000_000, UInt64(node.store.config.blockSize) * 1_000_000_000 / bytesPerSecond)))
+        loop.execute {
+            self.scrubber = self.loop.scheduleRepeatedTask(initialDelay: every, delay: every) { _ in
+                // What the previous verifications found (they complete after their disk read).
+                self.scrubReport(since: self.scrubReported)
+                self.scrubReported = self.node.scrubStats
+                self.perform(self.node.scrubNext())
+            }
+        }
+    }
+
+    /// Logs a finished round and every bad copy found (a round's result shows in the node's log).
+    func scrubReport(since before: StorageNode.ScrubStats) {
+        let s = node.scrubStats
+        if s.bad > before.bad {
+            log("node \(id): scrub found a bad copy (checksum mismatch or unreadable); dropped it, the collector copies the "
+                + "block back from a good replica (\(s.bad) bad so far)")
+        }
+        if s.rounds > before.rounds {
+            log("node \(id): scrub round \(s.rounds) done: \(s.verified) blocks verified, \(s.bad) bad copies found so far")
+        }
+    }
+
     public func stop() -> EventLoopFuture<Void> {
         loop.flatSubmit {
+            self.scrubber?.cancel()
+            self.scrubber = nil
             let channels = self.peers.values.compactMap { $0.channel }
             self.peers.removeAll()
             self.localPeers.removeAll()

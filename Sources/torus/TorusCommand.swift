@@ -330,6 +330,8 @@ struct MaintenanceOptions: ParsableArguments {
     var repairGrace = "10m"
     @Option(name: .customLong("repair-rate"), help: "Most bytes per second the repair copies (e.g. 64MiB); 0: unthrottled.")
     var repairRate = "64MiB"
+    @Option(name: .customLong("scrub-rate"), help: "torus up: bytes per second each node verifies against checksums in the background; a bad copy is dropped and copied back. 0: off.")
+    var scrubRate = "4MiB"
 
     func apply(to config: inout LocalCluster.Configuration) throws {
         let interval = try parseDuration(gcInterval, what: "--gc-interval")
@@ -337,6 +339,7 @@ struct MaintenanceOptions: ParsableArguments {
         config.gcGrace = try parseDuration(gcGrace, what: "--gc-grace")
         config.repairGrace = try parseDuration(repairGrace, what: "--repair-grace")
         config.repairBytesPerSecond = repairRate == "0" ? 0 : try parseSize(repairRate, what: "--repair-rate")
+        config.scrubBytesPerSecond = scrubRate == "0" ? 0 : try parseSize(scrubRate, what: "--scrub-rate")
     }
 }
 
@@ -428,6 +431,8 @@ struct Node: ParsableCommand {
     @Option(help: "Peer protocol listen address HOST:PORT (port 0: any).") var listen = "127.0.0.1:0"
     @Option(help: "Address other processes use to reach this node (default: the listen address).") var advertise: String?
     @Option(help: "Failure domain (zone, rack or host); copies of a block go to distinct zones.") var zone = ""
+    @Option(name: .customLong("scrub-rate"), help: "Bytes per second of stored blocks verified against their checksums in the background (e.g. 4MiB); a bad copy is dropped and the collector copies it back. 0: off.")
+    var scrubRate = "4MiB"
 
     func run() throws {
         let bytes = try parseSize(size, what: "--size")
@@ -436,8 +441,9 @@ struct Node: ParsableCommand {
         pool.start()
         let daemon: NodeDaemon
         do {
+            let scrub = scrubRate == "0" ? 0 : try parseSize(scrubRate, what: "--scrub-rate")
             daemon = try NodeDaemon.start(metadata: metadata, dataDir: dataDir, sizeBytes: bytes, listen: listen,
-                                          advertise: advertise, zone: zone, group: group, pool: pool)
+                                          advertise: advertise, zone: zone, scrubBytesPerSecond: scrub, group: group, pool: pool)
         } catch {
             say("torus: cannot start the node: \(error)")
             throw ExitCode(1)

@@ -81,6 +81,17 @@ struct ScenarioTests {
         #expect(past.copies > 0, "a node down 4 s with a 1 s grace caused no copies")
     }
 
+    @Test("scrubbing finds rotten copies no read touches; without it the byte-level convergence check fails")
+    func scrubRepairsRot() throws {
+        let sc = try Scenario.load(path: Self.directory + "/scrub-bit-rot.yaml")
+        let r = Simulation(options: sc.options(seed: 1)).run()
+        #expect(r.passed, "\(r.violation ?? "")")
+        var o = sc.options(seed: 1)
+        o.scrubInterval = nil
+        let without = Simulation(options: o).run()
+        #expect(without.brokenPromise?.hasPrefix("convergence") == true, "\(without.violation ?? "passed")")
+    }
+
     @Test("after a node is lost for good, the repair alone restores full redundancy")
     func lostNodeRepaired() throws {
         let sc = try Scenario.load(path: Self.directory + "/lose-node-r2.yaml")

@@ -13,6 +13,22 @@ public struct StorageNode: Sendable {
     private var waiting: [StoreRequestID: (peer: NodeID, rpc: RPCID, range: Range<Int>?)] = [:]
     private var nextStoreRequest: UInt64 = 1
 
+    // Scrubbing: the refs of the current round still to verify (a sorted batch), where the
+    // round is, and the verification in flight.
+    private var scrubBatch: [BlockRef] = []
+    private var scrubCursor: BlockRef?
+    private var scrubInFlight: StoreRequestID?
+    public private(set) var scrubStats = ScrubStats()
+    public struct ScrubStats: Sendable, Equatable {
+        /// Blocks read back and found matching their checksum.
+        public var verified = 0
+        /// Copies found corrupt or unreadable (the store dropped them; repair copies them back).
+        public var bad = 0
+        /// Full passes over every stored block.
+        public var rounds = 0
+        public init() {}
+    }
+
     /// Rebuilds the node from what its disk holds (the two journal regions).
     public init(id: NodeID, store: BlockStore) {
         self.id = id
@@ -53,6 +69,28 @@ public struct StorageNode: Sendable {
         }
     }
 
+    /// Verifies the next stored block against its checksum (one at a time; the driver calls
+    /// this at its scrub rate). A bad copy is dropped, as on any read, and counted; the
+    /// collector's repair then copies the block back from a good replica.
+    public mutating func scrubNext() -> [Output] {
+        guard scrubInFlight == nil else { return [] }
+        if scrubBatch.isEmpty {
+            let (refs, _) = store.listRefs(after: scrubCursor, limit: 256)
+            if refs.isEmpty {
+                if scrubCursor != nil { scrubStats.rounds += 1 }
+                scrubCursor = nil
+                return []
+            }
+            scrubBatch = refs.reversed()
+        }
+        let ref = scrubBatch.removeLast()
+        scrubCursor = ref
+        guard store.hasRef(ref) else { return [] }  // deleted since the batch was listed
+        let sid = allocate(id, RPCID(0))
+        scrubInFlight = sid
+        return translate(store.handle(.get(sid, ref)))
+    }
+
     public mutating func diskCompleted(_ id: DiskOpID, _ completion: DiskCompletion) -> [Output] {
         translate(store.diskCompleted(id, completion))
     }
@@ -90,6 +128,18 @@ public struct StorageNode: Sendable {
                 }
                 guard let w = waiting.removeValue(forKey: sid) else {
                     preconditionFailure("store replied to unknown request \(sid.raw) on \(id)")
+                }
+                if sid == scrubInFlight {
+                    scrubInFlight = nil
+                    switch reply {
+                    case .get(_, .success): scrubStats.verified += 1
+                    // A bad copy is dropped from the index; a ref deleted meanwhile, or a read
+                    // refused because the store was busy, is not a bad copy.
+                    case .get(_, .failure(.corrupt)), .get(_, .failure(.ioError)):
+                        if let ref = scrubCursor, !store.hasRef(ref) { scrubStats.bad += 1 }
+                    default: break
+                    }
+                    continue
                 }
                 result.append(.send(to: w.peer, message(w.rpc)))
             }

@@ -194,6 +194,14 @@ public struct BlockStore: Sendable {
 
     /// Refs in the index (synced or not), sorted.
     public var refs: [BlockRef] { index.keys.sorted() }
+    /// Whether the index holds `ref` (synced or not).
+    public func hasRef(_ ref: BlockRef) -> Bool { index[ref] != nil }
+
+    /// Where `ref`'s bytes are on the disk, if the index holds it (for the simulator's checks).
+    public func location(of ref: BlockRef) -> (offset: UInt64, crc: UInt32)? {
+        index[ref].map { (config.slotOffset($0.slot), $0.crc) }
+    }
+
     /// Up to `limit` (at least 1) refs in the index after `after`, in order, and whether none follow.
     public func listRefs(after: BlockRef?, limit: Int) -> (refs: [BlockRef], complete: Bool) {
         let limit = max(1, limit)
