@@ -83,6 +83,23 @@ scrub_repairs_rot() {  # rot 4 KiB inside node 1's slots (behind torus up's back
         for _ in $(seq 1 60); do grep -q "short of copies: [1-9][0-9]* copied" "$WORK/up.log" && break; sleep 0.5; done &&
         grep "short of copies: [1-9][0-9]* copied" "$WORK/up.log" | tail -1
 }
+enospc_clean() {  # two 8 MiB nodes for a 64 MiB volume: nbdcopy's FLUSH fails with ENOSPC, nothing hangs, serving goes on
+    local port=$((PORT + 1)) pid ok=1
+    "$BIN" up --data-dir "$WORK/tiny" --nodes 2 --replication 2 --nbd "127.0.0.1:$port" --disk-size 8MiB \
+        --volume small:64MiB >"$WORK/tiny.log" 2>&1 &
+    pid=$!
+    for _ in $(seq 1 60); do nbdinfo --size "nbd://127.0.0.1:$port/small" >/dev/null 2>&1 && break; sleep 0.5; done
+    head -c $((32 << 20)) "$WORK/in.raw" >"$WORK/tiny.raw"
+    if timeout 120 nbdcopy --flush "$WORK/tiny.raw" "nbd://127.0.0.1:$port/small" 2>"$WORK/tiny-copy.err"; then
+        echo "nbdcopy of 32 MiB into 16 MiB of disks succeeded"; ok=0
+    fi
+    cat "$WORK/tiny-copy.err"
+    grep -q "No space left on device" "$WORK/tiny-copy.err" || ok=0
+    [ "$(nbdinfo --size "nbd://127.0.0.1:$port/small")" = $((64 << 20)) ] || ok=0
+    kill -INT "$pid"; wait "$pid" 2>/dev/null
+    grep "flush failed on shutdown" "$WORK/tiny.log" || ok=0
+    [ $ok = 1 ]
+}
 gc_reclaims_deleted_volume() {  # 32 MiB written twice (r2), the volume deleted, then `torus gc`
     local T=(--data-dir "$WORK/data")
     "$BIN" volume create gone 32MiB "${T[@]}" >/dev/null &&
@@ -112,6 +129,7 @@ check "600 connections of malformed traffic; well-formed clients keep working" b
 check "after the malformed traffic: earlier nbdcopy data intact" copy_out_same
 check "after the malformed traffic: earlier fio data verifies" fio_verify_only
 check "torus volume create, list, info, delete against the running torus up" volume_cmds
+check "a cluster too small for its data: FLUSH fails with ENOSPC, serving goes on, shutdown says so" enospc_clean
 check "torus gc reclaims a deleted volume's blocks (2 x 32 MiB)" gc_reclaims_deleted_volume
 check "scrub finds a copy rotted on disk, the collector copies it back from its replica" scrub_repairs_rot
 check "after garbage collection: nbdcopy data intact" copy_out_same

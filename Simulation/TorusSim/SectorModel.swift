@@ -11,13 +11,14 @@ import TorusCore
 /// normally; several after a writer crash until a read settles which one survived), and
 /// `pending`, the values of writes completed since, oldest first, each with its completion
 /// sequence number. A read must return the newest pending value, or a base candidate when
-/// nothing is pending. A flush makes durable what completed before it was issued; a FUA
+/// nothing is pending. A write that failed part-way (`writeMaybe`) is pending as a *maybe*:
+/// a read may show it or what came before, and settles which (never making it durable). A flush makes durable what completed before it was issued; a FUA
 /// write makes itself durable. A writer crash collapses the sector to "base or anything
 /// written after it, including writes that were in flight".
 struct SectorModel {
     struct Sector {
         var base: [UInt64] = [0]
-        var pending: [(value: UInt64, seq: UInt64)] = []
+        var pending: [(value: UInt64, seq: UInt64, maybe: Bool)] = []
     }
 
     enum Promise: String {
@@ -108,7 +109,7 @@ struct SectorModel {
                 sectors[s].base = [value]
                 sectors[s].pending.removeAll()
             } else {
-                sectors[s].pending.append((value, completionSeq))
+                sectors[s].pending.append((value, completionSeq, false))
             }
         }
     }
@@ -119,7 +120,20 @@ struct SectorModel {
     mutating func flushCompleted(mark: UInt64) {
         for s in sectors.indices where !sectors[s].pending.isEmpty {
             guard let last = sectors[s].pending.lastIndex(where: { $0.seq <= mark }) else { continue }
-            sectors[s].base = [sectors[s].pending[last].value]
+            // Durable now: the last value covered, or, if that was a maybe, what came before it too.
+            var candidates: [UInt64] = []
+            var i = last
+            while true {
+                let p = sectors[s].pending[i]
+                if !candidates.contains(p.value) { candidates.append(p.value) }
+                if !p.maybe { break }
+                if i == 0 {
+                    for b in sectors[s].base where !candidates.contains(b) { candidates.append(b) }
+                    break
+                }
+                i -= 1
+            }
+            sectors[s].base = candidates
             sectors[s].pending.removeFirst(last + 1)
         }
     }
@@ -133,12 +147,12 @@ struct SectorModel {
         for (s, v) in inFlight where !sectors[Int(s)].base.contains(v) { sectors[Int(s)].base.append(v) }
     }
 
-    /// A write that failed part-way: each sector holds its previous value or `value`.
-    mutating func writeFailed(firstSector: UInt64, count: Int, value: UInt64) {
+    /// A write that failed part-way: each sector holds its previous value or `value`, and
+    /// neither is more durable than before (the next read settles which one it is).
+    mutating func writeMaybe(firstSector: UInt64, count: Int, value: UInt64) {
+        completionSeq += 1
         for s in Int(firstSector)..<(Int(firstSector) + count) {
-            for p in sectors[s].pending where !sectors[s].base.contains(p.value) { sectors[s].base.append(p.value) }
-            sectors[s].pending.removeAll()
-            if !sectors[s].base.contains(value) { sectors[s].base.append(value) }
+            sectors[s].pending.append((value, completionSeq, true))
         }
     }
 
@@ -154,10 +168,13 @@ struct SectorModel {
             case .success(let v): value = v
             }
             readsChecked += 1
+            // A maybe the read does not show did not apply: drop it and look further back.
+            while let last = sectors[s].pending.last, last.maybe, last.value != value { sectors[s].pending.removeLast() }
             if let last = sectors[s].pending.last {
                 if value != last.value {
                     return staleOrLost(s, got: value, expected: [last.value], durable: false)
                 }
+                sectors[s].pending[sectors[s].pending.count - 1].maybe = false  // it applied
             } else if !sectors[s].base.contains(value) {
                 return staleOrLost(s, got: value, expected: sectors[s].base, durable: true)
             } else if sectors[s].base.count > 1 {

@@ -181,6 +181,8 @@ public struct SimResult: Sendable {
     public var repairs: Int
     /// Blocks the garbage collector's repair copied to restore full redundancy.
     public var copies: Int = 0
+    /// Writes and flushes that failed with `noSpace` (the NBD client's ENOSPC).
+    public var noSpaceErrors: Int = 0
     public var passed: Bool { violation == nil }
     /// A liveness failure (progress or convergence after healing) rather than a broken safety promise.
     public var isLivenessFailure: Bool {

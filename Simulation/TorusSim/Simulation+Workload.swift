@@ -202,20 +202,22 @@ extension Simulation {
         case (.write(let fua), .success):
             model.writeCompleted(firstSector: op.firstSector, count: op.sectorCount, value: op.value, durable: fua)
         case (.write, .failure(let e)):
+            if case .noSpace = e { noSpaceErrors += 1 }
             // The data is in the writer's cache (so visible) but its durability is not acknowledged.
             switch e {
             case .fenced: break
-            case .readFailed: model.writeFailed(firstSector: op.firstSector, count: op.sectorCount, value: op.value)
+            case .readFailed, .noSpace: model.writeMaybe(firstSector: op.firstSector, count: op.sectorCount, value: op.value)
             default: model.writeCompleted(firstSector: op.firstSector, count: op.sectorCount, value: op.value, durable: false)
             }
         case (.trim, .success):
             model.writeCompleted(firstSector: op.firstSector, count: op.sectorCount, value: 0, durable: false)
         case (.trim, .failure(let e)):
             if case .fenced = e { break }
-            model.writeFailed(firstSector: op.firstSector, count: op.sectorCount, value: 0)
+            model.writeMaybe(firstSector: op.firstSector, count: op.sectorCount, value: 0)
         case (.flush(let mark), .success):
             model.flushCompleted(mark: mark)
-        case (.flush, .failure): break
+        case (.flush, .failure(let e)):
+            if case .noSpace = e { noSpaceErrors += 1 }
         case (.read, .success(.done)):
             preconditionFailure("read completed without data")
         }

@@ -114,6 +114,8 @@ public final class Simulation {
     var scrubRoundsAtCollect: [Int] = []
     /// Blocks the collector's repair copied.
     var copiesMade = 0
+    /// Writes and flushes that failed with `noSpace` (ENOSPC).
+    var noSpaceErrors = 0
 
     // Newer faults.
     /// Extra metadata latency bound while `metadata-slow` lasts.
@@ -312,7 +314,7 @@ public final class Simulation {
                             + " writebacks-max=\(clientConfig.writebacksInFlightMax)"
                             + " rpc-timeout=\(clientConfig.rpcTimeout.value / 1_000_000)ms" + storeKnobsDescription,
                          repairs: repairs + vols.reduce(0) { $0 + ($1.client?.stats.readRepairs ?? 0) },
-                         copies: copiesMade)
+                         copies: copiesMade, noSpaceErrors: noSpaceErrors)
     }
 
     // MARK: Dispatch

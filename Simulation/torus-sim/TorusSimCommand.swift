@@ -146,7 +146,7 @@ func summary(_ r: SimResult, wall: Double) -> String {
     return "seed=\(r.seed) trace=\(r.traceHex) checks=\(r.passed ? "passed" : "FAILED")"
         + " sim=\(fmt(r.simulatedSeconds))s wall=\(fmt(wall))s speed=\(Int(speed))x events=\(r.events) events/s=\(Int(evs))"
         + " ops=\(r.opsCompleted) reads-checked=\(r.readsChecked) read-errors=\(r.readErrors)"
-        + " faults=\(r.faultsInjected) writer-restarts=\(r.writerRestarts) commits=\(r.commits) repairs=\(r.repairs)" + (r.copies > 0 ? " copies=\(r.copies)" : "")
+        + " faults=\(r.faultsInjected) writer-restarts=\(r.writerRestarts) commits=\(r.commits) repairs=\(r.repairs)" + (r.copies > 0 ? " copies=\(r.copies)" : "") + (r.noSpaceErrors > 0 ? " enospc=\(r.noSpaceErrors)" : "")
 }
 
 /// Runs once, writing the readable trace when asked.

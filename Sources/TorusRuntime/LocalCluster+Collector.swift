@@ -15,8 +15,8 @@ extension LocalCluster {
         var linksToFlush: [PeerLink] = []
         let label = "gc"
         var peerID: NodeID { collector.id }
-        var timer: Scheduled<Void>?
-        var timerAt: Instant?
+        var timers: [Instant: Scheduled<Void>] = [:]
+        var timersAt: Set<Instant> = []
         /// Waiting for the pass under way (an admin `gc` request).
         var waiters: [EventLoopPromise<CollectorPass>] = []
         var last: CollectorPass?
@@ -86,12 +86,13 @@ extension LocalCluster {
                     self.handleCollector(host.collector.metadataReply(id, response, now: SystemClock.now()))
                 }
             case .timer(let at):
-                guard host.timerAt.map({ at < $0 }) ?? true else { continue }
-                host.timer?.cancel()
-                host.timerAt = at
-                host.timer = loop.scheduleTask(deadline: SystemClock.deadline(at)) {
-                    host.timerAt = nil
-                    host.timer = nil
+                // Every tick asked for is scheduled (at most one per instant): the collector
+                // asks for each once, and a tick dropped because an earlier one was pending
+                // stopped its passes for good when that earlier one ran late (under load).
+                guard host.timersAt.insert(at).inserted else { continue }
+                host.timers[at] = loop.scheduleTask(deadline: SystemClock.deadline(at)) {
+                    host.timersAt.remove(at)
+                    host.timers[at] = nil
                     guard self.collectorHost === host else { return }
                     self.handleCollector(host.collector.tick(now: SystemClock.now()))
                 }
@@ -164,7 +165,8 @@ extension LocalCluster {
 
     func stopCollector() {
         guard let host = collectorHost else { return }
-        host.timer?.cancel()
+        for t in host.timers.values { t.cancel() }
+        host.timers = [:]
         closeLinks(host)
         collectorHost = nil
         for w in host.waiters { w.fail(RuntimeError.badInput("shutting down")) }

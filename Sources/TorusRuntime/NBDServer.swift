@@ -128,6 +128,7 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
                     switch e {
                     case .outOfRange: mapped = .failure(.EINVAL)
                     case .misaligned, .tooLarge: mapped = .failure(.EINVAL)
+                    case .noSpace: mapped = .failure(.ENOSPC)
                     default: mapped = .failure(.EIO)
                     }
                 case .failure: mapped = .failure(.EIO)

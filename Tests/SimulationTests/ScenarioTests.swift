@@ -92,6 +92,14 @@ struct ScenarioTests {
         #expect(without.brokenPromise?.hasPrefix("convergence") == true, "\(without.violation ?? "passed")")
     }
 
+    @Test("a full cluster answers writes and flushes with noSpace (ENOSPC) instead of hanging, and loses nothing")
+    func clusterFull() throws {
+        let sc = try Scenario.load(path: Self.directory + "/cluster-full.yaml")
+        let r = Simulation(options: sc.options(seed: 1)).run()
+        #expect(r.passed, "\(r.violation ?? "")")
+        #expect(r.noSpaceErrors > 0, "the cluster never ran out of space")
+    }
+
     @Test("after a node is lost for good, the repair alone restores full redundancy")
     func lostNodeRepaired() throws {
         let sc = try Scenario.load(path: Self.directory + "/lose-node-r2.yaml")

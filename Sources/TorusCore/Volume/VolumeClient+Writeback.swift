@@ -128,10 +128,45 @@ extension VolumeClient {
                     writebackCompleted(key, entry: wb.entry, version: wb.version)
                 }
             }
-        case .failure:
+        case .failure(let error):
             // Disk full, I/O error...: retry after a pause, or move to a fallback node.
+            if error == .noSpace {
+                wb.noSpace.insert(node)
+                writebacks[key] = wb
+                // Out of space when no candidate without a copy has room for one.
+                if wb.candidates.allSatisfy({ wb.noSpace.contains($0) || wb.confirmed.contains($0) }) { outOfSpace() }
+            }
             putFailed(key, node: node, retryAfterBackoff: true)
         }
+    }
+
+    /// Every node that may still take a copy of some block refused it for lack of space, so nothing dirty
+    /// can be made durable now. Rather than wait for space that may never come: the flush
+    /// under way (and the FUA writes waiting on it) fails with `noSpace`, and so do writes
+    /// waiting for cache room (the cache is full of dirty blocks that cannot be written
+    /// back; such a write may have been applied to some of its blocks, as a failed write may).
+    /// Write-backs keep retrying, and each refusal repeats this: garbage collection or a new
+    /// node may free space, and then writes and flushes succeed again.
+    mutating func outOfSpace() {
+        stats.outOfSpace += 1
+        if let f = flush, !f.commitSent {
+            if case .map = f.stage {
+                // Abandon this flush's map page and root puts: the next flush writes its own
+                // under the same keys, and a late reply to one of these must not count for it.
+                var keys: Set<UInt64> = [BlockRef.rootIndex]
+                for p in f.snapshotPages { keys.insert(BlockRef.mapIndexBase + UInt64(p)) }
+                for k in keys { writebacks[k] = nil }
+                rpcs = rpcs.filter { entry in
+                    if case .put(let block) = entry.value.purpose, keys.contains(block) { return false }
+                    return true
+                }
+            }
+            failFlush(.noSpace(volume: info.name))
+        }
+        let waiting = blocked
+        blocked.removeAll()
+        blockedPerBlock.removeAll()
+        for w in waiting { pieceDone(w.piece.op, .noSpace(volume: info.name)) }
     }
 
     /// The block's new version is durable on all its replicas: point the map at it.

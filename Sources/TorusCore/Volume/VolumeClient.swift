@@ -119,6 +119,8 @@ public struct VolumeClient: Sendable {
         public var mapReadFailures = 0
         /// Read-only clients: times a newer head was found and its map loaded.
         public var refreshes = 0
+        /// Times every candidate node of a block refused it for lack of space.
+        public var outOfSpace = 0
     }
 
     public init(info: VolumeInfo, ring: Ring, clientID: NodeID, config: VolumeClientConfig, seed: UInt64) {

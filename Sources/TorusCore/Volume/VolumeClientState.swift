@@ -65,6 +65,8 @@ extension VolumeClient {
         /// Replicas to resend to at `retryAt` after an error reply.
         var retryAt: Instant?
         var retryNodes: [NodeID] = []
+        /// Candidates that refused this block for lack of space.
+        var noSpace: Set<NodeID> = []
     }
 
     /// A read-repair put in flight: the good bytes of `ref` going back to `node`.

@@ -44,6 +44,8 @@ public enum VolumeError: Error, Hashable, Sendable, CustomStringConvertible {
     case metadataUnavailable(volume: String)
     /// A write or trim on a read-only client.
     case readOnly(volume: String)
+    /// No node that may hold the data has room for it: a flush cannot make it durable.
+    case noSpace(volume: String)
 
     public var description: String {
         switch self {
@@ -55,6 +57,7 @@ public enum VolumeError: Error, Hashable, Sendable, CustomStringConvertible {
         case .leaseNotRenewed(let v): "volume \(v): writer lease not renewed in time; durability not acknowledged"
         case .metadataUnavailable(let v): "volume \(v): metadata store unavailable; commit not acknowledged"
         case .readOnly(let v): "volume \(v) is open read-only"
+        case .noSpace(let v): "volume \(v): no storage node that may hold the data has room for it; written data stays cached but is not durable"
         }
     }
 }
