@@ -131,6 +131,9 @@ extension VolumeClient {
         case .failure(let error):
             // Disk full, I/O error...: retry after a pause, or move to a fallback node.
             if error == .noSpace {
+                // A full node gets no new copies for a while (then one put probes it again),
+                // and this copy moves to the next candidate at once.
+                suspects[node] = now + config.suspectDuration
                 wb.noSpace.insert(node)
                 writebacks[key] = wb
                 // Out of space when no candidate without a copy has room for one.
