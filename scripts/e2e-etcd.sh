@@ -83,15 +83,6 @@ fi
 
 # The servers follow volumes through an etcd watch: create, resize, delete (also after an
 # etcd restart, which breaks the watch streams).
-seconds_until() {  # TIMEOUT COMMAND...: prints the seconds until COMMAND succeeds, fails after TIMEOUT
-    local limit=$(( $1 * 1000 )); shift; local start; start=$(date +%s%3N)
-    while ! "$@" >/dev/null 2>&1; do
-        [ $(( $(date +%s%3N) - start )) -gt $limit ] && return 1
-        sleep 0.1
-    done
-    local ms=$(( $(date +%s%3N) - start ))
-    printf '%d.%02d' $((ms / 1000)) $(( (ms % 1000) / 10 ))
-}
 exports() { nbdinfo --list "nbd://127.0.0.1:$1" 2>/dev/null | grep -q "export=\"$2\""; }
 no_export() { ! exports "$1" "$2"; }
 size_is() { [ "$(nbdinfo --size "nbd://127.0.0.1:$1/$2" 2>/dev/null)" = "$3" ]; }

@@ -12,16 +12,6 @@ start_etcd "$WORK" || exit 1
 PIDS+=("$ETCD_PID")
 META=$ETCD_URL
 
-seconds_until() {  # TIMEOUT COMMAND...: prints the seconds until COMMAND succeeds, fails after TIMEOUT
-    local limit=$(( $1 * 1000 )); shift; local start; start=$(date +%s%3N)
-    while ! "$@" >/dev/null 2>&1; do
-        [ $(( $(date +%s%3N) - start )) -gt $limit ] && return 1
-        sleep 0.5
-    done
-    local ms=$(( $(date +%s%3N) - start ))
-    printf '%d.%02d' $((ms / 1000)) $(( (ms % 1000) / 10 ))
-}
-
 "$BIN" init --metadata "$META" --replication 3 >"$WORK/init.log" 2>&1 && ok "torus init (replication 3)" \
     || bad "torus init: $(cat "$WORK/init.log")"
 declare -a NODE_PIDS

@@ -56,3 +56,12 @@ e2e_begin() {
 }
 ok() { echo "ok      $*"; pass=$((pass + 1)); }
 bad() { echo "FAIL    $*"; fail=$((fail + 1)); }
+seconds_until() {  # TIMEOUT COMMAND...: prints the seconds until COMMAND succeeds, fails after TIMEOUT
+    local limit=$(( $1 * 1000 )); shift; local start; start=$(date +%s%3N)
+    while ! "$@" >/dev/null 2>&1; do
+        [ $(( $(date +%s%3N) - start )) -gt $limit ] && return 1
+        sleep 0.1
+    done
+    local ms=$(( $(date +%s%3N) - start ))
+    printf '%d.%02d' $((ms / 1000)) $(( (ms % 1000) / 10 ))
+}

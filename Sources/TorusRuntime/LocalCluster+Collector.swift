@@ -76,12 +76,7 @@ extension LocalCluster {
                 if host.passStarted == nil, case .listBlocks = msg { host.passStarted = SystemClock.now() }
                 clientSend(host, to: to, msg)
             case .metadata(let id, let req):
-                metaApply(req).whenComplete { result in
-                    let response: MetaResponse
-                    switch result {
-                    case .success(let r): response = r
-                    case .failure(let e): response = .error(.unavailable("\(e)"))
-                    }
+                metaResponse(req).whenSuccess { response in
                     guard self.collectorHost === host else { return }
                     self.handleCollector(host.collector.metadataReply(id, response, now: SystemClock.now()))
                 }

@@ -569,12 +569,7 @@ public final class LocalCluster: @unchecked Sendable {
             case .send(let to, let msg):
                 clientSend(host, to: to, msg)
             case .metadata(let id, let req):
-                metaApply(req).whenComplete { result in
-                    let response: MetaResponse
-                    switch result {
-                    case .success(let r): response = r
-                    case .failure(let e): response = .error(.unavailable("\(e)"))
-                    }
+                metaResponse(req).whenSuccess { response in
                     guard host.generation == generation else { return }  // for a replaced writer
                     self.handleClient(volume, host.client.metadataReply(id, response, now: SystemClock.now()))
                 }
@@ -673,6 +668,11 @@ public final class LocalCluster: @unchecked Sendable {
             }
         }
         return response
+    }
+
+    /// `metaApply` with a failure turned into the `.error` response a state machine expects.
+    func metaResponse(_ request: MetaRequest) -> EventLoopFuture<MetaResponse> {
+        metaApply(request).recover { .error(.unavailable("\($0)")) }
     }
 
     func expireLeases() {

@@ -184,14 +184,10 @@ public struct Collector: Sendable {
 
     // MARK: - Inventory
 
+    /// Per-pass state starts empty: `endPass` clears it.
     mutating func beginPass() {
         stage = .listing
         passStartedAt = now
-        inventory = [:]
-        listing = [:]
-        volumes = [:]
-        rpcs = [:]
-        metadataDoubtful = false
         for m in ring.members.map(\.node).sorted() {
             listing[m] = ListState()
             inventory[m] = []
@@ -607,6 +603,7 @@ public struct Collector: Sendable {
         rpcs = [:]
         listRPCs = [:]
         inventory = [:]
+        listing = [:]
         volumes = [:]
         nextPassAt = now + config.passInterval
     }
