@@ -242,11 +242,16 @@ public final class Simulation {
         cfg.metadataTimeout = .milliseconds(500)
         cfg.retryBackoff = .milliseconds(50)
         cfg.readRoundsMax = 40
+        cfg.unsyncedBytesHigh = max(1, cacheBlocks / Int(1 + knobs.below(4))) * options.blockSize
+        cfg.syncDelay = knobs.duration(.milliseconds(100), .seconds(2))
+        cfg.syncTimeout = knobs.duration(.milliseconds(500), .seconds(3))
         clientConfig = cfg
         // The stores' batching knobs, drawn per seed from their own stream.
         var storeKnobs = root.derived(stream: 9)
         let batchLimit = [4096, 256, 16][Int(storeKnobs.below(3))]
-        let lazyThreshold = [256, 32, 4][Int(storeKnobs.below(3))]
+        // Mostly as in production (journal only when asked: writers sync what they need),
+        // sometimes eager, which journals most puts before any sync.
+        let lazyThreshold = [1 << 20, 1 << 20, 32, 4][Int(storeKnobs.below(4))]
         storeKnobsDescription = " store-batch=\(batchLimit) store-lazy-commit=\(lazyThreshold)"
         for i in 0..<options.nodes {
             let config = Self.storeConfig(diskBytes: options.diskBytes(node: i), blockSize: options.blockSize,

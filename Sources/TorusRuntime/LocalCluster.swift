@@ -34,6 +34,10 @@ public final class LocalCluster: @unchecked Sendable {
         /// handing messages to the node's event loop directly. Slower; tests use it to cover
         /// the wire path inside `torus up`.
         public var peerOverTCP = false
+        /// Write-back cache of each volume's writer: dirty blocks, and written-back blocks until
+        /// their replicas synced them. Half of it may be dirty, half unsynced, before
+        /// write-back and syncs start without waiting.
+        public var cacheBytes = 256 << 20
         /// Garbage collection passes this often (nil: off); garbage is deleted once it has
         /// been garbage for `gcGrace`.
         public var gcInterval: Nanoseconds? = .seconds(60)
@@ -335,6 +339,11 @@ public final class LocalCluster: @unchecked Sendable {
         // Enough write-backs in flight to keep a node's group commit busy: 64 -> 256 raised
         // 1 MiB sequential writes by about a third (Benchmarks/nbd-bench.sh).
         cfg.writebacksInFlightMax = 256
+        // A bigger cache absorbs rewrites of the same blocks (64 -> 256 MiB: 4 KiB random writes
+        // +35%, Benchmarks/results-2026-11-26-e.txt).
+        cfg.cacheBytesMax = config.cacheBytes
+        cfg.dirtyBytesHigh = config.cacheBytes / 2
+        cfg.unsyncedBytesHigh = config.cacheBytes / 2
         // Storage nodes route replies by the client's id, so every writer or reader of every
         // process needs its own (two servers of one volume shared one, and the second one's
         // connection took the first one's replies). Node ids are small; these are not.

@@ -49,8 +49,12 @@ public final class StorageNodeServer: @unchecked Sendable {
     public static func storeConfig(blockSize: Int, diskBytes: UInt64) -> BlockStoreConfig {
         let slots = Int(diskBytes) / blockSize
         let journalSectors = 2 * (slots * 48 / 4096 + 2) + 256
+        // Puts that nobody asked to make durable are journaled only when something else syncs:
+        // writers sync what a FLUSH needs, and most written-back versions are replaced (and
+        // dropped without a record) before that.
         return BlockStoreConfig(geometry: DiskGeometry(sectorSize: 4096, capacityBytes: diskBytes),
-                                blockSize: blockSize, journalRegionSectors: journalSectors)
+                                blockSize: blockSize, journalRegionSectors: journalSectors,
+                                lazyCommitThresholdRecords: 1 << 20)
     }
 
     /// Binds the peer listener (port 0: any free port), then starts the node (journal

@@ -86,6 +86,8 @@ struct Up: ParsableCommand {
     var metadata: String?
     @Option(help: "Event-loop threads: the volume writers and NBD use one, the storage nodes are spread over all (default: one per core).")
     var threads: Int?
+    @Option(name: .customLong("cache-size"), help: "Write-back cache of each volume: written blocks stay here until flushed and synced on their replicas.")
+    var cacheSize = "256MiB"
     @Flag(name: .customLong("peer-over-tcp"), help: "Send writer-to-node traffic over loopback TCP (the peer protocol) instead of handing it to the node in memory. Slower; for testing the wire path.")
     var peerOverTCP = false
     @OptionGroup(title: "Garbage collection and repair") var maintenance: MaintenanceOptions
@@ -114,6 +116,7 @@ struct Up: ParsableCommand {
         if !vols.isEmpty { config.defaultVolume = nil }
         config.metadata = metadata
         config.peerOverTCP = peerOverTCP
+        config.cacheBytes = try parseCacheSize(cacheSize)
         try maintenance.apply(to: &config)
 
         // One loop per core: the volume writers on one, the storage nodes spread over the others.
@@ -343,6 +346,13 @@ struct MaintenanceOptions: ParsableArguments {
     }
 }
 
+/// `--cache-size`: at least 4 MiB (room for a few blocks of any size), at most 64 GiB.
+func parseCacheSize(_ text: String) throws -> Int {
+    let bytes = try parseSize(text, what: "--cache-size")
+    guard bytes >= 4 << 20 && bytes <= 64 << 30 else { throw ValidationError("--cache-size must be between 4MiB and 64GiB") }
+    return Int(bytes)
+}
+
 /// A duration like 60s, 500ms, 5m or 0.
 func parseDuration(_ text: String, what: String) throws -> Nanoseconds {
     if text == "0" { return .zero }
@@ -478,6 +488,8 @@ struct NBD: ParsableCommand {
         @Option(help: "Event-loop threads (default: one per core).") var threads: Int?
         @Flag(name: .customLong("read-only"), help: "Export every volume read-only, without taking writer locks.")
         var readOnly = false
+        @Option(name: .customLong("cache-size"), help: "Write-back cache of each volume: written blocks stay here until flushed and synced on their replicas.")
+        var cacheSize = "256MiB"
         @OptionGroup(title: "Garbage collection and repair (not with --read-only)") var maintenance: MaintenanceOptions
 
         func run() throws {
@@ -485,6 +497,7 @@ struct NBD: ParsableCommand {
             config.defaultVolume = nil
             config.metadata = metadata
             config.readOnly = readOnly
+            config.cacheBytes = try parseCacheSize(cacheSize)
             try maintenance.apply(to: &config)
             let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads ?? System.coreCount))
             let pool = NIOThreadPool(numberOfThreads: 4)

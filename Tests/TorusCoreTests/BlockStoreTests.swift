@@ -621,6 +621,41 @@ struct BlockStoreTests {
         #expect(h.store.refs == [ref(1), ref(3), ref(4), ref(5)])
     }
 
+    @Test("a put deleted before any cycle journaled it frees its slot at once and never reaches the journal")
+    func deleteCancelsUnjournaledPut() {
+        var h = StoreHarness(config: smallConfig(slots: 4, lazyThresholdRecords: 1 << 20), seed: 10)
+        h.drain()
+        #expect(isSuccess(h.putNow(ref(1), block(1), durable: true)))
+        for n in UInt64(2)...4 { #expect(isSuccess(h.putNow(ref(n), block(n)))) }
+        #expect(h.putNow(ref(5), block(5)) == .failure(.noSpace))
+        h.send(.delete([ref(2)]))
+        // No cycle ran: the slot is free at once.
+        #expect(h.store.freeSlots == 1 && h.store.pendingSlots == 0)
+        #expect(isSuccess(h.putNow(ref(5), block(5))))
+        // A journaled ref still needs its delete record before the slot comes back.
+        h.send(.delete([ref(1)]))
+        #expect(h.store.freeSlots == 0 && h.store.pendingSlots == 1)
+        h.drain()
+        #expect(h.store.freeSlots == 1)
+        #expect(h.syncNow([ref(1), ref(2), ref(3), ref(4), ref(5)]) == [ref(3), ref(4), ref(5)])
+        h.crashAndRecover(tearProbability: 0)
+        h.drain()
+        #expect(h.store.refs == [ref(3), ref(4), ref(5)])
+        #expect(holds(h.getNow(ref(5)), 5))
+    }
+
+    @Test("deletes while plenty of slots are free wait for a cycle that runs anyway")
+    func deletesWaitWhileSlotsAreFree() {
+        var h = StoreHarness(config: smallConfig(slots: 16, lazyThresholdRecords: 1 << 20), seed: 11)
+        h.drain()
+        #expect(isSuccess(h.putNow(ref(1), block(1), durable: true)))
+        h.send(.delete([ref(1)]))
+        h.drain()
+        #expect(h.store.pendingSlots == 1, "one delete of 16 slots starts no cycle")
+        #expect(h.syncNow([ref(1)]) == [])
+        #expect(h.store.pendingSlots == 0 && h.store.freeSlots == 16)
+    }
+
     @Test("a duplicated put of the same ref and bytes succeeds without taking a second slot")
     func duplicatePutIsIdempotent() {
         var h = StoreHarness(config: smallConfig(), seed: 6)

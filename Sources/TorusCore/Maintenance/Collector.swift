@@ -93,6 +93,10 @@ public struct Collector: Sendable {
         var deadline: Instant
     }
     var copyQueue: [Copy] = []
+    /// Refs short of copies at the last pass. A ref is repaired only when two passes in a row
+    /// find it short: a commit that lands between the inventory and the head read names refs
+    /// whose copies went to nodes after they were listed, which look short but are not.
+    var shortLastPass: Set<BlockRef> = []
     var copyRPCs: [RPCID: CopyRPC] = [:]
     var nextCopyAt: Instant = .zero
     /// Since when each node has not answered a listing (cleared when it answers).
@@ -396,6 +400,8 @@ public struct Collector: Sendable {
         }
         let alive = Set(inventory.keys)
         let domainOf = Dictionary(uniqueKeysWithValues: ring.members.map { ($0.node, $0.domain) })
+        var shortNow: Set<BlockRef> = []
+        defer { shortLastPass = shortNow }
         for id in volumes.keys.sorted() {
             let v = volumes[id]!
             guard !v.failed else { continue }
@@ -407,6 +413,8 @@ public struct Collector: Sendable {
                 let resting = cands.filter { !alive.contains($0) && (downSince[$0].map { now - $0 < config.repairGrace } ?? true) }
                 let count = have.count + resting.count
                 guard count < r else { continue }
+                shortNow.insert(ref)
+                guard shortLastPass.contains(ref) else { continue }
                 passShort += 1
                 guard !have.isEmpty else {
                     passUnrepairable += 1

@@ -111,6 +111,8 @@ public struct BlockStore: Sendable {
 
     // Index changes not yet durable in the journal, oldest first; seq strictly increasing.
     var unjournaled: [Change] = []
+    /// Entries of `unjournaled` that are cancelled puts.
+    var cancelledCount = 0
     var nextSeq: UInt64 = 1
     /// Every change with `seq <= durableThroughSeq` is durable in the journal.
     var durableThroughSeq: UInt64 = 0
@@ -264,6 +266,9 @@ extension BlockStore {
     struct Change: Hashable, Sendable {
         var seq: UInt64
         var record: BlockStoreFormat.Record
+        /// A put deleted before any journal write saw it: its slot is already free and no
+        /// record of it is ever written (see `removeFromIndex`).
+        var cancelled = false
     }
 
     struct Requester: Hashable, Sendable {

@@ -44,7 +44,15 @@ extension BlockStore {
         if puts.values.contains(where: { p in p.requesters.contains { $0.durable } }) { return true }
         // After a failure only waiting requests retry, so a dead disk cannot make us spin.
         if lastCycleFailed { return false }
-        return needsNewGeneration || freeingCount > 0 || unjournaled.count >= config.lazyCommitThresholdRecords
+        return needsNewGeneration || deletesDue
+            || unjournaled.count - cancelledCount >= config.lazyCommitThresholdRecords
+    }
+
+    /// Deleted slots come back only through a cycle. While plenty are free, deletes wait for
+    /// a cycle that runs anyway (each cycle costs two disk syncs, and overwrites delete all
+    /// the time); once free slots run short, a delete starts one.
+    var deletesDue: Bool {
+        freeingCount > 0 && (freeList.count < config.totalSlots / 4 || freeingCount >= config.totalSlots / 8)
     }
 
     mutating func startCycleIfWanted(_ out: inout [StoreOutput]) {
@@ -62,7 +70,11 @@ extension BlockStore {
         for i in cycle!.syncs.indices where cycle!.syncs[i].requiredSeq == nil {
             cycle!.syncs[i].requiredSeq = nextSeq - 1
         }
-        if n == 0 && !needsNewGeneration { return finishCycle(failed: false, &out) }
+        if !needsNewGeneration && !unjournaled[0..<n].contains(where: { !$0.cancelled }) {
+            // Nothing to journal (at most cancelled puts, which need no record).
+            commitBatch()
+            return finishCycle(failed: false, &out)
+        }
         let op = nextOp()
         cycle!.phase = .dataSync(op)
         out.append(.disk(op, .sync))
@@ -113,13 +125,14 @@ extension BlockStore {
     /// Step 3: append the batch to the live region, or start a new generation when one is due
     /// or the batch does not fit.
     private mutating func appendOrCompact(_ out: inout [StoreOutput]) {
-        let n = cycle!.batchCount
-        let sectors = config.sectorsFor(records: n)
-        guard !needsNewGeneration, let j = journal, n > 0, j.nextSector + sectors <= config.journalRegionSectors else {
+        let records = unjournaled[0..<cycle!.batchCount].filter { !$0.cancelled }.map(\.record)
+        let sectors = config.sectorsFor(records: records.count)
+        guard !needsNewGeneration, let j = journal, !records.isEmpty,
+              j.nextSector + sectors <= config.journalRegionSectors else {
             return beginCompaction(&out)
         }
         let bytes = BlockStoreFormat.encodeSectors(
-            unjournaled[0..<n].map(\.record), generation: j.generation, firstSequence: j.nextSector, config: config)
+            records, generation: j.generation, firstSequence: j.nextSector, config: config)
         let op = nextOp()
         cycle!.phase = .journalWrite(op, sectors: sectors)
         let offset = config.regionOffset(j.region) + UInt64(j.nextSector * config.sectorSize)
@@ -136,7 +149,7 @@ extension BlockStore {
         let generation = nextGeneration
         nextGeneration += 1
         var snapshot = durableIndex
-        for c in unjournaled[0..<cycle!.batchCount] { Self.apply(c.record, to: &snapshot) }
+        for c in unjournaled[0..<cycle!.batchCount] where !c.cancelled { Self.apply(c.record, to: &snapshot) }
         let records = snapshot.keys.sorted().map { ref in
             BlockStoreFormat.Record(op: .put, ref: ref, slot: snapshot[ref]!.slot, crc: snapshot[ref]!.crc)
         }
@@ -173,10 +186,14 @@ extension BlockStore {
     }
 
     /// Step 5: the batch is durable; deleted slots become reusable.
-    private mutating func commitBatch() {
+    mutating func commitBatch() {
         let n = cycle!.batchCount
         guard n > 0 else { return }
         for c in unjournaled[0..<n] {
+            if c.cancelled {
+                cancelledCount -= 1
+                continue
+            }
             Self.apply(c.record, to: &durableIndex)
             if c.record.op == .delete {
                 let slot = c.record.slot

@@ -77,10 +77,14 @@ extension BlockStore {
     }
 
     private func checkChanges() {
-        precondition(unjournaled.count <= 2 * config.totalSlots, "\(unjournaled.count) unjournaled changes")
+        precondition(unjournaled.count - cancelledCount <= 2 * config.totalSlots, "\(unjournaled.count) unjournaled changes")
         var previous = durableThroughSeq
-        var deletes = 0
+        var deletes = 0, cancelled = 0
         for c in unjournaled {
+            if c.cancelled {
+                cancelled += 1
+                precondition(c.record.op == .put && index[c.record.ref]?.putSeq != c.seq, "cancelled change \(c.seq) is live")
+            }
             precondition(c.seq > previous && c.seq < nextSeq, "change seq \(c.seq) out of order")
             previous = c.seq
             if c.record.op == .delete {
@@ -89,6 +93,7 @@ extension BlockStore {
             }
         }
         precondition(deletes == freeingCount, "\(deletes) pending deletes but \(freeingCount) freeing slots")
+        precondition(cancelled == cancelledCount, "\(cancelled) cancelled puts but the count is \(cancelledCount)")
         for w in durableWaiters {
             precondition(w.seq > durableThroughSeq && w.seq < nextSeq, "durable put waits for change \(w.seq)")
         }

@@ -81,12 +81,58 @@ extension BlockStore {
     }
 
     /// Removes `ref` from the index and records its delete; the slot waits for durability.
+    /// A ref whose put no journal write has seen yet (not durable, not in a batch a cycle
+    /// fixed) needs no record at all: its put is cancelled and the slot is free at once. No
+    /// journal prefix can name it, so no recovery can see the slot's new contents under it.
+    /// Overwritten blocks that were never synced thus cost neither a journal record nor a sync.
     mutating func removeFromIndex(_ ref: BlockRef) {
         let e = index.removeValue(forKey: ref)!
         precondition(slots[e.slot] == .used, "deleting \(ref) from slot \(e.slot) in state \(slots[e.slot])")
+        if e.putSeq > durableThroughSeq, let i = unjournaledIndex(seq: e.putSeq), i >= fixedBatchCount {
+            precondition(unjournaled[i].record.op == .put && unjournaled[i].record.ref == ref && !unjournaled[i].cancelled,
+                         "cancelling \(ref): change \(e.putSeq) is \(unjournaled[i])")
+            unjournaled[i].cancelled = true
+            cancelledCount += 1
+            slots[e.slot] = .free
+            freeList.append(e.slot)
+            dropCancelledIfMany()
+            return
+        }
         slots[e.slot] = .freeing
         freeingCount += 1
         appendChange(BlockStoreFormat.Record(op: .delete, ref: ref, slot: e.slot, crc: e.crc))
+    }
+
+    /// Changes at the front of `unjournaled` that the running cycle has fixed as its batch.
+    var fixedBatchCount: Int {
+        guard let c = cycle else { return 0 }
+        if case .awaitingWrites = c.phase { return 0 }
+        return c.batchCount
+    }
+
+    /// Position of the change with sequence `seq` (sequences increase along the array).
+    func unjournaledIndex(seq: UInt64) -> Int? {
+        var lo = 0, hi = unjournaled.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if unjournaled[mid].seq < seq { lo = mid + 1 } else { hi = mid }
+        }
+        return lo < unjournaled.count && unjournaled[lo].seq == seq ? lo : nil
+    }
+
+    /// Keeps cancelled entries from piling up while no cycle runs (amortized: only when they
+    /// are most of the list, and never inside a fixed batch).
+    mutating func dropCancelledIfMany() {
+        guard cancelledCount >= min(1024, config.totalSlots), cancelledCount * 2 > unjournaled.count else { return }
+        let fixed = fixedBatchCount
+        var kept = Array(unjournaled[0..<fixed])
+        kept.reserveCapacity(unjournaled.count - cancelledCount + fixed)
+        var dropped = 0
+        for c in unjournaled[fixed...] {
+            if c.cancelled { dropped += 1 } else { kept.append(c) }
+        }
+        unjournaled = kept
+        cancelledCount -= dropped
     }
 
     @discardableResult

@@ -31,10 +31,11 @@ extension VolumeClient {
             }
             targets.cursor += 1
         }
-        writeMap()
+        takeSnapshot()
     }
 
-    mutating func writeMap() {
+    /// Fixes the map this flush commits, then syncs the copies it names (`advanceSync`).
+    mutating func takeSnapshot() {
         var f = flush!
         let changed = dirtyPages.sorted()
         dirtyPages.removeAll()
@@ -48,12 +49,26 @@ extension VolumeClient {
         f.snapshot = entries
         f.floor = collectionFloor()
         f.snapshotPages = changed
+        f.stage = .sync
+        flush = f
+        advanceSync()
+    }
+
+    /// Writes the changed map pages of the snapshot and a new root (durable puts).
+    mutating func writeMap() {
+        var f = flush!
+        if config.canary != .ackBeforeReplicaSync {
+            for ref in unsynced.keys {
+                precondition(Int(ref.index) >= f.snapshot.count || f.snapshot[Int(ref.index)]?.ref(volume: info.id, index: ref.index) != ref,
+                             "writing a map that names \(ref), which is not durable on every replica")
+            }
+        }
         f.newPageRefs = pageRefs
         var pending = 0
-        for p in changed {
+        for p in f.snapshotPages {
             let lo = p * entriesPerPage
             let hi = min(entries.count, lo + entriesPerPage)
-            let bytes = BlockMapCodec.encodePage(volume: info.id, page: UInt64(p), entries: entries[lo..<hi],
+            let bytes = BlockMapCodec.encodePage(volume: info.id, page: UInt64(p), entries: f.snapshot[lo..<hi],
                                                  blockSize: info.blockSize)
             let key = BlockRef.mapIndexBase + UInt64(p)
             let ref = BlockRef(volume: info.id, epoch: epoch, sequence: nextSequence, index: key)
@@ -233,7 +248,7 @@ extension VolumeClient {
         // New page and root blocks are garbage; so are blocks whose deletion waited on this commit.
         var garbage = deferredDeletes
         deferredDeletes.removeAll()
-        for p in f.snapshotPages {
+        for p in f.snapshotPages where p < f.newPageRefs.count {  // no new pages before the map stage
             if let e = f.newPageRefs[p] { garbage.append(e.ref(volume: info.id, index: BlockRef.mapIndexBase + UInt64(p))) }
         }
         if let r = f.newRoot { garbage.append(r.ref(volume: info.id, index: BlockRef.rootIndex)) }

@@ -197,11 +197,11 @@ extension VolumeClient {
     /// Records a clean, loaded block without a write-back in the eviction order (after its
     /// `lastUse` changed or it became evictable). Drops stale entries when they pile up.
     mutating func noteEvictable(_ block: UInt64) {
-        guard let e = cache[block], !e.isDirty, !e.loading, writebacks[block] == nil else { return }
+        guard let e = cache[block], !e.isDirty, !e.loading, writebacks[block] == nil, !isPinned(block) else { return }
         evictionOrder.push(UseKey(lastUse: e.lastUse, block: block))
         if evictionOrder.count > 2 * cache.count + 64 {
             var live: [UseKey] = []
-            for (idx, e) in cache where !e.isDirty && !e.loading && writebacks[idx] == nil {
+            for (idx, e) in cache where !e.isDirty && !e.loading && writebacks[idx] == nil && !isPinned(idx) {
                 live.append(UseKey(lastUse: e.lastUse, block: idx))
             }
             evictionOrder.rebuild(live)
@@ -213,7 +213,7 @@ extension VolumeClient {
         if cacheBytes + info.blockSize <= config.cacheBytesMax { return true }
         while let top = evictionOrder.pop() {
             guard let e = cache[top.block], !e.isDirty, !e.loading, writebacks[top.block] == nil,
-                  e.lastUse == top.lastUse else { continue }  // stale
+                  e.lastUse == top.lastUse, !isPinned(top.block) else { continue }  // stale (or pinned: back once synced)
             cache[top.block] = nil
             cacheBytes -= info.blockSize
             return true
@@ -450,6 +450,8 @@ extension VolumeClient {
             case .put(let block):
                 noteNode(pending.node, ok: false)
                 if writebacks[block] != nil { putFailed(block, node: pending.node, retryAfterBackoff: false) }
+            case .sync(let refs):
+                syncFailed(pending.node, refs)
             }
         }
         for rpc in repairs.keys.sorted() where repairs[rpc]!.deadline <= now {

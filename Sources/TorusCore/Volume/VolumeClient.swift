@@ -8,9 +8,11 @@
 ///
 /// Commit protocol (the durability and fencing promises rest on it):
 /// 1. every block dirty when the flush started is written back: put to all its replicas,
-///    each of which replies only once the block is durable on its disk;
-/// 2. the changed map pages and a new root are written the same way;
-/// 3. the head (root, generation, epoch) is replaced by a transaction that compares the
+///    which reply once the bytes are written (not yet durable);
+/// 2. the map snapshot is fixed and every copy it names is synced: each replica confirms it
+///    durable, or the block is written again (see `VolumeClient+Sync.swift`);
+/// 3. the changed map pages and a new root are put durably;
+/// 4. the head (root, generation, epoch) is replaced by a transaction that compares the
 ///    volume's epoch key with our epoch and the head's mod revision with the one we last saw.
 ///    That transaction is the commit point. A writer whose epoch was superseded can never
 ///    pass it, so its writes never become visible.
@@ -79,6 +81,14 @@ public struct VolumeClient: Sendable {
     /// Refs a commit with an unknown outcome named (it may still land, e.g. a slow store):
     /// never deleted until a later commit succeeds, which then collects those it does not name.
     var uncertain: Set<BlockRef> = []
+    /// Written-back data blocks not yet durable everywhere: ref -> nodes whose copy is not
+    /// known to be durable (see `VolumeClient+Sync.swift`).
+    var unsynced: [BlockRef: [NodeID]] = [:]
+    /// How many refs of `unsynced` each node holds unsynced.
+    var unsyncedPerNode: [NodeID: Int] = [:]
+    /// Nodes with a sync in flight (one at a time per node).
+    var syncing: Set<NodeID> = []
+    var lastSyncAt: Instant = .zero
     /// Read-repair puts in flight, by RPC id (retried on timeout or error, a few times).
     var repairs: [RPCID: Repair] = [:]
     static let repairAttemptsMax = 8
@@ -121,6 +131,12 @@ public struct VolumeClient: Sendable {
         public var refreshes = 0
         /// Times every candidate node of a block refused it for lack of space.
         public var outOfSpace = 0
+        /// Sync requests sent (each asks one node to make its unsynced copies durable).
+        public var syncs = 0
+        /// Unsynced copies a node lost (or that could not be confirmed): the block was written again.
+        public var lostCopies = 0
+        /// Flushes started over because a copy their snapshot named was lost.
+        public var flushRestarts = 0
     }
 
     public init(info: VolumeInfo, ring: Ring, clientID: NodeID, config: VolumeClientConfig, seed: UInt64) {
@@ -169,7 +185,8 @@ public struct VolumeClient: Sendable {
         switch message {
         case .putReply(let rpc, let result): putReplied(rpc, from: node, result)
         case .getReply(let rpc, let result): getReplied(rpc, from: node, result)
-        case .syncReply, .putBlock, .getBlock, .getRange, .deleteBlocks, .syncBlocks, .listBlocks, .listReply: break
+        case .syncReply(let rpc, let present): syncReplied(rpc, from: node, present: present)
+        case .putBlock, .getBlock, .getRange, .deleteBlocks, .syncBlocks, .listBlocks, .listReply: break
         }
         return finish()
     }
@@ -231,7 +248,10 @@ public struct VolumeClient: Sendable {
     public internal(set) var fenceReason = ""
 
     mutating func finish() -> [ClientOutput] {
-        if phase != .fenced { completeZeroWritebacks() }
+        if phase != .fenced {
+            completeZeroWritebacks()
+            scheduleSync()
+        }
         if pendingGrowth != nil { applyGrowthIfQuiet() }
         #if DEBUG
         checkInvariants()
@@ -249,10 +269,10 @@ public struct VolumeClient: Sendable {
         return result
     }
 
-    mutating func allocateRPC(_ purpose: PendingRPC.Purpose, node: NodeID) -> RPCID {
+    mutating func allocateRPC(_ purpose: PendingRPC.Purpose, node: NodeID, timeout: Nanoseconds? = nil) -> RPCID {
         let id = RPCID(nextRPC)
         nextRPC += 1
-        rpcs[id] = PendingRPC(purpose: purpose, node: node, deadline: now + config.rpcTimeout)
+        rpcs[id] = PendingRPC(purpose: purpose, node: node, deadline: now + (timeout ?? config.rpcTimeout))
         return id
     }
 
@@ -297,6 +317,7 @@ public struct VolumeClient: Sendable {
 
     mutating func deleteRefs(_ refs: [BlockRef]) {
         guard !refs.isEmpty else { return }
+        if !unsynced.isEmpty { for r in refs where unsynced[r] != nil { setUnsynced(r, []) } }
         var perNode: [NodeID: [BlockRef]] = [:]
         for r in refs { for n in candidates(r) { perNode[n, default: []].append(r) } }
         for n in perNode.keys.sorted() { out.append(.send(to: n, .deleteBlocks(perNode[n]!))) }
@@ -328,6 +349,9 @@ public struct VolumeClient: Sendable {
         cacheBytes = 0
         dirtyBytes = 0
         rpcs.removeAll()
+        unsynced.removeAll()
+        unsyncedPerNode.removeAll()
+        syncing.removeAll()
     }
 
     /// Internal consistency; run after every step in debug builds and by the simulator.
@@ -351,6 +375,13 @@ public struct VolumeClient: Sendable {
             precondition(cache[idx] != nil, "write-back of \(idx) without its cache entry")
         }
         if phase == .fenced { precondition(ops.isEmpty && flush == nil, "fenced client still has ops") }
+        var perNode: [NodeID: Int] = [:]
+        for nodes in unsynced.values { for n in nodes { perNode[n, default: 0] += 1 } }
+        precondition(perNode == unsyncedPerNode, "unsynced counts per node drifted")
+        for ref in unsynced.keys where isCurrent(ref) {
+            // The cache is the only sure copy of a block version not yet durable everywhere.
+            precondition(cache[ref.index] != nil, "unsynced block \(ref.index) left the cache")
+        }
         // The lazy eviction and write-back orders cover every block they must (checked on a
         // deterministic eighth of the calls: building the sets is the costliest check here).
         guard useCounter % 8 == 0 else { return }
@@ -359,7 +390,7 @@ public struct VolumeClient: Sendable {
         for (idx, e) in cache where !e.loading && writebacks[idx] == nil {
             if e.isDirty {
                 precondition(dirtyKeys.contains(DirtyKey(since: e.dirtySince, block: idx)), "dirty block \(idx) missing from the write-back order")
-            } else {
+            } else if !isPinned(idx) {
                 precondition(useKeys.contains(UseKey(lastUse: e.lastUse, block: idx)), "clean block \(idx) missing from the eviction order")
             }
         }
@@ -408,6 +439,7 @@ extension VolumeClient {
         if phase == .opening { parts.append("open=\(open)") }
         if let f = flush { parts.append("flush=\(f.stage) waiters=\(f.waiters.count)") }
         parts.append("flushQueue=\(flushQueue.count)")
+        if !unsynced.isEmpty || !syncing.isEmpty { parts.append("unsynced=\(unsynced.count) syncing=\(syncing.sorted())") }
         let wb = writebacks.keys.sorted().prefix(3).map { "\($0):\(writebacks[$0]!.remaining)" }
         parts.append("writebacks=\(writebacks.count) \(wb)")
         let fe = fetches.keys.sorted().prefix(3).map { "\($0):round\(fetches[$0]!.round)" }

@@ -56,7 +56,7 @@ extension VolumeClient {
         var data: [UInt8]
         /// Replicas still to confirm, sorted.
         var remaining: [NodeID]
-        /// Nodes that confirmed a durable copy.
+        /// Nodes that confirmed a copy (durable for map blocks; data blocks are synced later).
         var confirmed: [NodeID] = []
         /// Placement then fallback nodes, in preference order.
         var candidates: [NodeID]
@@ -82,6 +82,8 @@ extension VolumeClient {
         enum Purpose: Sendable {
             case put(block: UInt64)
             case get(block: UInt64)
+            /// A sync of these refs (see `VolumeClient+Sync.swift`).
+            case sync([BlockRef])
         }
         var purpose: Purpose
         var node: NodeID
@@ -137,6 +139,8 @@ extension VolumeClient {
         enum Stage: Sendable {
             /// Waiting until each block's written version reaches its target.
             case writeback(FlushTargets)
+            /// The snapshot is fixed; waiting until every copy it names is durable.
+            case sync
             /// Map pages and root being written.
             case map(pending: Int)
             case commit

@@ -76,6 +76,13 @@ public struct VolumeClientConfig: Sendable {
     /// Dirty blocks older than this are written back even below the high-water mark.
     public var writebackDelay = Nanoseconds.milliseconds(500)
     public var writebacksInFlightMax = 64
+    /// Written-back blocks not yet synced (they stay cached until they are) over this many
+    /// bytes are synced without waiting for a FLUSH.
+    public var unsyncedBytesHigh = 32 << 20
+    /// Unsynced blocks are synced at least this often.
+    public var syncDelay = Nanoseconds.seconds(1)
+    /// A sync may wait for a replica's disk to write back everything it cached.
+    public var syncTimeout = Nanoseconds.seconds(5)
     public var rpcTimeout = Nanoseconds.milliseconds(500)
     /// A put that failed this many times on one placement node moves to a fallback node.
     public var putAttemptsBeforeFallback = 2
@@ -103,7 +110,7 @@ public struct VolumeClientConfig: Sendable {
 
     public enum Canary: String, Sendable, CaseIterable {
         case none
-        /// Acknowledge a write-back (and so a flush) before the replicas made the block durable.
+        /// Commit without making the blocks the map names (data and map) durable on their replicas.
         case ackBeforeReplicaSync = "ack-before-sync"
         /// Acknowledge a flush once the map is written, without committing the head.
         case ackFlushBeforeCommit = "ack-before-commit"
