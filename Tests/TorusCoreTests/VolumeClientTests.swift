@@ -302,6 +302,38 @@ struct VolumeClientTests {
         #expect(cl.wait(cl.submit(c2, .read(offset: 0, length: 16384))) == .success(.read(before)))
     }
 
+    @Test("a replica that lost unsynced copies in a crash gets them written again; the flush commits only durable copies")
+    func lostUnsyncedCopies() {
+        let cl = InstantCluster(nodes: 3, replication: 2)
+        var cfg = VolumeClientConfig()
+        cfg.writebackDelay = .milliseconds(10)
+        cfg.syncDelay = .seconds(600)
+        cl.addClient(c1, config: cfg)
+        let data = pattern(9, 16384 * 6)
+        _ = cl.wait(cl.submit(c1, .write(offset: 0, data: data, fua: false)))
+        cl.run { cl.clients[c1]!.unsynced.count == 6 }
+        #expect(cl.clients[c1]!.unsynced.count == 6, "written back, not yet synced")
+        // Node 1 crashes and restarts: its unjournaled puts are gone.
+        let lost = cl.clients[c1]!.unsynced.values.filter { $0.contains(NodeID(1)) }.count
+        #expect(lost > 0)
+        cl.boot(NodeID(1))
+        #expect(cl.wait(cl.submit(c1, .flush)) == .success(.done))
+        let c = cl.clients[c1]!
+        #expect(c.stats.lostCopies >= lost && c.unsynced.isEmpty)
+        for ref in c.committedRefs {
+            let holders = cl.nodes.values.filter { $0.store.durableRefs.contains(ref) }.count
+            #expect(holders >= 2, "\(ref) is durable on \(holders) nodes")
+        }
+        // Every node loses power: the flushed data survives.
+        for n in 1...3 { cl.boot(NodeID(UInt32(n))) }
+        cl.reachable.remove(c1)
+        cl.clients[c1] = nil
+        let lease = cl.meta.get(VolumeInfo.lockKey("v"))!.lease
+        _ = cl.meta.apply(.leaseRevoke(id: lease), now: cl.now)
+        cl.addClient(c2)
+        #expect(cl.wait(cl.submit(c2, .read(offset: 0, length: data.count))) == .success(.read(data)))
+    }
+
     @Test("reads go around a replica that does not answer")
     func readAroundDeadReplica() {
         let cl = InstantCluster(nodes: 3, replication: 2)
