@@ -48,11 +48,13 @@ extension BlockStore {
             || unjournaled.count - cancelledCount >= config.lazyCommitThresholdRecords
     }
 
-    /// Deleted slots come back only through a cycle. While plenty are free, deletes wait for
-    /// a cycle that runs anyway (each cycle costs two disk syncs, and overwrites delete all
-    /// the time); once free slots run short, a delete starts one.
+    /// Deleted slots come back only through a cycle. While data is being written and plenty of
+    /// slots are free, deletes wait for a cycle that runs anyway (each cycle costs two disk
+    /// syncs, and overwrites delete all the time); once free slots run short, or no put is
+    /// writing (a garbage-collection pass, a quiet moment), a delete starts one.
     var deletesDue: Bool {
-        freeingCount > 0 && (freeList.count < config.totalSlots / 4 || freeingCount >= config.totalSlots / 8)
+        freeingCount > 0
+            && (puts.isEmpty || freeList.count < config.totalSlots / 4 || freeingCount >= config.totalSlots / 8)
     }
 
     mutating func startCycleIfWanted(_ out: inout [StoreOutput]) {
