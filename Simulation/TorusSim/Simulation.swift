@@ -242,6 +242,7 @@ public final class Simulation {
         cfg.metadataTimeout = .milliseconds(500)
         cfg.retryBackoff = .milliseconds(50)
         cfg.readRoundsMax = 40
+        cfg.durableWriteback = knobs.below(2) == 0
         cfg.unsyncedBytesHigh = max(1, cacheBlocks / Int(1 + knobs.below(4))) * options.blockSize
         cfg.syncDelay = knobs.duration(.milliseconds(100), .seconds(2))
         cfg.syncTimeout = knobs.duration(.milliseconds(500), .seconds(3))
@@ -316,7 +317,7 @@ public final class Simulation {
                          knobs: "cache=\(clientConfig.cacheBytesMax / options.blockSize)blk"
                             + " dirty-high=\(clientConfig.dirtyBytesHigh / options.blockSize)blk"
                             + " writeback-delay=\(clientConfig.writebackDelay.value / 1_000_000)ms"
-                            + " writebacks-max=\(clientConfig.writebacksInFlightMax)"
+                            + " writebacks-max=\(clientConfig.writebacksInFlightMax) durable-writeback=\(clientConfig.durableWriteback)"
                             + " rpc-timeout=\(clientConfig.rpcTimeout.value / 1_000_000)ms" + storeKnobsDescription,
                          repairs: repairs + vols.reduce(0) { $0 + ($1.client?.stats.readRepairs ?? 0) },
                          copies: copiesMade, noSpaceErrors: noSpaceErrors)

@@ -339,11 +339,14 @@ public final class LocalCluster: @unchecked Sendable {
         // Enough write-backs in flight to keep a node's group commit busy: 64 -> 256 raised
         // 1 MiB sequential writes by about a third (Benchmarks/nbd-bench.sh).
         cfg.writebacksInFlightMax = 256
-        // A bigger cache absorbs rewrites of the same blocks (64 -> 256 MiB: 4 KiB random writes
-        // +35%, Benchmarks/results-2026-11-26-e.txt).
+        // A bigger cache serves more reads and absorbs rewrites (64 -> 256 MiB: 4 KiB random
+        // reads +40-70%, Benchmarks/results-2026-11-26-e.txt). Write-back stays durable (the
+        // default); should deferred syncing be turned on, it syncs early and often (a quarter
+        // of the cache, every 50 ms), since syncs only under cache pressure stalled writes.
         cfg.cacheBytesMax = config.cacheBytes
         cfg.dirtyBytesHigh = config.cacheBytes / 2
-        cfg.unsyncedBytesHigh = config.cacheBytes / 2
+        cfg.unsyncedBytesHigh = config.cacheBytes / 4
+        cfg.syncDelay = .milliseconds(50)
         // Storage nodes route replies by the client's id, so every writer or reader of every
         // process needs its own (two servers of one volume shared one, and the second one's
         // connection took the first one's replies). Node ids are small; these are not.

@@ -307,6 +307,7 @@ struct VolumeClientTests {
         let cl = InstantCluster(nodes: 3, replication: 2)
         var cfg = VolumeClientConfig()
         cfg.writebackDelay = .milliseconds(10)
+        cfg.durableWriteback = false
         cfg.syncDelay = .seconds(600)
         cl.addClient(c1, config: cfg)
         let data = pattern(9, 16384 * 6)

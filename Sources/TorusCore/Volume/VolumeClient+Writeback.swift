@@ -105,9 +105,9 @@ extension VolumeClient {
     mutating func resendPut(_ key: UInt64, to node: NodeID) {
         let wb = writebacks[key]!
         let rpc = allocateRPC(.put(block: key), node: node)
-        // Data blocks are synced when a flush needs them (VolumeClient+Sync.swift); the map
-        // blocks are written right before the commit, so they are durable at once.
-        let durable = key >= BlockRef.mapIndexBase && config.canary != .ackBeforeReplicaSync
+        // Map blocks are written right before the commit, so they are durable at once; data
+        // blocks too unless `durableWriteback` is off (then a flush syncs them, VolumeClient+Sync.swift).
+        let durable = (config.durableWriteback || key >= BlockRef.mapIndexBase) && config.canary != .ackBeforeReplicaSync
         out.append(.send(to: node, .putBlock(rpc, wb.ref, wb.data, durable: durable)))
     }
 
@@ -127,7 +127,7 @@ extension VolumeClient {
                 if key >= BlockRef.mapIndexBase {
                     mapBlockWritten(key)
                 } else {
-                    setUnsynced(wb.ref, wb.confirmed)
+                    if !config.durableWriteback { setUnsynced(wb.ref, wb.confirmed) }
                     writebackCompleted(key, entry: wb.entry, version: wb.version)
                 }
             }

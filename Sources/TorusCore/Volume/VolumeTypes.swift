@@ -76,6 +76,12 @@ public struct VolumeClientConfig: Sendable {
     /// Dirty blocks older than this are written back even below the high-water mark.
     public var writebackDelay = Nanoseconds.milliseconds(500)
     public var writebacksInFlightMax = 64
+    /// Write-back puts are durable (each node answers once its group commit covered the
+    /// block). Off: nodes answer once the bytes are written, and a flush syncs the blocks its
+    /// map names (`VolumeClient+Sync.swift`); a block rewritten before then costs its nodes no
+    /// sync. Both keep every promise (the simulator runs both); on the 2-core benchmark machine
+    /// durable write-back was as fast and had a far shorter tail (see docs/storage-core.md).
+    public var durableWriteback = true
     /// Written-back blocks not yet synced (they stay cached until they are) over this many
     /// bytes are synced without waiting for a FLUSH.
     public var unsyncedBytesHigh = 32 << 20
