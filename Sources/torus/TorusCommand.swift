@@ -86,7 +86,7 @@ struct Up: ParsableCommand {
     var metadata: String?
     @Option(help: "Event-loop threads: the volume writers and NBD use one, the storage nodes are spread over all (default: one per core).")
     var threads: Int?
-    @Option(name: .customLong("cache-size"), help: "Write-back cache of each volume: written blocks stay here until flushed and synced on their replicas.")
+    @Option(name: .customLong("cache-size"), help: "Write-back cache of each volume: written blocks until they are stored on their replicas, and recently used blocks.")
     var cacheSize = "256MiB"
     @Flag(name: .customLong("peer-over-tcp"), help: "Send writer-to-node traffic over loopback TCP (the peer protocol) instead of handing it to the node in memory. Slower; for testing the wire path.")
     var peerOverTCP = false
@@ -488,7 +488,7 @@ struct NBD: ParsableCommand {
         @Option(help: "Event-loop threads (default: one per core).") var threads: Int?
         @Flag(name: .customLong("read-only"), help: "Export every volume read-only, without taking writer locks.")
         var readOnly = false
-        @Option(name: .customLong("cache-size"), help: "Write-back cache of each volume: written blocks stay here until flushed and synced on their replicas.")
+        @Option(name: .customLong("cache-size"), help: "Write-back cache of each volume: written blocks until they are stored on their replicas, and recently used blocks.")
         var cacheSize = "256MiB"
         @OptionGroup(title: "Garbage collection and repair (not with --read-only)") var maintenance: MaintenanceOptions
 
