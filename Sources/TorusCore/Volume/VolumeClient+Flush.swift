@@ -11,10 +11,11 @@ extension VolumeClient {
         flush = FlushState(waiters: flushQueue,
                            stage: .writeback(FlushTargets(blocks: blocks, versions: blocks.map { targets[$0]! })))
         flushQueue.removeAll()
-        for idx in blocks {
-            guard flush != nil, let e = cache[idx], e.isDirty, !e.loading, writebacks[idx] == nil else { continue }
-            startWriteback(idx)
-        }
+        // Write-backs start within the in-flight limit, oldest first; each completion starts the
+        // next while the flush waits (`writebackCompleted`). Starting every dirty block at once
+        // sent thousands of puts to slow nodes, whose timeouts resent them all again: over TCP
+        // the resends piled up in memory until the process was killed (24 GB, scripts/e2e-repair.sh).
+        scheduleWriteback(ageOnly: false)
         advanceFlush()
     }
 

@@ -207,6 +207,12 @@ extension VolumeClient {
         }
         drainBlocked()
         advanceFlush()
-        if !blocked.isEmpty || dirtyBytes > config.dirtyBytesHigh { scheduleWriteback(ageOnly: false) }
+        if !blocked.isEmpty || dirtyBytes > config.dirtyBytesHigh || flushIsWritingBack { scheduleWriteback(ageOnly: false) }
+    }
+
+    /// A flush waits for write-backs (which then start without waiting for age or pressure).
+    var flushIsWritingBack: Bool {
+        guard let f = flush, case .writeback = f.stage else { return false }
+        return true
     }
 }
