@@ -57,15 +57,17 @@ struct ScenarioTests {
     @Test("each canary is caught by the checker meant for it", arguments: [
         ("canary-skip-epoch-compare.yaml", "fencing"),
         ("canary-no-commit-retry.yaml", "liveness"),
-        ("canary-ack-before-sync.yaml", "convergence"),
+        // Lost unsynced copies: missing after healing, or gone after the final power loss.
+        ("canary-ack-before-sync.yaml", "durability|convergence"),
         ("canary-gc-ignores-horizon.yaml", "durability"),
         ("canary-gc-leaks.yaml", "reclaim"),
     ])
     func canaryPromise(_ file: String, _ promise: String) throws {
         let sc = try Scenario.load(path: Self.directory + "/" + file)
         let r = Simulation(options: sc.options(seed: sc.seeds[0])).run()
-        #expect(r.brokenPromise?.hasPrefix(promise) == true, "\(file): \(r.violation ?? "passed")")
-        #expect(r.isLivenessFailure == ["liveness", "reclaim", "convergence"].contains(promise))
+        let broken = promise.split(separator: "|").map(String.init).first { r.brokenPromise?.hasPrefix($0) == true }
+        #expect(broken != nil, "\(file): \(r.violation ?? "passed")")
+        #expect(r.isLivenessFailure == ["liveness", "reclaim", "convergence"].contains { broken == $0 })
     }
 
     @Test("a node back within the repair grace costs no copies; down past it, its blocks are copied")
