@@ -313,7 +313,7 @@ struct FieldReader {
         }
         if let node = top["scrub"] { o.scrubInterval = try duration(node, "scrub") }
         if let node = top["gc"] {
-            let g = try mapping(node, "gc", known: ["interval", "grace", "first", "repair-grace", "repair-rate", "repair-concurrency"])
+            let g = try mapping(node, "gc", known: ["interval", "grace", "first", "repair-grace", "repair-rate", "repair-concurrency", "ring-settle"])
             var cfg = CollectorConfig()
             cfg.passInterval = .seconds(2)
             cfg.firstPassDelay = .seconds(1)
@@ -330,7 +330,12 @@ struct FieldReader {
             if let n = g["repair-grace"] { cfg.repairGrace = try duration(n, "gc.repair-grace") }
             if let n = g["repair-rate"] { cfg.repairBytesPerSecond = try size(n, "gc.repair-rate") }
             if let n = g["repair-concurrency"] { cfg.repairConcurrencyMax = try int(n, "gc.repair-concurrency", 1...1024) }
+            cfg.ringSettle = .seconds(2)
+            if let n = g["ring-settle"] { cfg.ringSettle = try duration(n, "gc.ring-settle") }
             o.collector = cfg
+        }
+        for f in o.schedule where (f.kind == .joinNode || f.kind == .drainNode) && o.collector == nil {
+            throw fail(top["schedule"], "schedule.fault", "'\(f.kind.rawValue)' needs the collector (add a 'gc' section): it moves the blocks")
         }
         if let node = top["canary"] {
             let text = try string(node, "canary")

@@ -142,6 +142,12 @@ public enum FaultKind: String, CaseIterable, Sendable {
     /// replication - 1 times per run, and only while more than `replication` nodes are left.
     /// The garbage collector's repair (`gc`) must bring every block back to full redundancy.
     case loseNode = "lose-node"
+    /// A new, empty node joins the ring (a new ring version); the collector moves to it the
+    /// blocks it now places there and deletes their old copies. Needs `gc`.
+    case joinNode = "join-node"
+    /// A node is drained: no new placements; the collector moves its blocks to the others
+    /// and, once it holds none, it is removed from the ring and leaves. Needs `gc`.
+    case drainNode = "drain-node"
 }
 
 /// A fault at a fixed virtual time. `node` is 1-based (nil: drawn from the seed); `duration`
@@ -183,6 +189,14 @@ public struct SimResult: Sendable {
     public var copies: Int = 0
     /// Writes and flushes that failed with `noSpace` (the NBD client's ENOSPC).
     public var noSpaceErrors: Int = 0
+    /// Rebalancing: copies the collector made to placement nodes, their bytes, and extra
+    /// copies it deleted; ring versions made by joins, drains and removals.
+    public var moves: Int = 0
+    public var bytesMoved: UInt64 = 0
+    public var trimmed: Int = 0
+    public var ringVersion: UInt64 = 1
+    /// Blocks (data and map) the volumes' committed heads name at the end.
+    public var liveBlocks: Int = 0
     public var passed: Bool { violation == nil }
     /// A liveness failure (progress or convergence after healing) rather than a broken safety promise.
     public var isLivenessFailure: Bool {

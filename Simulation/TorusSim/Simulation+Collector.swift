@@ -15,6 +15,7 @@ extension Simulation {
                               failure: [])
             _ = store.handle(.txn(put), now: now)
         }
+        publishRing()
         collector = Collector(id: Self.collectorID, ring: ring, config: config)
         handleCollector(collector!.start(now: now))
     }
@@ -25,6 +26,9 @@ extension Simulation {
             case .send(let to, let msg):
                 if case .deleteBlocks(let refs) = msg { checkCollectorDelete(refs, on: to) }
                 send(from: Self.collectorID, to: to, msg)
+            case .trim(let to, let refs):
+                checkTrim(refs, on: to)
+                send(from: Self.collectorID, to: to, .deleteBlocks(refs))
             case .metadata(let id, let req):
                 queue.push(now + network.latency(), .collectorMeta(id, req))
             case .timer(let at):
@@ -34,7 +38,15 @@ extension Simulation {
                 traceNote("collector  pass \(p.completed ? "done" : "gave up (metadata unreadable)"): \(p.refsDeleted) deleted, "
                           + "\(p.garbagePending) waiting out the grace period, \(p.nodesSkipped) nodes and \(p.volumesSkipped) volumes skipped, "
                           + "\(p.underReplicated) short of copies, \(p.copiesMade) copied, \(p.copiesFailed) copies failed, \(p.unrepairable) unrepairable")
+                if p.misplaced > 0 || p.movesMade > 0 || p.copiesTrimmed > 0 || !p.drained.isEmpty {
+                    traceNote("collector  rebalance (ring \(p.ringVersion)): \(p.misplaced) off placement, \(p.movesMade) moved, "
+                              + "\(p.copiesTrimmed) extra copies deleted, drained: \(p.drained.map(\.description).joined(separator: " "))")
+                }
                 copiesMade += p.copiesMade
+                movesMade += p.movesMade
+                bytesMoved += p.bytesMoved
+                copiesTrimmed += p.copiesTrimmed
+                if !p.drained.isEmpty { removeDrained(p.drained) }
                 if finalPhase == .collect { finalCollectPassDone(p) }
             }
         }
@@ -63,14 +75,17 @@ extension Simulation {
     }
 
     func finalCollectPassDone(_ p: CollectorPass) {
-        let lost = slots.filter(\.lost).count
+        let lost = lostRingMembers
         guard p.completed, p.refsDeleted == 0, p.garbagePending == 0, p.nodesSkipped == lost, p.volumesSkipped == 0,
-              p.underReplicated == 0, p.copiesMade == 0, scrubbedSinceCollect else {
+              p.underReplicated == 0, p.copiesMade == 0, scrubbedSinceCollect,
+              p.misplaced == 0, p.movesMade == 0, p.copiesTrimmed == 0, !ring.members.contains(where: \.draining),
+              p.ringVersion == ring.version else {
             // Wait out the grace period of what it found, then look again.
             queue.push(now + (options.collector?.grace ?? .zero) + Nanoseconds.milliseconds(10), .finalCheck(.collect))
             return
         }
         checkNoGarbage()
+        if violation == nil && lostRingMembers == 0 && options.checkConvergence { checkPlacement() }
         finalPhase = nil
         queue = EventQueue()
     }

@@ -174,6 +174,12 @@ extension Simulation {
             slots[n].slowFactor = 10 + faultRandom.below(91)
             traceEvent(30, UInt64(n), slots[n].slowFactor)
             queue.push(now + lasting(.seconds(1), .seconds(5)), .heal(.diskSpeed(n)))
+        case .joinNode:
+            if random { guard ringChanges < Self.ringChangesMax else { return } }
+            joinNode()
+        case .drainNode:
+            if random { guard ringChanges < Self.ringChangesMax, nodesDown == 0 else { return } }
+            drainNode(node)
         case .bitRot, .latentError:
             let media = slots.indices.filter { slots[$0].mediaFaults }
             guard let n = node ?? (media.isEmpty ? nil : media[Int(faultRandom.below(UInt64(media.count)))]) else { return }
@@ -590,6 +596,10 @@ extension Simulation {
         case 43: return "FAULT node\(a + 1) is lost for good (never comes back)"
         case 41: return "collector  pass done: \(a) refs deleted of \(b) listed"
         case 42: return "collector  tick"
+        case 45: return "FAULT node\(a + 1) joins the ring (empty)"
+        case 46: return "FAULT node\(a + 1) is drained (no new placements; its blocks move away)"
+        case 47: return "node\(a + 1) drained: removed from the ring, it leaves"
+        case 48: return "vol\(a) writer learns the ring in force"
         case 38: return "FAULT armed: writer \(a == 1 ? "pause" : "crash") at its next commit"
         default: return "event \(code) \(a) \(b)"
         }

@@ -26,6 +26,7 @@ public final class Simulation {
         case scrub(node: Int, incarnation: UInt64)
         case collectorMeta(MetaRequestID, MetaRequest)
         case collectorMetaReply(MetaRequestID, MetaResponse)
+        case ringUpdate(volume: Int)
     }
 
     enum Heal {
@@ -56,10 +57,16 @@ public final class Simulation {
         var mediaFaults = false
         /// Gone for good (lose-node): never restarted.
         var lost = false
+        /// Drained and removed from the ring (also `lost`).
+        var removed = false
     }
 
     let options: SimOptions
-    let ring: Ring
+    /// The ring in force (joins and drains make new versions: Simulation+Ring.swift).
+    var ring: Ring
+    var ringChanges = 0
+    /// The stores' batching knobs (drawn per seed), for nodes that join later too.
+    var storeKnobs = (batchLimit: 4096, lazyThreshold: 1 << 20)
     /// The writer's knobs, drawn from the seed ("buggify"): cache sizes, write-back timing.
     let clientConfig: VolumeClientConfig
 
@@ -114,6 +121,9 @@ public final class Simulation {
     var scrubRoundsAtCollect: [Int] = []
     /// Blocks the collector's repair copied.
     var copiesMade = 0
+    var movesMade = 0
+    var bytesMoved: UInt64 = 0
+    var copiesTrimmed = 0
     /// Writes and flushes that failed with `noSpace` (ENOSPC).
     var noSpaceErrors = 0
 
@@ -254,6 +264,7 @@ public final class Simulation {
         // sometimes eager, which journals most puts before any sync.
         let lazyThreshold = [1 << 20, 1 << 20, 32, 4][Int(storeKnobs.below(4))]
         storeKnobsDescription = " store-batch=\(batchLimit) store-lazy-commit=\(lazyThreshold)"
+        self.storeKnobs = (batchLimit, lazyThreshold)
         for i in 0..<options.nodes {
             let config = Self.storeConfig(diskBytes: options.diskBytes(node: i), blockSize: options.blockSize,
                                           batchLimit: batchLimit, lazyThreshold: lazyThreshold)
@@ -320,7 +331,9 @@ public final class Simulation {
                             + " writebacks-max=\(clientConfig.writebacksInFlightMax) durable-writeback=\(clientConfig.durableWriteback)"
                             + " rpc-timeout=\(clientConfig.rpcTimeout.value / 1_000_000)ms" + storeKnobsDescription,
                          repairs: repairs + vols.reduce(0) { $0 + ($1.client?.stats.readRepairs ?? 0) },
-                         copies: copiesMade, noSpaceErrors: noSpaceErrors)
+                         copies: copiesMade, noSpaceErrors: noSpaceErrors,
+                         moves: movesMade, bytesMoved: bytesMoved, trimmed: copiesTrimmed, ringVersion: ring.version,
+                         liveBlocks: vols.reduce(0) { $0 + ($1.client?.committedRefs.count ?? 0) })
     }
 
     // MARK: Dispatch
@@ -463,6 +476,9 @@ public final class Simulation {
             traceEvent(4, id.raw, UInt64(Self.collectorID.raw))
             guard collector != nil else { return }
             handleCollector(collector!.metadataReply(id, response, now: now))
+        case .ringUpdate(let vol):
+            traceEvent(48, UInt64(vol))
+            deliverRing(volume: vol)
         }
     }
 

@@ -35,7 +35,7 @@ extension SimOptions {
         if r.chance(0.5) {
             o.faultMix = [:]
             // Not wipe-node: without re-replication (issue 6) an untouched block stays short of copies.
-            for k in FaultKind.allCases where k != .wipeNode && k != .loseNode && r.chance(0.5) { o.faultMix[k] = 1 + Int(r.below(9)) }
+            for k in FaultKind.allCases where k != .wipeNode && k != .loseNode && k != .joinNode && k != .drainNode && r.chance(0.5) { o.faultMix[k] = 1 + Int(r.below(9)) }
             o.quietWeight = Int(r.below(10))
         }
         if r.chance(0.25) { o.misdirectedWriteProbability = 0.005 }
@@ -59,7 +59,13 @@ extension SimOptions {
             gc.repairGrace = .milliseconds(300 + r.below(5000))
             gc.repairBytesPerSecond = [0, 1 << 20, 16 << 20][Int(r.below(3))]
             gc.repairConcurrencyMax = 1 + Int(r.below(32))
+            gc.ringSettle = .milliseconds(1000 + r.below(3000))
             o.collector = gc
+            // Some of those join or drain nodes during the run (rebalancing under faults).
+            if r.chance(0.3) {
+                o.faultMix[.joinNode] = 1 + Int(r.below(3))
+                o.faultMix[.drainNode] = Int(r.below(3))
+            }
         }
         return o
     }

@@ -5,11 +5,15 @@ public struct RingMember: Hashable, Sendable {
     public var weight: Double
     /// Failure domain label (zone/rack/host); replicas go to distinct domains when possible.
     public var domain: String
-    public init(node: NodeID, weight: Double = 1, domain: String = "") {
+    /// Being drained: gets no new placements, but readers still look there (after every
+    /// placement and fallback node) until its blocks have moved and it is removed.
+    public var draining: Bool
+    public init(node: NodeID, weight: Double = 1, domain: String = "", draining: Bool = false) {
         precondition(weight > 0, "ring weight must be positive for \(node)")
         self.node = node
         self.weight = weight
         self.domain = domain.isEmpty ? node.description : domain
+        self.draining = draining
     }
 }
 
@@ -18,9 +22,19 @@ public struct RingMember: Hashable, Sendable {
 /// Each (key, node) pair gets the score `-weight / ln(u)` with `u` a stable hash in (0,1);
 /// the nodes with the highest scores hold the key. Adding or removing one node moves only the
 /// keys that it gains or loses, in proportion to its weight.
+///
+/// Rings are versioned: every join, drain and removal makes a new version (kept in the
+/// metadata store), and a node being drained stays a member, without placements, until its
+/// blocks have moved (`Collector`).
 public struct Ring: Hashable, Sendable {
+    /// Metadata key holding the version of the ring in force (`MetaValue.u64`).
+    public static let versionKey = "/torus/ring-version"
     public var version: UInt64
     public private(set) var members: [RingMember]
+    /// Members that take placements (not draining).
+    public let activeCount: Int
+    /// `members[i].draining`, kept apart: placement runs on every block I/O.
+    private let drainingAt: [Bool]
 
     /// All weights equal: the order by raw hash is the rendezvous order, no logarithm needed.
     private let uniformWeights: Bool
@@ -40,6 +54,8 @@ public struct Ring: Hashable, Sendable {
             return domains.count - 1
         }
         domainCount = domains.count
+        drainingAt = self.members.map(\.draining)
+        activeCount = members.filter { !$0.draining }.count
         precondition(Set(self.members.map(\.node)).count == self.members.count, "duplicate node in ring")
     }
 
@@ -68,18 +84,22 @@ public struct Ring: Hashable, Sendable {
         return scored.map(\.1)
     }
 
-    /// `replication` members over distinct domains first, then `fallbacks` more, in order.
-    private func pick(_ order: [Int], replication: Int, fallbacks: Int) -> [NodeID] {
+    /// `replication` active members over distinct domains first, then `fallbacks` more active
+    /// ones, in order; with `draining`, then every draining member. (With fewer active members
+    /// than `replication`, draining ones fill the placement: better than no placement.)
+    private func pick(_ order: [Int], replication: Int, fallbacks: Int, draining: Bool = false) -> [NodeID] {
         var chosen: [Int] = []
         chosen.reserveCapacity(replication + fallbacks)
         var usedDomain = [Bool](repeating: false, count: domainCount)
-        for i in order where chosen.count < replication && !usedDomain[domainIndex[i]] {
+        for i in order where chosen.count < replication && !drainingAt[i] && !usedDomain[domainIndex[i]] {
             usedDomain[domainIndex[i]] = true
             chosen.append(i)
         }
         // Fewer domains than replicas: fill with the best remaining nodes.
+        for i in order where chosen.count < replication && !drainingAt[i] && !chosen.contains(i) { chosen.append(i) }
         for i in order where chosen.count < replication && !chosen.contains(i) { chosen.append(i) }
-        for i in order where chosen.count < replication + fallbacks && !chosen.contains(i) { chosen.append(i) }
+        for i in order where chosen.count < replication + fallbacks && !drainingAt[i] && !chosen.contains(i) { chosen.append(i) }
+        if draining { for i in order where drainingAt[i] && !chosen.contains(i) { chosen.append(i) } }
         return chosen.map { members[$0].node }
     }
 
@@ -95,6 +115,35 @@ public struct Ring: Hashable, Sendable {
     public func candidates(for key: UInt64, replication: Int, fallbacks: Int) -> [NodeID] {
         precondition(replication >= 1, "replication must be at least 1")
         return pick(orderedIndices(for: key), replication: replication, fallbacks: fallbacks)
+    }
+
+    /// Where readers look: `candidates`, then the draining members (their copies stay until
+    /// the collector has moved them).
+    public func readCandidates(for key: UInt64, replication: Int, fallbacks: Int) -> [NodeID] {
+        precondition(replication >= 1, "replication must be at least 1")
+        return pick(orderedIndices(for: key), replication: replication, fallbacks: fallbacks, draining: true)
+    }
+
+    /// Fallbacks a client of a volume with `replication` uses, given its own cap.
+    public func fallbacks(replication: Int, max: Int) -> Int { Swift.max(0, Swift.min(max, activeCount - replication)) }
+
+    /// A copy with `node` marked draining (a new version).
+    public func draining(_ node: NodeID) -> Ring {
+        Ring(version: version + 1, members: members.map { m in
+            var m = m
+            if m.node == node { m.draining = true }
+            return m
+        })
+    }
+
+    /// A copy with `member` added (a new version).
+    public func joining(_ member: RingMember) -> Ring {
+        Ring(version: version + 1, members: members + [member])
+    }
+
+    /// A copy without `node` (a new version).
+    public func removing(_ node: NodeID) -> Ring {
+        Ring(version: version + 1, members: members.filter { $0.node != node })
     }
 }
 

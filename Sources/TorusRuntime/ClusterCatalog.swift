@@ -7,8 +7,10 @@ import TorusCore
 /// - `/torus/cluster/id`: 16 random bytes, the peer protocol's cluster identity.
 /// - `/torus/next-node-id`: the last node id handed out.
 /// - `/torus/ring/<id>`: a member of the placement ring: `address=HOST:PORT`, `zone=Z`,
-///   `capacity=BYTES` lines. Membership is permanent (blocks are placed by it); only the
-///   address may change when a node restarts elsewhere.
+///   `capacity=BYTES` lines, and `state=draining` while it is drained.
+/// - `/torus/ring-version` (`Ring.versionKey`): the ring's version, bumped in the same
+///   transaction as every change that moves placements (a join, a changed zone or capacity,
+///   a drain, a removal; not a new address).
 /// - `/torus/nodes/<id>/alive`: the node's address, under the node's lease (liveness).
 /// - `/torus/nodes/<id>/usage`: `used=BYTES` and `capacity=BYTES` of its block slots, under
 ///   the same lease, rewritten by the heartbeat when it changes.
@@ -32,11 +34,23 @@ public enum ClusterCatalog {
         public var address: String
         public var zone: String
         public var capacityBytes: UInt64
-        public init(id: NodeID, address: String, zone: String, capacityBytes: UInt64) {
+        /// Being drained: no new placements (`torus peer drain`).
+        public var draining: Bool
+        public init(id: NodeID, address: String, zone: String, capacityBytes: UInt64, draining: Bool = false) {
             self.id = id
             self.address = address
             self.zone = zone
             self.capacityBytes = capacityBytes
+            self.draining = draining
+        }
+
+        var encoded: [UInt8] {
+            Array(("address=\(address)\nzone=\(zone)\ncapacity=\(capacityBytes)\n" + (draining ? "state=draining\n" : "")).utf8)
+        }
+
+        /// Whether `other` places blocks differently (the address does not matter).
+        func placesLike(_ other: Member) -> Bool {
+            zone == other.zone && capacityBytes == other.capacityBytes && draining == other.draining
         }
     }
 
@@ -141,12 +155,71 @@ public enum ClusterCatalog {
         throw RuntimeError.metadata("\(meta.location): could not allocate a node id (too much contention)")
     }
 
-    /// Adds or updates a ring member.
+    /// Adds or updates a ring member (a node being drained stays so). A new member, or a new
+    /// zone or capacity, is a new ring version.
     public static func register(_ meta: any MetadataService, _ m: Member) throws {
-        let text = "address=\(m.address)\nzone=\(m.zone)\ncapacity=\(m.capacityBytes)\n"
-        let r = try meta.apply(.txn(MetaTxn(success: [.put(key: ringPrefix + "\(m.id.raw)", value: Array(text.utf8), lease: 0)])),
-                               now: SystemClock.now())
-        guard case .txn = r else { throw RuntimeError.metadata("\(meta.location): registering node \(m.id): \(r)") }
+        try changeRing(meta, "registering node \(m.id)") { members in
+            var m = m
+            let old = members.first { $0.id == m.id }
+            m.draining = old?.draining ?? false
+            return (put: m, remove: nil, bump: old.map { !$0.placesLike(m) } ?? true)
+        }
+    }
+
+    /// The ring version in force (0: none recorded yet).
+    public static func ringVersion(_ meta: any MetadataService) throws -> UInt64 {
+        try LocalCluster.readKey(meta, Ring.versionKey).first.flatMap { MetaValue.u64($0.value) } ?? 0
+    }
+
+    /// Marks a node draining: no new placements; the collector moves its blocks away.
+    /// Refused when the nodes left could not hold `replication` copies.
+    public static func drain(_ meta: any MetadataService, _ id: NodeID) throws {
+        let replication = try config(meta).replication
+        try changeRing(meta, "draining node \(id)") { members in
+            guard var m = members.first(where: { $0.id == id }) else { throw RuntimeError.badInput("no node \(id) in the ring") }
+            guard !m.draining else { throw RuntimeError.badInput("node \(id) is already draining") }
+            let left = members.filter { !$0.draining && $0.id != id }.count
+            guard left >= replication else {
+                throw RuntimeError.badInput("draining node \(id) would leave \(left) node(s) for replication \(replication); add nodes first")
+            }
+            m.draining = true
+            return (put: m, remove: nil, bump: true)
+        }
+    }
+
+    /// Removes a node from the ring (`torus peer remove`).
+    public static func remove(_ meta: any MetadataService, _ id: NodeID) throws {
+        let replication = try config(meta).replication
+        try changeRing(meta, "removing node \(id)") { members in
+            guard members.contains(where: { $0.id == id }) else { throw RuntimeError.badInput("no node \(id) in the ring") }
+            let left = members.filter { !$0.draining && $0.id != id }.count
+            guard left >= replication else {
+                throw RuntimeError.badInput("removing node \(id) would leave \(left) node(s) for replication \(replication); add nodes first")
+            }
+            return (put: nil, remove: id, bump: true)
+        }
+    }
+
+    /// One ring change as a transaction guarded by the version key's revision (retried when
+    /// another change got in first), bumping the version when placements move.
+    static func changeRing(_ meta: any MetadataService, _ what: String,
+                           _ change: ([Member]) throws -> (put: Member?, remove: NodeID?, bump: Bool)) throws {
+        for _ in 0..<20 {
+            let members = try members(meta)
+            let kv = try LocalCluster.readKey(meta, Ring.versionKey).first
+            let version = kv.flatMap { MetaValue.u64($0.value) } ?? 0
+            let c = try change(members)
+            var ops: [MetaOp] = []
+            if let m = c.put { ops.append(.put(key: ringPrefix + "\(m.id.raw)", value: m.encoded, lease: 0)) }
+            if let id = c.remove { ops.append(.delete(key: ringPrefix + "\(id.raw)", prefix: false)) }
+            if c.bump || kv == nil { ops.append(.put(key: Ring.versionKey, value: MetaValue.u64(version + 1), lease: 0)) }
+            let txn = MetaTxn(compares: [MetaCompare(key: Ring.versionKey, result: .equal, target: .modRevision(kv?.modRevision ?? 0))],
+                              success: ops)
+            let r = try meta.apply(.txn(txn), now: SystemClock.now())
+            guard case .txn(let t) = r else { throw RuntimeError.metadata("\(meta.location): \(what): \(r)") }
+            if t.succeeded { return }
+        }
+        throw RuntimeError.metadata("\(meta.location): \(what): too much contention on \(Ring.versionKey)")
     }
 
     /// Every ring member, by id.
@@ -159,7 +232,8 @@ public enum ClusterCatalog {
             guard let id = UInt32(kv.key.dropFirst(ringPrefix.count)) else { return nil }
             let f = parse(kv.value)
             guard let address = f["address"] else { return nil }
-            return Member(id: NodeID(id), address: address, zone: f["zone"] ?? "", capacityBytes: f["capacity"].flatMap { UInt64($0) } ?? 0)
+            return Member(id: NodeID(id), address: address, zone: f["zone"] ?? "", capacityBytes: f["capacity"].flatMap { UInt64($0) } ?? 0,
+                          draining: f["state"] == "draining")
         }.sorted { $0.id < $1.id }
     }
 
@@ -175,9 +249,9 @@ public enum ClusterCatalog {
     }
 
     /// The placement ring of the members (capacity-weighted, zones as failure domains).
-    public static func ring(_ members: [Member]) -> Ring {
-        Ring(members: members.map {
-            RingMember(node: $0.id, weight: max(1, Double($0.capacityBytes) / Double(1 << 30)), domain: $0.zone)
+    public static func ring(_ members: [Member], version: UInt64) -> Ring {
+        Ring(version: max(1, version), members: members.map {
+            RingMember(node: $0.id, weight: max(1, Double($0.capacityBytes) / Double(1 << 30)), domain: $0.zone, draining: $0.draining)
         })
     }
 

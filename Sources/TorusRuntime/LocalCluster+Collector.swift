@@ -25,6 +25,8 @@ extension LocalCluster {
         /// Totals since this process started.
         var copiedTotal = 0
         var bytesCopiedTotal: UInt64 = 0
+        var movedTotal = 0
+        var bytesMovedTotal: UInt64 = 0
         let deliver: @Sendable (NodeID, PeerMessage) -> Void
         init(collector: Collector, deliver: @escaping @Sendable (NodeID, PeerMessage) -> Void) {
             self.collector = collector
@@ -75,6 +77,8 @@ extension LocalCluster {
             case .send(let to, let msg):
                 if host.passStarted == nil, case .listBlocks = msg { host.passStarted = SystemClock.now() }
                 clientSend(host, to: to, msg)
+            case .trim(let to, let refs):
+                clientSend(host, to: to, .deleteBlocks(refs))
             case .metadata(let id, let req):
                 metaResponse(req).whenSuccess { response in
                     guard self.collectorHost === host else { return }
@@ -97,16 +101,21 @@ extension LocalCluster {
                 host.last = p
                 host.copiedTotal += p.copiesMade
                 host.bytesCopiedTotal += p.bytesCopied
+                host.movedTotal += p.movesMade
+                host.bytesMovedTotal += p.bytesMoved
                 publishMaintenance(host)
                 if !p.completed {
                     log("gc: pass gave up after \(ms) ms: the metadata store did not answer; nothing deleted")
                 } else if p.refsDeleted > 0 || p.garbagePending > 0 || p.nodesSkipped > 0 || p.volumesSkipped > 0
-                            || p.underReplicated > 0 {
+                            || p.underReplicated > 0 || p.misplaced > 0 || p.copiesTrimmed > 0 {
                     log("gc: pass took \(ms) ms: \(p.refsListed) blocks listed, \(p.refsDeleted) deleted, "
                         + "\(p.garbagePending) garbage waiting out the grace period"
                         + (p.underReplicated > 0 ? ", \(p.underReplicated) short of copies: \(p.copiesMade) copied (\(p.bytesCopied) bytes "
                             + "in \(p.repairTime.value / 1_000_000) ms), "
                             + "\(p.copiesFailed) failed, \(p.unrepairable) with no copy left" : "")
+                        + (p.misplaced > 0 || p.copiesTrimmed > 0 ? ", rebalancing (ring version \(p.ringVersion)): \(p.misplaced) off their placement, "
+                            + "\(p.movesMade) moved (\(p.bytesMoved) bytes), \(p.copiesTrimmed) old copies deleted" : "")
+                        + (p.drained.isEmpty ? "" : ", drained (may be removed): " + p.drained.map { "\($0)" }.joined(separator: " "))
                         + (p.nodesSkipped > 0 ? ", \(p.nodesSkipped) node(s) unreachable (left alone)" : "")
                         + (p.volumesSkipped > 0 ? ", \(p.volumesSkipped) volume map(s) unreadable (left alone)" : ""))
                 }
@@ -122,11 +131,13 @@ extension LocalCluster {
     func publishMaintenance(_ host: CollectorHost) {
         let now = SystemClock.now()
         host.lastPublished = now
-        var lines = ["time=\(SystemClock.wallSeconds())", "copied-total=\(host.copiedTotal)", "bytes-copied-total=\(host.bytesCopiedTotal)"]
+        var lines = ["time=\(SystemClock.wallSeconds())", "copied-total=\(host.copiedTotal)", "bytes-copied-total=\(host.bytesCopiedTotal)",
+                     "moved-total=\(host.movedTotal)", "bytes-moved-total=\(host.bytesMovedTotal)"]
         if let p = host.last {
             lines += ["last-pass-complete=\(p.completed)", "short=\(p.underReplicated)", "unrepairable=\(p.unrepairable)",
                       "nodes-skipped=\(p.nodesSkipped)", "nodes-resting=\(p.nodesResting)", "volumes-skipped=\(p.volumesSkipped)",
-                      "deleted=\(p.refsDeleted)"]
+                      "deleted=\(p.refsDeleted)", "ring-version=\(p.ringVersion)", "misplaced=\(p.misplaced)",
+                      "trimmed=\(p.copiesTrimmed)", "drained=" + p.drained.map { "\($0.raw)" }.joined(separator: ",")]
         }
         if let r = host.collector.repairProgress {
             let seconds = max(0.001, Double((now - r.startedAt).value) / 1e9)

@@ -106,7 +106,9 @@ public final class LocalCluster: @unchecked Sendable {
     var lastKeepAlive: [Int64: Instant] = [:]
     let meta: any MetadataService
     let config: Configuration
-    let ring: Ring
+    /// The placement ring; in `torus nbd serve` it follows etcd (LocalCluster+Ring.swift).
+    var ring: Ring
+    var ringWatch: (any MetadataWatch)?
     /// The storage nodes this process runs (all of them in `torus up`).
     var nodes: [NodeID: StorageNodeServer] = [:]
     /// Where writers reach each node of the ring.
@@ -196,30 +198,28 @@ public final class LocalCluster: @unchecked Sendable {
         guard let url = config.metadata else {
             return loop.makeFailedFuture(RuntimeError.badInput("serving without local nodes needs --metadata etcd://..."))
         }
-        return pool.runIfActive(eventLoop: loop) { () throws -> (any MetadataService, PeerClusterID, ClusterCatalog.Config, [ClusterCatalog.Member]) in
+        return pool.runIfActive(eventLoop: loop) { () throws -> (any MetadataService, PeerClusterID, ClusterCatalog.Config, [ClusterCatalog.Member], UInt64) in
             let meta = try EtcdMetadataService(url: url)
             let shape = try ClusterCatalog.config(meta)
             let members = try ClusterCatalog.members(meta)
-            guard members.count >= shape.replication else {
-                throw RuntimeError.badInput("\(meta.location): the ring has \(members.count) node(s), replication \(shape.replication) needs at least \(shape.replication); start more `torus node`s")
+            let active = members.filter { !$0.draining }.count
+            guard active >= shape.replication else {
+                throw RuntimeError.badInput("\(meta.location): the ring has \(active) active node(s), replication \(shape.replication) needs at least \(shape.replication); start more `torus node`s")
             }
-            return (meta, try loadClusterID(meta), shape, members)
-        }.flatMap { meta, clusterID, shape, members in
+            return (meta, try loadClusterID(meta), shape, members, try ClusterCatalog.ringVersion(meta))
+        }.flatMap { meta, clusterID, shape, members, version in
             var config = config
             config.blockSize = shape.blockSize
             config.replication = shape.replication
             config.defaultVolume = nil
             let cluster = LocalCluster(loop: loop, pool: pool, meta: meta, config: config, clusterID: clusterID,
-                                       ring: ClusterCatalog.ring(members))
+                                       ring: ClusterCatalog.ring(members, version: version))
+            cluster.noteAddresses(members)
             for m in members {
-                guard let colon = m.address.lastIndex(of: ":"), let port = Int(m.address[m.address.index(after: colon)...]) else {
-                    cluster.log("node \(m.id): unusable address '\(m.address)'")
-                    continue
-                }
-                cluster.nodeAddresses[m.id] = (String(m.address[..<colon]), port)
-                cluster.log("node \(m.id): \(m.address) zone \(m.zone.isEmpty ? "-" : m.zone)")
+                cluster.log("node \(m.id): \(m.address) zone \(m.zone.isEmpty ? "-" : m.zone)\(m.draining ? " (draining)" : "")")
             }
-            return cluster.watchVolumes().flatMap { cluster.openVolumes() }.map {
+            cluster.log("ring: version \(cluster.ring.version)" + (version == 0 ? " (none recorded: blocks are not rebalanced until a node registers)" : ""))
+            return cluster.watchVolumes().flatMap { cluster.watchRing() }.flatMap { cluster.openVolumes() }.map {
                 cluster.startCollector()
                 return cluster
             }
@@ -516,6 +516,8 @@ public final class LocalCluster: @unchecked Sendable {
         loop.submit {
             self.volumeWatch?.cancel()
             self.volumeWatch = nil
+            self.ringWatch?.cancel()
+            self.ringWatch = nil
             self.stopCollector()
         }.flatMap { self.flushAll() }.flatMap { () -> EventLoopFuture<Void> in
             self.leaseTimer?.cancel()

@@ -520,7 +520,7 @@ struct NBD: ParsableCommand {
 
 struct Peer: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Storage nodes of a cluster in etcd.", subcommands: [List.self])
+        abstract: "Storage nodes of a cluster in etcd.", subcommands: [List.self, Drain.self, Remove.self])
 
     struct List: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List the ring's nodes and whether they are alive.")
@@ -531,8 +531,76 @@ struct Peer: ParsableCommand {
                 let meta = try EtcdMetadataService(url: metadata)
                 let alive = try ClusterCatalog.alive(meta)
                 for m in try ClusterCatalog.members(meta) {
-                    say("\(m.id) address=\(m.address) zone=\(m.zone.isEmpty ? "-" : m.zone) capacity=\(m.capacityBytes) \(alive.contains(m.id) ? "alive" : "DOWN")")
+                    say("\(m.id) address=\(m.address) zone=\(m.zone.isEmpty ? "-" : m.zone) capacity=\(m.capacityBytes) \(alive.contains(m.id) ? "alive" : "DOWN")"
+                        + (m.draining ? " draining" : ""))
                 }
+                say("ring version \(try ClusterCatalog.ringVersion(meta))")
+            } catch {
+                say("torus: \(error)")
+                throw ExitCode(1)
+            }
+        }
+    }
+
+    struct Drain: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Drain a node: it gets no new blocks, and its blocks move to the other nodes.",
+            discussion: """
+                A new ring version without placements on the node. The collector of `torus nbd serve` copies each \
+                block the node holds to its new placement (throttled like repair, `--repair-rate`), deletes the old \
+                copy once every new one is durable, and reports the node as drained in `torus status` once it holds \
+                nothing needed. Then `torus peer remove ID` takes it out of the ring and the node can be stopped. \
+                Reads and writes go on throughout. Refused when the other nodes are fewer than the replication factor.
+                """)
+        @Argument(help: "The node's id (`torus peer list`).") var id: UInt32
+        @Option(help: ArgumentHelp("etcd endpoint(s): etcd://HOST:PORT[,HOST:PORT...] or https://HOST:PORT.", discussion: etcdTLSHelp)) var metadata: String
+
+        func run() throws {
+            do {
+                let meta = try EtcdMetadataService(url: metadata)
+                try ClusterCatalog.drain(meta, NodeID(id))
+                say("node \(id) is draining (ring version \(try ClusterCatalog.ringVersion(meta))): its blocks move to the other nodes "
+                    + "in the background; `torus status` shows progress and says when it is drained; then run `torus peer remove \(id)`")
+            } catch {
+                say("torus: \(error)")
+                throw ExitCode(1)
+            }
+        }
+    }
+
+    struct Remove: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Remove a node from the ring.",
+            discussion: """
+                Without --force, only a drained node (`torus peer drain`, then `torus status` reports it drained): \
+                nothing is lost. With --force, any node, e.g. one that died for good: its blocks are no longer \
+                counted, so the collector copies them from the other copies at once (blocks whose only copies were \
+                there are lost).
+                """)
+        @Argument(help: "The node's id (`torus peer list`).") var id: UInt32
+        @Flag(help: "Remove the node even if it was not drained (it is dead, or its data may be lost).") var force = false
+        @Option(help: ArgumentHelp("etcd endpoint(s): etcd://HOST:PORT[,HOST:PORT...] or https://HOST:PORT.", discussion: etcdTLSHelp)) var metadata: String
+
+        func run() throws {
+            do {
+                let meta = try EtcdMetadataService(url: metadata)
+                let status = try ClusterCatalog.status(meta)
+                guard let m = status.members.first(where: { $0.id.raw == id }) else { throw RuntimeError.badInput("no node \(id) in the ring") }
+                let version = try ClusterCatalog.ringVersion(meta)
+                let drained = Status.drained(status.maintenance, ringVersion: version).contains(id)
+                if !force {
+                    guard m.draining else {
+                        throw RuntimeError.badInput("node \(id) is not draining: run `torus peer drain \(id)` first and wait until "
+                                                    + "`torus status` reports it drained (or use --force for a node that is gone for good)")
+                    }
+                    guard drained else {
+                        throw RuntimeError.badInput("node \(id) is draining but not drained yet (see `torus status`); "
+                                                    + "removing it now could lose the only copies it holds (--force to do it anyway)")
+                    }
+                }
+                try ClusterCatalog.remove(meta, NodeID(id))
+                say("node \(id) removed from the ring (version \(try ClusterCatalog.ringVersion(meta)))"
+                    + (drained ? "; it held nothing needed and may be stopped" : "; the collector copies its blocks from the other copies"))
             } catch {
                 say("torus: \(error)")
                 throw ExitCode(1)
@@ -577,10 +645,12 @@ struct Status: ParsableCommand {
     func run() throws {
         let status: ClusterCatalog.Status
         let location: String
+        let ringVersion: UInt64
         do {
             let meta = try EtcdMetadataService(url: metadata)
             location = meta.location
             status = try ClusterCatalog.status(meta)
+            ringVersion = try ClusterCatalog.ringVersion(meta)
         } catch {
             say("torus: \(error)")
             throw ExitCode(1)
@@ -607,7 +677,7 @@ struct Status: ParsableCommand {
             }
             capacity += cap
             say(pad("\(m.id.raw)", 6) + pad(m.address, 24) + pad(m.zone.isEmpty ? "-" : m.zone, 8) + pad(isUp ? "alive" : "DOWN", 7)
-                + pad(usedText, 12) + pad(humanBytes(cap), 12) + pct)
+                + pad(usedText, 12) + pad(humanBytes(cap), 12) + pad(pct, 6) + (m.draining ? "draining" : ""))
         }
         let pct = capacity == 0 ? 0 : Double(used) * 100 / Double(capacity)
         say("")
@@ -621,6 +691,7 @@ struct Status: ParsableCommand {
         }
         let down = members.filter { !status.alive.contains($0.id) }.map { "\($0.id.raw)" }
         let fullyRedundant = Self.showMaintenance(status.maintenance)
+        Self.showRebalancing(status, ringVersion: ringVersion)
         for w in warnings { say("warning: \(w)") }
         if up.count < status.config.replication {
             say("health: UNAVAILABLE: \(up.count) of \(members.count) node(s) alive; replication \(status.config.replication) needs \(status.config.replication)")
@@ -636,6 +707,34 @@ struct Status: ParsableCommand {
             throw ExitCode(2)
         }
         say("health: OK")
+    }
+
+    /// Draining nodes the collector's last pass, under ring version `ringVersion`, found
+    /// holding nothing needed.
+    static func drained(_ m: [String: String], ringVersion: UInt64) -> [UInt32] {
+        guard m["ring-version"] == "\(ringVersion)" else { return [] }
+        return (m["drained"] ?? "").split(separator: ",").compactMap { UInt32($0) }
+    }
+
+    /// Prints the ring version and where rebalancing stands.
+    static func showRebalancing(_ status: ClusterCatalog.Status, ringVersion: UInt64) {
+        let m = status.maintenance
+        let draining = status.members.filter(\.draining).map(\.id.raw)
+        let drainedNow = drained(m, ringVersion: ringVersion)
+        let moved = "\(m["moved-total"] ?? "0") blocks (\(humanBytes(UInt64(m["bytes-moved-total"] ?? "0") ?? 0))) moved since its server started"
+        var line = "ring: version \(ringVersion)"
+        if m["ring-version"] != "\(ringVersion)" {
+            line += "; rebalancing: not yet judged under this version (next collector pass); \(moved)"
+        } else if let off = Int(m["misplaced"] ?? ""), off > 0 || (Int(m["trimmed"] ?? "") ?? 0) > 0 {
+            line += "; rebalancing: \(off) blocks off their placement at the last pass, \(m["trimmed"] ?? "0") old copies deleted; \(moved)"
+        } else {
+            line += "; balanced at the last pass; \(moved)"
+        }
+        say(line)
+        for id in draining {
+            say(drainedNow.contains(id) ? "node \(id): drained: it holds nothing needed; `torus peer remove \(id)` takes it out of the ring"
+                                        : "node \(id): draining: its blocks are moving to the other nodes")
+        }
     }
 
     /// Prints the collector's state (`/torus/maintenance/status`); true when its last pass

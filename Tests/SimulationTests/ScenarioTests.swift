@@ -123,6 +123,38 @@ struct ScenarioTests {
         #expect(without.brokenPromise?.hasPrefix("convergence") == true, "\(without.violation ?? "passed")")
     }
 
+    @Test("a node joining a 4-node cluster receives about its fifth of the stored copies, and old copies go")
+    func joinMovesItsShare() throws {
+        let sc = try Scenario.load(path: Self.directory + "/join-rebalance.yaml")
+        for seed in sc.seeds {
+            let r = Simulation(options: sc.options(seed: seed)).run()
+            #expect(r.passed, "seed \(seed): \(r.violation ?? "")")
+            #expect(r.ringVersion == 2)
+            let stored = Double(r.liveBlocks * sc.options.replication)
+            let share = Double(r.moves) / stored
+            // Ideal 1/5; reads that find a block missing on its new node put it there too.
+            #expect(share > 0.13 && share < 0.27, "seed \(seed): moved \(r.moves) of \(Int(stored)) stored copies (\(share))")
+            #expect(r.trimmed >= r.moves * 9 / 10, "seed \(seed): \(r.moves) moved but only \(r.trimmed) old copies deleted")
+        }
+        // Without deleting old copies (the ring never settles), the placement check fails.
+        var o = sc.options(seed: 1)
+        o.collector!.ringSettle = .seconds(3600)
+        let stuck = Simulation(options: o).run()
+        #expect(stuck.brokenPromise?.hasPrefix("convergence") == true && stuck.violation?.contains("placement") == true,
+                "\(stuck.violation ?? "passed")")
+    }
+
+    @Test("a drained node ends up holding nothing needed and is removed; nothing is lost")
+    func drainRemoves() throws {
+        let sc = try Scenario.load(path: Self.directory + "/drain-during-writes.yaml")
+        for seed in sc.seeds {
+            let r = Simulation(options: sc.options(seed: seed)).run()
+            #expect(r.passed, "seed \(seed): \(r.violation ?? "")")
+            #expect(r.ringVersion == 3, "seed \(seed): the drain (version 2) must end in a removal (version 3)")
+            #expect(r.moves > 0)
+        }
+    }
+
     @Test("every fault kind is used by some scenario, by weight or by schedule")
     func faultCatalogueCovered() throws {
         var used: Set<FaultKind> = []

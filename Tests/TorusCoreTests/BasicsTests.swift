@@ -76,6 +76,26 @@ struct BasicsTests {
         #expect(moved > 800 && moved < 1200, "moved \(moved) of 5000, ideal 1000")
     }
 
+    @Test("a draining node gets no placements but stays last among the read candidates; versions advance")
+    func placementDraining() {
+        let ring = Ring(members: (1...5).map { RingMember(node: NodeID($0)) })
+        let drained = ring.draining(NodeID(3))
+        #expect(drained.version == ring.version + 1 && drained.activeCount == 4)
+        for key in UInt64(0)..<500 {
+            let before = ring.placement(for: key, replication: 2)
+            let after = drained.placement(for: key, replication: 2)
+            let cands = drained.candidates(for: key, replication: 2, fallbacks: drained.fallbacks(replication: 2, max: 3))
+            #expect(!after.contains(NodeID(3)) && !cands.contains(NodeID(3)))
+            #expect(drained.readCandidates(for: key, replication: 2, fallbacks: 2) == cands + [NodeID(3)])
+            // Only the keys that node 3 held move.
+            if !before.contains(NodeID(3)) { #expect(before == after) }
+        }
+        let removed = drained.removing(NodeID(3))
+        #expect(removed.version == drained.version + 1 && removed.members.count == 4)
+        let joined = removed.joining(RingMember(node: NodeID(6)))
+        #expect(joined.version == removed.version + 1 && joined.activeCount == 5)
+    }
+
     @Test("block map pages, root and head round-trip; corruption is rejected")
     func mapCodecs() {
         let bs = 16384

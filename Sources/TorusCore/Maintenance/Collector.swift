@@ -21,12 +21,20 @@
 public struct Collector: Sendable {
     public let id: NodeID
     public let config: CollectorConfig
-    let ring: Ring
+    /// The ring this pass works with; a newer one (`updateRing`) takes over at the next pass.
+    public internal(set) var ring: Ring
+    var pendingRing: Ring?
+    /// When the current ring took over (clients learn a new ring within `ringSettle`).
+    var ringSince: Instant = .zero
+    /// The ring version in the metadata store at this pass (nil: none recorded). Blocks are
+    /// moved and extra copies deleted only when it is ours: two collectors with different
+    /// rings could otherwise each delete the copy the other keeps.
+    var storedRingVersion: UInt64?
     var now: Instant = .zero
     var out: [CollectorOutput] = []
     var timerSetFor: Instant?
 
-    enum Stage: Sendable, Equatable { case idle, listing, metadata, marking, repairing }
+    enum Stage: Sendable, Equatable { case idle, listing, metadata, marking, repairing, trimming }
     var stage = Stage.idle
     var nextPassAt: Instant = .zero
     var passStartedAt: Instant = .zero
@@ -86,6 +94,8 @@ public struct Collector: Sendable {
         var spares: [NodeID]
         /// The verified bytes, once fetched.
         var data: [UInt8]?
+        /// Rebalancing (to a placement node of the current ring), not repair.
+        var move = false
     }
     struct CopyRPC: Sendable {
         var copy: Copy
@@ -103,7 +113,26 @@ public struct Collector: Sendable {
     var downSince: [NodeID: Instant] = [:]
     var passShort = 0, passCopied = 0, passCopyFailures = 0, passUnrepairable = 0, passDeleted = 0
     var passBytesCopied: UInt64 = 0
+    var passMisplaced = 0, passMoved = 0, passTrimmed = 0
+    var passBytesMoved: UInt64 = 0
+    /// Refs found off their placement at the last pass (moved at the second, like repairs).
+    var misplacedLastPass: Set<BlockRef> = []
+    /// Reachable refs with a copy on each draining node this pass (listed nodes only).
+    var passDraining: [NodeID: Int] = [:]
+
+    // Trimming: extra copies (off the placement) of refs whose every placement node holds
+    // one. The placement copies are synced first; an extra is deleted only once all of them
+    // answered that they hold it durably.
+    struct Trim: Sendable {
+        var ref: BlockRef
+        var home: [NodeID]
+        var extras: [NodeID]
+    }
+    var trims: [Trim] = []
+    var trimSyncs: [RPCID: (node: NodeID, refs: [BlockRef], deadline: Instant, attempts: Int)] = [:]
+    var trimConfirmed: [BlockRef: Set<NodeID>] = [:]
     var repairStartedAt: Instant = .zero
+    var passRepairTime = Nanoseconds.zero
     var repairTotal = 0
 
     /// When each piece of garbage was first seen (per node); deleted once older than `grace`.
@@ -118,12 +147,35 @@ public struct Collector: Sendable {
         public var volumesSkipped = 0
         public var copiesMade = 0
         public var bytesCopied: UInt64 = 0
+        /// Rebalancing: copies made to placement nodes, bytes, and extra copies deleted.
+        public var movesMade = 0
+        public var bytesMoved: UInt64 = 0
+        public var copiesTrimmed = 0
     }
 
     public init(id: NodeID, ring: Ring, config: CollectorConfig) {
         self.id = id
         self.ring = ring
         self.config = config
+    }
+
+    /// A newer ring (a join, drain or removal). It takes over at the next pass, so a pass
+    /// judges every ref against one ring.
+    public mutating func updateRing(_ newRing: Ring, now: Instant) -> [CollectorOutput] {
+        self.now = now
+        if newRing.version > (pendingRing ?? ring).version { pendingRing = newRing }
+        if stage == .idle { adoptPendingRing() }
+        return finish()
+    }
+
+    mutating func adoptPendingRing() {
+        guard let r = pendingRing else { return }
+        pendingRing = nil
+        ring = r
+        ringSince = now
+        // What was short or misplaced under the old ring is judged afresh.
+        shortLastPass = []
+        misplacedLastPass = []
     }
 
     // MARK: - Entry points
@@ -145,6 +197,8 @@ public struct Collector: Sendable {
         case .repairing:
             expireCopies()
             pumpCopies()
+        case .trimming:
+            expireTrimSyncs()
         case .metadata:
             if let m = metaRequest, now >= m.deadline { retryMetadata() }
         }
@@ -158,6 +212,7 @@ public struct Collector: Sendable {
         case .getReply(let rpc, let result):
             if copyRPCs[rpc] != nil { copyFetched(rpc, from: node, result) } else { fetched(rpc, from: node, result) }
         case .putReply(let rpc, let result): copyPut(rpc, from: node, result)
+        case .syncReply(let rpc, let present): trimSynced(rpc, from: node, present)
         default: break
         }
         return finish()
@@ -179,7 +234,8 @@ public struct Collector: Sendable {
     /// Copies of the repair under way (nil when the pass is not repairing).
     public var repairProgress: RepairProgress? {
         guard stage == .repairing else { return nil }
-        return RepairProgress(total: repairTotal, copied: passCopied, failed: passCopyFailures, bytesCopied: passBytesCopied,
+        return RepairProgress(total: repairTotal, copied: passCopied + passMoved, failed: passCopyFailures,
+                              bytesCopied: passBytesCopied + passBytesMoved,
                               startedAt: repairStartedAt)
     }
 
@@ -190,6 +246,7 @@ public struct Collector: Sendable {
 
     /// Per-pass state starts empty: `endPass` clears it.
     mutating func beginPass() {
+        adoptPendingRing()
         stage = .listing
         passStartedAt = now
         for m in ring.members.map(\.node).sorted() {
@@ -249,7 +306,8 @@ public struct Collector: Sendable {
         let id = MetaRequestID(nextMeta)
         nextMeta += 1
         metaRequest = (id, now + config.metadataTimeout, attempts)
-        let txn = MetaTxn(compares: [], success: [.range(key: VolumeInfo.volumesPrefix, prefix: true)], failure: [])
+        let txn = MetaTxn(compares: [], success: [.range(key: VolumeInfo.volumesPrefix, prefix: true),
+                                                  .range(key: Ring.versionKey, prefix: false)], failure: [])
         out.append(.metadata(id, .txn(txn)))
     }
 
@@ -260,10 +318,12 @@ public struct Collector: Sendable {
     }
 
     mutating func metadataReplied(_ response: MetaResponse) {
-        guard case .txn(let r) = response, r.succeeded, r.results.count == 1, case .range(let kvs) = r.results[0] else {
+        guard case .txn(let r) = response, r.succeeded, r.results.count == 2, case .range(let kvs) = r.results[0],
+              case .range(let ringKV) = r.results[1] else {
             return retryMetadata()
         }
         metaRequest = nil
+        storedRingVersion = ringKV.first.flatMap { MetaValue.u64($0.value) }
         metadataDoubtful = false
         var infos: [String: VolumeInfo] = [:]
         var epochs: [String: UInt64] = [:]
@@ -305,8 +365,8 @@ public struct Collector: Sendable {
 
     mutating func startFetch(volume: UInt64, kind: Fetch.Kind, ref: BlockRef, crc: UInt32) {
         let info = volumes[volume]!.info
-        let nodes = ring.candidates(for: ref.placementKey, replication: info.replication,
-                                    fallbacks: min(config.fallbackNodesMax, ring.members.count - info.replication))
+        let nodes = ring.readCandidates(for: ref.placementKey, replication: info.replication,
+                                        fallbacks: ring.fallbacks(replication: info.replication, max: config.fallbackNodesMax))
         volumes[volume]!.fetchesLeft += 1
         sendFetch(Fetch(volume: volume, kind: kind, ref: ref, crc: crc, nodes: nodes, next: 0, node: nodes[0],
                         deadline: now))
@@ -391,6 +451,12 @@ public struct Collector: Sendable {
     /// the nodes that answered this pass and, optimistically, placement candidates down for
     /// less than `repairGrace`. Targets: candidates in ring order (where readers look) that
     /// answered and hold none, new failure domains first.
+    ///
+    /// Rebalancing, when the ring is the one in the metadata store: a ref with enough copies
+    /// but some off its placement (a node joined or is draining, or a writer used a fallback
+    /// while a placement node was away) is copied to the placement nodes that answered and
+    /// lack it, one per copy off the placement. A ref whose every placement node holds it
+    /// loses its other copies (`trims`), once the ring has been in force for `ringSettle`.
     mutating func planRepairs() {
         var holders: [BlockRef: [NodeID]] = [:]
         for node in inventory.keys.sorted() {
@@ -400,19 +466,46 @@ public struct Collector: Sendable {
         }
         let alive = Set(inventory.keys)
         let domainOf = Dictionary(uniqueKeysWithValues: ring.members.map { ($0.node, $0.domain) })
+        let drainingNodes = Set(ring.members.filter(\.draining).map(\.node))
+        let rebalance = storedRingVersion == ring.version
+        let trimming = rebalance && now - ringSince >= config.ringSettle
         var shortNow: Set<BlockRef> = []
-        defer { shortLastPass = shortNow }
+        var misplacedNow: Set<BlockRef> = []
+        defer {
+            shortLastPass = shortNow
+            misplacedLastPass = misplacedNow
+        }
+        var repairs: [Copy] = [], moves: [Copy] = []
         for id in volumes.keys.sorted() {
             let v = volumes[id]!
             guard !v.failed else { continue }
             let r = v.info.replication
             for ref in v.reachable.keys.sorted() {
                 let have = holders[ref] ?? []
+                for n in have where drainingNodes.contains(n) { passDraining[n, default: 0] += 1 }
                 let cands = ring.candidates(for: ref.placementKey, replication: r,
-                                            fallbacks: min(config.fallbackNodesMax, ring.members.count - r))
+                                            fallbacks: ring.fallbacks(replication: r, max: config.fallbackNodesMax))
                 let resting = cands.filter { !alive.contains($0) && (downSince[$0].map { now - $0 < config.repairGrace } ?? true) }
                 let count = have.count + resting.count
-                guard count < r else { continue }
+                guard count < r else {
+                    guard rebalance else { continue }
+                    let home = Array(cands.prefix(r))
+                    let extras = have.filter { !home.contains($0) }
+                    guard !extras.isEmpty else { continue }
+                    let missing = home.filter { alive.contains($0) && !have.contains($0) }
+                    if missing.isEmpty {
+                        if trimming && home.allSatisfy(have.contains) { trims.append(Trim(ref: ref, home: home, extras: extras)) }
+                        continue
+                    }
+                    passMisplaced += 1
+                    misplacedNow.insert(ref)
+                    guard misplacedLastPass.contains(ref) else { continue }
+                    for target in missing.prefix(extras.count) {
+                        moves.append(Copy(ref: ref, crc: v.reachable[ref]!, sources: have, nextSource: 0,
+                                          target: target, spares: [], data: nil, move: true))
+                    }
+                    continue
+                }
                 shortNow.insert(ref)
                 guard shortLastPass.contains(ref) else { continue }
                 passShort += 1
@@ -427,12 +520,13 @@ public struct Collector: Sendable {
                     let pick = eligible.firstIndex { !domains.contains(domainOf[$0] ?? "") || domainOf[$0] == "" } ?? 0
                     let target = eligible.remove(at: pick)
                     domains.insert(domainOf[target] ?? "")
-                    copyQueue.append(Copy(ref: ref, crc: v.reachable[ref]!, sources: have, nextSource: 0,
-                                          target: target, spares: eligible, data: nil))
+                    repairs.append(Copy(ref: ref, crc: v.reachable[ref]!, sources: have, nextSource: 0,
+                                        target: target, spares: eligible, data: nil))
                 }
             }
         }
-        copyQueue.reverse()  // popped from the end: oldest refs first
+        // Popped from the end: repairs first (redundancy before balance), oldest refs first.
+        copyQueue = (repairs + moves).reversed()
     }
 
     /// Starts copies while under the concurrency limit and the byte rate.
@@ -448,7 +542,10 @@ public struct Collector: Sendable {
             }
             sendCopyGet(c)
         }
-        if copyRPCs.isEmpty && copyQueue.isEmpty { endPass(sweep: true, deleted: passDeleted) }
+        if copyRPCs.isEmpty && copyQueue.isEmpty {
+            passRepairTime = now - repairStartedAt
+            beginTrimming()
+        }
     }
 
     mutating func sendCopyGet(_ c: Copy) {
@@ -486,6 +583,11 @@ public struct Collector: Sendable {
         guard let pending = copyRPCs[rpc], pending.node == node, pending.copy.data != nil else { return }
         copyRPCs[rpc] = nil
         switch result {
+        case .success where pending.copy.move:
+            passMoved += 1
+            passBytesMoved += UInt64(pending.copy.data!.count)
+            stats.movesMade += 1
+            stats.bytesMoved += UInt64(pending.copy.data!.count)
         case .success:
             passCopied += 1
             passBytesCopied += UInt64(pending.copy.data!.count)
@@ -507,6 +609,67 @@ public struct Collector: Sendable {
 
     mutating func copyFailed() {
         passCopyFailures += 1
+    }
+
+    // MARK: - Trimming
+
+    /// Syncs the placement copies of every ref to trim (batched per node), then deletes the
+    /// extra copies of those whose every placement node confirmed. Ends the pass.
+    mutating func beginTrimming() {
+        guard !trims.isEmpty else { return endPass(sweep: true, deleted: passDeleted) }
+        stage = .trimming
+        var perNode: [NodeID: [BlockRef]] = [:]
+        for t in trims { for n in t.home { perNode[n, default: []].append(t.ref) } }
+        for node in perNode.keys.sorted() {
+            let refs = perNode[node]!
+            for i in stride(from: 0, to: refs.count, by: config.deleteBatchRefs) {
+                sendTrimSync(node, Array(refs[i..<min(refs.count, i + config.deleteBatchRefs)]), attempts: 0)
+            }
+        }
+    }
+
+    mutating func sendTrimSync(_ node: NodeID, _ refs: [BlockRef], attempts: Int) {
+        let rpc = RPCID(nextRPC)
+        nextRPC += 1
+        trimSyncs[rpc] = (node, refs, now + config.rpcTimeout, attempts)
+        out.append(.send(to: node, .syncBlocks(rpc, refs)))
+    }
+
+    mutating func trimSynced(_ rpc: RPCID, from node: NodeID, _ present: [BlockRef]) {
+        guard stage == .trimming, let pending = trimSyncs[rpc], pending.node == node else { return }
+        trimSyncs[rpc] = nil
+        let asked = Set(pending.refs)
+        for ref in present where asked.contains(ref) { trimConfirmed[ref, default: []].insert(node) }
+        if trimSyncs.isEmpty { finishTrimming() }
+    }
+
+    mutating func expireTrimSyncs() {
+        for rpc in trimSyncs.keys.sorted() {
+            guard let p = trimSyncs[rpc], p.deadline <= now else { continue }
+            trimSyncs[rpc] = nil
+            // A node that does not answer keeps every extra copy of its refs this pass.
+            if p.attempts + 1 < config.attemptsMax { sendTrimSync(p.node, p.refs, attempts: p.attempts + 1) }
+        }
+        if stage == .trimming && trimSyncs.isEmpty { finishTrimming() }
+    }
+
+    mutating func finishTrimming() {
+        var perNode: [NodeID: [BlockRef]] = [:]
+        for t in trims {
+            let confirmed = trimConfirmed[t.ref] ?? []
+            guard t.home.allSatisfy(confirmed.contains) else { continue }
+            precondition(!t.extras.contains(where: t.home.contains), "trimming a placement copy of \(t.ref)")
+            for n in t.extras { perNode[n, default: []].append(t.ref) }
+        }
+        for node in perNode.keys.sorted() {
+            let refs = perNode[node]!
+            passTrimmed += refs.count
+            stats.copiesTrimmed += refs.count
+            for i in stride(from: 0, to: refs.count, by: config.deleteBatchRefs) {
+                out.append(.trim(to: node, Array(refs[i..<min(refs.count, i + config.deleteBatchRefs)])))
+            }
+        }
+        endPass(sweep: true, deleted: passDeleted)
     }
 
     mutating func expireCopies() {
@@ -573,7 +736,7 @@ public struct Collector: Sendable {
         passDeleted = deleted
         planRepairs()
         if copyQueue.isEmpty {
-            endPass(sweep: true, deleted: deleted)
+            beginTrimming()
         } else {
             stage = .repairing
             repairStartedAt = now
@@ -594,16 +757,29 @@ public struct Collector: Sendable {
                                                 underReplicated: passShort, copiesMade: passCopied,
                                                 copiesFailed: passCopyFailures, bytesCopied: passBytesCopied,
                                                 unrepairable: passUnrepairable,
-                                                repairTime: stage == .repairing ? now - repairStartedAt : .zero,
+                                                repairTime: passRepairTime,
                                                 nodesResting: ring.members.filter { m in
                                                     inventory[m.node] == nil && (downSince[m.node].map { now - $0 < config.repairGrace } ?? true)
-                                                }.count)))
+                                                }.count,
+                                                ringVersion: ring.version,
+                                                misplaced: passMisplaced, movesMade: passMoved, bytesMoved: passBytesMoved,
+                                                copiesTrimmed: passTrimmed,
+                                                drained: sweep ? drainedNodes() : [])))
         passShort = 0
         passCopied = 0
         passCopyFailures = 0
         passBytesCopied = 0
         passUnrepairable = 0
         passDeleted = 0
+        passMisplaced = 0
+        passMoved = 0
+        passBytesMoved = 0
+        passTrimmed = 0
+        passRepairTime = .zero
+        passDraining = [:]
+        trims = []
+        trimSyncs = [:]
+        trimConfirmed = [:]
         copyQueue = []
         copyRPCs = [:]
         stage = .idle
@@ -614,6 +790,15 @@ public struct Collector: Sendable {
         listing = [:]
         volumes = [:]
         nextPassAt = now + config.passInterval
+    }
+
+    /// Draining nodes that hold no reachable block: listed this pass, with the ring in force
+    /// (and settled: no client still writes to them) and every volume marked.
+    func drainedNodes() -> [NodeID] {
+        guard storedRingVersion == ring.version, now - ringSince >= config.ringSettle,
+              !metadataDoubtful, !volumes.isEmpty || inventory.values.allSatisfy(\.isEmpty),
+              volumes.values.allSatisfy({ !$0.failed }) else { return [] }
+        return ring.members.filter { $0.draining && inventory[$0.node] != nil && passDraining[$0.node, default: 0] == 0 }.map(\.node)
     }
 
     mutating func finish() -> [CollectorOutput] {
@@ -650,6 +835,9 @@ public struct CollectorConfig: Sendable {
     /// Copies in flight at once, and bytes per second started (0: unthrottled).
     public var repairConcurrencyMax = 16
     public var repairBytesPerSecond: UInt64 = 64 << 20
+    /// Extra copies are deleted (and drains declared done) only once the ring has been in
+    /// force this long: every client must have learned it by then.
+    public var ringSettle = Nanoseconds.seconds(30)
     /// Injected bugs for checking the simulator's checkers. Never set in production.
     public var canaryIgnoresHorizon = false
     public var canaryLeaks = false
@@ -678,6 +866,15 @@ public struct CollectorPass: Sendable, Equatable {
     public var repairTime: Nanoseconds = .zero
     /// Nodes that did not answer but are within the repair grace: assumed to keep their copies.
     public var nodesResting: Int = 0
+    /// Rebalancing: the ring version of the pass, refs with copies off their placement,
+    /// copies made to placement nodes, their bytes, and extra copies deleted.
+    public var ringVersion: UInt64 = 0
+    public var misplaced: Int = 0
+    public var movesMade: Int = 0
+    public var bytesMoved: UInt64 = 0
+    public var copiesTrimmed: Int = 0
+    /// Draining nodes found holding no reachable block: they may be removed from the ring.
+    public var drained: [NodeID] = []
 }
 
 public struct RepairProgress: Sendable, Equatable {
@@ -691,6 +888,9 @@ public struct RepairProgress: Sendable, Equatable {
 
 public enum CollectorOutput: Sendable {
     case send(to: NodeID, PeerMessage)
+    /// Delete these extra copies (sent as `deleteBlocks`): each ref is durable on every one
+    /// of its placement nodes.
+    case trim(to: NodeID, [BlockRef])
     case metadata(MetaRequestID, MetaRequest)
     case timer(at: Instant)
     case passCompleted(CollectorPass)

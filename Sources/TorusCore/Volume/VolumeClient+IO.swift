@@ -248,7 +248,7 @@ extension VolumeClient {
 
     mutating func startFetch(_ block: UInt64, _ entry: MapEntry, waiter: FetchWaiter, range: Range<Int>? = nil) {
         let ref = entry.ref(volume: info.id, index: block)
-        var f = Fetch(ref: ref, crc: entry.crc, nodes: healthyFirst(candidates(ref)))
+        var f = Fetch(ref: ref, crc: entry.crc, nodes: healthyFirst(readCandidates(ref)))
         f.waiters.append(waiter)
         f.range = range
         fetches[block] = f
@@ -310,7 +310,9 @@ extension VolumeClient {
     /// checksum (or could not be read), retried on timeout or error up to `repairAttemptsMax`.
     mutating func repairBadCopies(_ f: Fetch, _ data: [UInt8]) {
         guard !config.readOnly else { return }
-        for node in Set(f.badCopies).sorted() where repairs.count < Self.repairsInFlightMax {
+        // Not onto a node being drained: its copies are on their way out.
+        let targets = Set(candidates(f.ref))
+        for node in Set(f.badCopies).sorted() where repairs.count < Self.repairsInFlightMax && targets.contains(node) {
             stats.readRepairs += 1
             sendRepair(Repair(ref: f.ref, data: data, node: node, attempts: 0, deadline: now))
         }

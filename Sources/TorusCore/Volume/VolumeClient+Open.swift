@@ -152,7 +152,7 @@ extension VolumeClient {
 
     mutating func startMapFetch(_ key: UInt64, _ entry: MapEntry) {
         let ref = entry.ref(volume: info.id, index: key)
-        var f = Fetch(ref: ref, crc: entry.crc, nodes: healthyFirst(candidates(ref)))
+        var f = Fetch(ref: ref, crc: entry.crc, nodes: healthyFirst(readCandidates(ref)))
         f.waiters.append(.open)
         fetches[key] = f
         sendGet(key)

@@ -25,7 +25,8 @@ public struct VolumeClient: Sendable {
     var pendingGrowth: VolumeInfo?
     public let config: VolumeClientConfig
     public let clientID: NodeID
-    let ring: Ring
+    /// The placement ring; a newer version replaces it (`updateRing`).
+    public internal(set) var ring: Ring
     var random: SeededRandom
 
     public internal(set) var phase: Phase = .opening
@@ -143,7 +144,7 @@ public struct VolumeClient: Sendable {
         precondition(info.blockSize % config.sectorSize == 0, "block size must be a multiple of the sector size")
         precondition(info.pageCount <= BlockMapCodec.entriesPerPage(blockSize: info.blockSize),
                      "volume \(info.name) too large for a single-root map at block size \(info.blockSize)")
-        precondition(info.replication >= 1 && info.replication <= ring.members.count,
+        precondition(info.replication >= 1 && info.replication <= ring.activeCount,
                      "replication \(info.replication) needs at least that many nodes")
         self.info = info
         self.ring = ring
@@ -216,6 +217,17 @@ public struct VolumeClient: Sendable {
     /// read as zeros until written. It takes effect once the writer is open and no flush is in
     /// flight (a flush works on a snapshot of the map, which must keep its size); until then
     /// requests beyond the old size fail as out of range.
+    /// A newer ring (a node joined, is draining or was removed): new copies go to its
+    /// placements, reads look where it says. Write-backs under way keep their targets; the
+    /// collector moves whatever lands on an old placement.
+    public mutating func updateRing(_ newRing: Ring, now: Instant) -> [ClientOutput] {
+        self.now = now
+        guard newRing.version > ring.version else { return finish() }
+        guard newRing.activeCount >= info.replication else { return finish() }
+        ring = newRing
+        return finish()
+    }
+
     public mutating func grow(to newInfo: VolumeInfo, now: Instant) -> [ClientOutput] {
         precondition(newInfo.id == info.id && newInfo.blockSize == info.blockSize && newInfo.name == info.name,
                      "grow(to:) must describe the same volume")
@@ -285,10 +297,16 @@ public struct VolumeClient: Sendable {
     }
 
     /// The placement nodes of `ref`, then the fallbacks a writer may use instead of a placement
-    /// node that does not answer (readers look in the same order).
+    /// node that does not answer.
     func candidates(_ ref: BlockRef) -> [NodeID] {
         ring.candidates(for: ref.placementKey, replication: info.replication,
-                        fallbacks: min(config.fallbackNodesMax, ring.members.count - info.replication))
+                        fallbacks: ring.fallbacks(replication: info.replication, max: config.fallbackNodesMax))
+    }
+
+    /// Where readers look (and deletes go): `candidates`, then nodes being drained.
+    func readCandidates(_ ref: BlockRef) -> [NodeID] {
+        ring.readCandidates(for: ref.placementKey, replication: info.replication,
+                            fallbacks: ring.fallbacks(replication: info.replication, max: config.fallbackNodesMax))
     }
 
     func isSuspect(_ node: NodeID) -> Bool {
@@ -319,7 +337,7 @@ public struct VolumeClient: Sendable {
         guard !refs.isEmpty else { return }
         if !unsynced.isEmpty { for r in refs where unsynced[r] != nil { setUnsynced(r, []) } }
         var perNode: [NodeID: [BlockRef]] = [:]
-        for r in refs { for n in candidates(r) { perNode[n, default: []].append(r) } }
+        for r in refs { for n in readCandidates(r) { perNode[n, default: []].append(r) } }
         for n in perNode.keys.sorted() { out.append(.send(to: n, .deleteBlocks(perNode[n]!))) }
     }
 
