@@ -77,3 +77,6 @@ bash scripts/e2e-etcd-tls.sh
 
 echo "== end to end: self-healing on etcd (4 nodes, replication 3, a node lost for good, then a second)"
 bash scripts/e2e-repair.sh
+
+echo "== end to end: rebalancing on etcd (a fifth node joins, a node is drained and removed, I/O throughout)"
+bash scripts/e2e-rebalance.sh

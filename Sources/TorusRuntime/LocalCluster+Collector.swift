@@ -48,6 +48,7 @@ extension LocalCluster {
         cfg.grace = config.gcGrace
         cfg.repairGrace = config.repairGrace
         cfg.repairBytesPerSecond = config.repairBytesPerSecond
+        cfg.ringSettle = config.ringSettle
         var rng = SystemRandomNumberGenerator()
         let id = NodeID(UInt32.random(in: 1_000_000...UInt32.max - 1, using: &rng))
         let host = CollectorHost(collector: Collector(id: id, ring: ring, config: cfg)) { node, msg in

@@ -46,6 +46,8 @@ public final class LocalCluster: @unchecked Sendable {
         /// elsewhere, at most `repairBytesPerSecond` (0: unthrottled).
         public var repairGrace = Nanoseconds.seconds(600)
         public var repairBytesPerSecond: UInt64 = 64 << 20
+        /// How long a new ring is in force before old copies are deleted (`CollectorConfig.ringSettle`).
+        public var ringSettle = Nanoseconds.seconds(30)
         /// Each local node verifies stored blocks at this many bytes per second (0: off).
         public var scrubBytesPerSecond: UInt64 = 4 << 20
         public init(dataDir: String, nodes: Int = 3, replication: Int = 2, blockSize: Int = 64 << 10,

@@ -333,6 +333,8 @@ struct MaintenanceOptions: ParsableArguments {
     var repairGrace = "10m"
     @Option(name: .customLong("repair-rate"), help: "Most bytes per second the repair copies (e.g. 64MiB); 0: unthrottled.")
     var repairRate = "64MiB"
+    @Option(name: .customLong("ring-settle"), help: "After a ring change (a node joined, is drained or removed), how long before old copies of moved blocks are deleted and a drain is declared done: every server must have learned the new ring by then.")
+    var ringSettle = "30s"
     @Option(name: .customLong("scrub-rate"), help: "torus up: bytes per second each node verifies against checksums in the background; a bad copy is dropped and copied back. 0: off.")
     var scrubRate = "4MiB"
 
@@ -342,6 +344,7 @@ struct MaintenanceOptions: ParsableArguments {
         config.gcGrace = try parseDuration(gcGrace, what: "--gc-grace")
         config.repairGrace = try parseDuration(repairGrace, what: "--repair-grace")
         config.repairBytesPerSecond = repairRate == "0" ? 0 : try parseSize(repairRate, what: "--repair-rate")
+        config.ringSettle = try parseDuration(ringSettle, what: "--ring-settle")
         config.scrubBytesPerSecond = scrubRate == "0" ? 0 : try parseSize(scrubRate, what: "--scrub-rate")
     }
 }
