@@ -26,9 +26,9 @@ alive() { [ "$("$BIN" peer list --metadata "$META" 2>/dev/null | grep -c alive)"
 seconds_until 20 alive 4 >/dev/null && ok "four nodes registered and alive" || bad "peer list: $("$BIN" peer list --metadata "$META" 2>&1)"
 
 "$BIN" volume create v1 256MiB --metadata "$META" >/dev/null 2>&1 || bad "volume create"
-PORT=$(free_port)
+PORT=$(free_port); MPORT=$(free_port)
 "$BIN" nbd serve --metadata "$META" --listen "127.0.0.1:$PORT" --gc-interval 2s --gc-grace 1s --repair-grace 60s \
-    --repair-rate 0 --ring-settle 4s >>"$WORK/nbd.log" 2>&1 &
+    --repair-rate 0 --ring-settle 4s --metrics "127.0.0.1:$MPORT" >>"$WORK/nbd.log" 2>&1 &
 SERVER=$!; PIDS+=($!)
 URI="nbd://127.0.0.1:$PORT/v1"
 seconds_until 30 nbdinfo "$URI" >/dev/null && ok "torus nbd serve exports v1 (collector: pass every 2 s, ring settle 4 s)" \
@@ -63,6 +63,12 @@ ratio=$(awk -v m=$moved -v s=$stored 'BEGIN { printf "%.3f", m / s }')
 echo "        bytes moved on the join: $moved of $stored stored ($ratio; ideal 0.200 = 1/5)"
 awk -v r=$ratio 'BEGIN { exit !(r > 0.12 && r < 0.30) }' && ok "the join moved ${ratio} of the stored bytes (ideal 0.2)" \
     || bad "the join moved ${ratio} of the stored bytes (ideal 0.2)"
+metric() { curl -s "http://127.0.0.1:$MPORT/metrics" | awk -v n="$1" '$1 == n { print int($2) }'; }
+mbytes=$(metric torus_rebalance_bytes_total); trimmed=$(metric torus_rebalance_trimmed_copies_total); rv=$(metric torus_ring_version)
+total_moved=$(moved_bytes)
+[ "${mbytes:-0}" = "$total_moved" ] && [ "${trimmed:-0}" -gt 0 ] && [ "${rv:-0}" = "$v1" ] \
+    && ok "metrics: torus_rebalance_bytes_total $mbytes, torus_rebalance_trimmed_copies_total $trimmed, torus_ring_version $rv" \
+    || bad "metrics after the join: bytes=${mbytes:-none} (log: $total_moved) trimmed=${trimmed:-none} ring=${rv:-none} (want $v1)"
 "${FIO[@]}" --verify_only --output="$WORK/fio-v1.txt" >/dev/null 2>&1 \
     && ok "a full fio verify read passes after the join" || bad "verify after the join: $(grep -i "err\|verify" "$WORK/fio-v1.txt" | head -5)"
 

@@ -24,9 +24,9 @@ alive() { [ "$("$BIN" peer list --metadata "$META" 2>/dev/null | grep -c alive)"
 seconds_until 20 alive 4 >/dev/null && ok "four nodes registered and alive" || bad "peer list: $("$BIN" peer list --metadata "$META" 2>&1)"
 
 "$BIN" volume create v1 256MiB --metadata "$META" >/dev/null 2>&1 || bad "volume create"
-PORT=$(free_port)
+PORT=$(free_port); MPORT=$(free_port)
 "$BIN" nbd serve --metadata "$META" --listen "127.0.0.1:$PORT" --gc-interval 2s --gc-grace 1s --repair-grace 5s \
-    --repair-rate 0 >>"$WORK/nbd.log" 2>&1 &
+    --repair-rate 0 --metrics "127.0.0.1:$MPORT" >>"$WORK/nbd.log" 2>&1 &
 SERVER=$!; PIDS+=($!)
 URI="nbd://127.0.0.1:$PORT/v1"
 seconds_until 30 nbdinfo "$URI" >/dev/null && ok "torus nbd serve exports v1 (collector on: pass every 2 s, repair grace 5 s)" \
@@ -66,6 +66,11 @@ fi
     && ok "the repair's progress was shown (blocks copied, rate, ETA)" \
     || bad "no repair progress seen in torus status or the server log"
 grep "gc: pass took" "$WORK/nbd.log" | grep "short of copies" | tail -1 | sed 's/^/        /'
+metric() { curl -s "http://127.0.0.1:$MPORT/metrics" | awk -v n="$1" '$1 == n { print int($2) }'; }
+copies=$(metric torus_repair_copies_total); rbytes=$(metric torus_repair_bytes_total); short=$(metric torus_blocks_under_replicated)
+[ "${copies:-0}" -gt 0 ] && [ "${rbytes:-0}" -gt 0 ] && [ "${short:-1}" = 0 ] \
+    && ok "metrics: torus_repair_copies_total $copies, torus_repair_bytes_total $rbytes, torus_blocks_under_replicated 0" \
+    || bad "metrics after the repair: copies=${copies:-none} bytes=${rbytes:-none} under-replicated=${short:-none}"
 
 # A second node dies: with replication 3, every block still has a copy; a full verify read passes.
 kill -9 "${NODE_PIDS[3]}"

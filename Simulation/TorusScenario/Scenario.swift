@@ -334,7 +334,7 @@ struct FieldReader {
             if let n = g["ring-settle"] { cfg.ringSettle = try duration(n, "gc.ring-settle") }
             o.collector = cfg
         }
-        for f in o.schedule where (f.kind == .joinNode || f.kind == .drainNode) && o.collector == nil {
+        for f in o.schedule where (f.kind == .joinNode || f.kind == .drainNode || f.kind == .deleteVolume) && o.collector == nil {
             throw fail(top["schedule"], "schedule.fault", "'\(f.kind.rawValue)' needs the collector (add a 'gc' section): it moves the blocks")
         }
         if let node = top["canary"] {

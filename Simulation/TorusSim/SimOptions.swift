@@ -148,6 +148,10 @@ public enum FaultKind: String, CaseIterable, Sendable {
     /// A node is drained: no new placements; the collector moves its blocks to the others
     /// and, once it holds none, it is removed from the ring and leaves. Needs `gc`.
     case drainNode = "drain-node"
+    /// A volume is deleted (`torus volume delete`): its writer stops and its keys go; the
+    /// collector must reclaim every block it had. At random only with several volumes, and
+    /// one is always left. Needs `gc`.
+    case deleteVolume = "delete-volume"
 }
 
 /// A fault at a fixed virtual time. `node` is 1-based (nil: drawn from the seed); `duration`
@@ -197,6 +201,8 @@ public struct SimResult: Sendable {
     public var ringVersion: UInt64 = 1
     /// Blocks (data and map) the volumes' committed heads name at the end.
     public var liveBlocks: Int = 0
+    /// Copies the deleted volumes (`delete-volume`) had on live nodes when deleted.
+    public var deletedVolumeBlocks: Int = 0
     public var passed: Bool { violation == nil }
     /// A liveness failure (progress or convergence after healing) rather than a broken safety promise.
     public var isLivenessFailure: Bool {

@@ -174,6 +174,12 @@ extension Simulation {
             slots[n].slowFactor = 10 + faultRandom.below(91)
             traceEvent(30, UInt64(n), slots[n].slowFactor)
             queue.push(now + lasting(.seconds(1), .seconds(5)), .heal(.diskSpeed(n)))
+        case .deleteVolume:
+            let left = vols.indices.filter { !vols[$0].deleted }
+            guard collector != nil, left.count > 1 else { return }
+            let i = volume ?? left[Int(faultRandom.below(UInt64(left.count)))]
+            guard !vols[i].deleted else { return }
+            deleteVolume(i)
         case .joinNode:
             if random { guard ringChanges < Self.ringChangesMax else { return } }
             joinNode()
@@ -596,6 +602,7 @@ extension Simulation {
         case 43: return "FAULT node\(a + 1) is lost for good (never comes back)"
         case 41: return "collector  pass done: \(a) refs deleted of \(b) listed"
         case 42: return "collector  tick"
+        case 49: return "FAULT volume \(a) is deleted (its writer stops, its keys go)"
         case 45: return "FAULT node\(a + 1) joins the ring (empty)"
         case 46: return "FAULT node\(a + 1) is drained (no new placements; its blocks move away)"
         case 47: return "node\(a + 1) drained: removed from the ring, it leaves"

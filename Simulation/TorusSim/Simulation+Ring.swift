@@ -84,6 +84,26 @@ extension Simulation {
         }
     }
 
+    /// `torus volume delete`: the writer stops (its in-flight ops are lost with it), every key
+    /// of the volume goes (an operator's transaction: it lands even during an outage).
+    func deleteVolume(_ i: Int) {
+        cur = i
+        traceEvent(49, UInt64(i))
+        crashWriter()
+        if paused != nil { dropPaused() }
+        vols[i].deleted = true
+        let id = volume.id
+        deletedVolumeBlocks += slots.reduce(0) { n, s in n + (s.node?.store.refs.filter { $0.volume == id }.count ?? 0) }
+        vols[i].readBackDone = true
+        vols[i].readBackStarted = true
+        let txn = MetaTxn(compares: [], success: [.delete(key: VolumeInfo.volumesPrefix + volume.name + "/", prefix: true)], failure: [])
+        let available = store.available
+        store.available = true
+        let done = store.handle(.txn(txn), now: now)
+        store.available = available
+        precondition(done != nil, "the volume's keys were not deleted")
+    }
+
     /// Lost nodes the ring still names (a removed node is not skipped by the collector).
     var lostRingMembers: Int {
         slots.filter { s in s.lost && ring.members.contains { $0.node == s.id } }.count

@@ -10,6 +10,7 @@ extension Simulation {
     // MARK: Writer process
 
     func startWriter() {
+        guard !v.deleted else { return }
         client = VolumeClient(info: volume, ring: ring, clientID: clientID, config: clientConfig, seed: clientSeeds.next())
         writerDown = false
         handleClient(client!.start(now: writerNow()))

@@ -122,6 +122,8 @@ public final class Simulation {
     /// Blocks the collector's repair copied.
     var copiesMade = 0
     var movesMade = 0
+    /// Copies the deleted volumes had on live nodes when they were deleted.
+    var deletedVolumeBlocks = 0
     var bytesMoved: UInt64 = 0
     var copiesTrimmed = 0
     /// Writes and flushes that failed with `noSpace` (ENOSPC).
@@ -144,6 +146,9 @@ public final class Simulation {
         var clientIncarnation: UInt64 = 0
         var clientTimerAt: Instant?
         var writerDown = false
+        /// Deleted (`delete-volume`): no writer, no load, no read-back; the collector must
+        /// reclaim every block it had.
+        var deleted = false
         var model: SectorModel
         var inflight: [OpID: InflightOp] = [:]
         var sectorBusy: [UInt8]
@@ -333,7 +338,8 @@ public final class Simulation {
                          repairs: repairs + vols.reduce(0) { $0 + ($1.client?.stats.readRepairs ?? 0) },
                          copies: copiesMade, noSpaceErrors: noSpaceErrors,
                          moves: movesMade, bytesMoved: bytesMoved, trimmed: copiesTrimmed, ringVersion: ring.version,
-                         liveBlocks: vols.reduce(0) { $0 + ($1.client?.committedRefs.count ?? 0) })
+                         liveBlocks: vols.reduce(0) { $0 + ($1.client?.committedRefs.count ?? 0) },
+                         deletedVolumeBlocks: deletedVolumeBlocks)
     }
 
     // MARK: Dispatch

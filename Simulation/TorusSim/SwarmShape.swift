@@ -35,7 +35,7 @@ extension SimOptions {
         if r.chance(0.5) {
             o.faultMix = [:]
             // Not wipe-node: without re-replication (issue 6) an untouched block stays short of copies.
-            for k in FaultKind.allCases where k != .wipeNode && k != .loseNode && k != .joinNode && k != .drainNode && r.chance(0.5) { o.faultMix[k] = 1 + Int(r.below(9)) }
+            for k in FaultKind.allCases where k != .wipeNode && k != .loseNode && k != .joinNode && k != .drainNode && k != .deleteVolume && r.chance(0.5) { o.faultMix[k] = 1 + Int(r.below(9)) }
             o.quietWeight = Int(r.below(10))
         }
         if r.chance(0.25) { o.misdirectedWriteProbability = 0.005 }
@@ -66,6 +66,7 @@ extension SimOptions {
                 o.faultMix[.joinNode] = 1 + Int(r.below(3))
                 o.faultMix[.drainNode] = Int(r.below(3))
             }
+            if o.volumes > 1 && r.chance(0.3) { o.faultMix[.deleteVolume] = 1 }
         }
         return o
     }

@@ -102,6 +102,7 @@ extension LocalCluster {
                 host.last = p
                 host.copiedTotal += p.copiesMade
                 host.bytesCopiedTotal += p.bytesCopied
+                TorusMetrics.collectorPass(p)
                 host.movedTotal += p.movesMade
                 host.bytesMovedTotal += p.bytesMoved
                 publishMaintenance(host)
@@ -134,6 +135,7 @@ extension LocalCluster {
         host.lastPublished = now
         var lines = ["time=\(SystemClock.wallSeconds())", "copied-total=\(host.copiedTotal)", "bytes-copied-total=\(host.bytesCopiedTotal)",
                      "moved-total=\(host.movedTotal)", "bytes-moved-total=\(host.bytesMovedTotal)"]
+        if host.collector.repairProgress == nil { TorusMetrics.repairProgress(blocksLeft: 0, bytesPerSecond: 0, etaSeconds: 0) }
         if let p = host.last {
             lines += ["last-pass-complete=\(p.completed)", "short=\(p.underReplicated)", "unrepairable=\(p.unrepairable)",
                       "nodes-skipped=\(p.nodesSkipped)", "nodes-resting=\(p.nodesResting)", "volumes-skipped=\(p.volumesSkipped)",
@@ -146,6 +148,7 @@ extension LocalCluster {
             let left = r.total - r.copied - r.failed
             let perCopy = r.copied > 0 ? Double(r.bytesCopied) / Double(r.copied) : 0
             let eta = rate > 0 ? Int((Double(left) * perCopy / rate).rounded(.up)) : -1
+            TorusMetrics.repairProgress(blocksLeft: left, bytesPerSecond: rate, etaSeconds: eta)
             lines += ["repairing=true", "repair-total=\(r.total)", "repair-copied=\(r.copied)", "repair-failed=\(r.failed)",
                       "repair-bytes=\(r.bytesCopied)", "repair-rate=\(UInt64(rate))", "repair-eta=\(eta)"]
             log("gc: repair: \(r.copied) of \(r.total) blocks copied (\(r.bytesCopied >> 20) MiB) at \(UInt64(rate) >> 20) MiB/s"

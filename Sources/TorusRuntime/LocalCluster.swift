@@ -180,6 +180,12 @@ public final class LocalCluster: @unchecked Sendable {
                 for id in cluster.nodes.keys.sorted() {
                     cluster.log("node \(id): peer protocol on 127.0.0.1:\(cluster.nodeAddresses[id]!.port)")
                     cluster.nodes[id]!.startScrubbing(bytesPerSecond: config.scrubBytesPerSecond)
+                    // Used and total bytes for the metrics (no-op without `--metrics`).
+                    let server = cluster.nodes[id]!
+                    _ = server.loop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(5)) { _ in
+                        let u = server.usage()
+                        TorusMetrics.nodeUsage(node: id, used: u.usedBytes, capacity: u.capacityBytes)
+                    }
                 }
                 cluster.leaseTimer = loop.scheduleRepeatedTask(initialDelay: .milliseconds(200), delay: .milliseconds(200)) { _ in
                     cluster.expireLeases()

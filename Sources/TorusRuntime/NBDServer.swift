@@ -102,12 +102,14 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
             return
         }
         let request: ByteRangeAdapter.Request
+        // For metrics: the operation (`TorusMetrics.nbdOps`) and the bytes it moves.
+        let op: Int, bytes: Int
         switch command {
-        case .read(let o, let l): request = .read(offset: o, length: l)
-        case .write(let o, let d, let fua): request = .write(offset: o, data: d, fua: fua)
-        case .flush: request = .flush
-        case .trim(let o, let l, let fua): request = .trim(offset: o, length: l, fua: fua)
-        case .writeZeroes(let o, let l, let fua, _): request = .writeZeroes(offset: o, length: l, fua: fua)
+        case .read(let o, let l): (request, op, bytes) = (.read(offset: o, length: l), 0, Int(l))
+        case .write(let o, let d, let fua): (request, op, bytes) = (.write(offset: o, data: d, fua: fua), 1, d.count)
+        case .flush: (request, op, bytes) = (.flush, 2, 0)
+        case .trim(let o, let l, let fua): (request, op, bytes) = (.trim(offset: o, length: l, fua: fua), 3, 0)
+        case .writeZeroes(let o, let l, let fua, _): (request, op, bytes) = (.writeZeroes(offset: o, length: l, fua: fua), 4, 0)
         }
         let ctx = NIOLoopBound(context, eventLoop: context.eventLoop)
         let handlerLoop = context.eventLoop
@@ -133,6 +135,7 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
                     }
                 case .failure: mapped = .failure(.EIO)
                 }
+                if case .failure = mapped { TorusMetrics.nbdRequest(op, bytes: 0, failed: true) } else { TorusMetrics.nbdRequest(op, bytes: bytes, failed: false) }
                 self.perform(self.connection.completed(cookie: cookie, result: mapped), context: ctx.value)
             }
         }

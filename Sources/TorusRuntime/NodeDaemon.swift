@@ -55,6 +55,7 @@ public final class NodeDaemon: @unchecked Sendable {
         daemon.heartbeatPool.start()
         daemon.heartbeat = server.loop.scheduleRepeatedTask(initialDelay: .seconds(3), delay: .seconds(3)) { _ in
             let usage = server.usage()
+            TorusMetrics.nodeUsage(node: id, used: usage.usedBytes, capacity: usage.capacityBytes)
             _ = daemon.heartbeatPool.runIfActive(eventLoop: server.loop) {
                 do {
                     try daemon.renewLiveness()

@@ -107,6 +107,7 @@ public final class StorageNodeServer: @unchecked Sendable {
     /// Logs a finished round and every bad copy found (a round's result shows in the node's log).
     func scrubReport(since before: StorageNode.ScrubStats) {
         let s = node.scrubStats
+        TorusMetrics.scrub(node: id, verified: max(0, s.verified - before.verified), bad: max(0, s.bad - before.bad))
         if s.bad > before.bad {
             log("node \(id): scrub found a bad copy (checksum mismatch or unreadable); dropped it, the collector copies the "
                 + "block back from a good replica (\(s.bad) bad so far)")

@@ -90,6 +90,7 @@ struct Up: ParsableCommand {
     var cacheSize = "256MiB"
     @Flag(name: .customLong("peer-over-tcp"), help: "Send writer-to-node traffic over loopback TCP (the peer protocol) instead of handing it to the node in memory. Slower; for testing the wire path.")
     var peerOverTCP = false
+    @Option(help: metricsHelp) var metrics: String?
     @OptionGroup(title: "Garbage collection and repair") var maintenance: MaintenanceOptions
 
     func validate() throws {
@@ -123,6 +124,7 @@ struct Up: ParsableCommand {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads ?? System.coreCount)
         let pool = NIOThreadPool(numberOfThreads: 4)
         pool.start()
+        try serveMetrics(metrics, group: group)
         say("torus: starting \(nodes) nodes (replication \(replication)) in \(dataDir) ...")
         let cluster: LocalCluster
         do {
@@ -323,6 +325,21 @@ struct GC: ParsableCommand {
     }
 }
 
+let metricsHelp = ArgumentHelp("Serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9100): NBD requests, repair, rebalancing, garbage collection, scrubbing, node usage. Off by default.")
+
+/// `--metrics HOST:PORT`: installs the Prometheus backend and listens, before anything is
+/// measured; exits with a clear message when the address is unusable.
+func serveMetrics(_ address: String?, group: EventLoopGroup) throws {
+    guard let address else { return }
+    do {
+        let channel = try TorusMetrics.serve(address, group: group).wait()
+        say("torus: metrics on http://\(channel.localAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? address)/metrics")
+    } catch {
+        say("torus: cannot serve metrics on \(address): \(error)")
+        throw ExitCode(1)
+    }
+}
+
 /// The collector's knobs, shared by `torus up` and `torus nbd serve`.
 struct MaintenanceOptions: ParsableArguments {
     @Option(name: .customLong("gc-interval"), help: "Time between passes of the collector, which deletes garbage and copies blocks short of copies (e.g. 60s, 5m); 0 turns it off.")
@@ -446,12 +463,14 @@ struct Node: ParsableCommand {
     @Option(help: "Failure domain (zone, rack or host); copies of a block go to distinct zones.") var zone = ""
     @Option(name: .customLong("scrub-rate"), help: "Bytes per second of stored blocks verified against their checksums in the background (e.g. 4MiB); a bad copy is dropped and the collector copies it back. 0: off.")
     var scrubRate = "4MiB"
+    @Option(help: metricsHelp) var metrics: String?
 
     func run() throws {
         let bytes = try parseSize(size, what: "--size")
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let pool = NIOThreadPool(numberOfThreads: 4)
         pool.start()
+        try serveMetrics(metrics, group: group)
         let daemon: NodeDaemon
         do {
             let scrub = scrubRate == "0" ? 0 : try parseSize(scrubRate, what: "--scrub-rate")
@@ -494,6 +513,7 @@ struct NBD: ParsableCommand {
         @Option(name: .customLong("cache-size"), help: "Write-back cache of each volume: written blocks until they are stored on their replicas, and recently used blocks.")
         var cacheSize = "256MiB"
         @OptionGroup(title: "Garbage collection and repair (not with --read-only)") var maintenance: MaintenanceOptions
+        @Option(help: metricsHelp) var metrics: String?
 
         func run() throws {
             var config = LocalCluster.Configuration(dataDir: "/nonexistent", nodes: 0, replication: 1, volumes: [])
@@ -505,6 +525,7 @@ struct NBD: ParsableCommand {
             let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads ?? System.coreCount))
             let pool = NIOThreadPool(numberOfThreads: 4)
             pool.start()
+            try serveMetrics(metrics, group: group)
             let cluster: LocalCluster
             let server: Channel
             do {

@@ -144,6 +144,17 @@ struct ScenarioTests {
                 "\(stuck.violation ?? "passed")")
     }
 
+    @Test("the collector reclaims every block of deleted volumes while the survivor loses nothing")
+    func deletedVolumesReclaimed() throws {
+        let sc = try Scenario.load(path: Self.directory + "/gc-delete-volume.yaml")
+        for seed in sc.seeds {
+            let r = Simulation(options: sc.options(seed: seed)).run()
+            // The reclaim check fails the run if any block of them is left.
+            #expect(r.passed, "seed \(seed): \(r.violation ?? "")")
+            #expect(r.deletedVolumeBlocks > 20, "seed \(seed): the deleted volumes had only \(r.deletedVolumeBlocks) copies")
+        }
+    }
+
     @Test("a drained node ends up holding nothing needed and is removed; nothing is lost")
     func drainRemoves() throws {
         let sc = try Scenario.load(path: Self.directory + "/drain-during-writes.yaml")
