@@ -87,7 +87,7 @@ public struct Ring: Hashable, Sendable {
     /// `replication` active members over distinct domains first, then `fallbacks` more active
     /// ones, in order; with `draining`, then every draining member. (With fewer active members
     /// than `replication`, draining ones fill the placement: better than no placement.)
-    private func pick(_ order: [Int], replication: Int, fallbacks: Int, draining: Bool = false) -> [NodeID] {
+    private func pick(_ order: [Int], replication: Int, fallbacks: Int, draining: Bool = false, everywhere: Bool = false) -> [NodeID] {
         var chosen: [Int] = []
         chosen.reserveCapacity(replication + fallbacks)
         var usedDomain = [Bool](repeating: false, count: domainCount)
@@ -99,6 +99,7 @@ public struct Ring: Hashable, Sendable {
         for i in order where chosen.count < replication && !drainingAt[i] && !chosen.contains(i) { chosen.append(i) }
         for i in order where chosen.count < replication && !chosen.contains(i) { chosen.append(i) }
         for i in order where chosen.count < replication + fallbacks && !drainingAt[i] && !chosen.contains(i) { chosen.append(i) }
+        if everywhere { for i in order where !drainingAt[i] && !chosen.contains(i) { chosen.append(i) } }
         if draining { for i in order where drainingAt[i] && !chosen.contains(i) { chosen.append(i) } }
         return chosen.map { members[$0].node }
     }
@@ -122,6 +123,14 @@ public struct Ring: Hashable, Sendable {
     public func readCandidates(for key: UInt64, replication: Int, fallbacks: Int) -> [NodeID] {
         precondition(replication >= 1, "replication must be at least 1")
         return pick(orderedIndices(for: key), replication: replication, fallbacks: fallbacks, draining: true)
+    }
+
+    /// Where readers look for a block, in order: `readCandidates`' placement and fallbacks,
+    /// then every other active member (a writer puts a copy beyond the fallbacks only when
+    /// all of them were full), then the draining members.
+    public func everyCandidate(for key: UInt64, replication: Int, fallbacks: Int) -> [NodeID] {
+        precondition(replication >= 1, "replication must be at least 1")
+        return pick(orderedIndices(for: key), replication: replication, fallbacks: fallbacks, draining: true, everywhere: true)
     }
 
     /// Fallbacks a client of a volume with `replication` uses, given its own cap.

@@ -110,6 +110,16 @@ struct ScenarioTests {
         #expect(r.noSpaceErrors > 0, "the cluster never ran out of space")
     }
 
+    @Test("with room left on some nodes, a block whose usual candidates are all full is still stored (no ENOSPC)")
+    func enospcOnlyWhenTheClusterIsFull() throws {
+        let sc = try Scenario.load(path: Self.directory + "/uneven-full.yaml")
+        for seed in sc.seeds {
+            let r = Simulation(options: sc.options(seed: seed)).run()
+            #expect(r.passed, "seed \(seed): \(r.violation ?? "")")
+            #expect(r.noSpaceErrors == 0, "seed \(seed): \(r.noSpaceErrors) ENOSPC errors with 3 nodes mostly empty")
+        }
+    }
+
     @Test("after a node is lost for good, the repair alone restores full redundancy")
     func lostNodeRepaired() throws {
         let sc = try Scenario.load(path: Self.directory + "/lose-node-r2.yaml")

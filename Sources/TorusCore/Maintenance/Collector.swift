@@ -115,6 +115,8 @@ public struct Collector: Sendable {
     var passBytesCopied: UInt64 = 0
     var passMisplaced = 0, passMoved = 0, passTrimmed = 0
     var passBytesMoved: UInt64 = 0
+    /// Nodes that refused a copy for lack of space, until when no block is moved to them.
+    var fullUntil: [NodeID: Instant] = [:]
     /// Refs found off their placement at the last pass (moved at the second, like repairs).
     var misplacedLastPass: Set<BlockRef> = []
     /// Reachable refs with a copy on each draining node this pass (listed nodes only).
@@ -365,7 +367,7 @@ public struct Collector: Sendable {
 
     mutating func startFetch(volume: UInt64, kind: Fetch.Kind, ref: BlockRef, crc: UInt32) {
         let info = volumes[volume]!.info
-        let nodes = ring.readCandidates(for: ref.placementKey, replication: info.replication,
+        let nodes = ring.everyCandidate(for: ref.placementKey, replication: info.replication,
                                         fallbacks: ring.fallbacks(replication: info.replication, max: config.fallbackNodesMax))
         volumes[volume]!.fetchesLeft += 1
         sendFetch(Fetch(volume: volume, kind: kind, ref: ref, crc: crc, nodes: nodes, next: 0, node: nodes[0],
@@ -492,7 +494,7 @@ public struct Collector: Sendable {
                     let home = Array(cands.prefix(r))
                     let extras = have.filter { !home.contains($0) }
                     guard !extras.isEmpty else { continue }
-                    let missing = home.filter { alive.contains($0) && !have.contains($0) }
+                    let missing = home.filter { alive.contains($0) && !have.contains($0) && (fullUntil[$0].map { $0 <= now } ?? true) }
                     if missing.isEmpty {
                         if trimming && home.allSatisfy(have.contains) { trims.append(Trim(ref: ref, home: home, extras: extras)) }
                         continue
@@ -593,7 +595,9 @@ public struct Collector: Sendable {
             passBytesCopied += UInt64(pending.copy.data!.count)
             stats.copiesMade += 1
             stats.bytesCopied += UInt64(pending.copy.data!.count)
-        case .failure:
+        case .failure(let e):
+            // A full node gets no moves for a few passes (its blocks stay where they are).
+            if e == .noSpace { fullUntil[node] = now + config.passInterval * 3 }
             retryCopyElsewhere(pending.copy)
         }
         pumpCopies()

@@ -138,8 +138,15 @@ extension VolumeClient {
                 // and this copy moves to the next candidate at once.
                 suspects[node] = now + config.suspectDuration
                 wb.noSpace.insert(node)
+                // Every candidate is full: the copy may go to any other active node (readers
+                // look everywhere before giving up). Out of space only when no node of the
+                // ring without a copy has room for one.
+                if wb.candidates.allSatisfy({ wb.noSpace.contains($0) || wb.confirmed.contains($0) }) {
+                    let everywhere = ring.everyCandidate(for: wb.ref.placementKey, replication: info.replication, fallbacks: 0)
+                        .filter { n in ring.members.contains { $0.node == n && !$0.draining } }
+                    wb.candidates += everywhere.filter { !wb.candidates.contains($0) }
+                }
                 writebacks[key] = wb
-                // Out of space when no candidate without a copy has room for one.
                 if wb.candidates.allSatisfy({ wb.noSpace.contains($0) || wb.confirmed.contains($0) }) { outOfSpace() }
             }
             putFailed(key, node: node, retryAfterBackoff: true)

@@ -303,9 +303,17 @@ public struct VolumeClient: Sendable {
                         fallbacks: ring.fallbacks(replication: info.replication, max: config.fallbackNodesMax))
     }
 
-    /// Where readers look (and deletes go): `candidates`, then nodes being drained.
-    func readCandidates(_ ref: BlockRef) -> [NodeID] {
+    /// Where deletes go: `candidates`, then nodes being drained (copies anywhere else are
+    /// left to the collector).
+    func deleteCandidates(_ ref: BlockRef) -> [NodeID] {
         ring.readCandidates(for: ref.placementKey, replication: info.replication,
+                            fallbacks: ring.fallbacks(replication: info.replication, max: config.fallbackNodesMax))
+    }
+
+    /// Where readers look: `candidates`, then every other active node (a copy lands beyond
+    /// the fallbacks when they were all full), then nodes being drained.
+    func readCandidates(_ ref: BlockRef) -> [NodeID] {
+        ring.everyCandidate(for: ref.placementKey, replication: info.replication,
                             fallbacks: ring.fallbacks(replication: info.replication, max: config.fallbackNodesMax))
     }
 
@@ -337,7 +345,7 @@ public struct VolumeClient: Sendable {
         guard !refs.isEmpty else { return }
         if !unsynced.isEmpty { for r in refs where unsynced[r] != nil { setUnsynced(r, []) } }
         var perNode: [NodeID: [BlockRef]] = [:]
-        for r in refs { for n in readCandidates(r) { perNode[n, default: []].append(r) } }
+        for r in refs { for n in deleteCandidates(r) { perNode[n, default: []].append(r) } }
         for n in perNode.keys.sorted() { out.append(.send(to: n, .deleteBlocks(perNode[n]!))) }
     }
 
