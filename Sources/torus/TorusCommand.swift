@@ -348,7 +348,7 @@ struct MaintenanceOptions: ParsableArguments {
     var gcGrace = "30s"
     @Option(name: .customLong("repair-grace"), help: "A node silent this long counts as lost: the blocks it held are copied to other nodes. A node back sooner keeps its copies (nothing is copied for it).")
     var repairGrace = "10m"
-    @Option(name: .customLong("repair-rate"), help: "Most bytes per second the repair copies (e.g. 64MiB); 0: unthrottled.")
+    @Option(name: .customLong("repair-rate"), help: "Most bytes per second the repair and rebalancing copy to each node (e.g. 64MiB); 0: unthrottled.")
     var repairRate = "64MiB"
     @Option(name: .customLong("ring-settle"), help: "After a ring change (a node joined, is drained or removed), how long before old copies of moved blocks are deleted and a drain is declared done: every server must have learned the new ring by then.")
     var ringSettle = "30s"

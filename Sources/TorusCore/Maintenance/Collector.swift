@@ -102,13 +102,19 @@ public struct Collector: Sendable {
         var node: NodeID
         var deadline: Instant
     }
-    var copyQueue: [Copy] = []
+    /// Copies waiting, per target node (each popped from the end: repairs before moves,
+    /// oldest refs first), started round-robin over the targets.
+    var copyQueues: [NodeID: [Copy]] = [:]
+    var copyTargets: [NodeID] = []
+    var copyCursor = 0
+    var copiesQueued = 0
     /// Refs short of copies at the last pass. A ref is repaired only when two passes in a row
     /// find it short: a commit that lands between the inventory and the head read names refs
     /// whose copies went to nodes after they were listed, which look short but are not.
     var shortLastPass: Set<BlockRef> = []
     var copyRPCs: [RPCID: CopyRPC] = [:]
-    var nextCopyAt: Instant = .zero
+    /// When each target node may receive its next copy (`repairBytesPerSecond` per node).
+    var nextCopyAt: [NodeID: Instant] = [:]
     /// Since when each node has not answered a listing (cleared when it answers).
     var downSince: [NodeID: Instant] = [:]
     var passShort = 0, passCopied = 0, passCopyFailures = 0, passUnrepairable = 0, passDeleted = 0
@@ -528,23 +534,35 @@ public struct Collector: Sendable {
             }
         }
         // Popped from the end: repairs first (redundancy before balance), oldest refs first.
-        copyQueue = (repairs + moves).reversed()
+        for c in (repairs + moves).reversed() { copyQueues[c.target, default: []].append(c) }
+        copyTargets = copyQueues.keys.sorted()
+        copyCursor = 0
+        copiesQueued = repairs.count + moves.count
     }
 
-    /// Starts copies while under the concurrency limit and the byte rate.
+    /// Starts copies while under the concurrency limit, round-robin over the target nodes,
+    /// each receiving at most `repairBytesPerSecond`.
     mutating func pumpCopies() {
         guard stage == .repairing else { return }
         // The rate is kept on average: a copy may start up to one tick early, so starts between
         // ticks are not lost when every copy in flight has finished.
-        while copyRPCs.count < config.repairConcurrencyMax, !copyQueue.isEmpty, now + config.tickInterval >= nextCopyAt {
-            let c = copyQueue.removeLast()
-            if config.repairBytesPerSecond > 0, let size = volumes[c.ref.volume]?.info.blockSize {
-                let gap = Nanoseconds(UInt64(size) * 1_000_000_000 / config.repairBytesPerSecond)
-                nextCopyAt = max(nextCopyAt, now) + gap
+        starting: while copyRPCs.count < config.repairConcurrencyMax, copiesQueued > 0 {
+            for k in 0..<copyTargets.count {
+                let target = copyTargets[(copyCursor + k) % copyTargets.count]
+                guard copyQueues[target]?.isEmpty == false, now + config.tickInterval >= nextCopyAt[target, default: .zero] else { continue }
+                let c = copyQueues[target]!.removeLast()
+                copiesQueued -= 1
+                copyCursor = (copyCursor + k + 1) % copyTargets.count
+                if config.repairBytesPerSecond > 0, let size = volumes[c.ref.volume]?.info.blockSize {
+                    let gap = Nanoseconds(UInt64(size) * 1_000_000_000 / config.repairBytesPerSecond)
+                    nextCopyAt[target] = max(nextCopyAt[target, default: .zero], now) + gap
+                }
+                sendCopyGet(c)
+                continue starting
             }
-            sendCopyGet(c)
+            break  // every target with copies waiting is at its rate
         }
-        if copyRPCs.isEmpty && copyQueue.isEmpty {
+        if copyRPCs.isEmpty && copiesQueued == 0 {
             passRepairTime = now - repairStartedAt
             beginTrimming()
         }
@@ -739,12 +757,12 @@ public struct Collector: Sendable {
         stats.refsDeleted += deleted
         passDeleted = deleted
         planRepairs()
-        if copyQueue.isEmpty {
+        if copiesQueued == 0 {
             beginTrimming()
         } else {
             stage = .repairing
             repairStartedAt = now
-            repairTotal = copyQueue.count
+            repairTotal = copiesQueued
             pumpCopies()
         }
     }
@@ -784,7 +802,9 @@ public struct Collector: Sendable {
         trims = []
         trimSyncs = [:]
         trimConfirmed = [:]
-        copyQueue = []
+        copyQueues = [:]
+        copyTargets = []
+        copiesQueued = 0
         copyRPCs = [:]
         stage = .idle
         metaRequest = nil
@@ -836,7 +856,7 @@ public struct CollectorConfig: Sendable {
     /// A node that has not answered for this long is treated as lost: the blocks it held are
     /// copied elsewhere. Until then its copies are assumed to be there (it may be rebooting).
     public var repairGrace = Nanoseconds.seconds(600)
-    /// Copies in flight at once, and bytes per second started (0: unthrottled).
+    /// Copies in flight at once, and bytes per second started towards each target node (0: unthrottled).
     public var repairConcurrencyMax = 16
     public var repairBytesPerSecond: UInt64 = 64 << 20
     /// Extra copies are deleted (and drains declared done) only once the ring has been in
