@@ -47,7 +47,8 @@ extension Simulation {
         guard collector != nil else { return }
         let i = slots.count
         let config = Self.storeConfig(diskBytes: options.diskBytes(node: i), blockSize: options.blockSize,
-                                      batchLimit: storeKnobs.batchLimit, lazyThreshold: storeKnobs.lazyThreshold)
+                                      batchLimit: storeKnobs.batchLimit, lazyThreshold: storeKnobs.lazyThreshold,
+                                      reservePercent: storeKnobs.reservePercent)
         let root = SeededRandom(seed: options.seed)
         slots.append(NodeSlot(id: NodeID(UInt32(i + 1)), disk: SimDisk(geometry: config.geometry),
                               random: root.derived(stream: 100 + UInt64(i)), config: config))

@@ -66,7 +66,7 @@ public final class Simulation {
     var ring: Ring
     var ringChanges = 0
     /// The stores' batching knobs (drawn per seed), for nodes that join later too.
-    var storeKnobs = (batchLimit: 4096, lazyThreshold: 1 << 20)
+    var storeKnobs = (batchLimit: 4096, lazyThreshold: 1 << 20, reservePercent: 0)
     /// The writer's knobs, drawn from the seed ("buggify"): cache sizes, write-back timing.
     let clientConfig: VolumeClientConfig
 
@@ -268,11 +268,13 @@ public final class Simulation {
         // Mostly as in production (journal only when asked: writers sync what they need),
         // sometimes eager, which journals most puts before any sync.
         let lazyThreshold = [1 << 20, 1 << 20, 32, 4][Int(storeKnobs.below(4))]
-        storeKnobsDescription = " store-batch=\(batchLimit) store-lazy-commit=\(lazyThreshold)"
-        self.storeKnobs = (batchLimit, lazyThreshold)
+        // Free slots kept back (as production keeps 2%), or none.
+        let reservePercent = [0, 2, 5][Int(storeKnobs.below(3))]
+        storeKnobsDescription = " store-batch=\(batchLimit) store-lazy-commit=\(lazyThreshold) store-reserve=\(reservePercent)%"
+        self.storeKnobs = (batchLimit, lazyThreshold, reservePercent)
         for i in 0..<options.nodes {
             let config = Self.storeConfig(diskBytes: options.diskBytes(node: i), blockSize: options.blockSize,
-                                          batchLimit: batchLimit, lazyThreshold: lazyThreshold)
+                                          batchLimit: batchLimit, lazyThreshold: lazyThreshold, reservePercent: reservePercent)
             let disk = SimDisk(geometry: config.geometry)
             slots.append(NodeSlot(id: NodeID(UInt32(i + 1)), disk: disk, random: root.derived(stream: 100 + UInt64(i)), config: config))
         }
@@ -283,13 +285,14 @@ public final class Simulation {
         for n in order.prefix(options.replication - 1) { slots[n].mediaFaults = true }
     }
 
-    static func storeConfig(diskBytes: UInt64, blockSize: Int, batchLimit: Int, lazyThreshold: Int) -> BlockStoreConfig {
+    static func storeConfig(diskBytes: UInt64, blockSize: Int, batchLimit: Int, lazyThreshold: Int, reservePercent: Int) -> BlockStoreConfig {
         // Room for a full index snapshot (48-byte records, one per slot) plus appends.
         let slotsMax = Int(diskBytes) / blockSize
         let journalSectors = 2 * (slotsMax * 48 / 4096 + 2) + 64
         return BlockStoreConfig(geometry: DiskGeometry(sectorSize: 4096, capacityBytes: diskBytes),
                                 blockSize: blockSize, journalRegionSectors: journalSectors,
-                                journalBatchLimitRecords: batchLimit, lazyCommitThresholdRecords: lazyThreshold)
+                                journalBatchLimitRecords: batchLimit, lazyCommitThresholdRecords: lazyThreshold,
+                                reserveSlots: slotsMax * reservePercent / 100)
     }
 
     /// Runs to completion and reports.

@@ -51,10 +51,11 @@ public final class StorageNodeServer: @unchecked Sendable {
         let journalSectors = 2 * (slots * 48 / 4096 + 2) + 256
         // Puts that nobody asked to make durable are journaled only when something else syncs:
         // writers sync what a FLUSH needs, and most written-back versions are replaced (and
-        // dropped without a record) before that.
+        // dropped without a record) before that. 2% of the slots are kept back: a node that
+        // near full takes no new blocks (they go to other nodes) but finishes what it started.
         return BlockStoreConfig(geometry: DiskGeometry(sectorSize: 4096, capacityBytes: diskBytes),
                                 blockSize: blockSize, journalRegionSectors: journalSectors,
-                                lazyCommitThresholdRecords: 1 << 20)
+                                lazyCommitThresholdRecords: 1 << 20, reserveSlots: slots / 50)
     }
 
     /// Binds the peer listener (port 0: any free port), then starts the node (journal

@@ -305,13 +305,14 @@ private let testBlockBytes = 1024
 /// (512-byte sectors hold 10 journal records, 128-byte sectors 2).
 private func smallConfig(
     slots: Int = 16, regionSectors: Int = 16, sectorBytes: Int = testSectorBytes, batchLimitRecords: Int = 4096,
-    lazyThresholdRecords: Int = 256, outstandingLimit: Int = 16384
+    lazyThresholdRecords: Int = 256, outstandingLimit: Int = 16384, reserveSlots: Int = 0
 ) -> BlockStoreConfig {
     let capacity = UInt64(2 * regionSectors * sectorBytes + slots * testBlockBytes)
     return BlockStoreConfig(
         geometry: DiskGeometry(sectorSize: sectorBytes, capacityBytes: capacity), blockSize: testBlockBytes,
         journalRegionSectors: regionSectors, journalBatchLimitRecords: batchLimitRecords,
-        lazyCommitThresholdRecords: lazyThresholdRecords, outstandingRepliesLimitRequests: outstandingLimit)
+        lazyCommitThresholdRecords: lazyThresholdRecords, outstandingRepliesLimitRequests: outstandingLimit,
+        reserveSlots: reserveSlots)
 }
 
 private func ref(_ n: UInt64) -> BlockRef { BlockRef(volume: 1, epoch: 1, sequence: n, index: n) }
@@ -619,6 +620,20 @@ struct BlockStoreTests {
         #expect(isSuccess(h.putNow(ref(5), block(5), durable: true)))
         #expect(holds(h.getNow(ref(5)), 5))
         #expect(h.store.refs == [ref(1), ref(3), ref(4), ref(5)])
+    }
+
+    @Test("a node that near full refuses new blocks (its reserve), but takes a ref it already holds")
+    func reserveRefusesNewBlocks() {
+        var h = StoreHarness(config: smallConfig(slots: 4, reserveSlots: 1), seed: 6)
+        for n in UInt64(1)...3 { #expect(isSuccess(h.putNow(ref(n), block(n), durable: true))) }
+        #expect(h.store.freeSlots == 1)
+        #expect(h.putNow(ref(4), block(4)) == .failure(.noSpace))
+        // A retry of a stored ref needs no slot.
+        #expect(isSuccess(h.putNow(ref(3), block(3), durable: true)))
+        h.send(.delete([ref(1)]))
+        h.drain()
+        #expect(isSuccess(h.putNow(ref(4), block(4), durable: true)))
+        #expect(holds(h.getNow(ref(4)), 4))
     }
 
     @Test("a put deleted before any cycle journaled it frees its slot at once and never reaches the journal")

@@ -29,6 +29,9 @@ public struct BlockStoreConfig: Hashable, Sendable {
     /// syncs). Beyond it a put or get fails with `.ioError` (retry later) and a sync is
     /// answered at once with what is durable now.
     public let outstandingRepliesLimitRequests: Int
+    /// Free slots kept back: a node this near full refuses new blocks (`noSpace`), so writers
+    /// and the collector place them elsewhere while it still has room for what is in flight.
+    public let reserveSlots: Int
 
     /// Number of block slots on the disk.
     public let totalSlots: Int
@@ -43,7 +46,8 @@ public struct BlockStoreConfig: Hashable, Sendable {
         journalRegionSectors: Int,
         journalBatchLimitRecords: Int = 4096,
         lazyCommitThresholdRecords: Int = 256,
-        outstandingRepliesLimitRequests: Int = 16384
+        outstandingRepliesLimitRequests: Int = 16384,
+        reserveSlots: Int = 0
     ) {
         let sector = geometry.sectorSize
         precondition(
@@ -61,6 +65,8 @@ public struct BlockStoreConfig: Hashable, Sendable {
         self.journalBatchLimitRecords = journalBatchLimitRecords
         self.lazyCommitThresholdRecords = lazyCommitThresholdRecords
         self.outstandingRepliesLimitRequests = outstandingRepliesLimitRequests
+        precondition(reserveSlots >= 0, "the slot reserve cannot be negative")
+        self.reserveSlots = reserveSlots
         self.recordsPerSector = (sector - BlockStoreFormat.sectorHeaderBytes) / BlockStoreFormat.recordBytes
         let regionBytes = UInt64(journalRegionSectors) * UInt64(sector)
         self.slotAreaOffset = 2 * regionBytes

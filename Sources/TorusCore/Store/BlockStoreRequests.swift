@@ -21,7 +21,7 @@ extension BlockStore {
             puts[op]!.deleteRequested = false
             return
         }
-        guard let slot = freeList.last else { return out.append(.reply(.put(id, .failure(.noSpace)))) }
+        guard freeList.count > config.reserveSlots, let slot = freeList.last else { return out.append(.reply(.put(id, .failure(.noSpace)))) }
         guard admit(id, &out) else { return }
         freeList.removeLast()
         precondition(slots[slot] == .free, "allocated slot \(slot) is \(slots[slot]), not free")
