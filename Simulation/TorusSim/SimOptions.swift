@@ -203,6 +203,8 @@ public struct SimResult: Sendable {
     public var liveBlocks: Int = 0
     /// Copies the deleted volumes (`delete-volume`) had on live nodes when deleted.
     public var deletedVolumeBlocks: Int = 0
+    /// Write-back copies the writers put on a fallback node (a placement node did not answer).
+    public var fallbackPuts: Int = 0
     public var passed: Bool { violation == nil }
     /// A liveness failure (progress or convergence after healing) rather than a broken safety promise.
     public var isLivenessFailure: Bool {

@@ -61,6 +61,7 @@ extension Simulation {
         inflight.removeAll()
         for i in sectorBusy.indices { sectorBusy[i] = 0 }
         repairs += client!.stats.readRepairs
+        fallbackPuts += client!.stats.putFallbacks
         clientTimerAt = nil
         writerRestarts += 1
         // Abandon the slots' pending think-time events and restart them once the writer is back.

@@ -122,6 +122,8 @@ public final class Simulation {
     /// Blocks the collector's repair copied.
     var copiesMade = 0
     var movesMade = 0
+    /// Write-back copies put on a fallback node (retired writers; see `SimResult.fallbackPuts`).
+    var fallbackPuts = 0
     /// Copies the deleted volumes had on live nodes when they were deleted.
     var deletedVolumeBlocks = 0
     var bytesMoved: UInt64 = 0
@@ -342,7 +344,8 @@ public final class Simulation {
                          copies: copiesMade, noSpaceErrors: noSpaceErrors,
                          moves: movesMade, bytesMoved: bytesMoved, trimmed: copiesTrimmed, ringVersion: ring.version,
                          liveBlocks: vols.reduce(0) { $0 + ($1.client?.committedRefs.count ?? 0) },
-                         deletedVolumeBlocks: deletedVolumeBlocks)
+                         deletedVolumeBlocks: deletedVolumeBlocks,
+                         fallbackPuts: fallbackPuts + vols.reduce(0) { $0 + ($1.client?.stats.putFallbacks ?? 0) })
     }
 
     // MARK: Dispatch

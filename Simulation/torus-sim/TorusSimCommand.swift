@@ -147,7 +147,7 @@ func summary(_ r: SimResult, wall: Double) -> String {
         + " sim=\(fmt(r.simulatedSeconds))s wall=\(fmt(wall))s speed=\(Int(speed))x events=\(r.events) events/s=\(Int(evs))"
         + " ops=\(r.opsCompleted) reads-checked=\(r.readsChecked) read-errors=\(r.readErrors)"
         + " faults=\(r.faultsInjected) writer-restarts=\(r.writerRestarts) commits=\(r.commits) repairs=\(r.repairs)" + (r.copies > 0 ? " copies=\(r.copies)" : "") + (r.noSpaceErrors > 0 ? " enospc=\(r.noSpaceErrors)" : "")
-            + (r.ringVersion > 1 || r.moves > 0 || r.trimmed > 0 ? " ring-version=\(r.ringVersion) moves=\(r.moves) moved-bytes=\(r.bytesMoved) trimmed=\(r.trimmed) live-blocks=\(r.liveBlocks)" : "")
+            + (r.ringVersion > 1 || r.moves > 0 || r.trimmed > 0 ? " ring-version=\(r.ringVersion) moves=\(r.moves) moved-bytes=\(r.bytesMoved) trimmed=\(r.trimmed) live-blocks=\(r.liveBlocks) fallback-puts=\(r.fallbackPuts)" : "")
 }
 
 /// Runs once, writing the readable trace when asked.

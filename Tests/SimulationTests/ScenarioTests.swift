@@ -76,6 +76,10 @@ struct ScenarioTests {
         let within = Simulation(options: sc.options(seed: 1)).run()
         #expect(within.passed, "\(within.violation ?? "")")
         #expect(within.copies == 0, "a node down 4 s with a 10 s grace caused \(within.copies) copies")
+        // It catches up on what it missed, and only that: each block moved to it had a copy
+        // put on a fallback node while it was down (no full rebuild).
+        #expect(within.moves > 0 && within.moves <= within.fallbackPuts,
+                "the returning node received \(within.moves) blocks; \(within.fallbackPuts) copies went to fallbacks while it was down")
         // Past the grace: the collector copies once two passes in a row found a block short
         // (passes are slow while a node does not answer its listing), so the node stays away longer.
         var o = sc.options(seed: 1)

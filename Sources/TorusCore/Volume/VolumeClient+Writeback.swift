@@ -66,6 +66,8 @@ extension VolumeClient {
     mutating func putBlock(_ key: UInt64, ref: BlockRef, entry: MapEntry, version: UInt64, data: [UInt8]) {
         let all = candidates(ref)
         let nodes = Array(healthyFirst(all).prefix(info.replication)).sorted()
+        // Copies sent straight to a fallback because a placement node is suspect.
+        stats.putFallbacks += nodes.filter { !all.prefix(info.replication).contains($0) }.count
         writebacks[key] = Writeback(ref: ref, entry: entry, version: version, data: data, remaining: nodes,
                                     candidates: all)
         for n in nodes { resendPut(key, to: n) }

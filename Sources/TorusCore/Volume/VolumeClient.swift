@@ -124,7 +124,8 @@ public struct VolumeClient: Sendable {
         /// Bad copies put back from a good one after a read found them (read-repair).
         public var readRepairs = 0
         public var putRetries = 0
-        /// Copies placed on a fallback node because a placement node did not take them.
+        /// Copies placed on a fallback node because a placement node did not take them (or was
+        /// suspect when the write-back started).
         public var putFallbacks = 0
         /// Times the committed map could not be read from any replica while opening.
         public var mapReadFailures = 0
