@@ -67,6 +67,14 @@ extension SimOptions {
                 o.faultMix[.drainNode] = Int(r.below(3))
             }
             if o.volumes > 1 && r.chance(0.3) { o.faultMix[.deleteVolume] = 1 }
+        } else {
+            // Without the collector nothing restores a copy that a media fault destroyed and a
+            // read found bad while the good copy's node was down (seeds 2168, 2213): only a
+            // later read that happens to try the bad node first repairs it. Production always
+            // runs the collector; media faults are drawn only with it.
+            o.faultMix[.bitRot] = nil
+            o.faultMix[.latentError] = nil
+            o.misdirectedWriteProbability = 0
         }
         return o
     }

@@ -76,7 +76,7 @@ public enum PeerFrame: Sendable, Equatable {
     public var requestID: RPCID {
         switch self {
         case .hello, .helloAck, .message(.deleteBlocks, _): RPCID(0)
-        case .message(.putBlock(let id, _, _, _), _), .message(.putReply(let id, _), _),
+        case .message(.putBlock(let id, _, _, _, _), _), .message(.putReply(let id, _), _),
              .message(.getBlock(let id, _), _), .message(.getReply(let id, _), _),
              .message(.syncBlocks(let id, _), _), .message(.syncReply(let id, _), _),
              .message(.getRange(let id, _, _, _), _), .message(.listBlocks(let id, _, _), _),
@@ -112,7 +112,7 @@ public enum PeerFrame: Sendable, Equatable {
     /// Field-by-field equality (`PeerMessage` itself is not `Equatable`).
     private static func same(_ a: PeerMessage, _ b: PeerMessage) -> Bool {
         switch (a, b) {
-        case let (.putBlock(i, r, d, u), .putBlock(j, s, e, v)): i == j && r == s && u == v && d == e
+        case let (.putBlock(i, r, d, u, x), .putBlock(j, s, e, v, y)): i == j && r == s && u == v && d == e && x == y
         case let (.putReply(i, x), .putReply(j, y)): i == j && same(x, y)
         case let (.getBlock(i, r), .getBlock(j, s)): i == j && r == s
         case let (.getReply(i, x), .getReply(j, y)): i == j && x == y
@@ -257,7 +257,7 @@ extension PeerCodec {
 
     private static func payloadLength(of message: PeerMessage, replyRef: BlockRef?) throws(PeerProtocolError) -> Int {
         switch message {
-        case .putBlock(_, _, let bytes, _):
+        case .putBlock(_, _, let bytes, _, _):
             try requireNoRef(replyRef, message)
             return BlockRef.encodedSize + 1 + bytes.count
         case .putReply(_, let result):
@@ -330,9 +330,9 @@ extension PeerCodec {
 
     private static func writePayload(_ message: PeerMessage, replyRef: BlockRef?, into b: inout ByteBuffer) throws(PeerProtocolError) {
         switch message {
-        case let .putBlock(_, ref, bytes, durable):
+        case let .putBlock(_, ref, bytes, durable, restore):
             writeRef(ref, into: &b)
-            b.writeInteger(UInt8(durable ? 1 : 0))
+            b.writeInteger(UInt8(durable ? 1 : 0) | UInt8(restore ? 2 : 0))
             b.writeBytes(bytes)
         case let .putReply(_, result):
             writeReplyHead(try wireRef(replyRef, result.error, .putReply), result.error, into: &b)
@@ -441,9 +441,9 @@ extension PeerCodec {
             frame = .helloAck(node: NodeID(try r.u32()), version: try r.u8())
         case .putBlock:
             let ref = try r.ref()
-            let durable = try r.u8()
-            guard durable <= 1 else { throw r.malformed("durable byte is \(durable), not 0 or 1") }
-            frame = .message(.putBlock(id, ref, r.rest(), durable: durable == 1))
+            let flags = try r.u8()
+            guard flags <= 3 else { throw r.malformed("put flags byte is \(flags), not 0-3") }
+            frame = .message(.putBlock(id, ref, r.rest(), durable: flags & 1 != 0, restore: flags & 2 != 0))
         case .putReply:
             let (ref, error) = try r.replyHead()
             let result: Result<Void, StoreError> = if let error { .failure(error) } else { .success(()) }

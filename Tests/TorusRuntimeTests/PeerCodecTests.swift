@@ -20,6 +20,7 @@ private let sampleFrames: [PeerFrame] = [
     .helloAck(node: NodeID(0xFFFF_FFFF), version: 1),
     .message(.putBlock(RPCID(1), ref(1), pattern(1, count: 4096), durable: true)),
     .message(.putBlock(RPCID(2), ref(2), [], durable: false)),
+    .message(.putBlock(RPCID(3), ref(3), pattern(3, count: 64), durable: true, restore: true)),
     .message(.putReply(RPCID(1), .success(())), replyRef: ref(1)),
     .message(.putReply(RPCID(3), .failure(.notFound(ref(3)))), replyRef: ref(3)),
     .message(.putReply(RPCID(4), .failure(.corrupt(ref(4)))), replyRef: ref(4)),
@@ -354,8 +355,8 @@ struct PeerCodecTests {
             (5, r + [0], .getBlock),  // GET_BLOCK, 33 bytes
             (1, le32(1) + [UInt8](repeating: 0, count: 16), .hello),  // no max version
             (2, le32(1) + [1, 0], .helloAck),
-            (3, r, .putBlock),  // no durable byte
-            (3, r + [2, 9], .putBlock),  // durable neither 0 nor 1
+            (3, r, .putBlock),  // no flags byte
+            (3, r + [4, 9], .putBlock),  // unknown flag bit
             (4, [0] + r + [0], .putReply),  // trailing byte
             (4, [6] + r, .putReply),  // unknown status
             (4, [5] + r + le32(1), .putReply),  // wrong size without "got"

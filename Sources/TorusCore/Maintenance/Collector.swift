@@ -583,7 +583,9 @@ public struct Collector: Sendable {
         let rpc = RPCID(nextRPC)
         nextRPC += 1
         copyRPCs[rpc] = CopyRPC(copy: c, node: c.target, deadline: now + config.rpcTimeout)
-        out.append(.send(to: c.target, .putBlock(rpc, c.ref, c.data!, durable: true)))
+        // A repair restores redundancy (it may use a near-full node's reserve); a move is a new
+        // placement (it may not).
+        out.append(.send(to: c.target, .putBlock(rpc, c.ref, c.data!, durable: true, restore: !c.move)))
     }
 
     mutating func copyFetched(_ rpc: RPCID, from node: NodeID, _ result: Result<[UInt8], StoreError>) {

@@ -42,9 +42,9 @@ public struct StorageNode: Sendable {
 
     public mutating func receive(from peer: NodeID, _ message: PeerMessage) -> [Output] {
         switch message {
-        case .putBlock(let rpc, let ref, let data, let durable):
+        case .putBlock(let rpc, let ref, let data, let durable, let restore):
             let sid = allocate(peer, rpc)
-            return translate(store.handle(.put(sid, ref, data, durable: durable)))
+            return translate(store.handle(.put(sid, ref, data, durable: durable, restore: restore)))
         case .getBlock(let rpc, let ref):
             let sid = allocate(peer, rpc)
             return translate(store.handle(.get(sid, ref)))

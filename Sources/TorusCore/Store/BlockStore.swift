@@ -160,7 +160,7 @@ public struct BlockStore: Sendable {
     public mutating func handle(_ request: StoreRequest) -> [StoreOutput] {
         var out: [StoreOutput] = []
         switch request {
-        case let .put(id, ref, data, durable): put(id, ref, data, durable: durable, &out)
+        case let .put(id, ref, data, durable, restore): put(id, ref, data, durable: durable, restore: restore, &out)
         case let .get(id, ref): get(id, ref, &out)
         case let .delete(refs): delete(refs, &out)
         case let .sync(id, refs): sync(id, refs, &out)

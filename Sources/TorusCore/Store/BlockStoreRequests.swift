@@ -1,6 +1,7 @@
 /// Puts, gets, deletes and syncs, and the completions of their data reads and writes.
 extension BlockStore {
-    mutating func put(_ id: StoreRequestID, _ ref: BlockRef, _ data: [UInt8], durable: Bool, _ out: inout [StoreOutput]) {
+    mutating func put(_ id: StoreRequestID, _ ref: BlockRef, _ data: [UInt8], durable: Bool, restore: Bool = false,
+                      _ out: inout [StoreOutput]) {
         guard data.count == config.blockSize else {
             out.append(.reply(.put(id, .failure(.wrongSize(expected: config.blockSize, got: data.count)))))
             return
@@ -21,7 +22,7 @@ extension BlockStore {
             puts[op]!.deleteRequested = false
             return
         }
-        guard freeList.count > config.reserveSlots, let slot = freeList.last else { return out.append(.reply(.put(id, .failure(.noSpace)))) }
+        guard freeList.count > (restore ? 0 : config.reserveSlots), let slot = freeList.last else { return out.append(.reply(.put(id, .failure(.noSpace)))) }
         guard admit(id, &out) else { return }
         freeList.removeLast()
         precondition(slots[slot] == .free, "allocated slot \(slot) is \(slots[slot]), not free")

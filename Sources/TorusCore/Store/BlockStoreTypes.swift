@@ -11,8 +11,9 @@ public struct StoreRequestID: Hashable, Comparable, Sendable, CustomStringConver
 public enum StoreRequest: Sendable {
     /// Store `bytes` (exactly `blockSize` of them) under `ref`. With `durable`, the reply comes
     /// only once the ref is durable (its journal record synced); without, once the data write
-    /// completed. Idempotent: a present ref with the same bytes succeeds at once.
-    case put(StoreRequestID, BlockRef, [UInt8], durable: Bool)
+    /// completed. Idempotent: a present ref with the same bytes succeeds at once. Only with
+    /// `restore` (a copy restoring redundancy) may it use the `reserveSlots`.
+    case put(StoreRequestID, BlockRef, [UInt8], durable: Bool, restore: Bool = false)
     /// Read a block; the bytes are verified against the CRC32C recorded at put.
     case get(StoreRequestID, BlockRef)
     /// Remove refs from the index now; no reply. Durable with a later sync cycle; the slots
