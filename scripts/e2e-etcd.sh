@@ -122,9 +122,9 @@ kill -9 "$RO" 2>/dev/null
 # The keys in etcd follow docs/metadata.md: every key matches a documented pattern, and each
 # kind of key this test made is there.
 keys=$(ETCDCTL_API=3 etcdctl --endpoints "http://${ETCD_URL#etcd://}" get --prefix /torus/ --keys-only 2>"$WORK/etcdctl.err" | grep -v '^$')
-undocumented=$(echo "$keys" | grep -Ev '^/torus/(cluster/(config|id)|next-node-id|next-volume-id|ring/[0-9]+|nodes/[0-9]+/(alive|usage)|volumes/[A-Za-z0-9._-]+/(info|lock|epoch|head)|maintenance/status)$')
+undocumented=$(echo "$keys" | grep -Ev '^/torus/(cluster/(config|id)|next-node-id|next-volume-id|ring/[0-9]+|ring-version|nodes/[0-9]+/(alive|usage)|volumes/[A-Za-z0-9._-]+/(info|lock|epoch|head)|maintenance/status)$')
 missing=""
-for k in /torus/cluster/config /torus/cluster/id /torus/next-node-id /torus/next-volume-id /torus/ring/1 \
+for k in /torus/cluster/config /torus/cluster/id /torus/next-node-id /torus/next-volume-id /torus/ring/1 /torus/ring-version \
          /torus/nodes/1/alive /torus/nodes/1/usage /torus/volumes/v1/info /torus/volumes/v1/lock \
          /torus/volumes/v1/epoch /torus/volumes/v1/head; do
     echo "$keys" | grep -qx "$k" || missing="$missing $k"
