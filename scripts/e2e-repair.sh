@@ -8,20 +8,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 e2e_begin e2e-repair
-start_etcd "$WORK" || exit 1
-PIDS+=("$ETCD_PID")
-META=$ETCD_URL
-
-"$BIN" init --metadata "$META" --replication 3 >"$WORK/init.log" 2>&1 && ok "torus init (replication 3)" \
-    || bad "torus init: $(cat "$WORK/init.log")"
-declare -a NODE_PIDS
-for i in 1 2 3 4; do
-    "$BIN" node --metadata "$META" --data-dir "$WORK/node-$i" --size 1GiB --listen "127.0.0.1:$(free_port)" \
-        >>"$WORK/node-$i.log" 2>&1 &
-    NODE_PIDS[$i]=$!; PIDS+=($!); disown $!
-done
-alive() { [ "$("$BIN" peer list --metadata "$META" 2>/dev/null | grep -c alive)" = "$1" ]; }
-seconds_until 20 alive 4 >/dev/null && ok "four nodes registered and alive" || bad "peer list: $("$BIN" peer list --metadata "$META" 2>&1)"
+etcd_cluster 4 3
 
 "$BIN" volume create v1 256MiB --metadata "$META" >/dev/null 2>&1 || bad "volume create"
 PORT=$(free_port); MPORT=$(free_port)

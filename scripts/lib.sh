@@ -65,3 +65,28 @@ seconds_until() {  # TIMEOUT COMMAND...: prints the seconds until COMMAND succee
     local ms=$(( $(date +%s%3N) - start ))
     printf '%d.%02d' $((ms / 1000)) $(( (ms % 1000) / 10 ))
 }
+
+# start_node I: a `torus node` of 1 GiB with its data in WORK/node-I and its log in
+# WORK/node-I.log, registered in the etcd at META; its pid goes to NODE_PIDS[I] and PIDS.
+start_node() {
+    "$BIN" node --metadata "$META" --data-dir "$WORK/node-$1" --size 1GiB --listen "127.0.0.1:$(free_port)" \
+        >>"$WORK/node-$1.log" 2>&1 &
+    NODE_PIDS[$1]=$!; PIDS+=($!); disown $!
+}
+# alive N: true when `torus peer list` shows N nodes alive.
+alive() { [ "$("$BIN" peer list --metadata "$META" 2>/dev/null | grep -c alive)" = "$1" ]; }
+
+# etcd_cluster NODES REPLICATION: after e2e_begin, an etcd in WORK (META), `torus init` at
+# REPLICATION and NODES `torus node`s, checked with ok / bad.
+etcd_cluster() {
+    start_etcd "$WORK" || exit 1
+    PIDS+=("$ETCD_PID")
+    META=$ETCD_URL
+    "$BIN" init --metadata "$META" --replication "$2" >"$WORK/init.log" 2>&1 && ok "torus init (replication $2)" \
+        || bad "torus init: $(cat "$WORK/init.log")"
+    declare -g -a NODE_PIDS
+    local i
+    for i in $(seq 1 "$1"); do start_node "$i"; done
+    seconds_until 20 alive "$1" >/dev/null && ok "$1 nodes registered and alive" \
+        || bad "peer list: $("$BIN" peer list --metadata "$META" 2>&1)"
+}

@@ -18,6 +18,14 @@ struct ScenarioTests {
         SourceScanTests.files(in: directory, suffix: ".yaml").map { String($0.dropFirst(directory.count + 1)) }
     }
 
+    /// Runs `file` on each of its seeds, expecting every run to pass; returns the results.
+    func passingRuns(_ file: String) throws -> (Scenario, [(seed: UInt64, result: SimResult)]) {
+        let sc = try Scenario.load(path: Self.directory + "/" + file)
+        let runs = sc.seeds.map { seed in (seed, Simulation(options: sc.options(seed: seed)).run()) }
+        for (seed, r) in runs { #expect(r.passed, "\(file) seed \(seed): \(r.violation ?? "")") }
+        return (sc, runs)
+    }
+
     @Test("there are scenario files, and the index lists every one")
     func index() throws {
         let files = Self.files
@@ -116,10 +124,7 @@ struct ScenarioTests {
 
     @Test("with room left on some nodes, a block whose usual candidates are all full is still stored (no ENOSPC)")
     func enospcOnlyWhenTheClusterIsFull() throws {
-        let sc = try Scenario.load(path: Self.directory + "/uneven-full.yaml")
-        for seed in sc.seeds {
-            let r = Simulation(options: sc.options(seed: seed)).run()
-            #expect(r.passed, "seed \(seed): \(r.violation ?? "")")
+        for (seed, r) in try passingRuns("uneven-full.yaml").1 {
             #expect(r.noSpaceErrors == 0, "seed \(seed): \(r.noSpaceErrors) ENOSPC errors with 3 nodes mostly empty")
         }
     }
@@ -139,10 +144,8 @@ struct ScenarioTests {
 
     @Test("a node joining a 4-node cluster receives about its fifth of the stored copies, and old copies go")
     func joinMovesItsShare() throws {
-        let sc = try Scenario.load(path: Self.directory + "/join-rebalance.yaml")
-        for seed in sc.seeds {
-            let r = Simulation(options: sc.options(seed: seed)).run()
-            #expect(r.passed, "seed \(seed): \(r.violation ?? "")")
+        let (sc, runs) = try passingRuns("join-rebalance.yaml")
+        for (seed, r) in runs {
             #expect(r.ringVersion == 2)
             let stored = Double(r.liveBlocks * sc.options.replication)
             let share = Double(r.moves) / stored
@@ -160,21 +163,15 @@ struct ScenarioTests {
 
     @Test("the collector reclaims every block of deleted volumes while the survivor loses nothing")
     func deletedVolumesReclaimed() throws {
-        let sc = try Scenario.load(path: Self.directory + "/gc-delete-volume.yaml")
-        for seed in sc.seeds {
-            let r = Simulation(options: sc.options(seed: seed)).run()
-            // The reclaim check fails the run if any block of them is left.
-            #expect(r.passed, "seed \(seed): \(r.violation ?? "")")
+        // The reclaim check fails a run if any block of them is left.
+        for (seed, r) in try passingRuns("gc-delete-volume.yaml").1 {
             #expect(r.deletedVolumeBlocks > 20, "seed \(seed): the deleted volumes had only \(r.deletedVolumeBlocks) copies")
         }
     }
 
     @Test("a drained node ends up holding nothing needed and is removed; nothing is lost")
     func drainRemoves() throws {
-        let sc = try Scenario.load(path: Self.directory + "/drain-during-writes.yaml")
-        for seed in sc.seeds {
-            let r = Simulation(options: sc.options(seed: seed)).run()
-            #expect(r.passed, "seed \(seed): \(r.violation ?? "")")
+        for (seed, r) in try passingRuns("drain-during-writes.yaml").1 {
             #expect(r.ringVersion == 3, "seed \(seed): the drain (version 2) must end in a removal (version 3)")
             #expect(r.moves > 0)
         }
