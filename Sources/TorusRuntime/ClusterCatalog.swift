@@ -248,9 +248,11 @@ public enum ClusterCatalog {
         })
     }
 
-    /// The placement ring of the members (capacity-weighted, zones as failure domains).
+    /// The placement ring of the members (capacity-weighted, zones as failure domains), at
+    /// `version` (0 for a cluster whose members registered before ring versions existed: the
+    /// first change then makes version 1, which servers adopt as newer).
     public static func ring(_ members: [Member], version: UInt64) -> Ring {
-        Ring(version: max(1, version), members: members.map {
+        Ring(version: version, members: members.map {
             RingMember(node: $0.id, weight: max(1, Double($0.capacityBytes) / Double(1 << 30)), domain: $0.zone, draining: $0.draining)
         })
     }
