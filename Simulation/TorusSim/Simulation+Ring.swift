@@ -114,7 +114,7 @@ extension Simulation {
     /// `replication` other nodes (those up, or down but not lost: a crash keeps synced data).
     func checkTrim(_ refs: [BlockRef], on node: NodeID) {
         // Only blocks some writer may still need: the writer itself deletes the ones it replaced.
-        let committed = vols.map { $0.client?.committedRefs ?? [] }
+        let committed = vols.map { Set($0.client?.committedRefs ?? []) }
         for ref in refs where violation == nil {
             guard vols.indices.contains(where: { vols[$0].client?.mayNeed(ref) == true || committed[$0].contains(ref) }) else { continue }
             let replication = vols.first { $0.volume.id == ref.volume }?.volume.replication ?? options.replication

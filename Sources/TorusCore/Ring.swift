@@ -87,20 +87,25 @@ public struct Ring: Hashable, Sendable {
     /// `replication` active members over distinct domains first, then `fallbacks` more active
     /// ones, in order; with `draining`, then every draining member. (With fewer active members
     /// than `replication`, draining ones fill the placement: better than no placement.)
-    private func pick(_ order: [Int], replication: Int, fallbacks: Int, draining: Bool = false, everywhere: Bool = false) -> [NodeID] {
+    private func pick(_ order: [Int], replication: Int, fallbacks: Int, draining: Bool = false) -> [NodeID] {
         var chosen: [Int] = []
-        chosen.reserveCapacity(replication + fallbacks)
+        chosen.reserveCapacity(min(members.count, replication + fallbacks))
+        // By position: reads may ask for every member, so no quadratic `contains`.
+        var taken = [Bool](repeating: false, count: members.count)
+        func take(_ i: Int) {
+            taken[i] = true
+            chosen.append(i)
+        }
         var usedDomain = [Bool](repeating: false, count: domainCount)
         for i in order where chosen.count < replication && !drainingAt[i] && !usedDomain[domainIndex[i]] {
             usedDomain[domainIndex[i]] = true
-            chosen.append(i)
+            take(i)
         }
         // Fewer domains than replicas: fill with the best remaining nodes.
-        for i in order where chosen.count < replication && !drainingAt[i] && !chosen.contains(i) { chosen.append(i) }
-        for i in order where chosen.count < replication && !chosen.contains(i) { chosen.append(i) }
-        for i in order where chosen.count < replication + fallbacks && !drainingAt[i] && !chosen.contains(i) { chosen.append(i) }
-        if everywhere { for i in order where !drainingAt[i] && !chosen.contains(i) { chosen.append(i) } }
-        if draining { for i in order where drainingAt[i] && !chosen.contains(i) { chosen.append(i) } }
+        for i in order where chosen.count < replication && !drainingAt[i] && !taken[i] { take(i) }
+        for i in order where chosen.count < replication && !taken[i] { take(i) }
+        for i in order where chosen.count < replication + fallbacks && !drainingAt[i] && !taken[i] { take(i) }
+        if draining { for i in order where drainingAt[i] && !taken[i] { take(i) } }
         return chosen.map { members[$0].node }
     }
 
@@ -125,12 +130,12 @@ public struct Ring: Hashable, Sendable {
         return pick(orderedIndices(for: key), replication: replication, fallbacks: fallbacks, draining: true)
     }
 
-    /// Where readers look for a block, in order: `readCandidates`' placement and fallbacks,
-    /// then every other active member (a writer puts a copy beyond the fallbacks only when
-    /// all of them were full), then the draining members.
-    public func everyCandidate(for key: UInt64, replication: Int, fallbacks: Int) -> [NodeID] {
+    /// Where readers look for a block, in order: the placement, every other active member
+    /// in preference order (so the fallbacks first; a writer puts a copy beyond them only when
+    /// they were all full), then the draining members.
+    public func everyCandidate(for key: UInt64, replication: Int) -> [NodeID] {
         precondition(replication >= 1, "replication must be at least 1")
-        return pick(orderedIndices(for: key), replication: replication, fallbacks: fallbacks, draining: true, everywhere: true)
+        return pick(orderedIndices(for: key), replication: replication, fallbacks: members.count, draining: true)
     }
 
     /// Fallbacks a client of a volume with `replication` uses, given its own cap.

@@ -436,13 +436,9 @@ struct Init: ParsableCommand {
             throw ValidationError("--block-size must be a power of two between 4KiB and 1MiB")
         }
         guard replication >= 1, replication <= 16 else { throw ValidationError("--replication must be between 1 and 16") }
-        do {
-            let meta = try EtcdMetadataService(url: metadata)
+        try onEtcd(metadata) { meta in
             try ClusterCatalog.initialize(meta, .init(blockSize: Int(bs), replication: replication), force: force)
             say("torus: cluster created in \(meta.location): block size \(bs), replication \(replication)")
-        } catch {
-            say("torus: \(error)")
-            throw ExitCode(1)
         }
     }
 }
@@ -551,17 +547,13 @@ struct Peer: ParsableCommand {
         @Option(help: ArgumentHelp("etcd endpoint(s): etcd://HOST:PORT[,HOST:PORT...] or https://HOST:PORT.", discussion: etcdTLSHelp)) var metadata: String
 
         func run() throws {
-            do {
-                let meta = try EtcdMetadataService(url: metadata)
+            try onEtcd(metadata) { meta in
                 let alive = try ClusterCatalog.alive(meta)
                 for m in try ClusterCatalog.members(meta) {
                     say("\(m.id) address=\(m.address) zone=\(m.zone.isEmpty ? "-" : m.zone) capacity=\(m.capacityBytes) \(alive.contains(m.id) ? "alive" : "DOWN")"
                         + (m.draining ? " draining" : ""))
                 }
                 say("ring version \(try ClusterCatalog.ringVersion(meta))")
-            } catch {
-                say("torus: \(error)")
-                throw ExitCode(1)
             }
         }
     }
@@ -580,14 +572,10 @@ struct Peer: ParsableCommand {
         @Option(help: ArgumentHelp("etcd endpoint(s): etcd://HOST:PORT[,HOST:PORT...] or https://HOST:PORT.", discussion: etcdTLSHelp)) var metadata: String
 
         func run() throws {
-            do {
-                let meta = try EtcdMetadataService(url: metadata)
+            try onEtcd(metadata) { meta in
                 try ClusterCatalog.drain(meta, NodeID(id))
                 say("node \(id) is draining (ring version \(try ClusterCatalog.ringVersion(meta))): its blocks move to the other nodes "
                     + "in the background; `torus status` shows progress and says when it is drained; then run `torus peer remove \(id)`")
-            } catch {
-                say("torus: \(error)")
-                throw ExitCode(1)
             }
         }
     }
@@ -606,8 +594,7 @@ struct Peer: ParsableCommand {
         @Option(help: ArgumentHelp("etcd endpoint(s): etcd://HOST:PORT[,HOST:PORT...] or https://HOST:PORT.", discussion: etcdTLSHelp)) var metadata: String
 
         func run() throws {
-            do {
-                let meta = try EtcdMetadataService(url: metadata)
+            try onEtcd(metadata) { meta in
                 let status = try ClusterCatalog.status(meta)
                 guard let m = status.members.first(where: { $0.id.raw == id }) else { throw RuntimeError.badInput("no node \(id) in the ring") }
                 let version = try ClusterCatalog.ringVersion(meta)
@@ -625,11 +612,18 @@ struct Peer: ParsableCommand {
                 try ClusterCatalog.remove(meta, NodeID(id))
                 say("node \(id) removed from the ring (version \(try ClusterCatalog.ringVersion(meta)))"
                     + (drained ? "; it held nothing needed and may be stopped" : "; the collector copies its blocks from the other copies"))
-            } catch {
-                say("torus: \(error)")
-                throw ExitCode(1)
             }
         }
+    }
+}
+
+/// Runs `body` on the etcd at `url`; any error is printed as one line and exits with status 1.
+func onEtcd(_ url: String, _ body: (EtcdMetadataService) throws -> Void) throws {
+    do {
+        try body(try EtcdMetadataService(url: url))
+    } catch {
+        say("torus: \(error)")
+        throw ExitCode(1)
     }
 }
 

@@ -373,8 +373,7 @@ public struct Collector: Sendable {
 
     mutating func startFetch(volume: UInt64, kind: Fetch.Kind, ref: BlockRef, crc: UInt32) {
         let info = volumes[volume]!.info
-        let nodes = ring.everyCandidate(for: ref.placementKey, replication: info.replication,
-                                        fallbacks: ring.fallbacks(replication: info.replication, max: config.fallbackNodesMax))
+        let nodes = ring.everyCandidate(for: ref.placementKey, replication: info.replication)
         volumes[volume]!.fetchesLeft += 1
         sendFetch(Fetch(volume: volume, kind: kind, ref: ref, crc: crc, nodes: nodes, next: 0, node: nodes[0],
                         deadline: now))

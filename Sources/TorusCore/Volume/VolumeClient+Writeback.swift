@@ -144,9 +144,9 @@ extension VolumeClient {
                 // look everywhere before giving up). Out of space only when no node of the
                 // ring without a copy has room for one.
                 if wb.candidates.allSatisfy({ wb.noSpace.contains($0) || wb.confirmed.contains($0) }) {
-                    let everywhere = ring.everyCandidate(for: wb.ref.placementKey, replication: info.replication, fallbacks: 0)
-                        .filter { n in ring.members.contains { $0.node == n && !$0.draining } }
-                    wb.candidates += everywhere.filter { !wb.candidates.contains($0) }
+                    let everyActive = ring.candidates(for: wb.ref.placementKey, replication: info.replication,
+                                                      fallbacks: ring.fallbacks(replication: info.replication, max: .max))
+                    wb.candidates += everyActive.filter { !wb.candidates.contains($0) }
                 }
                 writebacks[key] = wb
                 if wb.candidates.allSatisfy({ wb.noSpace.contains($0) || wb.confirmed.contains($0) }) { outOfSpace() }

@@ -314,8 +314,7 @@ public struct VolumeClient: Sendable {
     /// Where readers look: `candidates`, then every other active node (a copy lands beyond
     /// the fallbacks when they were all full), then nodes being drained.
     func readCandidates(_ ref: BlockRef) -> [NodeID] {
-        ring.everyCandidate(for: ref.placementKey, replication: info.replication,
-                            fallbacks: ring.fallbacks(replication: info.replication, max: config.fallbackNodesMax))
+        ring.everyCandidate(for: ref.placementKey, replication: info.replication)
     }
 
     func isSuspect(_ node: NodeID) -> Bool {
