@@ -501,7 +501,13 @@ public struct Collector: Sendable {
                     guard !extras.isEmpty else { continue }
                     let missing = home.filter { alive.contains($0) && !have.contains($0) && (fullUntil[$0].map { $0 <= now } ?? true) }
                     if missing.isEmpty {
-                        if trimming && home.allSatisfy(have.contains) { trims.append(Trim(ref: ref, home: home, extras: extras)) }
+                        if home.allSatisfy(have.contains) {
+                            if trimming {
+                                trims.append(Trim(ref: ref, home: home, extras: extras))
+                            } else {
+                                passMisplaced += 1  // the extra copy waits for the ring to settle
+                            }
+                        }
                         continue
                     }
                     passMisplaced += 1
