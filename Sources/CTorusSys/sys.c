@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include "ctorus_sys.h"
 #include <errno.h>
+#include <malloc.h>
 #include <sys/uio.h>
 
 ssize_t ctorus_pread_nowait(int fd, void *buf, size_t len, uint64_t offset) {
@@ -21,4 +22,9 @@ ssize_t ctorus_pwrite_nowait(int fd, const void *buf, size_t len, uint64_t offse
     errno = EOPNOTSUPP;
     return -1;
 #endif
+}
+
+void ctorus_malloc_thresholds(int mmap_threshold, int trim_threshold) {
+    mallopt(M_MMAP_THRESHOLD, mmap_threshold);
+    mallopt(M_TRIM_THRESHOLD, trim_threshold);
 }

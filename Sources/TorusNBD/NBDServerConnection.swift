@@ -215,6 +215,15 @@ public struct NBDServerConnection: Sendable {
 
     /// Moves bytes into `data` until it holds `length`; true when complete.
     private mutating func collect(_ length: Int, from input: inout ArraySlice<UInt8>) -> Bool {
+        if data.isEmpty {
+            if input.count >= length {
+                // All of it at hand (the usual case): one copy of exactly the right size.
+                data = Array(input.prefix(length))
+                input = input.dropFirst(length)
+                return true
+            }
+            data.reserveCapacity(length)  // arriving in pieces: no regrowing copies
+        }
         let n = min(length - data.count, input.count)
         data.append(contentsOf: input.prefix(n))
         input = input.dropFirst(n)

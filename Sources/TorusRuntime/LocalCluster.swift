@@ -35,9 +35,13 @@ public final class LocalCluster: @unchecked Sendable {
         /// the wire path inside `torus up`.
         public var peerOverTCP = false
         /// Write-back cache of each volume's writer: dirty blocks, and written-back blocks until
-        /// their replicas synced them. Half of it may be dirty, half unsynced, before
+        /// their replicas synced them. Half of it may be dirty, three quarters unsynced, before
         /// write-back and syncs start without waiting.
-        public var cacheBytes = 256 << 20
+        public var cacheBytes = 1 << 30
+        /// Unsynced blocks are synced at least this often (`VolumeClientConfig.syncDelay`).
+        public var syncDelay = Nanoseconds.seconds(5)
+        /// Every write-back put is durable (`VolumeClientConfig.durableWriteback`).
+        public var durableWrites = false
         /// Garbage collection passes this often (nil: off); garbage is deleted once it has
         /// been garbage for `gcGrace`.
         public var gcInterval: Nanoseconds? = .seconds(60)
@@ -347,14 +351,16 @@ public final class LocalCluster: @unchecked Sendable {
         // Enough write-backs in flight to keep a node's group commit busy: 64 -> 256 raised
         // 1 MiB sequential writes by about a third (Benchmarks/nbd-bench.sh).
         cfg.writebacksInFlightMax = 256
-        // A bigger cache serves more reads and absorbs rewrites (64 -> 256 MiB: 4 KiB random
-        // reads +40-70%, Benchmarks/results-2026-11-26-e.txt). Write-back stays durable (the
-        // default); should deferred syncing be turned on, it syncs early and often (a quarter
-        // of the cache, every 50 ms), since syncs only under cache pressure stalled writes.
+        // Deferred syncing (docs/storage-core.md, "Volume writer and commit"): a node answers a
+        // put once the bytes are written and a FLUSH syncs them, so a block rewritten before
+        // then costs no disk sync, like a disk's volatile write cache. 4 KiB random writes at
+        // QD32: ~13k IOPS durable, ~38k deferred (Benchmarks/results-2026-11-26-g.txt). The
+        // cache holds every unsynced block, so it is big; half of it may be dirty.
         cfg.cacheBytesMax = config.cacheBytes
         cfg.dirtyBytesHigh = config.cacheBytes / 2
-        cfg.unsyncedBytesHigh = config.cacheBytes / 4
-        cfg.syncDelay = .milliseconds(50)
+        cfg.durableWriteback = config.durableWrites
+        cfg.unsyncedBytesHigh = config.cacheBytes / 4 * 3
+        cfg.syncDelay = config.syncDelay
         // Storage nodes route replies by the client's id, so every writer or reader of every
         // process needs its own (two servers of one volume shared one, and the second one's
         // connection took the first one's replies). Node ids are small; these are not.

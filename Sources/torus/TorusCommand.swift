@@ -19,6 +19,7 @@ struct TorusCommand: ParsableCommand {
 
     static func main() {
         if CommandLine.arguments.dropFirst().first == "up" { reexecWithFastMemcpy() }
+        keepBigBuffersOnTheHeap()
         main(nil)
     }
 }
@@ -86,8 +87,7 @@ struct Up: ParsableCommand {
     var metadata: String?
     @Option(help: "Event-loop threads: the volume writers and NBD use one, the storage nodes are spread over all (default: one per core).")
     var threads: Int?
-    @Option(name: .customLong("cache-size"), help: "Write-back cache of each volume: written blocks until they are stored on their replicas, and recently used blocks.")
-    var cacheSize = "256MiB"
+    @OptionGroup(title: "Write cache") var writeCache: WriteCacheOptions
     @Flag(name: .customLong("peer-over-tcp"), help: "Send writer-to-node traffic over loopback TCP (the peer protocol) instead of handing it to the node in memory. Slower; for testing the wire path.")
     var peerOverTCP = false
     @Option(help: metricsHelp) var metrics: String?
@@ -117,7 +117,7 @@ struct Up: ParsableCommand {
         if !vols.isEmpty { config.defaultVolume = nil }
         config.metadata = metadata
         config.peerOverTCP = peerOverTCP
-        config.cacheBytes = try parseCacheSize(cacheSize)
+        try writeCache.apply(to: &config)
         try maintenance.apply(to: &config)
 
         // One loop per core: the volume writers on one, the storage nodes spread over the others.
@@ -366,6 +366,24 @@ struct MaintenanceOptions: ParsableArguments {
     }
 }
 
+struct WriteCacheOptions: ParsableArguments {
+    @Option(name: .customLong("cache-size"), help: ArgumentHelp(
+        "Cache of each volume's writer: written blocks until their replicas stored them durably, and recently used blocks.",
+        discussion: "Written blocks reach their replicas at once but are synced to disk only by a FLUSH or FUA write, after --sync-delay, or when unsynced blocks fill three quarters of the cache; until then the writer keeps them, so a replica that crashes first gets them again. A working set bigger than the cache is written at the speed of the replicas' disks."))
+    var cacheSize = "1GiB"
+    @Option(name: .customLong("sync-delay"), help: "Written blocks are synced to the replicas' disks at least this often even without a FLUSH (e.g. 5s, 500ms).")
+    var syncDelay = "5s"
+    @Flag(name: .customLong("durable-writes"), help: "Sync every written block on its replicas before taking more (the mode before deferred syncing): a steadier tail when writes outrun the disks, but several times fewer small random writes.")
+    var durableWrites = false
+
+    func apply(to config: inout LocalCluster.Configuration) throws {
+        config.cacheBytes = try parseCacheSize(cacheSize)
+        config.syncDelay = try parseDuration(syncDelay, what: "--sync-delay")
+        guard config.syncDelay >= .milliseconds(10) else { throw ValidationError("--sync-delay must be at least 10ms") }
+        config.durableWrites = durableWrites
+    }
+}
+
 /// `--cache-size`: at least 4 MiB (room for a few blocks of any size), at most 64 GiB.
 func parseCacheSize(_ text: String) throws -> Int {
     let bytes = try parseSize(text, what: "--cache-size")
@@ -506,8 +524,7 @@ struct NBD: ParsableCommand {
         @Option(help: "Event-loop threads (default: one per core).") var threads: Int?
         @Flag(name: .customLong("read-only"), help: "Export every volume read-only, without taking writer locks.")
         var readOnly = false
-        @Option(name: .customLong("cache-size"), help: "Write-back cache of each volume: written blocks until they are stored on their replicas, and recently used blocks.")
-        var cacheSize = "256MiB"
+        @OptionGroup(title: "Write cache") var writeCache: WriteCacheOptions
         @OptionGroup(title: "Garbage collection and repair (not with --read-only)") var maintenance: MaintenanceOptions
         @Option(help: metricsHelp) var metrics: String?
 
@@ -516,7 +533,7 @@ struct NBD: ParsableCommand {
             config.defaultVolume = nil
             config.metadata = metadata
             config.readOnly = readOnly
-            config.cacheBytes = try parseCacheSize(cacheSize)
+            try writeCache.apply(to: &config)
             try maintenance.apply(to: &config)
             let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads ?? System.coreCount))
             let pool = NIOThreadPool(numberOfThreads: 4)

@@ -335,6 +335,29 @@ struct VolumeClientTests {
         #expect(cl.wait(cl.submit(c2, .read(offset: 0, length: data.count))) == .success(.read(data)))
     }
 
+    @Test("with deferred syncing, write-backs while the unsynced blocks are over their mark are durable puts")
+    func durableUnderSyncPressure() {
+        let cl = InstantCluster(nodes: 3, replication: 2)
+        var cfg = VolumeClientConfig()
+        cfg.writebackDelay = .milliseconds(10)
+        cfg.durableWriteback = false
+        cfg.syncDelay = .seconds(600)
+        cfg.unsyncedBytesHigh = 0  // always over the mark
+        cl.addClient(c1, config: cfg)
+        let data = pattern(4, 16384 * 6)
+        _ = cl.wait(cl.submit(c1, .write(offset: 0, data: data, fua: false)))
+        cl.run { cl.clients[c1]!.stats.writebacks >= 6 && cl.clients[c1]!.writebacks.isEmpty }
+        let c = cl.clients[c1]!
+        #expect(c.stats.pressureDurableWritebacks == 6)
+        #expect(c.unsynced.isEmpty, "durable puts leave nothing to sync")
+        // Each block is durable on both its replicas before any flush.
+        let written = (0..<6).compactMap { block in c.entries[block]?.ref(volume: c.info.id, index: UInt64(block)) }
+        #expect(written.count == 6)
+        for ref in written {
+            #expect(cl.nodes.values.filter { $0.store.durableRefs.contains(ref) }.count == 2, "\(ref)")
+        }
+    }
+
     @Test("reads go around a replica that does not answer")
     func readAroundDeadReplica() {
         let cl = InstantCluster(nodes: 3, replication: 2)

@@ -10,4 +10,7 @@
 ssize_t ctorus_pread_nowait(int fd, void *buf, size_t len, uint64_t offset);
 ssize_t ctorus_pwrite_nowait(int fd, const void *buf, size_t len, uint64_t offset);
 
+/// mallopt(M_MMAP_THRESHOLD, mmap_threshold) and mallopt(M_TRIM_THRESHOLD, trim_threshold).
+void ctorus_malloc_thresholds(int mmap_threshold, int trim_threshold);
+
 #endif

@@ -172,7 +172,15 @@ extension VolumeClient {
             dirtyBytes += info.blockSize
             e.dirtySince = now
         }
-        if !copied { e.data.replaceSubrange(p.offsetInBlock..<(p.offsetInBlock + p.length), with: data) }
+        if !copied {
+            if p.length == e.data.count {
+                // A whole block: new storage, so a write-back still holding the old bytes does not
+                // make this a copy of the old block followed by a copy of the new one.
+                e.data = Array(data)
+            } else {
+                e.data.replaceSubrange(p.offsetInBlock..<(p.offsetInBlock + p.length), with: data)
+            }
+        }
         versionCounter += 1
         e.version = versionCounter
         useCounter += 1

@@ -68,8 +68,15 @@ extension VolumeClient {
         let nodes = Array(healthyFirst(all).prefix(info.replication)).sorted()
         // Copies sent straight to a fallback because a placement node is suspect.
         stats.putFallbacks += nodes.filter { !all.prefix(info.replication).contains($0) }.count
+        // Deferred syncing keeps every unsynced block cached (pinned), so while they are over
+        // their high-water mark new copies are durable instead: writes that outrun the disks
+        // then go at the disks' pace, as with durable write-back, rather than in bursts behind
+        // syncs of a cache full of pinned blocks.
+        let pressure = unsyncedBytes >= config.unsyncedBytesHigh
+        let durable = key >= BlockRef.mapIndexBase || config.durableWriteback || pressure
+        if durable && pressure && key < BlockRef.mapIndexBase && !config.durableWriteback { stats.pressureDurableWritebacks += 1 }
         writebacks[key] = Writeback(ref: ref, entry: entry, version: version, data: data, remaining: nodes,
-                                    candidates: all)
+                                    candidates: all, durable: durable)
         for n in nodes { resendPut(key, to: n) }
     }
 
@@ -109,7 +116,7 @@ extension VolumeClient {
         let rpc = allocateRPC(.put(block: key), node: node)
         // Map blocks are written right before the commit, so they are durable at once; data
         // blocks too unless `durableWriteback` is off (then a flush syncs them, VolumeClient+Sync.swift).
-        let durable = (config.durableWriteback || key >= BlockRef.mapIndexBase) && config.canary != .ackBeforeReplicaSync
+        let durable = wb.durable && config.canary != .ackBeforeReplicaSync
         out.append(.send(to: node, .putBlock(rpc, wb.ref, wb.data, durable: durable)))
     }
 
@@ -129,7 +136,7 @@ extension VolumeClient {
                 if key >= BlockRef.mapIndexBase {
                     mapBlockWritten(key)
                 } else {
-                    if !config.durableWriteback { setUnsynced(wb.ref, wb.confirmed) }
+                    if !wb.durable { setUnsynced(wb.ref, wb.confirmed) }
                     writebackCompleted(key, entry: wb.entry, version: wb.version)
                 }
             }

@@ -127,6 +127,9 @@ public struct VolumeClient: Sendable {
         /// Copies placed on a fallback node because a placement node did not take them (or was
         /// suspect when the write-back started).
         public var putFallbacks = 0
+        /// Data write-backs put durably because the unsynced blocks were over their high-water
+        /// mark (deferred syncing only).
+        public var pressureDurableWritebacks = 0
         /// Times the committed map could not be read from any replica while opening.
         public var mapReadFailures = 0
         /// Read-only clients: times a newer head was found and its map loaded.

@@ -67,6 +67,10 @@ extension VolumeClient {
         var retryNodes: [NodeID] = []
         /// Candidates that refused this block for lack of space.
         var noSpace: Set<NodeID> = []
+        /// The puts are durable (map blocks; data blocks with durable write-back, or while
+        /// the unsynced blocks are over their high-water mark); otherwise the copies are
+        /// unsynced once confirmed.
+        var durable = true
     }
 
     /// A read-repair put in flight: the good bytes of `ref` going back to `node`.
