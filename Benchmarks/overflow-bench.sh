@@ -4,7 +4,7 @@
 # the other, fio's nbd engine over a 4 GiB volume: 1 MiB sequential writes at QD8 and 4 KiB
 # random writes at QD32. Prints IOPS, MB/s and p50/p99/p99.9 completion latency.
 #
-# Usage: bash Benchmarks/overflow-bench.sh [RUNTIME_SECONDS]   (default 12 s per job)
+# Usage: [MODES="deferred durable"] bash Benchmarks/overflow-bench.sh [RUNTIME_SECONDS]   (default 12 s per job)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNTIME=${1:-12}
@@ -14,7 +14,8 @@ swift build -c release --product torus >/dev/null
 BIN=$PWD/.build/release/torus
 PORT=10952
 URI=nbd://127.0.0.1:$PORT/big
-for mode in "" "--durable-writes"; do
+for name in ${MODES:-deferred durable}; do
+    mode=""; [ "$name" = durable ] && mode=--durable-writes
     W=$(mktemp -d /tmp/torus-overflow.XXXXXX)
     "$BIN" up --data-dir "$W/d" --nodes 1 --replication 1 --nbd 127.0.0.1:$PORT --disk-size 8GiB \
         --volume big:4GiB $mode >"$W/log" 2>&1 &
@@ -24,7 +25,7 @@ for mode in "" "--durable-writes"; do
         set -- $job
         fio --name=b --ioengine=nbd --uri="$URI" --rw="$1" --bs="$2" --iodepth="$3" --size=4g --time_based \
             --runtime="$RUNTIME" --ramp_time=2 --output-format=json --output="$W/o.json" >/dev/null
-        python3 - "$W/o.json" "${mode:-deferred}" "$job" <<'PY'
+        python3 - "$W/o.json" "$name" "$job" <<'PY'
 import json, sys
 j = json.load(open(sys.argv[1]))["jobs"][0]
 s = j["read"] if j["read"]["io_bytes"] > 0 else j["write"]

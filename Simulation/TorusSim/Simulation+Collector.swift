@@ -76,6 +76,7 @@ extension Simulation {
 
     func finalCollectPassDone(_ p: CollectorPass) {
         let lost = lostRingMembers
+        finalCollectMisplaced = p.misplaced
         guard p.completed, p.refsDeleted == 0, p.garbagePending == 0, p.nodesSkipped == lost, p.volumesSkipped == 0,
               p.underReplicated == 0, p.copiesMade == 0, scrubbedSinceCollect,
               p.misplaced == 0, p.movesMade == 0, p.copiesTrimmed == 0, !ring.members.contains(where: \.draining),

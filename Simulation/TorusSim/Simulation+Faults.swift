@@ -491,6 +491,11 @@ extension Simulation {
                 violation = SectorModel.Violation(
                     promise: .durability,
                     detail: "the committed block map of \(c.info.name) generation \(c.generation) cannot be read from any replica")
+            } else if finalPhase == .collect && violation == nil && finalCollectMisplaced > 0 {
+                violation = SectorModel.Violation(
+                    promise: .convergence,
+                    detail: "after healing, \(finalCollectPasses) collector passes in 120 s still found \(finalCollectMisplaced) "
+                        + "committed blocks not exactly on their placement")
             } else if finalPhase == .collect && violation == nil {
                 violation = SectorModel.Violation(
                     promise: .reclaim,

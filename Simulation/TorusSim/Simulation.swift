@@ -117,6 +117,8 @@ public final class Simulation {
     /// The garbage collector (`gc` in a scenario), and its passes during the final check.
     var collector: Collector?
     var finalCollectPasses = 0
+    /// Refs the last pass of the final collection found off their placement.
+    var finalCollectMisplaced = 0
     /// Scrub rounds each node had finished when the final collection began.
     var scrubRoundsAtCollect: [Int] = []
     /// Blocks the collector's repair copied.

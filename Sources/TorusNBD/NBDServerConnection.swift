@@ -85,6 +85,17 @@ public struct NBDServerConnection: Sendable {
 
     /// Consumes bytes from the client. Any chunking gives the same actions overall.
     public mutating func receive(_ bytes: ArraySlice<UInt8>) -> [NBDAction] {
+        receive(generic: bytes)
+    }
+
+    /// The same, reading straight from the driver's buffer (valid only during the call), so
+    /// write payloads are copied once, into the request's own array.
+    public mutating func receive(_ bytes: UnsafeRawBufferPointer) -> [NBDAction] {
+        receive(generic: bytes[...])
+    }
+
+    mutating func receive<Input: RandomAccessCollection<UInt8>>(generic bytes: Input) -> [NBDAction]
+    where Input.SubSequence == Input {
         var out: [NBDAction] = []
         switch state {
         case .idle:
@@ -162,7 +173,8 @@ public struct NBDServerConnection: Sendable {
 
     /// Parses as much of `input` as possible. `owned` means `input` is a slice of this
     /// connection's own parked storage, which may be kept without copying.
-    mutating func consume(_ input: ArraySlice<UInt8>, owned: Bool, into out: inout [NBDAction]) {
+    mutating func consume<Input: RandomAccessCollection<UInt8>>(_ input: Input, owned: Bool, into out: inout [NBDAction])
+    where Input.SubSequence == Input {
         var input = input
         while !input.isEmpty {
             switch reader {
@@ -206,7 +218,8 @@ public struct NBDServerConnection: Sendable {
     }
 
     /// Moves bytes into `header` until it holds `size`; true when complete.
-    private mutating func fill(_ size: Int, from input: inout ArraySlice<UInt8>) -> Bool {
+    private mutating func fill<Input: RandomAccessCollection<UInt8>>(_ size: Int, from input: inout Input) -> Bool
+    where Input.SubSequence == Input {
         let n = min(size - header.count, input.count)
         header.append(contentsOf: input.prefix(n))
         input = input.dropFirst(n)
@@ -214,7 +227,8 @@ public struct NBDServerConnection: Sendable {
     }
 
     /// Moves bytes into `data` until it holds `length`; true when complete.
-    private mutating func collect(_ length: Int, from input: inout ArraySlice<UInt8>) -> Bool {
+    private mutating func collect<Input: RandomAccessCollection<UInt8>>(_ length: Int, from input: inout Input) -> Bool
+    where Input.SubSequence == Input {
         if data.isEmpty {
             if input.count >= length {
                 // All of it at hand (the usual case): one copy of exactly the right size.
@@ -230,9 +244,9 @@ public struct NBDServerConnection: Sendable {
         return data.count == length
     }
 
-    private mutating func park(_ input: ArraySlice<UInt8>, owned: Bool, _ out: inout [NBDAction]) {
-        if owned && backlog.isEmpty {
-            backlog = input
+    private mutating func park<Input: RandomAccessCollection<UInt8>>(_ input: Input, owned: Bool, _ out: inout [NBDAction]) {
+        if owned && backlog.isEmpty, let mine = input as? ArraySlice<UInt8> {
+            backlog = mine
         } else {
             backlog.append(contentsOf: input)
         }

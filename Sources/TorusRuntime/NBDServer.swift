@@ -29,9 +29,11 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        var buffer = unwrapInboundIn(data)
-        guard !closed, let bytes = buffer.readBytes(length: buffer.readableBytes) else { return }
-        perform(connection.receive(bytes[...]), context: context)
+        let buffer = unwrapInboundIn(data)
+        guard !closed else { return }
+        // Parsed in place: what the connection keeps (headers, payloads) it copies.
+        let actions = buffer.withUnsafeReadableBytes { connection.receive($0) }
+        perform(actions, context: context)
     }
 
     func channelInactive(context: ChannelHandlerContext) {

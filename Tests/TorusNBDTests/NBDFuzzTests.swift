@@ -207,14 +207,20 @@ struct NBDFuzzTests {
         }
     }
 
-    @Test("random streams give identical actions whole and one byte at a time")
+    @Test("random streams give identical actions whole, one byte at a time and from raw buffers")
     func chunkingEquivalence() {
-        func run(_ bytes: [UInt8], chunk: Int) -> [NBDAction] {
+        func run(_ bytes: [UInt8], chunk: Int, raw: Bool = false) -> [NBDAction] {
             var c = Self.connection()
             var actions = c.start()
             var rest = bytes[...]
             while !rest.isEmpty {
-                actions += c.receive(rest.prefix(chunk))
+                if raw {
+                    // As the NIO handler feeds it: a pointer valid only during the call.
+                    let copy = Array(rest.prefix(chunk))
+                    actions += copy.withUnsafeBytes { c.receive($0) }
+                } else {
+                    actions += c.receive(rest.prefix(chunk))
+                }
                 rest = rest.dropFirst(chunk)
             }
             // Complete everything in execution order (completions may release parked requests).
@@ -234,6 +240,8 @@ struct NBDFuzzTests {
             let whole = run(bytes, chunk: max(bytes.count, 1))
             #expect(run(bytes, chunk: 1) == whole, "seed \(seed)")
             #expect(run(bytes, chunk: 13) == whole, "seed \(seed)")
+            #expect(run(bytes, chunk: 13, raw: true) == whole, "seed \(seed), from raw buffers")
+            #expect(run(bytes, chunk: max(bytes.count, 1), raw: true) == whole, "seed \(seed), one raw buffer")
         }
     }
 }
