@@ -302,14 +302,19 @@ struct VolumeClientTests {
         #expect(cl.wait(cl.submit(c2, .read(offset: 0, length: 16384))) == .success(.read(before)))
     }
 
-    @Test("a replica that lost unsynced copies in a crash gets them written again; the flush commits only durable copies")
-    func lostUnsyncedCopies() {
-        let cl = InstantCluster(nodes: 3, replication: 2)
+    /// Deferred syncing, quick write-back, no syncs until something asks for one.
+    static func deferredSyncing() -> VolumeClientConfig {
         var cfg = VolumeClientConfig()
         cfg.writebackDelay = .milliseconds(10)
         cfg.durableWriteback = false
         cfg.syncDelay = .seconds(600)
-        cl.addClient(c1, config: cfg)
+        return cfg
+    }
+
+    @Test("a replica that lost unsynced copies in a crash gets them written again; the flush commits only durable copies")
+    func lostUnsyncedCopies() {
+        let cl = InstantCluster(nodes: 3, replication: 2)
+        cl.addClient(c1, config: Self.deferredSyncing())
         let data = pattern(9, 16384 * 6)
         _ = cl.wait(cl.submit(c1, .write(offset: 0, data: data, fua: false)))
         cl.run { cl.clients[c1]!.unsynced.count == 6 }
@@ -338,10 +343,7 @@ struct VolumeClientTests {
     @Test("with deferred syncing, write-backs while the unsynced blocks are over their mark are durable puts")
     func durableUnderSyncPressure() {
         let cl = InstantCluster(nodes: 3, replication: 2)
-        var cfg = VolumeClientConfig()
-        cfg.writebackDelay = .milliseconds(10)
-        cfg.durableWriteback = false
-        cfg.syncDelay = .seconds(600)
+        var cfg = Self.deferredSyncing()
         cfg.unsyncedBytesHigh = 0  // always over the mark
         cl.addClient(c1, config: cfg)
         let data = pattern(4, 16384 * 6)
