@@ -369,7 +369,7 @@ struct MaintenanceOptions: ParsableArguments {
 struct WriteCacheOptions: ParsableArguments {
     @Option(name: .customLong("cache-size"), help: ArgumentHelp(
         "Cache of each volume's writer: written blocks until their replicas stored them durably, and recently used blocks.",
-        discussion: "Written blocks reach their replicas at once but are synced to disk only by a FLUSH or FUA write, after --sync-delay, or when unsynced blocks fill three quarters of the cache; until then the writer keeps them, so a replica that crashes first gets them again. A working set bigger than the cache is written at the speed of the replicas' disks."))
+        discussion: "Written blocks reach their replicas at once but are synced to disk only by a FLUSH or FUA write, after --sync-delay, or when unsynced blocks fill three quarters of the cache; until then the writer keeps them, so a replica that crashes first gets them again. A working set bigger than the cache is written at the speed of the replicas' disks, with pauses of a second or more while a sync writes the backlog; --durable-writes trades throughput for a steady pace."))
     var cacheSize = "1GiB"
     @Option(name: .customLong("sync-delay"), help: "Written blocks are synced to the replicas' disks at least this often even without a FLUSH (e.g. 5s, 500ms).")
     var syncDelay = "5s"
