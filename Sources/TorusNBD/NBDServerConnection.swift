@@ -39,6 +39,10 @@ public struct NBDServerConnection: Sendable {
     var header: [UInt8] = []
     /// Option data or WRITE payload being collected.
     var data: [UInt8] = []
+    /// Earlier chunks of the WRITE payload being collected (`NBDExport.payloadChunkBytes`).
+    var chunks: [[UInt8]] = []
+    /// Payload bytes in `chunks`.
+    var chunkedBytes = 0
     /// Bytes received while parsing is paused at the in-flight limit.
     var backlog = ArraySlice<UInt8>()
     /// Requests handed out with `.execute` and not yet completed, by cookie (lookups only; never
@@ -60,7 +64,7 @@ public struct NBDServerConnection: Sendable {
 
     /// Bytes currently held by the parser (partial header, option data or write payload, parked
     /// input). Always `<= limits.bufferedBytesMax`.
-    public var bufferedBytes: Int { header.count + data.count + backlog.count }
+    public var bufferedBytes: Int { header.count + chunkedBytes + data.count + backlog.count }
 
     /// Whether the driver should keep reading from the socket. False before `start()`, while
     /// `inFlight` is at `limits.inFlightMax` (back-pressure), after `NBD_CMD_DISC` and once closed.
@@ -199,11 +203,14 @@ public struct NBDServerConnection: Sendable {
                 data = []
                 handleOption(option, optionData, &out)
             case .writePayload(let cookie, let offset, let length, let fua):
-                guard collect(length, from: &input) else { return }
-                let payload = data
+                guard collectPayload(offset: offset, length: length, from: &input) else { return }
+                chunks.append(data)
+                let payload = chunks
                 data = []
+                chunks = []
+                chunkedBytes = 0
                 reader = .requestHeader
-                execute(cookie: cookie, .write(offset: offset, data: payload, fua: fua),
+                execute(cookie: cookie, .write(offset: offset, chunks: payload, fua: fua),
                         Pending(isRead: false, offset: offset, length: length), &out)
             case .discard(let remaining, let then):
                 let n = min(remaining, input.count)
@@ -242,6 +249,27 @@ public struct NBDServerConnection: Sendable {
         data.append(contentsOf: input.prefix(n))
         input = input.dropFirst(n)
         return data.count == length
+    }
+
+    /// Collects a WRITE payload of `length` bytes for export offset `offset`: whole chunks go to
+    /// `chunks`, the one being filled is `data`. True when all of it is in (the last chunk still
+    /// in `data`).
+    private mutating func collectPayload<Input: RandomAccessCollection<UInt8>>(offset: UInt64, length: Int, from input: inout Input) -> Bool
+    where Input.SubSequence == Input {
+        let chunk = export?.payloadChunkBytes ?? 0
+        guard chunk > 0 else { return collect(length, from: &input) }
+        while true {
+            // The chunk being filled ends at the next multiple of `chunk`, or at the payload's end.
+            let start = offset + UInt64(chunkedBytes)
+            let toBoundary = chunk - Int(start % UInt64(chunk))
+            let size = min(toBoundary, length - chunkedBytes)
+            guard collect(size, from: &input) else { return false }
+            if chunkedBytes + size == length { return true }
+            chunks.append(data)
+            chunkedBytes += size
+            data = []
+            if input.isEmpty { return false }
+        }
     }
 
     private mutating func park<Input: RandomAccessCollection<UInt8>>(_ input: Input, owned: Bool, _ out: inout [NBDAction]) {
@@ -289,6 +317,8 @@ public struct NBDServerConnection: Sendable {
         reader = .ignore
         header = []
         data = []
+        chunks = []
+        chunkedBytes = 0
         backlog = []
         out.append(.close(reason: reason))
     }

@@ -20,13 +20,20 @@ public struct NBDExport: Hashable, Sendable {
     /// Human-readable description, sent in `NBD_REP_SERVER` (after the name) and in
     /// `NBD_INFO_DESCRIPTION`.
     public var description: String
+    /// WRITE payloads are cut where the export offset is a multiple of this (a power of two;
+    /// 0: never), so a payload covering whole blocks of the storage behind the export arrives as
+    /// one array per block, which that storage can keep without copying.
+    public var payloadChunkBytes: Int
 
-    public init(name: String, size: UInt64, readOnly: Bool = false, multiConn: Bool = false, description: String = "") {
+    public init(name: String, size: UInt64, readOnly: Bool = false, multiConn: Bool = false, description: String = "",
+                payloadChunkBytes: Int = 0) {
+        precondition(payloadChunkBytes >= 0 && payloadChunkBytes.nonzeroBitCount <= 1, "payloadChunkBytes must be 0 or a power of two")
         self.name = name
         self.size = size
         self.readOnly = readOnly
         self.multiConn = multiConn
         self.description = description
+        self.payloadChunkBytes = payloadChunkBytes
     }
 }
 
@@ -60,7 +67,13 @@ public enum NBDCommand: Hashable, Sendable {
     /// `NBD_CMD_READ`. Complete with exactly `length` bytes of data.
     case read(offset: UInt64, length: Int)
     /// `NBD_CMD_WRITE`. With `fua` (`NBD_CMD_FLAG_FUA`), complete only once the data is durable.
-    case write(offset: UInt64, data: [UInt8], fua: Bool)
+    /// The payload is `chunks` concatenated, cut at multiples of the export's
+    /// `payloadChunkBytes` (one chunk when that is 0).
+    case write(offset: UInt64, chunks: [[UInt8]], fua: Bool)
+    /// A write whose payload is one array.
+    public static func write(offset: UInt64, data: [UInt8], fua: Bool) -> NBDCommand {
+        .write(offset: offset, chunks: [data], fua: fua)
+    }
     /// `NBD_CMD_FLUSH`: make every write already replied to durable before completing.
     case flush
     /// `NBD_CMD_TRIM`: a hint that the range is no longer needed.

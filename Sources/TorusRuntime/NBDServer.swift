@@ -108,7 +108,8 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         let op: Int, bytes: Int
         switch command {
         case .read(let o, let l): (request, op, bytes) = (.read(offset: o, length: l), 0, Int(l))
-        case .write(let o, let d, let fua): (request, op, bytes) = (.write(offset: o, data: d, fua: fua), 1, d.count)
+        case .write(let o, let c, let fua):
+            (request, op, bytes) = (.write(offset: o, chunks: c, fua: fua), 1, c.reduce(0) { $0 + $1.count })
         case .flush: (request, op, bytes) = (.flush, 2, 0)
         case .trim(let o, let l, let fua): (request, op, bytes) = (.trim(offset: o, length: l, fua: fua), 3, 0)
         case .writeZeroes(let o, let l, let fua, _): (request, op, bytes) = (.writeZeroes(offset: o, length: l, fua: fua), 4, 0)
@@ -158,6 +159,9 @@ public enum NBDServer {
                 }
             }
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            // Reads of up to 1 MiB (NIO's default stops at 64 KiB): a 1 MiB write payload takes
+            // one read call instead of sixteen.
+            .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 4096, initial: 64 << 10, maximum: 1 << 20))
         if address.hasPrefix("/") || address.hasPrefix("./") {
             return bootstrap.bind(unixDomainSocketPath: address, cleanupExistingSocketFile: true)
         }

@@ -373,6 +373,8 @@ struct WriteCacheOptions: ParsableArguments {
     var cacheSize = "1GiB"
     @Option(name: .customLong("sync-delay"), help: "Written blocks are synced to the replicas' disks at least this often even without a FLUSH (e.g. 5s, 500ms).")
     var syncDelay = "5s"
+    @Option(name: .customLong("writeback-delay"), help: "A written block waits this long in the writer's cache before it is sent to its replicas, so a block rewritten meanwhile is sent once; a FLUSH, a FUA write or a cache half full of written blocks sends sooner (e.g. 5s, 500ms, 0).")
+    var writebackDelay = "5s"
     @Flag(name: .customLong("durable-writes"), help: "Sync every written block on its replicas before taking more (the mode before deferred syncing): a steadier tail when writes outrun the disks, but several times fewer small random writes.")
     var durableWrites = false
 
@@ -380,6 +382,8 @@ struct WriteCacheOptions: ParsableArguments {
         config.cacheBytes = try parseCacheSize(cacheSize)
         config.syncDelay = try parseDuration(syncDelay, what: "--sync-delay")
         guard config.syncDelay >= .milliseconds(10) else { throw ValidationError("--sync-delay must be at least 10ms") }
+        config.writebackDelay = try parseDuration(writebackDelay, what: "--writeback-delay")
+        guard config.writebackDelay <= .seconds(600) else { throw ValidationError("--writeback-delay must be at most 10m") }
         config.durableWrites = durableWrites
     }
 }

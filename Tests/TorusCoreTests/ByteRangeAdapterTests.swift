@@ -61,7 +61,15 @@ struct ByteRangeAdapterTests {
                 let request: ByteRangeAdapter.Request
                 if kind < 7 {
                     let data = (0..<length).map { _ in UInt8(truncatingIfNeeded: random.next()) }
-                    request = .write(offset: offset, data: data, fua: kind == 0)
+                    // In one to a few chunks cut anywhere, as the NBD server may hand them over.
+                    var chunks: [[UInt8]] = []
+                    var rest = data[...]
+                    while !rest.isEmpty {
+                        let n = random.next() % 2 == 0 ? rest.count : 1 + Int(random.next() % UInt64(rest.count))
+                        chunks.append(Array(rest.prefix(n)))
+                        rest = rest.dropFirst(n)
+                    }
+                    request = .write(offset: offset, chunks: chunks.isEmpty ? [[]] : chunks, fua: kind == 0)
                     model.replaceSubrange(Int(offset)..<(Int(offset) + length), with: data)
                 } else if kind < 9 {
                     request = .writeZeroes(offset: offset, length: length, fua: kind == 8)

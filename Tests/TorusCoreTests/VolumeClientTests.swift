@@ -161,6 +161,23 @@ struct VolumeClientTests {
         #expect(cl.wait(cl.submit(c1, .read(offset: 12288, length: 40960))) == .success(.read(expected)))
     }
 
+    @Test("a write in chunks reads back like one array; a chunk that is exactly a block is cached without a copy")
+    func chunkedWrites() {
+        let cl = InstantCluster()
+        cl.addClient(c1)
+        let data = pattern(5, 57344)  // from offset 8192 (16 KiB blocks): half of block 0, blocks 1-2, half of 3
+        let chunks = [Array(data[0..<4096]), Array(data[4096..<8192]),
+                      Array(data[8192..<24576]),   // exactly block 1
+                      Array(data[24576..<45056]),  // block 2 and part of block 3
+                      Array(data[45056...])]
+        #expect(cl.wait(cl.submit(c1, .write(offset: 8192, chunks: chunks, fua: false))) == .success(.done))
+        #expect(cl.wait(cl.submit(c1, .read(offset: 8192, length: 57344))) == .success(.read(data)))
+        let cached = cl.clients[c1]!.cache[1]!.data
+        #expect(cached.withUnsafeBufferPointer { $0.baseAddress } == chunks[2].withUnsafeBufferPointer { $0.baseAddress })
+        #expect(cl.wait(cl.submit(c1, .flush)) == .success(.done))
+        #expect(chunks[2] == Array(data[8192..<24576]), "the caller's chunk is never written to")
+    }
+
     @Test("a flush commits the head; a new writer after the lock is released sees the flushed data")
     func flushThenReopen() {
         let cl = InstantCluster()

@@ -19,7 +19,8 @@ struct XorShift {
 
 @Suite("NBD randomized robustness")
 struct NBDFuzzTests {
-    static let exports = [NBDExport(name: "disk", size: 64 << 10, multiConn: true),
+    /// "disk" cuts write payloads every 256 bytes of offset, so the fuzzing covers the cutting.
+    static let exports = [NBDExport(name: "disk", size: 64 << 10, multiConn: true, payloadChunkBytes: 256),
                           NBDExport(name: "ro", size: 4096, readOnly: true)]
     static let limits: NBDLimits = {
         var l = NBDLimits()
@@ -139,8 +140,21 @@ struct NBDFuzzTests {
             switch command {
             case .read(let offset, let length):
                 #expect(inRange(offset, length) && length <= limits.requestBytesMax)
-            case .write(let offset, let data, _):
-                #expect(inRange(offset, data.count) && data.count <= limits.requestBytesMax && !export.readOnly)
+            case .write(let offset, let chunks, _):
+                let count = chunks.reduce(0) { $0 + $1.count }
+                #expect(inRange(offset, count) && count <= limits.requestBytesMax && !export.readOnly)
+                // Cut exactly where the offset is a multiple of payloadChunkBytes, nowhere else.
+                let cut = UInt64(export.payloadChunkBytes)
+                var at = offset
+                for (i, chunk) in chunks.enumerated() {
+                    #expect(!chunk.isEmpty)
+                    at += UInt64(chunk.count)
+                    if i < chunks.count - 1 {
+                        #expect(cut > 0 && at % cut == 0, "cut at \(at)")
+                    } else if cut > 0 {
+                        #expect(chunk.count <= Int(cut) && (at % cut == 0 || at == offset + UInt64(count)))
+                    }
+                }
             case .trim(let offset, let length, _), .writeZeroes(let offset, let length, _, _):
                 #expect(inRange(offset, length) && !export.readOnly)
             case .flush:

@@ -46,6 +46,29 @@ struct NBDTransmissionTests {
         #expect(o.inFlight == 11)
     }
 
+    @Test("write payloads are cut at multiples of the export's payloadChunkBytes, however the bytes arrive")
+    func payloadCutAtChunkBoundaries() {
+        let blocky = NBDExport(name: "blocky", size: 1 << 20, payloadChunkBytes: 4096)
+        let payload = pattern(3 * 4096 + 100)
+        let steps: [Step] = [
+            .receive(goHandshake("blocky")),
+            .receive(writeRequest(cookie: 1, offset: 4096 - 50, payload: payload)),  // unaligned start
+            .receive(writeRequest(cookie: 2, offset: 8192, payload: Array(payload[..<8192]))),  // two whole blocks
+            .receive(writeRequest(cookie: 3, offset: 4096 + 1, payload: Array(payload[..<10]))),  // inside one block
+        ]
+        let expected: [NBDAction] = [
+            .execute(cookie: 1, .write(offset: 4096 - 50, chunks: [Array(payload[..<50]), Array(payload[50..<4146]),
+                                                                   Array(payload[4146..<8242]), Array(payload[8242..<12338]),
+                                                                   Array(payload[12338...])], fua: false)),
+            .execute(cookie: 2, .write(offset: 8192, chunks: [Array(payload[..<4096]), Array(payload[4096..<8192])], fua: false)),
+            .execute(cookie: 3, .write(offset: 4097, chunks: [Array(payload[..<10])], fua: false)),
+        ]
+        for chunking in [[0], [1], [7], [4096], [28, 4096, 3]] {
+            let o = Harness(exports: [blocky]).run(steps, chunks: chunking)
+            #expect(Array(o.steps.dropFirst().joined()) == expected, "fed in pieces of \(chunking)")
+        }
+    }
+
     @Test("out-of-order completions produce replies in completion order with the right cookies")
     func outOfOrder() {
         let o = session([

@@ -15,10 +15,16 @@
 public struct ByteRangeAdapter: Sendable {
     public enum Request: Sendable, Equatable {
         case read(offset: UInt64, length: Int)
-        case write(offset: UInt64, data: [UInt8], fua: Bool)
+        /// The data is `chunks` concatenated (see `VolumeOp.write`).
+        case write(offset: UInt64, chunks: [[UInt8]], fua: Bool)
         case trim(offset: UInt64, length: Int, fua: Bool)
         case writeZeroes(offset: UInt64, length: Int, fua: Bool)
         case flush
+
+        /// A write whose data is one array.
+        public static func write(offset: UInt64, data: [UInt8], fua: Bool) -> Request {
+            .write(offset: offset, chunks: [data], fua: fua)
+        }
     }
 
     public enum Output: Sendable {
@@ -77,7 +83,7 @@ public struct ByteRangeAdapter: Sendable {
             order.append(id)
             return [.submit(op, .flush)]
         case .read(let o, let l), .trim(let o, let l, _), .writeZeroes(let o, let l, _): (offset, length) = (o, l)
-        case .write(let o, let d, _): (offset, length) = (o, d.count)
+        case .write(let o, let c, _): (offset, length) = (o, c.byteCount)
         }
         guard length > 0 else { return [.complete(request: id, .success([]))] }
         guard offset <= volumeSize, UInt64(length) <= volumeSize - offset else {
@@ -148,14 +154,14 @@ public struct ByteRangeAdapter: Sendable {
             a.pendingOps = 1
             active[id] = a
             out.append(.submit(allocate(id, .read), .read(offset: alignedOffset, length: alignedLength)))
-        case .write(let offset, let data, _):
-            if offset == alignedOffset && data.count == alignedLength {
-                a.buffer = data  // aligned: no edges to fill in, no copy
-            } else {
+        case .write(let offset, let chunks, _):
+            let length = chunks.byteCount
+            // Aligned: no edges to fill in; the chunks go to the volume as they are (`submitWrite`).
+            if offset != alignedOffset || length != alignedLength {
                 a.buffer = Array(repeating: 0, count: alignedLength)
-                a.buffer.replaceSubrange(Int(offset - alignedOffset)..<(Int(offset - alignedOffset) + data.count), with: data)
+                a.buffer.replaceSubrange(Int(offset - alignedOffset)..<(Int(offset - alignedOffset) + length), with: chunks.joined)
             }
-            beginEdges(id, &a, offset: offset, length: data.count, into: &out)
+            beginEdges(id, &a, offset: offset, length: length, into: &out)
         case .writeZeroes(let offset, let length, _):
             a.buffer = Array(repeating: 0, count: alignedLength)
             beginEdges(id, &a, offset: offset, length: length, into: &out)
@@ -212,7 +218,8 @@ public struct ByteRangeAdapter: Sendable {
             // Edge sectors are in: lay the new bytes over them, then write.
             let s = a.first * UInt64(sectorSize)
             switch a.request {
-            case .write(let offset, let data, _):
+            case .write(let offset, let chunks, _):
+                let data = chunks.joined
                 a.buffer.replaceSubrange(Int(offset - s)..<(Int(offset - s) + data.count), with: data)
             case .writeZeroes(let offset, let length, _):
                 a.buffer.replaceSubrange(Int(offset - s)..<(Int(offset - s) + length), with: repeatElement(0, count: length))
@@ -245,11 +252,12 @@ public struct ByteRangeAdapter: Sendable {
         let offset = a.first * UInt64(sectorSize)
         a.pendingOps = 1
         switch a.request {
-        case .write(_, _, let fua):
-            let data = a.buffer
+        case .write(let o, let chunks, let fua):
+            let aligned = o == offset && chunks.byteCount == Int(a.end - a.first) * sectorSize
+            let data = aligned ? chunks : [a.buffer]
             a.buffer = []
             active[id] = a
-            out.append(.submit(allocate(id, .write), .write(offset: offset, data: data, fua: fua)))
+            out.append(.submit(allocate(id, .write), .write(offset: offset, chunks: data, fua: fua)))
         case .writeZeroes(let o, let l, let fua):
             let s = UInt64(sectorSize)
             if o % s == 0 && UInt64(l) % s == 0 {

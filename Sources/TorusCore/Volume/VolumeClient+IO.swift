@@ -8,9 +8,9 @@ extension VolumeClient {
         case .trim(let o, let l):
             if config.readOnly { return .readOnly(volume: info.name) }
             (offset, length) = (o, l)
-        case .write(let o, let d, _):
+        case .write(let o, let c, _):
             if config.readOnly { return .readOnly(volume: info.name) }
-            (offset, length) = (o, d.count)
+            (offset, length) = (o, c.byteCount)
         }
         let s = config.sectorSize
         if offset % UInt64(s) != 0 || length % s != 0 || length == 0 {
@@ -40,10 +40,25 @@ extension VolumeClient {
             let pieces = split(id, offset, length)
             ops[id] = PendingOp(kind: .read, remaining: pieces.count, buffer: Array(repeating: 0, count: length))
             for p in pieces { readPiece(p) }
-        case .write(let offset, let data, let fua):
-            let pieces = split(id, offset, data.count)
+        case .write(let offset, let chunks, let fua):
+            let pieces = split(id, offset, chunks.byteCount)
             ops[id] = PendingOp(kind: .write(fua: fua), remaining: pieces.count, buffer: [])
-            for p in pieces { writePiece(p, data[p.bufferOffset..<(p.bufferOffset + p.length)]) }
+            // Pieces and chunks both run in order: walk them together.
+            var c = 0, chunkStart = 0
+            var joined: [UInt8]?  // for pieces that span chunks
+            for p in pieces {
+                while chunkStart + chunks[c].count <= p.bufferOffset {
+                    chunkStart += chunks[c].count
+                    c += 1
+                }
+                let lo = p.bufferOffset - chunkStart
+                if lo + p.length <= chunks[c].count {
+                    writePiece(p, chunks[c][lo..<(lo + p.length)])  // a whole chunk is kept without a copy
+                } else {
+                    if joined == nil { joined = chunks.joined }
+                    writePiece(p, joined![p.bufferOffset..<(p.bufferOffset + p.length)])
+                }
+            }
         case .trim(let offset, let length):
             // Trim = zeros, applied block by block; whole zero blocks are unmapped on write-back.
             let pieces = split(id, offset, length)

@@ -16,12 +16,36 @@ public struct MetaRequestID: Hashable, Comparable, Sendable {
 /// A byte-range request on a volume. Offsets and lengths must be multiples of the sector size.
 public enum VolumeOp: Sendable {
     case read(offset: UInt64, length: Int)
-    /// With `fua`, completes only once the data is durable (committed).
-    case write(offset: UInt64, data: [UInt8], fua: Bool)
+    /// With `fua`, completes only once the data is durable (committed). The data is `chunks`
+    /// concatenated; a chunk that is exactly one whole block is cached as it is, without a copy
+    /// (the NBD server cuts payloads at block boundaries for this).
+    case write(offset: UInt64, chunks: [[UInt8]], fua: Bool)
     /// Completes once every write completed before it was submitted is durable.
     case flush
     /// Unmaps the range; it reads back as zeros.
     case trim(offset: UInt64, length: Int)
+}
+
+extension VolumeOp {
+    /// A write whose data is one array.
+    public static func write(offset: UInt64, data: [UInt8], fua: Bool) -> VolumeOp {
+        .write(offset: offset, chunks: [data], fua: fua)
+    }
+}
+
+/// Bytes held as consecutive arrays (a write's `chunks`).
+extension [[UInt8]] {
+    /// Total bytes.
+    var byteCount: Int { reduce(0) { $0 + $1.count } }
+
+    /// The bytes concatenated (no copy for a single chunk).
+    var joined: [UInt8] {
+        if count == 1 { return self[0] }
+        var all: [UInt8] = []
+        all.reserveCapacity(byteCount)
+        for c in self { all.append(contentsOf: c) }
+        return all
+    }
 }
 
 public enum VolumeOpResult: Sendable, Equatable {
