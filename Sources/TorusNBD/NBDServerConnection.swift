@@ -117,15 +117,21 @@ public struct NBDServerConnection: Sendable {
     /// requested number of bytes (any other count is answered `EIO`, since a simple reply cannot
     /// be truncated); for every other command the data is ignored. Unknown cookies are ignored.
     public mutating func completed(cookie: UInt64, result: Result<[UInt8], NBDErrno>) -> [NBDAction] {
+        completed(cookie: cookie, parts: result.map { [$0[...]] })
+    }
+
+    /// The same, with read data as parts to concatenate (written to the socket without first
+    /// being joined).
+    public mutating func completed(cookie: UInt64, parts result: Result<[ArraySlice<UInt8>], NBDErrno>) -> [NBDAction] {
         guard let request = pending.removeValue(forKey: cookie) else { return [] }
         var out: [NBDAction] = []
         guard state == .transmission || state == .disconnecting else { return out }
         switch result {
-        case .success(let bytes):
-            if request.isRead && bytes.count != request.length {
+        case .success(let parts):
+            if request.isRead && parts.reduce(0, { $0 + $1.count }) != request.length {
                 replyError(cookie: cookie, .EIO, &out)
             } else {
-                replySuccess(cookie: cookie, request: request, data: request.isRead ? bytes : [], &out)
+                replySuccess(cookie: cookie, request: request, parts: request.isRead ? parts : [], &out)
             }
         case .failure(let errno):
             replyError(cookie: cookie, errno, &out)

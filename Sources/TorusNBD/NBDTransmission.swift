@@ -68,7 +68,7 @@ extension NBDServerConnection {
             if let error {
                 beginDiscard(length, then: .errorReply(cookie: cookie, error), &out)
             } else if length == 0 {
-                replySuccess(cookie: cookie, request: Pending(isRead: false, offset: offset, length: 0), data: [], &out)
+                replySuccess(cookie: cookie, request: Pending(isRead: false, offset: offset, length: 0), parts: [], &out)
             } else {
                 data.reserveCapacity(length)
                 reader = .writePayload(cookie: cookie, offset: offset, length: length, fua: fua)
@@ -87,7 +87,7 @@ extension NBDServerConnection {
             if let error {
                 replyError(cookie: cookie, error, &out)
             } else if length == 0 {
-                replySuccess(cookie: cookie, request: request, data: [], &out)
+                replySuccess(cookie: cookie, request: request, parts: [], &out)
             } else {
                 execute(cookie: cookie, .read(offset: offset, length: length), request, &out)
             }
@@ -113,7 +113,7 @@ extension NBDServerConnection {
             if let error {
                 replyError(cookie: cookie, error, &out)
             } else if length == 0 {
-                replySuccess(cookie: cookie, request: request, data: [], &out)
+                replySuccess(cookie: cookie, request: request, parts: [], &out)
             } else if isTrim {
                 execute(cookie: cookie, .trim(offset: offset, length: length, fua: fua), request, &out)
             } else {
@@ -138,17 +138,18 @@ extension NBDServerConnection {
     /// chunk (or `NBD_REPLY_TYPE_NONE` when empty, since a data chunk must describe at least one
     /// byte); everything else gets a simple reply, which "MAY be used as a reply to any request
     /// other than NBD_CMD_READ, but only if the reply has no data payload".
-    mutating func replySuccess(cookie: UInt64, request: Pending, data: [UInt8], _ out: inout [NBDAction]) {
+    mutating func replySuccess(cookie: UInt64, request: Pending, parts: [ArraySlice<UInt8>], _ out: inout [NBDAction]) {
         // Header and data stay apart (`sendReply`): concatenating them would copy the data once more.
+        let count = parts.reduce(0) { $0 + $1.count }
         if request.isRead && structuredReplies {
-            out.append(data.isEmpty
+            out.append(count == 0
                 ? .send(NBDEncode.noneChunk(cookie: cookie))
-                : .sendReply(header: NBDEncode.offsetDataChunkHeader(cookie: cookie, offset: request.offset, length: data.count),
-                             data: data))
-        } else if data.isEmpty {
+                : .sendReply(header: NBDEncode.offsetDataChunkHeader(cookie: cookie, offset: request.offset, length: count),
+                             parts: parts))
+        } else if count == 0 {
             out.append(.send(NBDEncode.simpleReply(cookie: cookie, error: 0)))
         } else {
-            out.append(.sendReply(header: NBDEncode.simpleReply(cookie: cookie, error: 0), data: data))
+            out.append(.sendReply(header: NBDEncode.simpleReply(cookie: cookie, error: 0), parts: parts))
         }
     }
 

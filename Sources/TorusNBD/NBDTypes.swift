@@ -93,9 +93,15 @@ public enum NBDAction: Sendable, Equatable {
     /// Bytes to write to the socket, in order. Each `send` is one complete protocol message
     /// (greeting, option reply, export-name reply, simple reply or structured reply chunk).
     case send([UInt8])
-    /// A read reply: `header` then `data`, one protocol message. Kept apart so the driver can
-    /// write the data without first concatenating it behind the header (a copy of every read).
-    case sendReply(header: [UInt8], data: [UInt8])
+    /// A read reply: `header` then the data, `parts` concatenated, one protocol message. Kept
+    /// apart so the driver can write the data without first concatenating it behind the header
+    /// (a copy of every read).
+    case sendReply(header: [UInt8], parts: [ArraySlice<UInt8>])
+
+    /// A read reply whose data is one array.
+    public static func sendReply(header: [UInt8], data: [UInt8]) -> NBDAction {
+        .sendReply(header: header, parts: [data[...]])
+    }
     /// Perform the command, then call `completed(cookie:result:)` exactly once.
     case execute(cookie: UInt64, NBDCommand)
     /// Negotiation finished for this export; requests for it follow.

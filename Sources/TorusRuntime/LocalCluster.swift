@@ -72,7 +72,7 @@ public final class LocalCluster: @unchecked Sendable {
     final class VolumeHost: PeerLinkOwner, @unchecked Sendable {
         var client: VolumeClient
         var adapter: ByteRangeAdapter
-        var pending: [UInt64: EventLoopPromise<[UInt8]>] = [:]
+        var pending: [UInt64: EventLoopPromise<[ArraySlice<UInt8>]>] = [:]
         var nextRequest: UInt64 = 1
         var timer: Scheduled<Void>?
         var timerAt: Instant?
@@ -514,14 +514,15 @@ public final class LocalCluster: @unchecked Sendable {
     }
 
     /// Serves one byte-granular request on a volume; fails with `VolumeError` or `RuntimeError`.
-    public func submit(volume: String, _ request: ByteRangeAdapter.Request) -> EventLoopFuture<[UInt8]> {
+    /// Read data comes as parts to concatenate (see `ByteRangeAdapter.Output.complete`).
+    public func submit(volume: String, _ request: ByteRangeAdapter.Request) -> EventLoopFuture<[ArraySlice<UInt8>]> {
         loop.assertInEventLoop()
         guard let host = volumes[volume] else {
             return loop.makeFailedFuture(RuntimeError.badInput("no volume named '\(volume)'"))
         }
         let id = host.nextRequest
         host.nextRequest += 1
-        let promise = loop.makePromise(of: [UInt8].self)
+        let promise = loop.makePromise(of: [ArraySlice<UInt8>].self)
         host.pending[id] = promise
         performAdapter(volume, host.adapter.request(id, request))
         return promise.futureResult

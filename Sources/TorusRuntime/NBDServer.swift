@@ -55,15 +55,15 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
                 out.writeBytes(bytes)
                 context.write(wrapOutboundOut(out), promise: nil)
                 wrote = true
-            case .sendReply(let header, let data):
+            case .sendReply(let header, let parts):
                 // Two buffers (one writev): the data lands at the start of its own buffer, so
                 // the copy is not shifted by the header's length (see the memcpy note in
-                // PLATFORM.md), and is not concatenated first.
+                // PLATFORM.md). The parts are slices of cached blocks: this is their one copy.
                 var head = context.channel.allocator.buffer(capacity: header.count)
                 head.writeBytes(header)
                 context.write(wrapOutboundOut(head), promise: nil)
-                var body = context.channel.allocator.buffer(capacity: data.count)
-                body.writeBytes(data)
+                var body = context.channel.allocator.buffer(capacity: parts.reduce(0) { $0 + $1.count })
+                for part in parts { body.writeBytes(part) }
                 context.write(wrapOutboundOut(body), promise: nil)
                 wrote = true
             case .enterTransmission(let e):
@@ -126,7 +126,7 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
                     ctx.value.close(promise: nil)
                     return
                 }
-                let mapped: Result<[UInt8], NBDErrno>
+                let mapped: Result<[ArraySlice<UInt8>], NBDErrno>
                 switch result {
                 case .success(let data): mapped = .success(data)
                 case .failure(let e as VolumeError):
@@ -139,7 +139,7 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
                 case .failure: mapped = .failure(.EIO)
                 }
                 if case .failure = mapped { TorusMetrics.nbdRequest(op, bytes: 0, failed: true) } else { TorusMetrics.nbdRequest(op, bytes: bytes, failed: false) }
-                self.perform(self.connection.completed(cookie: cookie, result: mapped), context: ctx.value)
+                self.perform(self.connection.completed(cookie: cookie, parts: mapped), context: ctx.value)
             }
         }
         // `torus up` accepts NBD connections on the cluster loop: no thread hop per command.

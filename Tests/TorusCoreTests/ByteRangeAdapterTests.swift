@@ -21,7 +21,7 @@ private final class AdapterHarness {
                 pendingOps.insert(op)
                 cl.handle(client, cl.clients[client]!.submit(op, vop, now: cl.now))
             case .complete(let id, let r):
-                replies[id] = r
+                replies[id] = r.map { $0.flatMap { $0 } }  // read parts joined
             }
         }
     }

@@ -174,6 +174,13 @@ struct VolumeClientTests {
         #expect(cl.wait(cl.submit(c1, .read(offset: 8192, length: 57344))) == .success(.read(data)))
         let cached = cl.clients[c1]!.cache[1]!.data
         #expect(cached.withUnsafeBufferPointer { $0.baseAddress } == chunks[2].withUnsafeBufferPointer { $0.baseAddress })
+        // A read of cached blocks answers with slices of them, not copies.
+        guard case .success(.read(let parts))? = cl.wait(cl.submit(c1, .read(offset: 16384, length: 20480))) else {
+            Issue.record("read failed")
+            return
+        }
+        #expect(parts.count == 2 && parts[0].count == 16384 && parts[1].count == 4096)
+        #expect(parts[0].withUnsafeBufferPointer { $0.baseAddress } == chunks[2].withUnsafeBufferPointer { $0.baseAddress })
         #expect(cl.wait(cl.submit(c1, .flush)) == .success(.done))
         #expect(chunks[2] == Array(data[8192..<24576]), "the caller's chunk is never written to")
     }

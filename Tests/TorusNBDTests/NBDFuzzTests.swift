@@ -123,8 +123,8 @@ struct NBDFuzzTests {
                     validate(command)
                 case .send(let bytes):
                     #expect(!bytes.isEmpty)
-                case .sendReply(let header, let data):
-                    #expect(header.count >= 16 && !data.isEmpty)
+                case .sendReply(let header, let parts):
+                    #expect(header.count >= 16 && parts.contains { !$0.isEmpty })
                 }
             }
             #expect(c.bufferedBytes <= limits.bufferedBytesMax)

@@ -189,7 +189,7 @@ struct Harness {
             }
             // A reply's header and data are one message: compare them as one send.
             perStep.append(actions.map { a in
-                if case .sendReply(let header, let data) = a { return .send(header + data) }
+                if case .sendReply(let header, let parts) = a { return .send(header + parts.flatMap { $0 }) }
                 return a
             })
         }

@@ -69,6 +69,31 @@ struct NBDTransmissionTests {
         }
     }
 
+    @Test("read data completed as parts is replied from the parts, not joined; parts of the wrong total get EIO")
+    func readReplyFromParts() {
+        var c = h.connection()
+        _ = c.start()
+        _ = c.receive(goHandshake("disk")[...])
+        _ = c.receive((request(C.read, cookie: 1, offset: 0, length: 10) + request(C.read, cookie: 2, offset: 0, length: 10))[...])
+        let a: [UInt8] = [1, 2, 3, 4], b: [UInt8] = [5, 6, 7, 8, 9, 10, 11]
+        let reply = c.completed(cookie: 1, parts: .success([a[...], b[..<6]]))
+        guard case .sendReply(let header, let parts)? = reply.first, reply.count == 1 else {
+            Issue.record("expected one reply, got \(reply)")
+            return
+        }
+        #expect(parts == [a[...], b[..<6]])
+        #expect(header + parts.flatMap { $0 } == NBDTransmissionTests.bytes(of: simpleReply(1, data: Array(1...10))))
+        #expect(c.completed(cookie: 2, parts: .success([a[...]])) == [simpleReply(2, error: NBDErrno.EIO.rawValue)])
+    }
+
+    static func bytes(of action: NBDAction) -> [UInt8] {
+        switch action {
+        case .send(let bytes): bytes
+        case .sendReply(let header, let parts): header + parts.flatMap { $0 }
+        default: []
+        }
+    }
+
     @Test("out-of-order completions produce replies in completion order with the right cookies")
     func outOfOrder() {
         let o = session([

@@ -35,7 +35,7 @@ struct PeerTransportTests {
     }
 
     static func submit(_ cluster: LocalCluster, _ request: ByteRangeAdapter.Request) throws -> [UInt8] {
-        try cluster.loop.flatSubmit { cluster.submit(volume: "t", request) }.wait()
+        try cluster.loop.flatSubmit { cluster.submit(volume: "t", request) }.wait().flatMap { $0 }
     }
 
     static func pattern(_ count: Int, seed: UInt64) -> [UInt8] {

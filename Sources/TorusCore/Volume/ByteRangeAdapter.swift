@@ -30,8 +30,9 @@ public struct ByteRangeAdapter: Sendable {
     public enum Output: Sendable {
         /// Submit to the volume client; report the result with `opCompleted`.
         case submit(OpID, VolumeOp)
-        /// The request is done: read data (empty for everything else) or an error.
-        case complete(request: UInt64, Result<[UInt8], VolumeError>)
+        /// The request is done: read data as parts to concatenate (slices of cached blocks; empty
+        /// for everything else) or an error.
+        case complete(request: UInt64, Result<[ArraySlice<UInt8>], VolumeError>)
     }
 
     private enum Step: Sendable {
@@ -47,7 +48,8 @@ public struct ByteRangeAdapter: Sendable {
         var isWrite: Bool
         var step: Step = .reading
         var pendingOps = 0
-        var buffer: [UInt8] = []   // sector-expanded image being merged (writes) or read (reads)
+        var buffer: [UInt8] = []   // sector-expanded image being merged (writes)
+        var parts: [ArraySlice<UInt8>] = []  // the sector-expanded range read (reads)
         var started = false
         /// FUA already carried by the write op itself.
         var fuaDone = false
@@ -107,14 +109,14 @@ public struct ByteRangeAdapter: Sendable {
             out += startReady()
             return out
         case .success(let r):
-            if case .read(let data) = r {
+            if case .read(let parts) = r {
                 let s = Int(a.first) * sectorSize
                 switch role {
-                case .read: a.buffer = data
-                case .headEdge: a.buffer.replaceSubrange(0..<sectorSize, with: data)
+                case .read: a.parts = parts
+                case .headEdge: a.buffer.replaceSubrange(0..<sectorSize, with: r.readBytes!)
                 case .tailEdge:
                     let at = Int(a.end - 1) * sectorSize - s
-                    a.buffer.replaceSubrange(at..<(at + sectorSize), with: data)
+                    a.buffer.replaceSubrange(at..<(at + sectorSize), with: r.readBytes!)
                 default: preconditionFailure("read data for a \(role) op")
                 }
             }
@@ -212,7 +214,12 @@ public struct ByteRangeAdapter: Sendable {
         case .reading:
             if case .read(let offset, let length) = a.request {
                 let at = Int(offset - a.first * UInt64(sectorSize))
-                finish(id, .success(Array(a.buffer[at..<(at + length)])), into: &out)
+                if at == 0 && length == Int(a.end - a.first) * sectorSize {
+                    finish(id, .success(a.parts), into: &out)  // whole sectors: the parts as they are
+                } else {
+                    let all = VolumeOpResult.read(parts: a.parts).readBytes!
+                    finish(id, .success([all[at..<(at + length)]]), into: &out)
+                }
                 return
             }
             // Edge sectors are in: lay the new bytes over them, then write.
@@ -278,7 +285,7 @@ public struct ByteRangeAdapter: Sendable {
         }
     }
 
-    private mutating func finish(_ id: UInt64, _ result: Result<[UInt8], VolumeError>, into out: inout [Output]) {
+    private mutating func finish(_ id: UInt64, _ result: Result<[ArraySlice<UInt8>], VolumeError>, into out: inout [Output]) {
         active[id] = nil
         order.removeAll { $0 == id }
         // Ops of this request still in flight are forgotten; their results are ignored.

@@ -38,11 +38,12 @@ extension VolumeClient {
             pumpFlush()
         case .read(let offset, let length):
             let pieces = split(id, offset, length)
-            ops[id] = PendingOp(kind: .read, remaining: pieces.count, buffer: Array(repeating: 0, count: length))
+            ops[id] = PendingOp(kind: .read, remaining: pieces.count,
+                                parts: Array(repeating: [], count: pieces.count), firstBlock: pieces[0].block)
             for p in pieces { readPiece(p) }
         case .write(let offset, let chunks, let fua):
             let pieces = split(id, offset, chunks.byteCount)
-            ops[id] = PendingOp(kind: .write(fua: fua), remaining: pieces.count, buffer: [])
+            ops[id] = PendingOp(kind: .write(fua: fua), remaining: pieces.count)
             // Pieces and chunks both run in order: walk them together.
             var c = 0, chunkStart = 0
             var joined: [UInt8]?  // for pieces that span chunks
@@ -62,7 +63,7 @@ extension VolumeClient {
         case .trim(let offset, let length):
             // Trim = zeros, applied block by block; whole zero blocks are unmapped on write-back.
             let pieces = split(id, offset, length)
-            ops[id] = PendingOp(kind: .trim, remaining: pieces.count, buffer: [])
+            ops[id] = PendingOp(kind: .trim, remaining: pieces.count)
             let zeros = Array(repeating: UInt8(0), count: info.blockSize)
             for p in pieces { writePiece(p, zeros[0..<p.length]) }
         }
@@ -105,13 +106,21 @@ extension VolumeClient {
             startFetch(p.block, entry, waiter: .read(p),
                        range: small && !sequential ? p.offsetInBlock..<(p.offsetInBlock + p.length) : nil)
         } else {
-            pieceDone(p.op, nil)  // never written: zeros, and the buffer starts zeroed
+            if zeroBlock.count != info.blockSize { zeroBlock = Array(repeating: 0, count: info.blockSize) }
+            setPart(p, zeroBlock[0..<p.length])  // never written: zeros
+            pieceDone(p.op, nil)
         }
     }
 
+    /// The piece's bytes from a whole block: a slice of it, not a copy.
     mutating func copyOut(_ p: Piece, from data: [UInt8]) {
-        ops[p.op]!.buffer.replaceSubrange(p.bufferOffset..<(p.bufferOffset + p.length),
-                                          with: data[p.offsetInBlock..<(p.offsetInBlock + p.length)])
+        setPart(p, data[p.offsetInBlock..<(p.offsetInBlock + p.length)])
+    }
+
+    mutating func setPart(_ p: Piece, _ bytes: ArraySlice<UInt8>) {
+        precondition(bytes.count == p.length, "read piece of \(p.length) bytes got \(bytes.count)")
+        let index = Int(p.block - ops[p.op]!.firstBlock)
+        ops[p.op]!.parts[index] = bytes
     }
 
     mutating func pieceDone(_ op: OpID, _ error: VolumeError?) {
@@ -128,7 +137,7 @@ extension VolumeClient {
             return
         }
         switch pending.kind {
-        case .read: out.append(.complete(op, .success(.read(pending.buffer))))
+        case .read: out.append(.complete(op, .success(.read(parts: pending.parts))))
         case .write(fua: true):
             flushQueue.append(FlushWaiter(op: op))
             pumpFlush()
@@ -395,7 +404,7 @@ extension VolumeClient {
         for w in f.waiters {
             if case .read(let p) = w, p.offsetInBlock >= range.lowerBound, p.offsetInBlock + p.length <= range.upperBound {
                 let from = p.offsetInBlock - range.lowerBound
-                ops[p.op]!.buffer.replaceSubrange(p.bufferOffset..<(p.bufferOffset + p.length), with: data[from..<(from + p.length)])
+                setPart(p, data[from..<(from + p.length)])
                 pieceDone(p.op, nil)
             } else {
                 rest.append(w)

@@ -102,6 +102,8 @@ public struct VolumeClient: Sendable {
     /// Where the last read piece ended (block, offset in block): a read that starts there is
     /// sequential and fetches whole blocks, so the cache serves the reads that follow.
     var lastReadEnd: (block: UInt64, offset: Int)?
+    /// One block of zeros, shared by every read of never-written blocks (made on first use).
+    var zeroBlock: [UInt8] = []
     /// Read-only clients: when to re-read the head, and whether a refresh is under way (a
     /// head read or a map load while serving).
     var nextRefreshAt: Instant = .zero

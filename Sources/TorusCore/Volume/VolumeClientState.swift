@@ -108,7 +108,9 @@ extension VolumeClient {
         enum Kind: Sendable { case read, write(fua: Bool), trim }
         var kind: Kind
         var remaining: Int
-        var buffer: [UInt8]
+        /// A read's data, one part per piece (block) from `firstBlock` on.
+        var parts: [ArraySlice<UInt8>] = []
+        var firstBlock: UInt64 = 0
         var error: VolumeError?
     }
 

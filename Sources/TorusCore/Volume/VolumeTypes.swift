@@ -49,8 +49,32 @@ extension [[UInt8]] {
 }
 
 public enum VolumeOpResult: Sendable, Equatable {
-    case read([UInt8])
+    /// The bytes read: `parts` concatenated, in order. They are slices of cached blocks,
+    /// shared rather than copied, so a reply can be written straight from them.
+    case read(parts: [ArraySlice<UInt8>])
     case done
+
+    /// A read result of one array.
+    public static func read(_ bytes: [UInt8]) -> VolumeOpResult { .read(parts: [bytes[...]]) }
+
+    /// The bytes of a read result, joined (nil for `.done`).
+    public var readBytes: [UInt8]? {
+        guard case .read(let parts) = self else { return nil }
+        if parts.count == 1 { return Array(parts[0]) }
+        var all: [UInt8] = []
+        all.reserveCapacity(parts.reduce(0) { $0 + $1.count })
+        for p in parts { all.append(contentsOf: p) }
+        return all
+    }
+
+    /// Equal when both are `.done`, or reads of the same bytes however they are cut into parts.
+    public static func == (a: VolumeOpResult, b: VolumeOpResult) -> Bool {
+        switch (a, b) {
+        case (.done, .done): true
+        case (.read, .read): a.readBytes == b.readBytes
+        default: false
+        }
+    }
 }
 
 /// Errors a volume user can get. Each says what happened and carries what it happened to.
