@@ -3,6 +3,8 @@
 # engine, in one run on this machine. Prints IOPS, MB/s, p50/p99 latency and ratios.
 #
 # Usage: bash Benchmarks/nbd-bench.sh [RUNTIME_SECONDS]   (default 10 s per job)
+#        UNIX_SOCKETS=1 bash Benchmarks/nbd-bench.sh ...  also runs nbdkit file and torus 3 nodes r2
+#        over Unix sockets (nbd+unix://); their ratios are to nbdkit file over a Unix socket.
 # Needs: fio, nbdkit (Debian packages; installed if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,10 +29,12 @@ wait_nbd() {
 
 # Targets: name, URI.
 declare -a NAMES URIS
-start_torus() {  # name port nodes replication
-    "$BIN" up --data-dir "$WORK/$1" --nodes "$3" --replication "$4" --nbd "127.0.0.1:$2" \
+start_torus() {  # name port-or-socket nodes replication
+    local listen="127.0.0.1:$2" uri="nbd://127.0.0.1:$2/bench"
+    if [[ $2 == /* ]]; then listen=$2; uri="nbd+unix:///bench?socket=$2"; fi
+    "$BIN" up --data-dir "$WORK/$1" --nodes "$3" --replication "$4" --nbd "$listen" \
         --disk-size 2GiB --volume bench:${SIZE_MB}MiB >"$WORK/$1.log" 2>&1 &
-    PIDS+=($!); NAMES+=("$1"); URIS+=("nbd://127.0.0.1:$2/bench")
+    PIDS+=($!); NAMES+=("$1"); URIS+=("$uri")
 }
 nbdkit --exit-with-parent -f -p 10901 -e bench memory ${SIZE_MB}M >/dev/null 2>&1 &
 PIDS+=($!); NAMES+=("nbdkit-memory"); URIS+=("nbd://127.0.0.1:10901/bench")
@@ -39,6 +43,11 @@ nbdkit --exit-with-parent -f -p 10902 -e bench file "$WORK/file.img" >/dev/null 
 PIDS+=($!); NAMES+=("nbdkit-file"); URIS+=("nbd://127.0.0.1:10902/bench")
 start_torus torus-1n-r1 10903 1 1
 start_torus torus-3n-r2 10904 3 2
+if [[ ${UNIX_SOCKETS:-0} == 1 ]]; then
+    nbdkit --exit-with-parent -f -U "$WORK/nbdkit.sock" -e bench file "$WORK/file.img" >/dev/null 2>&1 &
+    PIDS+=($!); NAMES+=("nbdkit-file-unix"); URIS+=("nbd+unix:///bench?socket=$WORK/nbdkit.sock")
+    start_torus torus-3n-r2-unix "$WORK/torus.sock" 3 2
+fi
 for u in "${URIS[@]}"; do wait_nbd "$u"; done
 
 JOBS=("randread 4k 32" "randwrite 4k 32" "randread 4k 1" "read 1m 8" "write 1m 8")
@@ -68,11 +77,13 @@ python3 - "$RESULTS" <<'PY'
 import sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
 by = {(r[0], r[1]): r for r in rows}
-print(f'{"target":<14} {"job (rw bs qd)":<18} {"IOPS":>9} {"MB/s":>9} {"p50 us":>8} {"p99 us":>8} {"vs file":>8} {"vs mem":>8}')
+print(f'{"target":<17} {"job (rw bs qd)":<18} {"IOPS":>9} {"MB/s":>9} {"p50 us":>8} {"p99 us":>8} {"vs file":>8} {"vs mem":>8}')
 for r in rows:
     name, job, iops, mbs, p50, p99 = r
     def ratio(peer):
+        if name.endswith("-unix"):
+            peer = "nbdkit-file-unix" if peer == "nbdkit-file" else None
         p = by.get((peer, job))
         return f"{float(iops) / float(p[2]):.2f}x" if p and float(p[2]) > 0 else "-"
-    print(f"{name:<14} {job:<18} {iops:>9} {mbs:>9} {p50:>8} {p99:>8} {ratio('nbdkit-file'):>8} {ratio('nbdkit-memory'):>8}")
+    print(f"{name:<17} {job:<18} {iops:>9} {mbs:>9} {p50:>8} {p99:>8} {ratio('nbdkit-file'):>8} {ratio('nbdkit-memory'):>8}")
 PY
