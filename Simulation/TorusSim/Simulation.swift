@@ -265,6 +265,11 @@ public final class Simulation {
         cfg.unsyncedBytesHigh = max(1, cacheBlocks / Int(1 + knobs.below(4))) * options.blockSize
         cfg.syncDelay = knobs.duration(.milliseconds(100), .seconds(2))
         cfg.syncTimeout = knobs.duration(.milliseconds(500), .seconds(3))
+        // `torus up` waits 5 s before writing a dirty block back: one seed in four waits
+        // seconds too, so the high-water mark and flushes do most write-back (own stream, so
+        // the other knobs of every seed stay as they were).
+        var delayKnob = root.derived(stream: 10)
+        if delayKnob.below(4) == 0 { cfg.writebackDelay = delayKnob.duration(.seconds(1), .seconds(6)) }
         clientConfig = cfg
         // The stores' batching knobs, drawn per seed from their own stream.
         var storeKnobs = root.derived(stream: 9)
