@@ -137,7 +137,9 @@ extension VolumeClient {
             return
         }
         switch pending.kind {
-        case .read: out.append(.complete(op, .success(.read(parts: pending.parts))))
+        case .read:
+            precondition(!pending.parts.contains { $0.isEmpty }, "read \(op) completed with a piece never filled in")
+            out.append(.complete(op, .success(.read(parts: pending.parts))))
         case .write(fua: true):
             flushQueue.append(FlushWaiter(op: op))
             pumpFlush()
