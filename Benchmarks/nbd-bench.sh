@@ -71,6 +71,12 @@ print("\t".join([sys.argv[2], sys.argv[3], f'{side["iops"]:.0f}', f'{side["bw_by
                  f'{pct.get("50.000000", 0) / 1000:.0f}', f'{pct.get("99.000000", 0) / 1000:.0f}']))
 PY
     done
+    # Stop this target and write its dirty data out before the next one runs: otherwise its
+    # write-back and syncs (torus after --writeback-delay, nbdkit file through the kernel's
+    # flusher) land in the next target's jobs.
+    kill "${PIDS[$i]}" 2>/dev/null || true
+    wait "${PIDS[$i]}" 2>/dev/null || true
+    sync
 done
 
 python3 - "$RESULTS" <<'PY'
