@@ -62,7 +62,7 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
                 var head = context.channel.allocator.buffer(capacity: header.count)
                 head.writeBytes(header)
                 context.write(wrapOutboundOut(head), promise: nil)
-                var body = context.channel.allocator.buffer(capacity: parts.reduce(0) { $0 + $1.count })
+                var body = context.channel.allocator.buffer(capacity: parts.byteCount)
                 for part in parts { body.writeBytes(part) }
                 context.write(wrapOutboundOut(body), promise: nil)
                 wrote = true
@@ -109,7 +109,7 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         switch command {
         case .read(let o, let l): (request, op, bytes) = (.read(offset: o, length: l), 0, Int(l))
         case .write(let o, let c, let fua):
-            (request, op, bytes) = (.write(offset: o, chunks: c, fua: fua), 1, c.reduce(0) { $0 + $1.count })
+            (request, op, bytes) = (.write(offset: o, chunks: c, fua: fua), 1, c.byteCount)
         case .flush: (request, op, bytes) = (.flush, 2, 0)
         case .trim(let o, let l, let fua): (request, op, bytes) = (.trim(offset: o, length: l, fua: fua), 3, 0)
         case .writeZeroes(let o, let l, let fua, _): (request, op, bytes) = (.writeZeroes(offset: o, length: l, fua: fua), 4, 0)

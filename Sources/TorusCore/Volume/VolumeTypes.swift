@@ -33,14 +33,14 @@ extension VolumeOp {
     }
 }
 
-/// Bytes held as consecutive arrays (a write's `chunks`).
-extension [[UInt8]] {
+/// Bytes held as consecutive pieces: a write's `chunks`, a read's `parts`.
+extension Array where Element: RandomAccessCollection<UInt8> {
     /// Total bytes.
-    var byteCount: Int { reduce(0) { $0 + $1.count } }
+    public var byteCount: Int { reduce(0) { $0 + $1.count } }
 
-    /// The bytes concatenated (no copy for a single chunk).
-    var joined: [UInt8] {
-        if count == 1 { return self[0] }
+    /// The bytes concatenated (a single whole array is shared, not copied).
+    public var joined: [UInt8] {
+        if count == 1 { return [UInt8](self[0]) }
         var all: [UInt8] = []
         all.reserveCapacity(byteCount)
         for c in self { all.append(contentsOf: c) }
@@ -60,11 +60,7 @@ public enum VolumeOpResult: Sendable, Equatable {
     /// The bytes of a read result, joined (nil for `.done`).
     public var readBytes: [UInt8]? {
         guard case .read(let parts) = self else { return nil }
-        if parts.count == 1 { return Array(parts[0]) }
-        var all: [UInt8] = []
-        all.reserveCapacity(parts.reduce(0) { $0 + $1.count })
-        for p in parts { all.append(contentsOf: p) }
-        return all
+        return parts.joined
     }
 
     /// Equal when both are `.done`, or reads of the same bytes however they are cut into parts.
