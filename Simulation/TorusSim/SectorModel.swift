@@ -52,7 +52,7 @@ struct SectorModel {
     /// Appends the bytes write `value` puts into `sector`.
     static func sectorBytes(value: UInt64, sector: UInt64, into out: inout [UInt8]) {
         let start = out.count
-        out += [UInt8](repeating: 0, count: sectorSize)
+        out.append(contentsOf: repeatElement(0, count: sectorSize))
         let f = fill(value: value, sector: sector)
         out.withUnsafeMutableBytes { raw in
             let p = raw.baseAddress! + start
@@ -156,30 +156,42 @@ struct SectorModel {
         }
     }
 
-    /// Checks a completed read of `count` sectors from `firstSector`.
-    mutating func readCompleted(firstSector: UInt64, data: [UInt8]) -> Violation? {
-        let n = data.count / Self.sectorSize
-        for k in 0..<n {
-            let s = Int(firstSector) + k
-            let bytes = data[(k * Self.sectorSize)..<((k + 1) * Self.sectorSize)]
-            let value: UInt64
-            switch Self.decode(bytes, sector: UInt64(s)) {
-            case .failure(let v): return v
-            case .success(let v): value = v
+    /// Checks a completed read from `firstSector`, over its pieces as the client returned them
+    /// (each a whole number of sectors when blocks are; otherwise they are joined first).
+    mutating func readCompleted(firstSector: UInt64, parts: [ArraySlice<UInt8>]) -> Violation? {
+        guard parts.allSatisfy({ $0.count % Self.sectorSize == 0 }) else {
+            return readCompleted(firstSector: firstSector, parts: [parts.joined[...]])
+        }
+        var s = Int(firstSector)
+        for part in parts {
+            var at = part.startIndex
+            while at < part.endIndex {
+                if let v = check(sector: s, part[at..<(at + Self.sectorSize)]) { return v }
+                at += Self.sectorSize
+                s += 1
             }
-            readsChecked += 1
-            // A maybe the read does not show did not apply: drop it and look further back.
-            while let last = sectors[s].pending.last, last.maybe, last.value != value { sectors[s].pending.removeLast() }
-            if let last = sectors[s].pending.last {
-                if value != last.value {
-                    return staleOrLost(s, got: value, expected: [last.value], durable: false)
-                }
-                sectors[s].pending[sectors[s].pending.count - 1].maybe = false  // it applied
-            } else if !sectors[s].base.contains(value) {
-                return staleOrLost(s, got: value, expected: sectors[s].base, durable: true)
-            } else if sectors[s].base.count > 1 {
-                sectors[s].base = [value]  // settled: this is what survived
+        }
+        return nil
+    }
+
+    private mutating func check(sector s: Int, _ bytes: ArraySlice<UInt8>) -> Violation? {
+        let value: UInt64
+        switch Self.decode(bytes, sector: UInt64(s)) {
+        case .failure(let v): return v
+        case .success(let v): value = v
+        }
+        readsChecked += 1
+        // A maybe the read does not show did not apply: drop it and look further back.
+        while let last = sectors[s].pending.last, last.maybe, last.value != value { sectors[s].pending.removeLast() }
+        if let last = sectors[s].pending.last {
+            if value != last.value {
+                return staleOrLost(s, got: value, expected: [last.value], durable: false)
             }
+            sectors[s].pending[sectors[s].pending.count - 1].maybe = false  // it applied
+        } else if !sectors[s].base.contains(value) {
+            return staleOrLost(s, got: value, expected: sectors[s].base, durable: true)
+        } else if sectors[s].base.count > 1 {
+            sectors[s].base = [value]  // settled: this is what survived
         }
         return nil
     }

@@ -66,19 +66,22 @@ final class SimDisk {
     }
 
     func read(offset: UInt64, length: Int) -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: length)
         let s = sectorSize
         let first = offset / UInt64(s)
-        out.withUnsafeMutableBytes { dst in
+        // Each sector is either copied or zeroed, once (no zero fill of the whole buffer first:
+        // boots read whole journal regions).
+        return [UInt8](unsafeUninitializedCapacity: length) { dst, initialized in
+            let base = UnsafeMutableRawPointer(dst.baseAddress!)
             for k in 0..<(length / s) {
                 let sector = Int(first) + k
-                guard let v = volatile[sector] ?? durable[sector] else { continue }
-                v.withUnsafeBytes { src in
-                    (dst.baseAddress! + k * s).copyMemory(from: src.baseAddress!, byteCount: s)
+                if let v = volatile[sector] ?? durable[sector] {
+                    v.withUnsafeBytes { src in (base + k * s).copyMemory(from: src.baseAddress!, byteCount: s) }
+                } else {
+                    (base + k * s).initializeMemory(as: UInt8.self, repeating: 0, count: s)
                 }
             }
+            initialized = length
         }
-        return out
     }
 
     /// A read through the drive: fails when it covers a sector with a latent error.

@@ -194,8 +194,7 @@ extension Simulation {
         for k in 0..<op.sectorCount { sectorBusy[Int(op.firstSector) + k] = 0 }
         switch (op.kind, result) {
         case (.read, .success(.read(let parts))):
-            let data = VolumeOpResult.read(parts: parts).readBytes!
-            if let v = model.readCompleted(firstSector: op.firstSector, data: data) { violation = v }
+            if let v = model.readCompleted(firstSector: op.firstSector, parts: parts) { violation = v }
         case (.read, .failure(let e)):
             readErrors += 1
             if finalPhase != nil {

@@ -10,10 +10,11 @@
 ///   in flight (each sector holds either its old or its new contents, or garbage for the
 ///   one sector being written);
 /// - completions may arrive in any order; the core waits for the completions it depends on.
-public struct DiskOpID: Hashable, Comparable, Sendable {
+public struct DiskOpID: WordHashable, Comparable, Sendable {
     public var raw: UInt64
     public init(_ raw: UInt64) { self.raw = raw }
     public static func < (a: DiskOpID, b: DiskOpID) -> Bool { a.raw < b.raw }
+    public var hashWord: UInt64 { raw }
 }
 
 public enum DiskRequest: Sendable {

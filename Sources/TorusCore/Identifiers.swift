@@ -1,9 +1,34 @@
+/// A key that hashes as one machine word, mixed with a multiply-xorshift finalizer instead of
+/// SipHash.
+///
+/// The core's hot maps are keyed by counters and block refs it makes itself (not by input an
+/// attacker picks), and looking them up through `Hasher` was a tenth of the simulator's time.
+/// `_rawHashValue(seed:)` is the standard library's own customization point for exactly this
+/// (the integer types implement it); dictionaries and sets still seed it per instance, so
+/// iteration order stays as arbitrary as before and nothing may depend on it.
+public protocol WordHashable: Hashable {
+    /// All of the key's identity in one word (equal keys give equal words).
+    var hashWord: UInt64 { get }
+}
+
+extension WordHashable {
+    @inlinable public func hash(into hasher: inout Hasher) { hasher.combine(hashWord) }
+    @inlinable public func _rawHashValue(seed: Int) -> Int {
+        // SplitMix64's finalizer over the word and the table's seed.
+        var z = hashWord ^ (UInt64(bitPattern: Int64(seed)) &* 0x9E37_79B9_7F4A_7C15)
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return Int(truncatingIfNeeded: z ^ (z >> 31))
+    }
+}
+
 /// A storage node's identity in the cluster (stable across restarts).
-public struct NodeID: Hashable, Comparable, Sendable, CustomStringConvertible {
+public struct NodeID: WordHashable, Comparable, Sendable, CustomStringConvertible {
     public var raw: UInt32
     public init(_ raw: UInt32) { self.raw = raw }
     public static func < (a: NodeID, b: NodeID) -> Bool { a.raw < b.raw }
     public var description: String { "n\(raw)" }
+    public var hashWord: UInt64 { UInt64(raw) }
 }
 
 /// Names exactly one immutable block content forever.
@@ -12,7 +37,7 @@ public struct NodeID: Hashable, Comparable, Sendable, CustomStringConvertible {
 /// so two different contents can never share a ref: a node either holds a ref with the right
 /// bytes (checksum-verified) or does not hold it. `index` is the block's position in the volume,
 /// or `BlockRef.mapIndexBase + n` for map page `n` and `BlockRef.rootIndex` for the map root.
-public struct BlockRef: Hashable, Comparable, Sendable, CustomStringConvertible {
+public struct BlockRef: WordHashable, Comparable, Sendable, CustomStringConvertible {
     public var volume: UInt64
     public var epoch: UInt64
     public var sequence: UInt64
@@ -35,10 +60,10 @@ public struct BlockRef: Hashable, Comparable, Sendable, CustomStringConvertible 
 
     public var description: String { "v\(volume)/e\(epoch)/s\(sequence)/i\(index)" }
 
-    /// One word into the hasher instead of four: refs are hashed on every store and cache
-    /// lookup. Equality still compares all fields.
-    public func hash(into hasher: inout Hasher) {
-        hasher.combine(sequence &* 0x9E37_79B9_7F4A_7C15 ^ index &* 0xC2B2_AE3D_27D4_EB4F ^ epoch << 40 ^ volume << 52)
+    /// One word for four: refs are hashed on every store and cache lookup. Equality still
+    /// compares all fields.
+    public var hashWord: UInt64 {
+        sequence &* 0x9E37_79B9_7F4A_7C15 ^ index &* 0xC2B2_AE3D_27D4_EB4F ^ epoch << 40 ^ volume << 52
     }
 
     /// A stable 64-bit key for placement hashing.

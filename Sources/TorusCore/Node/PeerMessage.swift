@@ -1,8 +1,9 @@
 /// Correlates a request with its reply on the peer protocol. Chosen by the sender, unique per sender.
-public struct RPCID: Hashable, Comparable, Sendable, CustomStringConvertible {
+public struct RPCID: WordHashable, Comparable, Sendable, CustomStringConvertible {
     public var raw: UInt64
     public init(_ raw: UInt64) { self.raw = raw }
     public static func < (a: RPCID, b: RPCID) -> Bool { a.raw < b.raw }
+    public var hashWord: UInt64 { raw }
     public var description: String { "#\(raw)" }
 }
 

@@ -48,14 +48,14 @@ enum BlockStoreFormat {
     static func encodeSectors(
         _ records: some Collection<Record>, generation: UInt64, firstSequence: Int, config: BlockStoreConfig
     ) -> [UInt8] {
-        var out: [UInt8] = []
-        out.reserveCapacity(config.sectorsFor(records: records.count) * config.sectorSize)
+        // One buffer for every sector, each sealed in place (no per-sector buffers or copies).
+        var w = ByteWriter(capacity: config.sectorsFor(records: records.count) * config.sectorSize)
         var sequence = firstSequence
         var rest = records[...]
         while !rest.isEmpty {
             let chunk = rest.prefix(config.recordsPerSector)
             rest = rest.dropFirst(chunk.count)
-            var w = ByteWriter(capacity: config.sectorSize)
+            let start = w.count
             w.u32(journalSectorMagic)
             w.u32(0)
             w.u64(generation)
@@ -69,11 +69,11 @@ enum BlockStoreFormat {
                 w.u64(UInt64(r.slot))
                 r.ref.encode(into: &w)
             }
-            w.pad(to: config.sectorSize)
-            out.append(contentsOf: sealed(w.bytes))
+            w.pad(to: start + config.sectorSize)
+            seal(&w, sectorAt: start, size: config.sectorSize)
             sequence += 1
         }
-        return out
+        return w.bytes
     }
 
     static func encodeRegionHeader(_ header: RegionHeader, config: BlockStoreConfig) -> [UInt8] {
@@ -88,15 +88,15 @@ enum BlockStoreFormat {
         w.u64(UInt64(config.journalRegionSectors))
         w.u64(UInt64(config.totalSlots))
         w.pad(to: config.sectorSize)
-        return sealed(w.bytes)
+        seal(&w, sectorAt: 0, size: config.sectorSize)
+        return w.bytes
     }
 
     /// Writes the CRC of a whole sector (with the CRC field zero) into bytes 4..<8.
-    private static func sealed(_ sector: [UInt8]) -> [UInt8] {
-        var s = sector
-        let crc = sectorCRC(s[...])
-        for i in 0..<4 { s[4 + i] = UInt8(truncatingIfNeeded: crc >> (8 * UInt32(i))) }
-        return s
+    /// Writes the checksum of the sector at `start` into its bytes 4..<8 (still zero).
+    private static func seal(_ w: inout ByteWriter, sectorAt start: Int, size: Int) {
+        let crc = sectorCRC(w.written(start..<(start + size)))
+        w.patch(u32: crc, at: start + 4)
     }
 
     private static func sectorCRC(_ s: ArraySlice<UInt8>) -> UInt32 {

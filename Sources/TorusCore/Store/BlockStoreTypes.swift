@@ -1,10 +1,11 @@
 /// Requests, replies and errors of `BlockStore`.
 
 /// Names one request to the store; chosen by the caller and echoed in its reply.
-public struct StoreRequestID: Hashable, Comparable, Sendable, CustomStringConvertible {
+public struct StoreRequestID: WordHashable, Comparable, Sendable, CustomStringConvertible {
     public var raw: UInt64
     public init(_ raw: UInt64) { self.raw = raw }
     public static func < (a: StoreRequestID, b: StoreRequestID) -> Bool { a.raw < b.raw }
+    public var hashWord: UInt64 { raw }
     public var description: String { "req\(raw)" }
 }
 

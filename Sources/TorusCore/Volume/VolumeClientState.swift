@@ -128,9 +128,10 @@ extension VolumeClient {
     }
 
     /// Eviction order of clean, loaded blocks without a write-back (least recently used first).
-    struct UseKey: Comparable, Hashable, Sendable {
+    struct UseKey: Comparable, WordHashable, Sendable {
         var lastUse: UInt64
         var block: UInt64
+        var hashWord: UInt64 { lastUse &* 0x9E37_79B9_7F4A_7C15 ^ block }
         static func < (a: UseKey, b: UseKey) -> Bool { (a.lastUse, a.block) < (b.lastUse, b.block) }
     }
 

@@ -1,16 +1,18 @@
 /// Identifies one client request (an NBD request in production, a workload op in the simulator).
-public struct OpID: Hashable, Comparable, Sendable, CustomStringConvertible {
+public struct OpID: WordHashable, Comparable, Sendable, CustomStringConvertible {
     public var raw: UInt64
     public init(_ raw: UInt64) { self.raw = raw }
     public static func < (a: OpID, b: OpID) -> Bool { a.raw < b.raw }
+    public var hashWord: UInt64 { raw }
     public var description: String { "op\(raw)" }
 }
 
 /// Correlates a metadata request with its response.
-public struct MetaRequestID: Hashable, Comparable, Sendable {
+public struct MetaRequestID: WordHashable, Comparable, Sendable {
     public var raw: UInt64
     public init(_ raw: UInt64) { self.raw = raw }
     public static func < (a: MetaRequestID, b: MetaRequestID) -> Bool { a.raw < b.raw }
+    public var hashWord: UInt64 { raw }
 }
 
 /// A byte-range request on a volume. Offsets and lengths must be multiples of the sector size.
