@@ -49,20 +49,23 @@ struct SectorModel {
 
     static func fill(value: UInt64, sector: UInt64) -> UInt64 { StableHasher.mix(value, sector) | 1 }
 
-    /// Appends the bytes write `value` puts into `sector`.
-    static func sectorBytes(value: UInt64, sector: UInt64, into out: inout [UInt8]) {
-        let start = out.count
-        out.append(contentsOf: repeatElement(0, count: sectorSize))
-        let f = fill(value: value, sector: sector)
-        out.withUnsafeMutableBytes { raw in
-            let p = raw.baseAddress! + start
-            p.storeBytes(of: value.littleEndian, toByteOffset: 0, as: UInt64.self)
-            p.storeBytes(of: sector.littleEndian, toByteOffset: 8, as: UInt64.self)
-            var off = 16
-            while off < sectorSize {
-                p.storeBytes(of: f.littleEndian, toByteOffset: off, as: UInt64.self)
-                off += 8
+    /// `count` consecutive sectors of write `value` from `first`, in one buffer written once.
+    static func writeBytes(value: UInt64, first: UInt64, count: Int) -> [UInt8] {
+        [UInt8](unsafeUninitializedCapacity: count * sectorSize) { buf, initialized in
+            let base = UnsafeMutableRawPointer(buf.baseAddress!)
+            for k in 0..<count {
+                let sector = first + UInt64(k)
+                let p = base + k * sectorSize
+                let f = fill(value: value, sector: sector)
+                p.storeBytes(of: value.littleEndian, toByteOffset: 0, as: UInt64.self)
+                p.storeBytes(of: sector.littleEndian, toByteOffset: 8, as: UInt64.self)
+                var off = 16
+                while off < sectorSize {
+                    p.storeBytes(of: f.littleEndian, toByteOffset: off, as: UInt64.self)
+                    off += 8
+                }
             }
+            initialized = count * sectorSize
         }
     }
 

@@ -175,9 +175,7 @@ extension Simulation {
             let fua = roll >= writeEnd
             let value = nextWriteValue
             nextWriteValue += 1
-            var data: [UInt8] = []
-            data.reserveCapacity(count * SectorModel.sectorSize)
-            for k in 0..<count { SectorModel.sectorBytes(value: value, sector: first + UInt64(k), into: &data) }
+            let data = SectorModel.writeBytes(value: value, first: first, count: count)
             inflight[id] = InflightOp(kind: .write(fua: fua), slot: slot, firstSector: first, sectorCount: count, value: value)
             for k in 0..<count { sectorBusy[Int(first) + k] = 2 }
             handleClient(client!.submit(id, .write(offset: offset, data: data, fua: fua), now: writerNow()))

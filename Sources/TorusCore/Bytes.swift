@@ -1,14 +1,18 @@
 /// Little-endian encoding helpers for on-disk and on-wire formats.
 ///
-/// Writes go by pointer into a zero-filled buffer that grows by doubling (journal sectors and
-/// map pages are encoded on every put and commit: appending byte by byte, or through the
-/// generic `append(contentsOf:)`, was a tenth of the simulator's time).
+/// Writes go by pointer into a buffer that grows by doubling (journal sectors and map pages
+/// are encoded on every put and commit: appending byte by byte, or through the generic
+/// `append(contentsOf:)`, was a tenth of the simulator's time).
 public struct ByteWriter: Sendable {
-    /// Zero-filled; `used` bytes of it are written.
+    /// The first `count` bytes are written; the rest is not read until written or padded.
     private var storage: [UInt8]
     public private(set) var count = 0
 
-    public init(capacity: Int = 64) { storage = [UInt8](repeating: 0, count: max(capacity, 8)) }
+    public init(capacity: Int = 64) {
+        // Not zero-filled: every byte up to `count` is written (`pad` writes its zeros), and
+        // nothing past `count` is ever read.
+        storage = [UInt8](unsafeUninitializedCapacity: max(capacity, 8)) { _, n in n = max(capacity, 8) }
+    }
 
     /// The bytes written (the buffer is trimmed to them, without copying, on first access).
     public var bytes: [UInt8] {
@@ -55,7 +59,9 @@ public struct ByteWriter: Sendable {
     public mutating func pad(to total: Int) {
         guard total > count else { return }
         reserve(total - count)
-        count = total  // the buffer past `count` is still zero
+        let at = count
+        storage.withUnsafeMutableBytes { _ = ($0.baseAddress! + at).initializeMemory(as: UInt8.self, repeating: 0, count: total - at) }
+        count = total
     }
 
     /// Overwrites four bytes already written (a checksum computed over what follows it).

@@ -67,10 +67,21 @@ public struct Ring: Hashable, Sendable {
     /// Positions in `members`, best first (ties: lower node id, which is the lower position).
     private func orderedIndices(for key: UInt64) -> [Int] {
         if uniformWeights {
-            // -w/ln(u) grows with u, and u grows with the hash: sort by hash.
-            var scored = members.indices.map { (StableHasher.mix(key, UInt64(members[$0].node.raw) &* 0x9E37_79B9) >> 11, $0) }
-            scored.sort { $0.0 != $1.0 ? $0.0 > $1.0 : $0.1 < $1.1 }
-            return scored.map(\.1)
+            // -w/ln(u) grows with u, and u grows with the hash: sort by hash. (An insertion
+            // sort into one array: rings are small and this runs on every block I/O.)
+            var out = [(score: UInt64, position: Int)](repeating: (0, 0), count: members.count)
+            for (i, m) in members.enumerated() {
+                let h = StableHasher.mix(key, UInt64(m.node.raw) &* 0x9E37_79B9) >> 11
+                // Best first: higher score, then lower position (positions arrive in order,
+                // so an equal score stays behind the earlier one).
+                var at = i
+                while at > 0 && out[at - 1].score < h {
+                    out[at] = out[at - 1]
+                    at -= 1
+                }
+                out[at] = (h, i)
+            }
+            return out.map(\.position)
         }
         var scored: [(Double, Int)] = []
         scored.reserveCapacity(members.count)
@@ -88,17 +99,17 @@ public struct Ring: Hashable, Sendable {
     /// ones, in order; with `draining`, then every draining member. (With fewer active members
     /// than `replication`, draining ones fill the placement: better than no placement.)
     private func pick(_ order: [Int], replication: Int, fallbacks: Int, draining: Bool = false) -> [NodeID] {
-        var chosen: [Int] = []
+        var chosen: [NodeID] = []
         chosen.reserveCapacity(min(members.count, replication + fallbacks))
         // By position: reads may ask for every member, so no quadratic `contains`.
-        var taken = [Bool](repeating: false, count: members.count)
+        var taken = Flags(count: members.count)
         func take(_ i: Int) {
-            taken[i] = true
-            chosen.append(i)
+            taken.set(i)
+            chosen.append(members[i].node)
         }
-        var usedDomain = [Bool](repeating: false, count: domainCount)
+        var usedDomain = Flags(count: domainCount)
         for i in order where chosen.count < replication && !drainingAt[i] && !usedDomain[domainIndex[i]] {
-            usedDomain[domainIndex[i]] = true
+            usedDomain.set(domainIndex[i])
             take(i)
         }
         // Fewer domains than replicas: fill with the best remaining nodes.
@@ -106,7 +117,18 @@ public struct Ring: Hashable, Sendable {
         for i in order where chosen.count < replication && !taken[i] { take(i) }
         for i in order where chosen.count < replication + fallbacks && !drainingAt[i] && !taken[i] { take(i) }
         if draining { for i in order where drainingAt[i] && !taken[i] { take(i) } }
-        return chosen.map { members[$0].node }
+        return chosen
+    }
+
+    /// Flags by position: one word for up to 64 (no allocation), an array beyond.
+    private struct Flags {
+        private var word: UInt64 = 0
+        private var more: [Bool]
+        init(count: Int) { more = count > 64 ? [Bool](repeating: false, count: count) : [] }
+        subscript(i: Int) -> Bool { more.isEmpty ? word & (1 << UInt64(i)) != 0 : more[i] }
+        mutating func set(_ i: Int) {
+            if more.isEmpty { word |= 1 << UInt64(i) } else { more[i] = true }
+        }
     }
 
     /// `replication` distinct nodes for `key`, spread over distinct failure domains first.
