@@ -152,8 +152,9 @@ extension BlockStore {
         nextGeneration += 1
         var snapshot = durableIndex
         for c in unjournaled[0..<cycle!.batchCount] where !c.cancelled { Self.apply(c.record, to: &snapshot) }
-        let records = snapshot.keys.sorted().map { ref in
-            BlockStoreFormat.Record(op: .put, ref: ref, slot: snapshot[ref]!.slot, crc: snapshot[ref]!.crc)
+        // Sorted by ref (the snapshot's bytes do not depend on the dictionary's order).
+        let records = snapshot.sorted { $0.key < $1.key }.map { ref, d in
+            BlockStoreFormat.Record(op: .put, ref: ref, slot: d.slot, crc: d.crc)
         }
         let sectors = config.sectorsFor(records: records.count)
         precondition(
@@ -177,13 +178,14 @@ extension BlockStore {
     }
 
     private static func apply(_ r: BlockStoreFormat.Record, to index: inout [BlockRef: DurableEntry]) {
+        // One hash lookup each: the old value comes back from the update.
         switch r.op {
         case .put:
-            precondition(index[r.ref] == nil, "journaled put of \(r.ref) while it is durable")
-            index[r.ref] = DurableEntry(slot: r.slot, crc: r.crc)
+            let old = index.updateValue(DurableEntry(slot: r.slot, crc: r.crc), forKey: r.ref)
+            precondition(old == nil, "journaled put of \(r.ref) while it is durable")
         case .delete:
-            precondition(index[r.ref]?.slot == r.slot, "journaled delete of \(r.ref) slot \(r.slot) not durable there")
-            index[r.ref] = nil
+            let old = index.removeValue(forKey: r.ref)
+            precondition(old?.slot == r.slot, "journaled delete of \(r.ref) slot \(r.slot) not durable there")
         }
     }
 

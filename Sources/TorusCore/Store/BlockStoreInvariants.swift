@@ -28,7 +28,9 @@ extension BlockStore {
             precondition(e.putSeq < nextSeq, "\(ref) inserted by future change \(e.putSeq)")
             owner[e.slot] = ref
             if e.putSeq <= durableThroughSeq {
-                precondition(durableIndex[ref] != nil, "\(ref) is durable but missing from the durable index")
+                // (The one lookup per ref: the durable loop below does not look back here.)
+                guard let d = durableIndex[ref] else { preconditionFailure("\(ref) is durable but missing from the durable index") }
+                precondition(e.slot == d.slot && e.crc == d.crc, "durable \(ref) differs from its index entry")
             }
         }
         precondition(freeing == freeingCount, "\(freeing) freeing slots but count is \(freeingCount)")
@@ -40,9 +42,6 @@ extension BlockStore {
                 "durable \(ref) on slot \(d.slot) in state \(slots[d.slot])")
             precondition(durableOwner[d.slot] == nil, "durable \(ref) shares slot \(d.slot)")
             durableOwner[d.slot] = ref
-            if let e = index[ref], e.putSeq <= durableThroughSeq {
-                precondition(e.slot == d.slot && e.crc == d.crc, "durable \(ref) differs from its index entry")
-            }
         }
         if let j = journal {
             precondition(
