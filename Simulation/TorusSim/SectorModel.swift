@@ -19,6 +19,8 @@ struct SectorModel {
     struct Sector {
         var base: [UInt64] = [0]
         var pending: [(value: UInt64, seq: UInt64, maybe: Bool)] = []
+        /// In `withPending` (its pending list may have emptied since).
+        var listed = false
     }
 
     enum Promise: String {
@@ -40,6 +42,8 @@ struct SectorModel {
     private(set) var sectors: [Sector]
     private(set) var completionSeq: UInt64 = 0
     private(set) var readsChecked = 0
+    /// The sectors that may have pending values (a flush visits these, not the whole volume).
+    private var withPending: [Int] = []
 
     init(sectorCount: Int) {
         sectors = Array(repeating: Sector(), count: sectorCount)
@@ -114,7 +118,7 @@ struct SectorModel {
                 sectors[s].base = [value]
                 sectors[s].pending.removeAll()
             } else {
-                sectors[s].pending.append((value, completionSeq, false))
+                addPending(s, (value, completionSeq, false))
             }
         }
     }
@@ -122,8 +126,26 @@ struct SectorModel {
     /// The completion sequence a flush issued now covers.
     var flushMark: UInt64 { completionSeq }
 
+    private mutating func addPending(_ s: Int, _ p: (value: UInt64, seq: UInt64, maybe: Bool)) {
+        sectors[s].pending.append(p)
+        if !sectors[s].listed {
+            sectors[s].listed = true
+            withPending.append(s)
+        }
+    }
+
+    /// Drops the sectors whose pending list is empty from `withPending`.
+    private mutating func prunePending() {
+        var kept: [Int] = []
+        for s in withPending {
+            if sectors[s].pending.isEmpty { sectors[s].listed = false } else { kept.append(s) }
+        }
+        withPending = kept
+    }
+
     mutating func flushCompleted(mark: UInt64) {
-        for s in sectors.indices where !sectors[s].pending.isEmpty {
+        defer { prunePending() }
+        for s in withPending where !sectors[s].pending.isEmpty {
             guard let last = sectors[s].pending.lastIndex(where: { $0.seq <= mark }) else { continue }
             // Durable now: the last value covered, or, if that was a maybe, what came before it too.
             var candidates: [UInt64] = []
@@ -145,7 +167,8 @@ struct SectorModel {
 
     /// The writer lost all volatile state; `inFlight` are the (sector, value) of writes not completed.
     mutating func writerCrashed(inFlight: [(UInt64, UInt64)]) {
-        for s in sectors.indices where !sectors[s].pending.isEmpty {
+        defer { prunePending() }
+        for s in withPending where !sectors[s].pending.isEmpty {
             for p in sectors[s].pending where !sectors[s].base.contains(p.value) { sectors[s].base.append(p.value) }
             sectors[s].pending.removeAll()
         }
@@ -157,7 +180,7 @@ struct SectorModel {
     mutating func writeMaybe(firstSector: UInt64, count: Int, value: UInt64) {
         completionSeq += 1
         for s in Int(firstSector)..<(Int(firstSector) + count) {
-            sectors[s].pending.append((value, completionSeq, true))
+            addPending(s, (value, completionSeq, true))
         }
     }
 

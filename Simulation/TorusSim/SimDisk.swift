@@ -119,18 +119,15 @@ final class SimDisk {
     }
 
     func sync() {
-        for k in volatileSectors {
-            durable[Int(k)] = volatile[Int(k)]
-            volatile[Int(k)] = nil
-        }
+        for k in volatileSectors { durable[Int(k)] = volatile[Int(k)].take() }  // moved, not copied
         volatileSectors.removeAll(keepingCapacity: true)
     }
 
     /// Power loss: see the fault model above.
     func crash(random: inout SeededRandom, survivalProbability: Double, tearProbability: Double) {
         for k in volatileSectors.sorted() {
-            if random.chance(survivalProbability) { durable[Int(k)] = volatile[Int(k)] }
-            volatile[Int(k)] = nil
+            let v = volatile[Int(k)].take()
+            if random.chance(survivalProbability) { durable[Int(k)] = v }
         }
         volatileSectors.removeAll()
         let pending = inFlight.keys.sorted()
