@@ -42,6 +42,74 @@ struct BasicsTests {
         }
     }
 
+    @Test("uniform-weight order is a full sort by score; rings of any size pick without repeats")
+    func placementOrderMatchesSort() {
+        for size in [1, 2, 5, 63, 64, 65, 70] {
+            // Node ids out of order and with gaps: the ring sorts its members by id.
+            let ids = (1...size).map { UInt32($0 * 7 % 101 + 1) }
+            let ring = Ring(members: ids.map { RingMember(node: NodeID($0)) })
+            let sortedIDs = ids.sorted()
+            for key in UInt64(0)..<200 {
+                // The reference: highest score first, ties to the lower node id.
+                let expected = sortedIDs.map { id in (StableHasher.mix(key, UInt64(id) &* 0x9E37_79B9) >> 11, id) }
+                    .sorted { $0.0 != $1.0 ? $0.0 > $1.0 : $0.1 < $1.1 }.map { NodeID($0.1) }
+                #expect(ring.ordered(for: key) == expected)
+                let every = ring.everyCandidate(for: key, replication: min(3, size))
+                #expect(every.count == size && Set(every).count == size)
+                #expect(Array(every.prefix(min(3, size))) == ring.placement(for: key, replication: min(3, size)))
+            }
+        }
+    }
+
+    @Test("ByteWriter grows past its capacity; pad, patch and slices of what is written")
+    func byteWriter() {
+        var w = ByteWriter(capacity: 4)
+        w.u8(1); w.u16(0x0302); w.u32(0x0706_0504); w.u64(0x0F0E_0D0C_0B0A_0908)
+        w.raw([0x10, 0x11][...])
+        w.raw(AnySequence([0x12, 0x13]).map { UInt8($0) })
+        #expect(w.count == 19)
+        w.pad(to: 24)
+        w.patch(u32: 0xDDCC_BBAA, at: 19)
+        #expect(Array(w.written(0..<3)) == [1, 2, 3])
+        let bytes = w.bytes
+        #expect(bytes == Array(1...19).map { UInt8($0) } + [0xAA, 0xBB, 0xCC, 0xDD, 0])
+        // Reading the bytes does not end the writer: later writes go after them.
+        w.u8(0xEE)
+        #expect(w.bytes.count == 25 && w.bytes.last == 0xEE && bytes.count == 24)
+        var r = ByteReader(w.bytes)
+        #expect(r.u8() == 1 && r.u16() == 0x0302 && r.u32() == 0x0706_0504 && r.u64() == 0x0F0E_0D0C_0B0A_0908)
+    }
+
+    @Test("word-hashed keys: equal keys hash alike, sequential ids spread evenly over buckets")
+    func wordHashing() {
+        let a = BlockRef(volume: 1, epoch: 2, sequence: 3, index: 4)
+        #expect(a._rawHashValue(seed: 99) == BlockRef(volume: 1, epoch: 2, sequence: 3, index: 4)._rawHashValue(seed: 99))
+        #expect(a._rawHashValue(seed: 1) != a._rawHashValue(seed: 2))
+        // 8,192 sequential ids, ids 1,024 apart (all alike in their low bits: an unmixed hash
+        // would put them in one bucket) and refs differing only in sequence or index, into
+        // 1,024 buckets by the low bits, as a dictionary does: about 8 each, none crowded.
+        for seed in [0, 12345] {
+            let sequential: [Int] = (0..<8192).map { RPCID(UInt64($0))._rawHashValue(seed: seed) }
+            let strided: [Int] = (0..<8192).map { DiskOpID(UInt64($0) << 10)._rawHashValue(seed: seed) }
+            let bySequence: [Int] = (0..<8192).map {
+                BlockRef(volume: 1, epoch: 3, sequence: UInt64($0), index: 9)._rawHashValue(seed: seed)
+            }
+            let byIndex: [Int] = (0..<8192).map {
+                BlockRef(volume: 1, epoch: 3, sequence: 5, index: UInt64($0))._rawHashValue(seed: seed)
+            }
+            for keys in [sequential, strided, bySequence, byIndex] {
+                var buckets = [Int](repeating: 0, count: 1024)
+                for h in keys { buckets[h & 1023] += 1 }
+                #expect(buckets.max()! <= 24 && buckets.filter { $0 == 0 }.count <= 4)
+            }
+        }
+        // And they behave as dictionary keys.
+        var d: [BlockRef: Int] = [:]
+        for i in 0..<50_000 { d[BlockRef(volume: 1, epoch: UInt64(i % 3), sequence: UInt64(i), index: UInt64(i % 700))] = i }
+        #expect(d.count == 50_000)
+        #expect((0..<50_000).allSatisfy { d[BlockRef(volume: 1, epoch: UInt64($0 % 3), sequence: UInt64($0), index: UInt64($0 % 700))] == $0 })
+    }
+
     @Test("placement spreads replicas over failure domains first")
     func placementDomains() {
         let ring = Ring(members: [
