@@ -68,8 +68,10 @@ seconds_until() {  # TIMEOUT COMMAND...: prints the seconds until COMMAND succee
 
 # start_node I: a `torus node` of 1 GiB with its data in WORK/node-I and its log in
 # WORK/node-I.log, registered in the etcd at META; its pid goes to NODE_PIDS[I] and PIDS.
+# The node binds a port of its own choosing (port 0) and registers it: a port picked here and
+# bound later could be taken in between (a CI run once lost its fourth node, most likely so).
 start_node() {
-    "$BIN" node --metadata "$META" --data-dir "$WORK/node-$1" --size 1GiB --listen "127.0.0.1:$(free_port)" \
+    "$BIN" node --metadata "$META" --data-dir "$WORK/node-$1" --size 1GiB --listen "127.0.0.1:0" \
         >>"$WORK/node-$1.log" 2>&1 &
     NODE_PIDS[$1]=$!; PIDS+=($!); disown $!
 }
@@ -88,5 +90,6 @@ etcd_cluster() {
     local i
     for i in $(seq 1 "$1"); do start_node "$i"; done
     seconds_until 20 alive "$1" >/dev/null && ok "$1 nodes registered and alive" \
-        || bad "peer list: $("$BIN" peer list --metadata "$META" 2>&1)"
+        || bad "peer list: $("$BIN" peer list --metadata "$META" 2>&1)
+$(for i in $(seq 1 "$1"); do echo "node $i log:"; tail -5 "$WORK/node-$i.log"; done)"
 }
