@@ -5,7 +5,9 @@
 /// attacker picks), and looking them up through `Hasher` was a tenth of the simulator's time.
 /// `_rawHashValue(seed:)` is the standard library's own customization point for exactly this
 /// (the integer types implement it); dictionaries and sets still seed it per instance, so
-/// iteration order stays as arbitrary as before and nothing may depend on it.
+/// iteration order stays as arbitrary as before and nothing may depend on it. (The hook is
+/// underscored: should a Swift release drop it, deleting `_rawHashValue` below falls back to
+/// SipHash over `hashWord`, with no other change.)
 public protocol WordHashable: Hashable {
     /// All of the key's identity in one word (equal keys give equal words).
     var hashWord: UInt64 { get }
