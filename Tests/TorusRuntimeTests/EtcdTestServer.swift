@@ -33,12 +33,26 @@ final class EtcdTestServer: Sendable {
     }
 
     /// Starts etcd and waits until it serves a linearizable read (it has elected itself leader).
+    /// The ports are picked free a moment before etcd binds them, and suites start their etcds
+    /// in parallel, so one can be taken in between: etcd then exits with "address already in
+    /// use" (it happened once in CI), and a new pair of ports is tried, up to five times.
     static func start() throws -> EtcdTestServer {
         let binary = Self.binary
         guard access(binary, X_OK) == 0 else {
             throw StartError(description: "etcd is not installed at \(binary): install Debian's etcd-server "
                 + "(apt-get install etcd-server, as scripts/test.sh does) or set TORUS_ETCD_BINARY")
         }
+        for attempt in 1... {
+            do {
+                return try startOnce(binary)
+            } catch let e as StartError where attempt < 5 && e.description.contains("address already in use") {
+                continue
+            }
+        }
+        preconditionFailure("unreachable: the last attempt returns or throws")
+    }
+
+    private static func startOnce(_ binary: String) throws -> EtcdTestServer {
         let (clientPort, peerPort) = try freeLoopbackPorts()
         let directory = ScratchDirectory("etcd")
         let client = "http://127.0.0.1:\(clientPort)", peer = "http://127.0.0.1:\(peerPort)"
