@@ -4,14 +4,14 @@
 /// are encoded on every put and commit: appending byte by byte, or through the generic
 /// `append(contentsOf:)`, was a tenth of the simulator's time).
 public struct ByteWriter: Sendable {
-    /// The first `count` bytes are written; the rest is not read until written or padded.
+    /// The first `count` bytes are written; the rest is zeros until written or padded.
     private var storage: [UInt8]
     public private(set) var count = 0
 
     public init(capacity: Int = 64) {
-        // Not zero-filled: every byte up to `count` is written (`pad` writes its zeros), and
-        // nothing past `count` is ever read.
-        storage = [UInt8](unsafeUninitializedCapacity: max(capacity, 8)) { _, n in n = max(capacity, 8) }
+        // Zero-filled, not left uninitialized: a copy of the writer copies the whole buffer,
+        // and Swift does not allow reading bytes that were never initialized.
+        storage = [UInt8](repeating: 0, count: max(capacity, 8))
     }
 
     /// The bytes written (the buffer is trimmed to them, without copying, on first access).
