@@ -56,15 +56,25 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
                 context.write(wrapOutboundOut(out), promise: nil)
                 wrote = true
             case .sendReply(let header, let parts):
-                // Two buffers (one writev): the data lands at the start of its own buffer, so
-                // the copy is not shifted by the header's length (see the memcpy note in
-                // PLATFORM.md). The parts are slices of cached blocks: this is their one copy.
+                // The header and short parts are copied into buffers of their own; long parts
+                // (slices of cached blocks) are lent to NIO as they are (`BorrowedBytes`). All
+                // of it leaves in one writev.
                 var head = context.channel.allocator.buffer(capacity: header.count)
                 head.writeBytes(header)
                 context.write(wrapOutboundOut(head), promise: nil)
-                var body = context.channel.allocator.buffer(capacity: parts.byteCount)
-                for part in parts { body.writeBytes(part) }
-                context.write(wrapOutboundOut(body), promise: nil)
+                var copied: ByteBuffer?
+                for part in parts where !part.isEmpty {
+                    if part.count >= BorrowedBytes.minimumLent {
+                        if let c = copied { context.write(wrapOutboundOut(c), promise: nil); copied = nil }
+                        context.write(wrapOutboundOut(BorrowedBytes.wrap(part)), promise: nil)
+                    } else {
+                        // Data starts its own buffer, so the copy is not shifted by the header's
+                        // length (see the memcpy note in PLATFORM.md).
+                        if copied == nil { copied = context.channel.allocator.buffer(capacity: parts.byteCount) }
+                        copied!.writeBytes(part)
+                    }
+                }
+                if let c = copied { context.write(wrapOutboundOut(c), promise: nil) }
                 wrote = true
             case .enterTransmission(let e):
                 export = e
