@@ -55,12 +55,15 @@ public struct ByteWriter: Sendable {
         count += n
     }
 
-    /// Appends zero bytes up to `count` total length.
+    /// Appends zero bytes up to `count` total length. Nothing to write: every byte past
+    /// `count` is already zero (the buffer grows with zeros, and `bytes` trims it to `count`).
     public mutating func pad(to total: Int) {
         guard total > count else { return }
         reserve(total - count)
+        #if DEBUG
         let at = count
-        storage.withUnsafeMutableBytes { _ = ($0.baseAddress! + at).initializeMemory(as: UInt8.self, repeating: 0, count: total - at) }
+        precondition(storage[at..<total].allSatisfy { $0 == 0 }, "ByteWriter: bytes past the written ones are not zero")
+        #endif
         count = total
     }
 
@@ -100,10 +103,14 @@ public struct ByteReader: Sendable {
     }
     private mutating func uint(_ n: Int) -> UInt64? {
         guard remaining >= n else { return nil }
-        var v: UInt64 = 0
-        bytes.withUnsafeBytes { b in
-            let base = position - bytes.startIndex
-            for i in 0..<n { v |= UInt64(b[base + i]) << (8 * UInt64(i)) }
+        let offset = position - bytes.startIndex
+        let v: UInt64 = bytes.withUnsafeBytes { b in
+            switch n {
+            case 8: UInt64(littleEndian: b.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
+            case 4: UInt64(UInt32(littleEndian: b.loadUnaligned(fromByteOffset: offset, as: UInt32.self)))
+            case 2: UInt64(UInt16(littleEndian: b.loadUnaligned(fromByteOffset: offset, as: UInt16.self)))
+            default: preconditionFailure("ByteReader reads 2, 4 or 8 bytes at a time, not \(n)")
+            }
         }
         position += n
         return v

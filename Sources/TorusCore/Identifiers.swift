@@ -82,3 +82,58 @@ public struct BlockRef: WordHashable, Comparable, Sendable, CustomStringConverti
         return BlockRef(volume: v, epoch: e, sequence: s, index: i)
     }
 }
+
+/// A block's index in its volume as a `WordHashable` key (see `BlockTable`).
+public struct BlockIndexKey: WordHashable, Sendable {
+    public var index: UInt64
+    @inlinable public init(_ index: UInt64) { self.index = index }
+    @inlinable public var hashWord: UInt64 { index }
+}
+
+/// A dictionary from block index to `Value` that hashes its keys as one word (`WordHashable`)
+/// instead of running SipHash over each UInt64: the writer's cache, fetch and write-back
+/// tables are probed several times per block I/O. Iterates as `(key: UInt64, value: Value)`,
+/// in no particular order, like the dictionary it wraps.
+public struct BlockTable<Value>: Sequence {
+    @usableFromInline var storage: [BlockIndexKey: Value] = [:]
+
+    public init() {}
+
+    @inlinable public subscript(key: UInt64) -> Value? {
+        get { storage[BlockIndexKey(key)] }
+        set { storage[BlockIndexKey(key)] = newValue }
+        _modify { yield &storage[BlockIndexKey(key)] }
+    }
+
+    @inlinable public subscript(key: UInt64, default value: @autoclosure () -> Value) -> Value {
+        get { storage[BlockIndexKey(key), default: value()] }
+        _modify { yield &storage[BlockIndexKey(key), default: value()] }
+    }
+
+    /// Runs `body` on the value for `key` in place (nil if there is none): unlike copying the
+    /// value out and storing it back, the arrays inside it are not copied on write.
+    @inlinable public mutating func update<R>(_ key: UInt64, _ body: (inout Value) throws -> R) rethrows -> R? {
+        guard let i = storage.index(forKey: BlockIndexKey(key)) else { return nil }
+        return try body(&storage.values[i])
+    }
+
+    @inlinable @discardableResult
+    public mutating func removeValue(forKey key: UInt64) -> Value? { storage.removeValue(forKey: BlockIndexKey(key)) }
+    @inlinable public mutating func removeAll() { storage.removeAll() }
+    @inlinable public var count: Int { storage.count }
+    @inlinable public var isEmpty: Bool { storage.isEmpty }
+    @inlinable public var keys: LazyMapSequence<Dictionary<BlockIndexKey, Value>.Keys, UInt64> { storage.keys.lazy.map(\.index) }
+    @inlinable public var values: Dictionary<BlockIndexKey, Value>.Values { storage.values }
+
+    public struct Iterator: IteratorProtocol {
+        @usableFromInline var base: Dictionary<BlockIndexKey, Value>.Iterator
+        @inlinable init(_ base: Dictionary<BlockIndexKey, Value>.Iterator) { self.base = base }
+        @inlinable public mutating func next() -> (key: UInt64, value: Value)? {
+            base.next().map { (key: $0.key.index, value: $0.value) }
+        }
+    }
+    @inlinable public func makeIterator() -> Iterator { Iterator(storage.makeIterator()) }
+}
+
+extension BlockTable: Sendable where Value: Sendable {}
+extension BlockTable: Equatable where Value: Equatable {}

@@ -110,6 +110,32 @@ struct BasicsTests {
         #expect((0..<50_000).allSatisfy { d[BlockRef(volume: 1, epoch: UInt64($0 % 3), sequence: UInt64($0), index: UInt64($0 % 700))] == $0 })
     }
 
+    @Test("BlockTable behaves like a dictionary keyed by block index")
+    func blockTableMatchesDictionary() {
+        var table = BlockTable<[Int]>()
+        var model: [UInt64: [Int]] = [:]
+        var random = SeededRandom(seed: 42)
+        for step in 0..<5_000 {
+            let key = random.below(300) | (random.chance(0.1) ? BlockRef.mapIndexBase : 0)
+            switch random.below(5) {
+            case 0: table[key] = [step]; model[key] = [step]
+            case 1: #expect(table.removeValue(forKey: key) == model.removeValue(forKey: key))
+            case 2:
+                let updated = table.update(key) { v -> Int in v.append(step); return v.count }
+                #expect(updated == model[key].map { $0.count + 1 })
+                model[key]?.append(step)
+            case 3: table[key, default: []].append(step); model[key, default: []].append(step)
+            default: #expect(table[key] == model[key])
+            }
+        }
+        #expect(table.count == model.count && table.isEmpty == model.isEmpty)
+        #expect(Dictionary(uniqueKeysWithValues: table.map { ($0.key, $0.value) }) == model)
+        #expect(Set(table.keys) == Set(model.keys))
+        #expect(table.values.map(\.count).reduce(0, +) == model.values.map(\.count).reduce(0, +))
+        table.removeAll()
+        #expect(table.isEmpty)
+    }
+
     @Test("placement spreads replicas over failure domains first")
     func placementDomains() {
         let ring = Ring(members: [

@@ -115,16 +115,8 @@ public struct StorageNode: Sendable {
                 result.append(.disk(id, req))
             case .reply(let reply):
                 let sid: StoreRequestID
-                let message: (RPCID) -> PeerMessage
                 switch reply {
-                case .put(let s, let r): sid = s; message = { .putReply($0, r) }
-                case .get(let s, let r):
-                    sid = s
-                    // A range request gets only its bytes (the store verified the whole block).
-                    let range = waiting[s]?.range
-                    let sliced = range.map { range in r.map { Array($0[range]) } } ?? r
-                    message = { .getReply($0, sliced) }
-                case .sync(let s, let present): sid = s; message = { .syncReply($0, present: present) }
+                case .put(let s, _), .get(let s, _), .sync(let s, _): sid = s
                 }
                 guard let w = waiting.removeValue(forKey: sid) else {
                     preconditionFailure("store replied to unknown request \(sid.raw) on \(id)")
@@ -141,7 +133,15 @@ public struct StorageNode: Sendable {
                     }
                     continue
                 }
-                result.append(.send(to: w.peer, message(w.rpc)))
+                let message: PeerMessage
+                switch reply {
+                case .put(_, let r): message = .putReply(w.rpc, r)
+                case .get(_, let r):
+                    // A range request gets only its bytes (the store verified the whole block).
+                    message = .getReply(w.rpc, w.range.map { range in r.map { Array($0[range]) } } ?? r)
+                case .sync(_, let present): message = .syncReply(w.rpc, present: present)
+                }
+                result.append(.send(to: w.peer, message))
             }
         }
         return result

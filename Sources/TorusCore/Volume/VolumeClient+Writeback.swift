@@ -123,16 +123,19 @@ extension VolumeClient {
     mutating func putReplied(_ rpc: RPCID, from node: NodeID, _ result: Result<Void, StoreError>) {
         if repairs[rpc] != nil { return repairReplied(rpc, from: node, result) }
         guard let pending = rpcs.removeValue(forKey: rpc), case .put(let key) = pending.purpose,
-              pending.node == node, var wb = writebacks[key] else { return }
+              pending.node == node, writebacks[key] != nil else { return }
         switch result {
         case .success:
             noteNode(node, ok: true)
-            guard let i = wb.remaining.firstIndex(of: node) else { return }
-            wb.remaining.remove(at: i)
-            wb.confirmed.append(node)
-            writebacks[key] = wb
-            if wb.remaining.isEmpty {
-                writebacks[key] = nil
+            // In place: a copy of the write-back would copy its node arrays on every reply.
+            let lastReplica = writebacks.update(key) { wb -> Bool in
+                guard let i = wb.remaining.firstIndex(of: node) else { return false }
+                wb.remaining.remove(at: i)
+                wb.confirmed.append(node)
+                return wb.remaining.isEmpty
+            }
+            if lastReplica == true {
+                let wb = writebacks.removeValue(forKey: key)!
                 if key >= BlockRef.mapIndexBase {
                     mapBlockWritten(key)
                 } else {
@@ -141,6 +144,7 @@ extension VolumeClient {
                 }
             }
         case .failure(let error):
+            var wb = writebacks[key]!
             // Disk full, I/O error...: retry after a pause, or move to a fallback node.
             if error == .noSpace {
                 // A full node gets no new copies for a while (then one put probes it again),

@@ -53,7 +53,7 @@ public struct VolumeClient: Sendable {
     var nextSequence: UInt64 = 1
 
     // Cache.
-    var cache: [UInt64: CacheEntry] = [:]
+    var cache = BlockTable<CacheEntry>()
     var cacheBytes = 0
     var dirtyBytes = 0
     var useCounter: UInt64 = 0
@@ -65,13 +65,13 @@ public struct VolumeClient: Sendable {
     var dirtyOrder = MinHeap<DirtyKey>()
     var versionCounter: UInt64 = 0
     var blocked: [BlockedWrite] = []
-    var blockedPerBlock: [UInt64: Int] = [:]
+    var blockedPerBlock = BlockTable<Int>()
 
     // In-flight work.
     var ops: [OpID: PendingOp] = [:]
     var queuedBeforeOpen: [(OpID, VolumeOp)] = []
-    var fetches: [UInt64: Fetch] = [:]
-    var writebacks: [UInt64: Writeback] = [:]
+    var fetches = BlockTable<Fetch>()
+    var writebacks = BlockTable<Writeback>()
     var rpcs: [RPCID: PendingRPC] = [:]
     var nextRPC: UInt64 = 1
     var metaPending: [MetaRequestID: PendingMeta] = [:]
