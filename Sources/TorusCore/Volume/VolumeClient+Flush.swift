@@ -5,11 +5,11 @@ extension VolumeClient {
     /// Starts the next flush if none is running. All queued waiters share it.
     mutating func pumpFlush() {
         guard phase == .ready, flush == nil, !flushQueue.isEmpty else { return }
-        var targets: [UInt64: UInt64] = [:]
-        for (idx, e) in cache where e.isDirty || writebacks[idx] != nil { targets[idx] = e.version }
-        let blocks = targets.keys.sorted()
+        var targets: [(block: UInt64, version: UInt64)] = []
+        for (idx, e) in cache where e.isDirty || writebacks[idx] != nil { targets.append((idx, e.version)) }
+        targets.sort { $0.block < $1.block }
         flush = FlushState(waiters: flushQueue,
-                           stage: .writeback(FlushTargets(blocks: blocks, versions: blocks.map { targets[$0]! })))
+                           stage: .writeback(FlushTargets(blocks: targets.map(\.block), versions: targets.map(\.version))))
         flushQueue.removeAll()
         // Write-backs start within the in-flight limit, oldest first; each completion starts the
         // next while the flush waits (`writebackCompleted`). Starting every dirty block at once
