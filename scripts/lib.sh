@@ -16,21 +16,36 @@ install_missing() {
 free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # start_etcd DIR: starts a throwaway single-member etcd with its data and log in DIR, waits
-# until it answers, and sets ETCD_PID and ETCD_URL (etcd://127.0.0.1:PORT).
+# until it answers, and sets ETCD_PID and ETCD_URL (etcd://127.0.0.1:PORT). Ports come from
+# ETCD_CLIENT_PORT / ETCD_PEER_PORT when set (a restart), otherwise free ones are picked; a
+# port picked here can be taken by another process before etcd binds it, so an etcd that
+# exits with "address already in use" is started again (on new ports, or after a pause on
+# the same ones), up to five times.
 start_etcd() {
-    local dir=$1 client peer
-    client=${ETCD_CLIENT_PORT:-$(free_port)}; peer=${ETCD_PEER_PORT:-$(free_port)}
-    ETCD_CLIENT_PORT=$client; ETCD_PEER_PORT=$peer
-    etcd --name torus-test --data-dir "$dir/etcd" \
-        --listen-client-urls "http://127.0.0.1:$client" --advertise-client-urls "http://127.0.0.1:$client" \
-        --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
-        --initial-cluster "torus-test=http://127.0.0.1:$peer" >>"$dir/etcd.log" 2>&1 &
-    ETCD_PID=$!
-    ETCD_URL="etcd://127.0.0.1:$client"
-    for _ in $(seq 1 50); do
-        /usr/bin/python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$client/version', timeout=1)" \
-            2>/dev/null && return 0
-        sleep 0.2
+    local dir=$1 client peer attempt logged fixed=${ETCD_CLIENT_PORT:-}
+    for attempt in 1 2 3 4 5; do
+        client=${ETCD_CLIENT_PORT:-$(free_port)}; peer=${ETCD_PEER_PORT:-$(free_port)}
+        logged=$(stat -c %s "$dir/etcd.log" 2>/dev/null || echo 0)
+        etcd --name torus-test --data-dir "$dir/etcd" \
+            --listen-client-urls "http://127.0.0.1:$client" --advertise-client-urls "http://127.0.0.1:$client" \
+            --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
+            --initial-cluster "torus-test=http://127.0.0.1:$peer" >>"$dir/etcd.log" 2>&1 &
+        ETCD_PID=$!
+        for _ in $(seq 1 50); do
+            if /usr/bin/python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$client/version', timeout=1)" 2>/dev/null; then
+                ETCD_CLIENT_PORT=$client; ETCD_PEER_PORT=$peer
+                ETCD_URL="etcd://127.0.0.1:$client"
+                return 0
+            fi
+            kill -0 "$ETCD_PID" 2>/dev/null || break  # etcd exited
+            sleep 0.2
+        done
+        kill -TERM "$ETCD_PID" 2>/dev/null; wait "$ETCD_PID" 2>/dev/null
+        tail -c +$((logged + 1)) "$dir/etcd.log" | grep -q "address already in use" || break
+        echo "etcd could not bind 127.0.0.1:$client/$peer (taken by another process); starting it again" >&2
+        # A first start that failed to bind wrote no data yet (etcd binds before it bootstraps);
+        # a restart keeps its ports and data and waits for the ports.
+        if [ -z "$fixed" ]; then rm -rf "$dir/etcd"; else sleep 1; fi
     done
     echo "etcd did not start; its log: $(tail -5 "$dir/etcd.log")"
     return 1
