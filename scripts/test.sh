@@ -63,8 +63,15 @@ grep -q "^# seed 3: trace hash $hash$" /tmp/torus-sim-trace.txt && grep -q "FAUL
     { echo "error: the readable trace lacks its hash or its faults" >&2; exit 1; }
 echo "exit statuses 1 (safety), 3 (liveness), 4 (crash, with its reproduce command) and the readable trace: ok"
 
-echo "== swarm: 100 seeds, each with its own cluster shape, workload and fault mix"
-swift run -c release torus-sim swarm --from 1 --runs "${TORUS_SWARM_RUNS:-100}"
+echo "== swarm --jobs: seeds in parallel processes give the traces they give one by one"
+"$sim" swarm --from 1 --runs 6 --jobs 1 | grep -o '^seed=[0-9]* trace=[0-9a-f]*' >/tmp/torus-swarm-jobs1.txt
+"$sim" swarm --from 1 --runs 6 --jobs 3 | grep -o '^seed=[0-9]* trace=[0-9a-f]*' >/tmp/torus-swarm-jobs3.txt
+[ "$(wc -l </tmp/torus-swarm-jobs1.txt)" = 6 ] && cmp -s /tmp/torus-swarm-jobs1.txt /tmp/torus-swarm-jobs3.txt ||
+    { echo "error: swarm --jobs 3 printed other seeds or traces than --jobs 1" >&2; diff /tmp/torus-swarm-jobs1.txt /tmp/torus-swarm-jobs3.txt >&2; exit 1; }
+echo "6 seeds, 3 jobs: same seeds, same order, same traces: ok"
+
+echo "== swarm: 100 seeds, each with its own cluster shape, workload and fault mix (one process per core)"
+swift run -c release torus-sim swarm --from 1 --runs "${TORUS_SWARM_RUNS:-100}" --jobs 0
 
 echo "== interop: torus up with nbdinfo, nbdcopy, fio, qemu-img"
 bash scripts/interop.sh

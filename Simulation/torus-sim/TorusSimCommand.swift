@@ -260,8 +260,21 @@ extension TorusSimCommand {
         @Option(help: "First seed.") var from: UInt64 = 1
         @Option(help: "Number of runs.") var runs: UInt64 = 100
         @Option(help: "Write a readable trace (virtual time, node, event) of every run to this file.") var trace: String?
+        @Option(help: "Seeds run at once, each in its own process (0: one per CPU core). Output stays in seed order.")
+        var jobs = 1
+
+        func validate() throws {
+            guard jobs >= 0 && jobs <= 256 else { throw ValidationError("--jobs must be from 0 (one per core) to 256") }
+            guard trace == nil || jobs == 1 else { throw ValidationError("--trace needs --jobs 1 (one run writes the trace file at a time)") }
+        }
 
         func run() throws {
+            let workers = jobs == 0 ? max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) : jobs
+            if workers > 1 && runs > 1 {
+                let status = ParallelSwarm(from: from, runs: runs, jobs: workers).run()
+                if status != 0 { throw ExitCode(status) }
+                return
+            }
             let traceFile = try openTrace(trace)
             defer { closeTrace(traceFile, trace) }
             let start = wallSeconds()
