@@ -62,6 +62,11 @@ for i in "${!NAMES[@]}"; do
         fio --name=bench --ioengine=nbd --uri="${URIS[$i]}" --rw="$1" --bs="$2" --iodepth="$3" \
             --size=${SIZE_MB}m --time_based --runtime="$RUNTIME" --ramp_time=1 --randrepeat=0 \
             --output-format=json --output="$WORK/out.json" >/dev/null
+        # Settle (not timed): a 4 KiB write and a FLUSH make every target write back and sync
+        # what this job left dirty, so the next job does not pay for it (torus writes back
+        # after --writeback-delay, nbdkit file through the kernel's flusher).
+        fio --name=settle --ioengine=nbd --uri="${URIS[$i]}" --rw=write --bs=4k --size=4k --fsync=1 \
+            --output-format=terse >/dev/null
         python3 - "$WORK/out.json" "${NAMES[$i]}" "$job" >>"$RESULTS" <<'PY'
 import json, sys
 j = json.load(open(sys.argv[1]))["jobs"][0]
