@@ -265,6 +265,7 @@ extension TorusSimCommand {
 
         func validate() throws {
             guard jobs >= 0 && jobs <= 256 else { throw ValidationError("--jobs must be from 0 (one per core) to 256") }
+            guard runs <= UInt64.max - from else { throw ValidationError("--from plus --runs must stay below 2^64") }
             guard trace == nil || jobs == 1 else { throw ValidationError("--trace needs --jobs 1 (one run writes the trace file at a time)") }
         }
 
@@ -335,6 +336,10 @@ extension TorusSimCommand {
         @Option(help: "First seed.") var from: UInt64 = 1
         @Option(help: "Number of seeds.") var count: UInt64 = 200
         @OptionGroup var flags: SimulationFlags
+
+        func validate() throws {
+            guard count <= UInt64.max - from else { throw ValidationError("--from plus --count must stay below 2^64") }
+        }
 
         func run() throws {
             let start = wallSeconds()
