@@ -74,9 +74,7 @@ struct ParallelSwarm {
         }
         let wall = wallSeconds() - start
         print("swarm: \(passed) passed, \(statuses.count) failed; \(fmt(simSeconds)) simulated s in \(fmt(wall)) s (\(wall > 0 ? Int(simSeconds / wall) : 0)x, \(jobs) jobs)")
-        if statuses.contains(SimExit.crash) { return SimExit.crash }
-        if statuses.contains(SimExit.safety) { return SimExit.safety }
-        return statuses.isEmpty ? 0 : SimExit.liveness
+        return SimExit.worst(statuses)
     }
 
     /// Starts `torus-sim swarm --from SEED --runs 1` with its output to `output`.

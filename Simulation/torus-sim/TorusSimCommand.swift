@@ -16,8 +16,13 @@ enum SimExit {
 
     /// The status for a set of results: safety failures win over liveness ones.
     static func status(_ results: [SimResult]) -> Int32 {
-        if results.contains(where: { !$0.passed && !$0.isLivenessFailure }) { return safety }
-        if results.contains(where: { !$0.passed }) { return liveness }
+        worst(results.map { $0.passed ? 0 : $0.isLivenessFailure ? liveness : safety })
+    }
+
+    /// The status of several runs from theirs: a crash wins over a safety failure, which
+    /// wins over a liveness one; 0 when all passed.
+    static func worst(_ statuses: [Int32]) -> Int32 {
+        for s in [crash, safety, liveness] where statuses.contains(s) { return s }
         return 0
     }
 }

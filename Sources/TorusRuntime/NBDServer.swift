@@ -63,6 +63,8 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
                 head.writeBytes(header)
                 context.write(wrapOutboundOut(head), promise: nil)
                 var copied: ByteBuffer?
+                // Room for the short parts only (a 1 MiB read with one short part copies that part).
+                let shortBytes = parts.reduce(0) { $1.count < BorrowedBytes.minimumLent ? $0 + $1.count : $0 }
                 for part in parts where !part.isEmpty {
                     if part.count >= BorrowedBytes.minimumLent {
                         if let c = copied { context.write(wrapOutboundOut(c), promise: nil); copied = nil }
@@ -70,7 +72,7 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
                     } else {
                         // Data starts its own buffer, so the copy is not shifted by the header's
                         // length (see the memcpy note in PLATFORM.md).
-                        if copied == nil { copied = context.channel.allocator.buffer(capacity: parts.byteCount) }
+                        if copied == nil { copied = context.channel.allocator.buffer(capacity: shortBytes) }
                         copied!.writeBytes(part)
                     }
                 }
