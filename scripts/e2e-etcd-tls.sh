@@ -20,32 +20,13 @@ C=$WORK/certs; mkdir -p "$C"
     done
 } >"$WORK/openssl.log" 2>&1 || { echo "e2e-tls: openssl failed: $(tail -3 "$WORK/openssl.log")"; exit 1; }
 
-# Ports picked here can be taken before etcd binds them: on "address already in use" etcd
-# starts again on new ones (as start_etcd in scripts/lib.sh does).
-for attempt in 1 2 3 4 5; do
-    client=$(free_port); peer=$(free_port)
-    rm -rf "$WORK/etcd"
-    etcd --name tls --data-dir "$WORK/etcd" \
-        --listen-client-urls "https://127.0.0.1:$client" --advertise-client-urls "https://127.0.0.1:$client" \
-        --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
-        --initial-cluster "tls=http://127.0.0.1:$peer" \
-        --cert-file "$C/server.pem" --key-file "$C/server.key" --client-cert-auth --trusted-ca-file "$C/ca.pem" \
-        >"$WORK/etcd.log" 2>&1 &
-    ETCD_PID=$!
-    META="https://127.0.0.1:$client"
-    up=0
-    for _ in $(seq 1 50); do
-        curl -s --cacert "$C/ca.pem" --cert "$C/client.pem" --key "$C/client.key" "$META/version" >/dev/null 2>&1 && { up=1; break; }
-        kill -0 "$ETCD_PID" 2>/dev/null || break
-        sleep 0.2
-    done
-    [ $up = 1 ] && break
-    kill -TERM "$ETCD_PID" 2>/dev/null; wait "$ETCD_PID" 2>/dev/null
-    grep -q "address already in use" "$WORK/etcd.log" || break
-    echo "etcd could not bind 127.0.0.1:$client/$peer (taken by another process); starting it again" >&2
-done
-[ $up = 1 ] || { echo "e2e-tls: etcd did not start; its log: $(tail -5 "$WORK/etcd.log")"; exit 1; }
-PIDS+=($ETCD_PID)
+ETCD_SCHEME=https
+ETCD_CURL_ARGS=(--cacert "$C/ca.pem" --cert "$C/client.pem" --key "$C/client.key")
+start_etcd "$WORK" --cert-file "$C/server.pem" --key-file "$C/server.key" --client-cert-auth \
+    --trusted-ca-file "$C/ca.pem" || { echo "e2e-tls: etcd did not start"; exit 1; }
+PIDS+=("$ETCD_PID")
+META=$ETCD_CLIENT_URL
+client=$ETCD_CLIENT_PORT
 
 # Without a client certificate etcd refuses us, and the error names the endpoint.
 out=$(TORUS_ETCD_CA="$C/ca.pem" timeout 30 "$BIN" init --metadata "$META" --replication 1 2>&1); rc=$?

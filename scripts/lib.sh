@@ -15,25 +15,29 @@ install_missing() {
 # free_port: prints a free TCP port on 127.0.0.1.
 free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# start_etcd DIR: starts a throwaway single-member etcd with its data and log in DIR, waits
-# until it answers, and sets ETCD_PID and ETCD_URL (etcd://127.0.0.1:PORT). Ports come from
-# ETCD_CLIENT_PORT / ETCD_PEER_PORT when set (a restart), otherwise free ones are picked; a
-# port picked here can be taken by another process before etcd binds it, so an etcd that
-# exits with "address already in use" is started again (on new ports, or after a pause on
-# the same ones), up to five times.
+# start_etcd DIR [ETCD_ARG...]: starts a throwaway single-member etcd with its data and log in
+# DIR, waits until it answers, and sets ETCD_PID, ETCD_CLIENT_URL (SCHEME://127.0.0.1:PORT) and
+# ETCD_URL (etcd://127.0.0.1:PORT). Extra arguments go to etcd; ETCD_SCHEME=https serves
+# clients over TLS, and the array ETCD_CURL_ARGS (certificates) is what the readiness probe
+# passes to curl. Ports come from ETCD_CLIENT_PORT / ETCD_PEER_PORT when set (a restart),
+# otherwise free ones are picked; a port picked here can be taken by another process before
+# etcd binds it, so an etcd that exits with "address already in use" is started again (on
+# new ports, or after a pause on the same ones), up to five times.
 start_etcd() {
-    local dir=$1 client peer attempt logged fixed=${ETCD_CLIENT_PORT:-}
+    local dir=$1 client peer attempt logged fixed=${ETCD_CLIENT_PORT:-} scheme=${ETCD_SCHEME:-http}
+    shift
     for attempt in 1 2 3 4 5; do
         client=${ETCD_CLIENT_PORT:-$(free_port)}; peer=${ETCD_PEER_PORT:-$(free_port)}
         logged=$(stat -c %s "$dir/etcd.log" 2>/dev/null || echo 0)
         etcd --name torus-test --data-dir "$dir/etcd" \
-            --listen-client-urls "http://127.0.0.1:$client" --advertise-client-urls "http://127.0.0.1:$client" \
+            --listen-client-urls "$scheme://127.0.0.1:$client" --advertise-client-urls "$scheme://127.0.0.1:$client" \
             --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
-            --initial-cluster "torus-test=http://127.0.0.1:$peer" >>"$dir/etcd.log" 2>&1 &
+            --initial-cluster "torus-test=http://127.0.0.1:$peer" "$@" >>"$dir/etcd.log" 2>&1 &
         ETCD_PID=$!
         for _ in $(seq 1 50); do
-            if /usr/bin/python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$client/version', timeout=1)" 2>/dev/null; then
+            if curl -sf --max-time 1 "${ETCD_CURL_ARGS[@]}" "$scheme://127.0.0.1:$client/version" >/dev/null 2>&1; then
                 ETCD_CLIENT_PORT=$client; ETCD_PEER_PORT=$peer
+                ETCD_CLIENT_URL="$scheme://127.0.0.1:$client"
                 ETCD_URL="etcd://127.0.0.1:$client"
                 return 0
             fi
@@ -50,6 +54,7 @@ start_etcd() {
     echo "etcd did not start; its log: $(tail -5 "$dir/etcd.log")"
     return 1
 }
+ETCD_CURL_ARGS=()
 
 # restart_etcd DIR: stops the etcd of start_etcd (SIGTERM) and starts it again on the same
 # ports and data; sets ETCD_PID.
