@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 swift build -c release --product torus
 BIN=$PWD/.build/release/torus
 WORK=$(mktemp -d /tmp/torus-interop.XXXXXX)
-PORT=$((20000 + RANDOM % 20000))
+PORT=$((20000 + RANDOM % 12000))  # below the ephemeral range (32768-), so no outgoing connection holds it
 URI=nbd://127.0.0.1:$PORT
 PID=
 passed=0
@@ -84,20 +84,27 @@ scrub_repairs_rot() {  # rot 4 KiB inside node 1's slots (behind torus up's back
         grep "short of copies: [1-9][0-9]* copied" "$WORK/up.log" | tail -1
 }
 enospc_clean() {  # two 8 MiB nodes for a 64 MiB volume: nbdcopy's FLUSH fails with ENOSPC, nothing hangs, serving goes on
-    local port=$((PORT + 1)) pid ok=1
-    "$BIN" up --data-dir "$WORK/tiny" --nodes 2 --replication 2 --nbd "127.0.0.1:$port" --disk-size 8MiB \
+    # A Unix socket, not a second TCP port: a port picked here can be in use (CI once lost one to an
+    # ephemeral port of another connection, and the test failed on "connection refused").
+    local sock="$WORK/tiny.sock" pid ok=1
+    local uri="nbd+unix:///small?socket=$sock"
+    "$BIN" up --data-dir "$WORK/tiny" --nodes 2 --replication 2 --nbd "$sock" --disk-size 8MiB \
         --volume small:64MiB >"$WORK/tiny.log" 2>&1 &
     pid=$!
-    for _ in $(seq 1 60); do nbdinfo --size "nbd://127.0.0.1:$port/small" >/dev/null 2>&1 && break; sleep 0.5; done
+    for _ in $(seq 1 60); do
+        nbdinfo --size "$uri" >/dev/null 2>&1 && break
+        kill -0 "$pid" 2>/dev/null || { echo "the small torus up died:"; cat "$WORK/tiny.log"; return 1; }
+        sleep 0.5
+    done
     head -c $((32 << 20)) "$WORK/in.raw" >"$WORK/tiny.raw"
-    if timeout 120 nbdcopy --flush "$WORK/tiny.raw" "nbd://127.0.0.1:$port/small" 2>"$WORK/tiny-copy.err"; then
+    if timeout 120 nbdcopy --flush "$WORK/tiny.raw" "$uri" 2>"$WORK/tiny-copy.err"; then
         echo "nbdcopy of 32 MiB into 16 MiB of disks succeeded"; ok=0
     fi
     cat "$WORK/tiny-copy.err"
     grep -q "No space left on device" "$WORK/tiny-copy.err" || ok=0
-    [ "$(nbdinfo --size "nbd://127.0.0.1:$port/small")" = $((64 << 20)) ] || ok=0
+    [ "$(nbdinfo --size "$uri")" = $((64 << 20)) ] || ok=0
     kill -INT "$pid"; wait "$pid" 2>/dev/null
-    grep "flush failed on shutdown" "$WORK/tiny.log" || ok=0
+    grep "flush failed on shutdown" "$WORK/tiny.log" || { ok=0; echo "the small torus up's log:"; tail -20 "$WORK/tiny.log"; }
     [ $ok = 1 ]
 }
 gc_reclaims_deleted_volume() {  # 32 MiB written twice (r2), the volume deleted, then `torus gc`

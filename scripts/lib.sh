@@ -12,8 +12,27 @@ install_missing() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"
 }
 
-# free_port: prints a free TCP port on 127.0.0.1.
-free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# free_port: prints a TCP port on 127.0.0.1 that is free now. It is drawn below the kernel's
+# ephemeral range (ip_local_port_range, 32768- by default), so no outgoing connection of another
+# test can take it before its server binds it; only another listener could.
+free_port() {
+    /usr/bin/python3 -c '
+import random, socket
+low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+top = low if low > 12000 else 65536
+for _ in range(200):
+    port = random.randrange(10000, top)
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port)); print(port); break
+    except OSError:
+        pass
+    finally:
+        s.close()
+else:
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])
+'
+}
 
 # start_etcd DIR [ETCD_ARG...]: starts a throwaway single-member etcd with its data and log in
 # DIR, waits until it answers, and sets ETCD_PID, ETCD_CLIENT_URL (SCHEME://127.0.0.1:PORT) and
