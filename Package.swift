@@ -67,7 +67,12 @@ let package = Package(
         .executableTarget(
             name: "torus-sim",
             dependencies: ["TorusSim", "TorusScenario", .product(name: "ArgumentParser", package: "swift-argument-parser")],
-            path: "Simulation/torus-sim"
+            path: "Simulation/torus-sim",
+            // mimalloc (Debian libmimalloc-dev) replaces glibc's malloc in the simulator only:
+            // a run allocates a few small buffers per event, and glibc's allocator was a tenth
+            // of the soak scenario's time (docs/simulation.md, "Speed"). Allocation order and
+            // addresses never reach a trace, so traces stay the same.
+            linkerSettings: [.linkedLibrary("mimalloc")]
         ),
         .testTarget(name: "TorusCoreTests", dependencies: ["TorusCore"], path: "Tests/TorusCoreTests"),
         .testTarget(

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 . scripts/lib.sh
-install_missing libisal-dev libnbd-bin python3-libnbd fio qemu-utils libcurl4-openssl-dev etcd-server etcd-client openssl curl
+install_missing libisal-dev libmimalloc-dev libnbd-bin python3-libnbd fio qemu-utils libcurl4-openssl-dev etcd-server etcd-client openssl curl
 
 echo "== build (debug), failing on warnings in project code"
 log=$(mktemp)

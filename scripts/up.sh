@@ -6,6 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 . scripts/lib.sh
-install_missing libisal-dev libcurl4-openssl-dev
+install_missing libisal-dev libcurl4-openssl-dev libmimalloc-dev
 swift build -c release --product torus
 exec .build/release/torus up "$@"
