@@ -20,7 +20,7 @@ struct EventQueue<Payload> {
     var count: Int { heap.count }
     var isEmpty: Bool { heap.isEmpty }
 
-    mutating func push(_ time: Instant, _ payload: Payload) {
+    mutating func push(_ time: Instant, _ payload: consuming Payload) {
         let slot: Int32
         if let s = freeSlots.popLast() {
             slot = s

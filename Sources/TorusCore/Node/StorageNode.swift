@@ -12,6 +12,12 @@ public struct StorageNode: Sendable {
     /// Which peer request each store request answers.
     private var waiting: [StoreRequestID: (peer: NodeID, rpc: RPCID, range: Range<Int>?)] = [:]
     private var nextStoreRequest: UInt64 = 1
+    /// Buffers reused across steps (one allocation each per node, not two per step): the
+    /// store's outputs of the step under way, and the node's outputs, which a step hands out
+    /// and the next one drops first, when the caller no longer holds them.
+    private var storeOut: [StoreOutput] = []
+    private var out: [Output] = []
+    private var outHandedOut = false
 
     // Scrubbing: the refs of the current round still to verify (a sorted batch), where the
     // round is, and the verification in flight.
@@ -37,29 +43,29 @@ public struct StorageNode: Sendable {
 
     /// Disk requests the node must issue right after boot (journal compaction after recovery).
     public mutating func start() -> [Output] {
-        translate(store.start())
+        step { $0.start(into: &$1) }
     }
 
     public mutating func receive(from peer: NodeID, _ message: PeerMessage) -> [Output] {
         switch message {
         case .putBlock(let rpc, let ref, let data, let durable, let restore):
             let sid = allocate(peer, rpc)
-            return translate(store.handle(.put(sid, ref, data, durable: durable, restore: restore)))
+            return step { $0.handle(.put(sid, ref, data, durable: durable, restore: restore), into: &$1) }
         case .getBlock(let rpc, let ref):
             let sid = allocate(peer, rpc)
-            return translate(store.handle(.get(sid, ref)))
+            return step { $0.handle(.get(sid, ref), into: &$1) }
         case .getRange(let rpc, let ref, let offset, let length):
             let size = store.config.blockSize
             guard offset >= 0, length > 0, offset <= size - length else {
                 return [.send(to: peer, .getReply(rpc, .failure(.wrongSize(expected: size, got: offset + length))))]
             }
             let sid = allocate(peer, rpc, range: offset..<(offset + length))
-            return translate(store.handle(.get(sid, ref)))
+            return step { $0.handle(.get(sid, ref), into: &$1) }
         case .deleteBlocks(let refs):
-            return translate(store.handle(.delete(refs)))
+            return step { $0.handle(.delete(refs), into: &$1) }
         case .syncBlocks(let rpc, let refs):
             let sid = allocate(peer, rpc)
-            return translate(store.handle(.sync(sid, refs)))
+            return step { $0.handle(.sync(sid, refs), into: &$1) }
         case .listBlocks(let rpc, let after, let limit):
             let (refs, complete) = store.listRefs(after: after, limit: limit)
             return [.send(to: peer, .listReply(rpc, refs: refs, complete: complete))]
@@ -88,11 +94,11 @@ public struct StorageNode: Sendable {
         guard store.hasRef(ref) else { return [] }  // deleted since the batch was listed
         let sid = allocate(id, RPCID(0))
         scrubInFlight = sid
-        return translate(store.handle(.get(sid, ref)))
+        return step { $0.handle(.get(sid, ref), into: &$1) }
     }
 
     public mutating func diskCompleted(_ id: DiskOpID, _ completion: DiskCompletion) -> [Output] {
-        translate(store.diskCompleted(id, completion))
+        step { $0.diskCompleted(id, completion, into: &$1) }
     }
 
     public func checkInvariants() {
@@ -106,13 +112,27 @@ public struct StorageNode: Sendable {
         return sid
     }
 
-    private mutating func translate(_ outputs: [StoreOutput]) -> [Output] {
-        var result: [Output] = []
-        result.reserveCapacity(outputs.count)
+    /// Runs one store step into the reused buffers and returns the node's outputs.
+    private mutating func step(_ body: (inout BlockStore, inout [StoreOutput]) -> Void) -> [Output] {
+        if outHandedOut {
+            out.removeAll(keepingCapacity: true)
+            outHandedOut = false
+        }
+        var storeOutputs = storeOut
+        storeOut = []  // (taken, so appending to it copies nothing)
+        body(&store, &storeOutputs)
+        translate(storeOutputs)
+        storeOutputs.removeAll(keepingCapacity: true)
+        storeOut = storeOutputs
+        outHandedOut = true
+        return out
+    }
+
+    private mutating func translate(_ outputs: [StoreOutput]) {
         for o in outputs {
             switch o {
             case .disk(let id, let req):
-                result.append(.disk(id, req))
+                out.append(.disk(id, req))
             case .reply(let reply):
                 let sid: StoreRequestID
                 switch reply {
@@ -141,9 +161,8 @@ public struct StorageNode: Sendable {
                     message = .getReply(w.rpc, w.range.map { range in r.map { Array($0[range]) } } ?? r)
                 case .sync(_, let present): message = .syncReply(w.rpc, present: present)
                 }
-                result.append(.send(to: w.peer, message))
+                out.append(.send(to: w.peer, message))
             }
         }
-        return result
     }
 }

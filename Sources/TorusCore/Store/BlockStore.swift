@@ -152,13 +152,24 @@ public struct BlockStore: Sendable {
     /// generation. Any later call would start it too; calling this first just avoids delay.
     public mutating func start() -> [StoreOutput] {
         var out: [StoreOutput] = []
-        startCycleIfWanted(&out)
+        start(into: &out)
         return out
+    }
+
+    /// `start()`, appending to `out` (a caller's buffer reused across steps).
+    public mutating func start(into out: inout [StoreOutput]) {
+        startCycleIfWanted(&out)
     }
 
     /// Applies one request; returns the disk requests to perform and any immediate replies.
     public mutating func handle(_ request: StoreRequest) -> [StoreOutput] {
         var out: [StoreOutput] = []
+        handle(request, into: &out)
+        return out
+    }
+
+    /// `handle(_:)`, appending to `out` (a caller's buffer reused across steps).
+    public mutating func handle(_ request: StoreRequest, into out: inout [StoreOutput]) {
         switch request {
         case let .put(id, ref, data, durable, restore): put(id, ref, data, durable: durable, restore: restore, &out)
         case let .get(id, ref): get(id, ref, &out)
@@ -166,13 +177,18 @@ public struct BlockStore: Sendable {
         case let .sync(id, refs): sync(id, refs, &out)
         }
         startCycleIfWanted(&out)
-        return out
     }
 
     /// Applies the result of a disk request this store emitted. Traps on an unknown id or a
     /// completion of the wrong kind (driver bugs).
     public mutating func diskCompleted(_ id: DiskOpID, _ completion: DiskCompletion) -> [StoreOutput] {
         var out: [StoreOutput] = []
+        diskCompleted(id, completion, into: &out)
+        return out
+    }
+
+    /// `diskCompleted(_:_:)`, appending to `out` (a caller's buffer reused across steps).
+    public mutating func diskCompleted(_ id: DiskOpID, _ completion: DiskCompletion, into out: inout [StoreOutput]) {
         if let put = puts.removeValue(forKey: id) {
             guard case let .written(result) = completion else {
                 preconditionFailure("data write \(id.raw) completed as \(completion)")
@@ -189,7 +205,6 @@ public struct BlockStore: Sendable {
             preconditionFailure("completion for unknown disk op \(id.raw) (phase \(String(describing: cycle?.phase)))")
         }
         startCycleIfWanted(&out)
-        return out
     }
 
     // MARK: Queries

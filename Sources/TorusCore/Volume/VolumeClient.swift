@@ -31,7 +31,11 @@ public struct VolumeClient: Sendable {
 
     public internal(set) var phase: Phase = .opening
     var now: Instant = .zero
+    /// The outputs of the step under way. `finish()` hands them out and leaves them here; the
+    /// next step drops them first (`begin`), when the caller no longer holds them, so their
+    /// buffer is reused instead of allocated anew on every step.
     var out: [ClientOutput] = []
+    var outHandedOut = false
 
     // Lease and epoch.
     public internal(set) var epoch: UInt64 = 0
@@ -167,14 +171,14 @@ public struct VolumeClient: Sendable {
     /// Starts opening the volume: for writing (lease, writer lock, new epoch, head, map), or
     /// with `config.readOnly` just the head and the map.
     public mutating func start(now: Instant) -> [ClientOutput] {
-        self.now = now
+        begin(now)
         if config.readOnly { open = .readHead }
         openStep()
         return finish()
     }
 
     public mutating func submit(_ id: OpID, _ op: VolumeOp, now: Instant) -> [ClientOutput] {
-        self.now = now
+        begin(now)
         precondition(ops[id] == nil, "op \(id) submitted twice")
         switch phase {
         case .fenced:
@@ -188,7 +192,7 @@ public struct VolumeClient: Sendable {
     }
 
     public mutating func receive(from node: NodeID, _ message: PeerMessage, now: Instant) -> [ClientOutput] {
-        self.now = now
+        begin(now)
         switch message {
         case .putReply(let rpc, let result): putReplied(rpc, from: node, result)
         case .getReply(let rpc, let result): getReplied(rpc, from: node, result)
@@ -199,13 +203,13 @@ public struct VolumeClient: Sendable {
     }
 
     public mutating func metadataReply(_ id: MetaRequestID, _ response: MetaResponse, now: Instant) -> [ClientOutput] {
-        self.now = now
+        begin(now)
         if let pending = metaPending.removeValue(forKey: id) { metaReplied(pending, response) }
         return finish()
     }
 
     public mutating func tick(now: Instant) -> [ClientOutput] {
-        self.now = now
+        begin(now)
         if timerSetFor.map({ $0 <= now }) ?? false { timerSetFor = nil }
         expireRPCs()
         expireMetadata()
@@ -227,7 +231,7 @@ public struct VolumeClient: Sendable {
     /// placements, reads look where it says. Write-backs under way keep their targets; the
     /// collector moves whatever lands on an old placement.
     public mutating func updateRing(_ newRing: Ring, now: Instant) -> [ClientOutput] {
-        self.now = now
+        begin(now)
         guard newRing.version > ring.version else { return finish() }
         guard newRing.activeCount >= info.replication else { return finish() }
         ring = newRing
@@ -239,7 +243,7 @@ public struct VolumeClient: Sendable {
                      "grow(to:) must describe the same volume")
         precondition(newInfo.pageCount <= BlockMapCodec.entriesPerPage(blockSize: newInfo.blockSize),
                      "volume \(newInfo.name) too large for a single-root map")
-        self.now = now
+        begin(now)
         if newInfo.sizeBytes > (pendingGrowth ?? info).sizeBytes { pendingGrowth = newInfo }
         return finish()
     }
@@ -282,9 +286,17 @@ public struct VolumeClient: Sendable {
                 out.append(.timer(at: next))
             }
         }
-        let result = out
-        out.removeAll(keepingCapacity: true)
-        return result
+        outHandedOut = true
+        return out
+    }
+
+    /// Starts a step at `now`: drops the outputs the last step handed out.
+    @inline(__always) mutating func begin(_ now: Instant) {
+        self.now = now
+        if outHandedOut {
+            out.removeAll(keepingCapacity: true)
+            outHandedOut = false
+        }
     }
 
     mutating func allocateRPC(_ purpose: PendingRPC.Purpose, node: NodeID, timeout: Nanoseconds? = nil) -> RPCID {
