@@ -317,7 +317,8 @@ public final class Simulation {
         for (i, f) in options.schedule.enumerated() { queue.push(Instant.zero + f.at, .scheduled(i)) }
         queue.push(Instant.zero + options.duration, options.livenessDuration.value > 0 ? .endOfSafety : .endOfLoad)
         startCollector()
-        while violation == nil, let (t, e) = queue.pop() {
+        while violation == nil, !queue.isEmpty {
+            let (t, e) = queue.pop()
             precondition(t >= now, "time went backwards")
             now = t
             events += 1
