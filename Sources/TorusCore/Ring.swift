@@ -68,20 +68,27 @@ public struct Ring: Hashable, Sendable {
     private func orderedIndices(for key: UInt64) -> [Int] {
         if uniformWeights {
             // -w/ln(u) grows with u, and u grows with the hash: sort by hash. (An insertion
-            // sort into one array: rings are small and this runs on every block I/O.)
-            var out = [(score: UInt64, position: Int)](repeating: (0, 0), count: members.count)
-            for (i, m) in members.enumerated() {
-                let h = StableHasher.mix(key, UInt64(m.node.raw) &* 0x9E37_79B9) >> 11
-                // Best first: higher score, then lower position (positions arrive in order,
-                // so an equal score stays behind the earlier one).
-                var at = i
-                while at > 0 && out[at - 1].score < h {
-                    out[at] = out[at - 1]
-                    at -= 1
+            // sort straight into the result, the scores on the stack: rings are small and
+            // this runs on every block I/O.)
+            let n = members.count
+            return [Int](unsafeUninitializedCapacity: n) { position, initialized in
+                withUnsafeTemporaryAllocation(of: UInt64.self, capacity: n) { score in
+                    for i in 0..<n {
+                        let h = StableHasher.mix(key, UInt64(members[i].node.raw) &* 0x9E37_79B9) >> 11
+                        // Best first: higher score, then lower position (positions arrive in
+                        // order, so an equal score stays behind the earlier one).
+                        var at = i
+                        while at > 0 && score[at - 1] < h {
+                            score[at] = score[at - 1]
+                            position[at] = position[at - 1]
+                            at -= 1
+                        }
+                        score[at] = h
+                        position[at] = i
+                    }
                 }
-                out[at] = (h, i)
+                initialized = n
             }
-            return out.map(\.position)
         }
         var scored: [(Double, Int)] = []
         scored.reserveCapacity(members.count)
