@@ -21,12 +21,17 @@ extension BlockStore {
         }
         checkInFlight(writing: writing)
         precondition(used == index.count, "\(used) used slots but \(index.count) refs in the index")
-        var owner = [BlockRef?](repeating: nil, count: config.totalSlots)
+        // One flag per slot, not the owning ref (33 bytes a slot): this walk runs over every
+        // slot. The other owner is looked up only to name it when the check fails.
+        var owned = [Bool](repeating: false, count: config.totalSlots)
         for (ref, e) in index {
             precondition(slots[e.slot] == .used, "\(ref) on slot \(e.slot) in state \(slots[e.slot])")
-            precondition(owner[e.slot] == nil, "\(ref) and \(owner[e.slot]!) share slot \(e.slot)")
+            if owned[e.slot] {
+                let other = index.first { $0.key != ref && $0.value.slot == e.slot }?.key
+                preconditionFailure("\(ref) and \(other.map { "\($0)" } ?? "?") share slot \(e.slot)")
+            }
             precondition(e.putSeq < nextSeq, "\(ref) inserted by future change \(e.putSeq)")
-            owner[e.slot] = ref
+            owned[e.slot] = true
             if e.putSeq <= durableThroughSeq {
                 // (The one lookup per ref: the durable loop below does not look back here.)
                 guard let d = durableIndex[ref] else { preconditionFailure("\(ref) is durable but missing from the durable index") }
@@ -35,13 +40,13 @@ extension BlockStore {
         }
         precondition(freeing == freeingCount, "\(freeing) freeing slots but count is \(freeingCount)")
         checkChanges()
-        var durableOwner = [BlockRef?](repeating: nil, count: config.totalSlots)
+        var durablyOwned = [Bool](repeating: false, count: config.totalSlots)
         for (ref, d) in durableIndex {
             precondition(
                 slots[d.slot] == .used || slots[d.slot] == .freeing,
                 "durable \(ref) on slot \(d.slot) in state \(slots[d.slot])")
-            precondition(durableOwner[d.slot] == nil, "durable \(ref) shares slot \(d.slot)")
-            durableOwner[d.slot] = ref
+            precondition(!durablyOwned[d.slot], "durable \(ref) shares slot \(d.slot)")
+            durablyOwned[d.slot] = true
         }
         if let j = journal {
             precondition(
