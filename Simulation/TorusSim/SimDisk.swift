@@ -35,11 +35,6 @@ final class SimDisk {
         volatile = Array(repeating: nil, count: sectors)
     }
 
-    private func setVolatile(_ sector: UInt64, _ bytes: ArraySlice<UInt8>) {
-        if volatile[Int(sector)] == nil { volatileSectors.append(sector) }
-        volatile[Int(sector)] = bytes
-    }
-
     var sectorSize: Int { geometry.sectorSize }
 
     func validRange(_ offset: UInt64, _ length: Int) -> Bool {
@@ -55,12 +50,21 @@ final class SimDisk {
     func completeWrite(_ id: DiskOpID) {
         guard let (offset, bytes) = inFlight.removeValue(forKey: id) else { return }
         let s = sectorSize
-        var i = 0
-        while i < bytes.count {
-            let sector = (offset + UInt64(i)) / UInt64(s)
-            setVolatile(sector, bytes[i..<(i + s)])
-            if !unreadable.isEmpty { unreadable.remove(sector) }  // the drive remaps on write
-            i += s
+        let first = Int(offset / UInt64(s))
+        // One uniqueness check for the whole write, not one per sector.
+        precondition(bytes.count % s == 0 && first + bytes.count / s <= volatile.count, "write outside the disk")
+        volatile.withUnsafeMutableBufferPointer { v in
+            var i = 0
+            var sector = first
+            while i < bytes.count {
+                if v[sector] == nil { volatileSectors.append(UInt64(sector)) }
+                v[sector] = bytes[i..<(i + s)]
+                i += s
+                sector += 1
+            }
+        }
+        if !unreadable.isEmpty {  // the drive remaps on write
+            for k in 0..<(bytes.count / s) { unreadable.remove(UInt64(first + k)) }
         }
         bytesWritten += UInt64(bytes.count)
     }
@@ -119,7 +123,11 @@ final class SimDisk {
     }
 
     func sync() {
-        for k in volatileSectors { durable[Int(k)] = volatile[Int(k)].take() }  // moved, not copied
+        volatile.withUnsafeMutableBufferPointer { v in
+            durable.withUnsafeMutableBufferPointer { d in
+                for k in volatileSectors { d[Int(k)] = v[Int(k)].take() }  // moved, not copied
+            }
+        }
         volatileSectors.removeAll(keepingCapacity: true)
     }
 
