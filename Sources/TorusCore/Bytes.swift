@@ -41,6 +41,15 @@ public struct ByteWriter: Sendable {
     public mutating func u32(_ v: UInt32) { put(v) }
     public mutating func u64(_ v: UInt64) { put(v) }
 
+    /// Appends `n` bytes that `body` stores through one raw buffer (one uniqueness check for
+    /// many fields). The bytes arrive zeroed: `body` stores only the non-zero ones.
+    public mutating func append(_ n: Int, _ body: (UnsafeMutableRawBufferPointer) -> Void) {
+        reserve(n)
+        let at = count
+        storage.withUnsafeMutableBytes { body(UnsafeMutableRawBufferPointer(rebasing: $0[at..<(at + n)])) }
+        count += n
+    }
+
     public mutating func raw(_ b: some Collection<UInt8>) {
         let n = b.count
         reserve(n)

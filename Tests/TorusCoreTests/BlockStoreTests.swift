@@ -562,6 +562,34 @@ private struct RandomRun {
 
 @Suite("block store")
 struct BlockStoreTests {
+    @Test("journal sectors have the documented byte layout, and decode back to their records")
+    func journalSectorLayout() {
+        let config = smallConfig()
+        let records = (0..<12).map { n in
+            BlockStoreFormat.Record(op: n % 3 == 2 ? .delete : .put,
+                                    ref: BlockRef(volume: 0x0102 + n, epoch: 0x0304, sequence: 0x0506_0708_090A + n, index: n * 7),
+                                    slot: Int(n) + 1, crc: 0xA1B2_C3D4 ^ UInt32(n))
+        }
+        let bytes = BlockStoreFormat.encodeSectors(records, generation: 9, firstSequence: 3, config: config)
+        #expect(bytes.count == 2 * testSectorBytes)  // 10 records per 512-byte sector
+        func u64(_ at: Int) -> UInt64 { (0..<8).reduce(0) { $0 | UInt64(bytes[at + $1]) << (8 * UInt64($1)) } }
+        func u32(_ at: Int) -> UInt32 { UInt32(truncatingIfNeeded: u64(at) & 0xFFFF_FFFF) }
+        for (i, r) in records.enumerated() {
+            let sector = i / 10, o = sector * testSectorBytes + 32 + (i % 10) * 48
+            #expect(bytes[o] == r.op.rawValue && bytes[o + 1] == 0 && bytes[o + 2] == 0 && bytes[o + 3] == 0)
+            #expect(u32(o + 4) == r.crc && u64(o + 8) == UInt64(r.slot))
+            #expect(u64(o + 16) == r.ref.volume && u64(o + 24) == r.ref.epoch)
+            #expect(u64(o + 32) == r.ref.sequence && u64(o + 40) == r.ref.index)
+        }
+        #expect(u32(0) == BlockStoreFormat.journalSectorMagic && u64(8) == 9 && u64(16) == 3 && u32(24) == 10)
+        #expect(u64(testSectorBytes + 16) == 4 && u32(testSectorBytes + 24) == 2)
+        // Past the last record of a sector: zeros.
+        #expect(bytes[(testSectorBytes + 32 + 2 * 48)..<(2 * testSectorBytes)].allSatisfy { $0 == 0 })
+        let first = BlockStoreFormat.decodeSector(bytes[0..<testSectorBytes], generation: 9, sequence: 3, config: config)
+        let second = BlockStoreFormat.decodeSector(bytes[testSectorBytes...], generation: 9, sequence: 4, config: config)
+        #expect(first == Array(records[0..<10]) && second == Array(records[10...]))
+    }
+
     @Test("a fresh disk recovers empty and formats region A with generation 1")
     func freshDiskFormatsRegionA() {
         var h = StoreHarness(config: smallConfig(), seed: 1)

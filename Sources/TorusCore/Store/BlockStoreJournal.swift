@@ -62,12 +62,19 @@ enum BlockStoreFormat {
             w.u64(UInt64(sequence))
             w.u32(UInt32(chunk.count))
             w.u32(0)
-            for r in chunk {
-                w.u8(r.op.rawValue)
-                w.u8(0); w.u16(0)
-                w.u32(r.crc)
-                w.u64(UInt64(r.slot))
-                r.ref.encode(into: &w)
+            // The records through one buffer (the layout above; the zero bytes are zero).
+            w.append(chunk.count * recordBytes) { p in
+                var o = 0
+                for r in chunk {
+                    p.storeBytes(of: r.op.rawValue, toByteOffset: o, as: UInt8.self)
+                    p.storeBytes(of: r.crc.littleEndian, toByteOffset: o + 4, as: UInt32.self)
+                    p.storeBytes(of: UInt64(r.slot).littleEndian, toByteOffset: o + 8, as: UInt64.self)
+                    p.storeBytes(of: r.ref.volume.littleEndian, toByteOffset: o + 16, as: UInt64.self)
+                    p.storeBytes(of: r.ref.epoch.littleEndian, toByteOffset: o + 24, as: UInt64.self)
+                    p.storeBytes(of: r.ref.sequence.littleEndian, toByteOffset: o + 32, as: UInt64.self)
+                    p.storeBytes(of: r.ref.index.littleEndian, toByteOffset: o + 40, as: UInt64.self)
+                    o += recordBytes
+                }
             }
             w.pad(to: start + config.sectorSize)
             seal(&w, sectorAt: start, size: config.sectorSize)
