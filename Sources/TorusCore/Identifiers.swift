@@ -74,7 +74,15 @@ public struct BlockRef: WordHashable, Comparable, Sendable, CustomStringConverti
     }
 
     public func encode(into w: inout ByteWriter) {
-        w.u64(volume); w.u64(epoch); w.u64(sequence); w.u64(index)
+        w.append(Self.encodedSize) { store(into: $0, at: 0) }
+    }
+
+    /// Stores the `encodedSize` bytes of `encode(into:)` at `offset` of `p`.
+    @inline(__always) func store(into p: UnsafeMutableRawBufferPointer, at offset: Int) {
+        p.storeBytes(of: volume.littleEndian, toByteOffset: offset, as: UInt64.self)
+        p.storeBytes(of: epoch.littleEndian, toByteOffset: offset + 8, as: UInt64.self)
+        p.storeBytes(of: sequence.littleEndian, toByteOffset: offset + 16, as: UInt64.self)
+        p.storeBytes(of: index.littleEndian, toByteOffset: offset + 24, as: UInt64.self)
     }
 
     public static func decode(from r: inout ByteReader) -> BlockRef? {

@@ -13,11 +13,9 @@ public struct StorageNode: Sendable {
     private var waiting: [StoreRequestID: (peer: NodeID, rpc: RPCID, range: Range<Int>?)] = [:]
     private var nextStoreRequest: UInt64 = 1
     /// Buffers reused across steps (one allocation each per node, not two per step): the
-    /// store's outputs of the step under way, and the node's outputs, which a step hands out
-    /// and the next one drops first, when the caller no longer holds them.
+    /// store's outputs of the step under way, and the node's outputs (see `StepOutputs`).
     private var storeOut: [StoreOutput] = []
-    private var out: [Output] = []
-    private var outHandedOut = false
+    private var out = StepOutputs<Output>()
 
     // Scrubbing: the refs of the current round still to verify (a sorted batch), where the
     // round is, and the verification in flight.
@@ -114,18 +112,14 @@ public struct StorageNode: Sendable {
 
     /// Runs one store step into the reused buffers and returns the node's outputs.
     private mutating func step(_ body: (inout BlockStore, inout [StoreOutput]) -> Void) -> [Output] {
-        if outHandedOut {
-            out.removeAll(keepingCapacity: true)
-            outHandedOut = false
-        }
+        out.begin()
         var storeOutputs = storeOut
         storeOut = []  // (taken, so appending to it copies nothing)
         body(&store, &storeOutputs)
         translate(storeOutputs)
         storeOutputs.removeAll(keepingCapacity: true)
         storeOut = storeOutputs
-        outHandedOut = true
-        return out
+        return out.handOut()
     }
 
     private mutating func translate(_ outputs: [StoreOutput]) {

@@ -69,10 +69,7 @@ enum BlockStoreFormat {
                     p.storeBytes(of: r.op.rawValue, toByteOffset: o, as: UInt8.self)
                     p.storeBytes(of: r.crc.littleEndian, toByteOffset: o + 4, as: UInt32.self)
                     p.storeBytes(of: UInt64(r.slot).littleEndian, toByteOffset: o + 8, as: UInt64.self)
-                    p.storeBytes(of: r.ref.volume.littleEndian, toByteOffset: o + 16, as: UInt64.self)
-                    p.storeBytes(of: r.ref.epoch.littleEndian, toByteOffset: o + 24, as: UInt64.self)
-                    p.storeBytes(of: r.ref.sequence.littleEndian, toByteOffset: o + 32, as: UInt64.self)
-                    p.storeBytes(of: r.ref.index.littleEndian, toByteOffset: o + 40, as: UInt64.self)
+                    r.ref.store(into: p, at: o + 16)
                     o += recordBytes
                 }
             }

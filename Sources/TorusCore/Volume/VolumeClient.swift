@@ -31,11 +31,8 @@ public struct VolumeClient: Sendable {
 
     public internal(set) var phase: Phase = .opening
     var now: Instant = .zero
-    /// The outputs of the step under way. `finish()` hands them out and leaves them here; the
-    /// next step drops them first (`begin`), when the caller no longer holds them, so their
-    /// buffer is reused instead of allocated anew on every step.
-    var out: [ClientOutput] = []
-    var outHandedOut = false
+    /// The outputs of the step under way (see `StepOutputs`).
+    var out = StepOutputs<ClientOutput>()
 
     // Lease and epoch.
     public internal(set) var epoch: UInt64 = 0
@@ -286,17 +283,13 @@ public struct VolumeClient: Sendable {
                 out.append(.timer(at: next))
             }
         }
-        outHandedOut = true
-        return out
+        return out.handOut()
     }
 
     /// Starts a step at `now`: drops the outputs the last step handed out.
     @inline(__always) mutating func begin(_ now: Instant) {
         self.now = now
-        if outHandedOut {
-            out.removeAll(keepingCapacity: true)
-            outHandedOut = false
-        }
+        out.begin()
     }
 
     mutating func allocateRPC(_ purpose: PendingRPC.Purpose, node: NodeID, timeout: Nanoseconds? = nil) -> RPCID {
