@@ -4,11 +4,12 @@
 # Usage: bash scripts/interop.sh   (needs: libnbd-bin fio qemu-utils; scripts/test.sh installs them)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib.sh
 
 swift build -c release --product torus
 BIN=$PWD/.build/release/torus
 WORK=$(mktemp -d /tmp/torus-interop.XXXXXX)
-PORT=$((20000 + RANDOM % 12000))  # below the ephemeral range (32768-), so no outgoing connection holds it
+PORT=$(free_port)  # bindable now, and below the ephemeral range (see lib.sh)
 URI=nbd://127.0.0.1:$PORT
 PID=
 passed=0
