@@ -10,11 +10,17 @@ import TorusCore
 /// while initializing and moving out of raw memory is a plain copy. A class, so the payloads
 /// still in the queue are released exactly once, when it goes away.
 final class EventQueue<Payload> {
+    /// (time, sequence) as one 128-bit number: one branch-free compare instead of two
+    /// data-dependent branches (popping was about 2% of a run, mostly mispredicted branches).
     private struct Key {
-        var time: UInt64
-        var seq: UInt64
+        var order: UInt128
         var slot: Int32
-        @inline(__always) func precedes(_ o: Key) -> Bool { time != o.time ? time < o.time : seq < o.seq }
+        init(time: UInt64, seq: UInt64, slot: Int32) {
+            order = UInt128(time) << 64 | UInt128(seq)
+            self.slot = slot
+        }
+        var time: UInt64 { UInt64(truncatingIfNeeded: order >> 64) }
+        @inline(__always) func precedes(_ o: Key) -> Bool { order < o.order }
     }
     private var heap: [Key] = []
     /// Slots `0..<slotsUsed` have been handed out; a slot is initialized iff a key in `heap`
