@@ -72,7 +72,7 @@ public final class Simulation {
 
     var queue = EventQueue<Event>()
     var now: Instant = .zero
-    var trace = StableHasher()
+    var trace = TraceHasher()
     var events: UInt64 = 0
 
     var faultRandom: SeededRandom
