@@ -21,6 +21,21 @@ extension BlockStore {
         }
         checkInFlight(writing: writing)
         precondition(used == index.count, "\(used) used slots but \(index.count) refs in the index")
+        // The durable index first, into per-slot tables: the live walk below then compares each
+        // durable ref with what its slot holds, instead of one hash lookup per ref (this walk
+        // runs when the store's tables are cold, and those lookups missed the cache).
+        var durablyOwned = [Bool](repeating: false, count: config.totalSlots)
+        var durableRef = [BlockRef](repeating: BlockRef(volume: 0, epoch: 0, sequence: 0, index: 0), count: config.totalSlots)
+        var durableCRC = [UInt32](repeating: 0, count: config.totalSlots)
+        for (ref, d) in durableIndex {
+            precondition(
+                slots[d.slot] == .used || slots[d.slot] == .freeing,
+                "durable \(ref) on slot \(d.slot) in state \(slots[d.slot])")
+            precondition(!durablyOwned[d.slot], "durable \(ref) shares slot \(d.slot)")
+            durablyOwned[d.slot] = true
+            durableRef[d.slot] = ref
+            durableCRC[d.slot] = d.crc
+        }
         // One flag per slot, not the owning ref (33 bytes a slot): this walk runs over every
         // slot. The other owner is looked up only to name it when the check fails.
         var owned = [Bool](repeating: false, count: config.totalSlots)
@@ -33,21 +48,14 @@ extension BlockStore {
             precondition(e.putSeq < nextSeq, "\(ref) inserted by future change \(e.putSeq)")
             owned[e.slot] = true
             if e.putSeq <= durableThroughSeq {
-                // (The one lookup per ref: the durable loop below does not look back here.)
-                guard let d = durableIndex[ref] else { preconditionFailure("\(ref) is durable but missing from the durable index") }
-                precondition(e.slot == d.slot && e.crc == d.crc, "durable \(ref) differs from its index entry")
+                // Its slot holds at most one durable ref (checked above): it must be this one.
+                precondition(durablyOwned[e.slot] && durableRef[e.slot] == ref,
+                             "\(ref) is durable but the durable index does not have it on slot \(e.slot)")
+                precondition(durableCRC[e.slot] == e.crc, "durable \(ref) differs from its index entry")
             }
         }
         precondition(freeing == freeingCount, "\(freeing) freeing slots but count is \(freeingCount)")
         checkChanges()
-        var durablyOwned = [Bool](repeating: false, count: config.totalSlots)
-        for (ref, d) in durableIndex {
-            precondition(
-                slots[d.slot] == .used || slots[d.slot] == .freeing,
-                "durable \(ref) on slot \(d.slot) in state \(slots[d.slot])")
-            precondition(!durablyOwned[d.slot], "durable \(ref) shares slot \(d.slot)")
-            durablyOwned[d.slot] = true
-        }
         if let j = journal {
             precondition(
                 j.nextSector >= 1 && j.nextSector <= config.journalRegionSectors,
