@@ -475,8 +475,13 @@ extension VolumeClient {
 
     // MARK: Timeouts
 
+    /// Runs on every tick. Each table is first scanned for anything due, without allocating:
+    /// most ticks find nothing, and sorting the keys of every table on every tick was about 1%
+    /// of the simulator's soak scenario. What is due is handled in key order, as before.
     mutating func expireRPCs() {
-        let expired = rpcs.filter { $0.value.deadline <= now }.keys.sorted()
+        var expired: [RPCID] = []
+        for (id, pending) in rpcs where pending.deadline <= now { expired.append(id) }
+        expired.sort()
         for id in expired {
             let pending = rpcs.removeValue(forKey: id)!
             switch pending.purpose {
@@ -490,13 +495,18 @@ extension VolumeClient {
                 syncFailed(pending.node, refs)
             }
         }
-        for rpc in repairs.keys.sorted() where repairs[rpc]!.deadline <= now {
-            let r = repairs.removeValue(forKey: rpc)!
-            if r.attempts < Self.repairAttemptsMax { sendRepair(r) }
+        if repairs.values.contains(where: { $0.deadline <= now }) {
+            for rpc in repairs.keys.sorted() where repairs[rpc]!.deadline <= now {
+                let r = repairs.removeValue(forKey: rpc)!
+                if r.attempts < Self.repairAttemptsMax { sendRepair(r) }
+            }
         }
-        for block in fetches.keys.sorted() {
-            if let at = fetches[block]?.retryAt, at <= now { sendGet(block) }
+        if fetches.values.contains(where: { $0.retryAt.map { $0 <= now } ?? false }) {
+            for block in fetches.keys.sorted() {
+                if let at = fetches[block]?.retryAt, at <= now { sendGet(block) }
+            }
         }
+        guard writebacks.values.contains(where: { $0.retryAt.map { $0 <= now } ?? false }) else { return }
         for block in writebacks.keys.sorted() {
             if let at = writebacks[block]?.retryAt, at <= now {
                 let nodes = writebacks[block]!.retryNodes
