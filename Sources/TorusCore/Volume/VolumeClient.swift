@@ -390,6 +390,12 @@ public struct VolumeClient: Sendable {
         syncing.removeAll()
     }
 
+    /// `checkInvariants()` on the client where it is stored. A caller that keeps the client in a
+    /// class property calls this one: reading the property to call the non-mutating form copies
+    /// the whole client first (every table in it retained and released), which was about 1% of
+    /// the simulator's time. Nothing is changed.
+    public mutating func checkInvariantsInPlace() { checkInvariants() }
+
     /// Internal consistency; run after every step in debug builds and by the simulator.
     public func checkInvariants() {
         precondition(entries.count == Int(info.blockCount) && committed.count == entries.count
