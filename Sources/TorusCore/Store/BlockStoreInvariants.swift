@@ -25,16 +25,22 @@ extension BlockStore {
         // durable ref with what its slot holds, instead of one hash lookup per ref (this walk
         // runs when the store's tables are cold, and those lookups missed the cache).
         var durablyOwned = [Bool](repeating: false, count: config.totalSlots)
-        var durableRef = [BlockRef](repeating: BlockRef(volume: 0, epoch: 0, sequence: 0, index: 0), count: config.totalSlots)
-        var durableCRC = [UInt32](repeating: 0, count: config.totalSlots)
+        // Raw memory, not zero-filled arrays (128 KiB a walk): a slot's entry is initialized
+        // when its flag is set and read only then.
+        let durableRef = UnsafeMutablePointer<BlockRef>.allocate(capacity: config.totalSlots)
+        let durableCRC = UnsafeMutablePointer<UInt32>.allocate(capacity: config.totalSlots)
+        defer {
+            durableRef.deallocate()  // trivial types: nothing to deinitialize
+            durableCRC.deallocate()
+        }
         for (ref, d) in durableIndex {
             precondition(
                 slots[d.slot] == .used || slots[d.slot] == .freeing,
                 "durable \(ref) on slot \(d.slot) in state \(slots[d.slot])")
             precondition(!durablyOwned[d.slot], "durable \(ref) shares slot \(d.slot)")
             durablyOwned[d.slot] = true
-            durableRef[d.slot] = ref
-            durableCRC[d.slot] = d.crc
+            (durableRef + d.slot).initialize(to: ref)
+            (durableCRC + d.slot).initialize(to: d.crc)
         }
         // One flag per slot, not the owning ref (33 bytes a slot): this walk runs over every
         // slot. The other owner is looked up only to name it when the check fails.
