@@ -13,7 +13,7 @@ struct StepOutputs<Element: Sendable>: Sendable {
     /// Drops the outputs the last step handed out.
     @inline(__always) mutating func begin() {
         if handedOut {
-            elements.removeAll(keepingCapacity: true)
+            elements.clearKeepingCapacity()
             handedOut = false
         }
     }
@@ -24,5 +24,18 @@ struct StepOutputs<Element: Sendable>: Sendable {
     @inline(__always) mutating func handOut() -> [Element] {
         handedOut = true
         return elements
+    }
+}
+
+extension Array {
+    /// `removeAll(keepingCapacity: true)`, cheaper for the few elements a step leaves: that
+    /// goes through the general `replaceSubrange` (about 180 instructions a call; two calls
+    /// per storage node step were 2.7% of the simulator's instructions).
+    @inline(__always) mutating func clearKeepingCapacity() {
+        if count <= 4 {
+            while !isEmpty { removeLast() }
+        } else {
+            removeAll(keepingCapacity: true)
+        }
     }
 }

@@ -117,7 +117,7 @@ public struct StorageNode: Sendable {
         storeOut = []  // (taken, so appending to it copies nothing)
         body(&store, &storeOutputs)
         translate(storeOutputs)
-        storeOutputs.removeAll(keepingCapacity: true)
+        storeOutputs.clearKeepingCapacity()
         storeOut = storeOutputs
         return out.handOut()
     }
