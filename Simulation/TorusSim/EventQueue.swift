@@ -22,84 +22,108 @@ final class EventQueue<Payload> {
         var time: UInt64 { UInt64(truncatingIfNeeded: order >> 64) }
         @inline(__always) func precedes(_ o: Key) -> Bool { order < o.order }
     }
-    private var heap: [Key] = []
-    /// Slots `0..<slotsUsed` have been handed out; a slot is initialized iff a key in `heap`
-    /// names it (the others are in `freeSlots`).
+    /// The heap (`count` keys), the payload slots and the free slot list share one capacity:
+    /// keys + free slots = slots handed out <= capacity. Raw buffers rather than arrays: the
+    /// arrays' uniqueness checks on every push and pop were a fifth of the queue's cost.
+    private var keys: UnsafeMutablePointer<Key>
+    private(set) var count = 0
+    /// Slots `0..<slotsUsed` have been handed out; a slot is initialized iff a key in the heap
+    /// names it (the others are in the free list).
     private var payloads: UnsafeMutablePointer<Payload>
+    private var freeSlots: UnsafeMutablePointer<Int32>
+    private var freeCount = 0
     private var capacity = 256
     private var slotsUsed = 0
-    private var freeSlots: [Int32] = []
     private var nextSeq: UInt64 = 0
 
     init() {
+        keys = .allocate(capacity: capacity)
         payloads = .allocate(capacity: capacity)
+        freeSlots = .allocate(capacity: capacity)
     }
 
     deinit {
-        for k in heap { (payloads + Int(k.slot)).deinitialize(count: 1) }
+        for i in 0..<count { (payloads + Int(keys[i].slot)).deinitialize(count: 1) }
+        keys.deallocate()  // keys and free slots are trivial: nothing to deinitialize
         payloads.deallocate()
+        freeSlots.deallocate()
     }
 
-    var count: Int { heap.count }
-    var isEmpty: Bool { heap.isEmpty }
+    var isEmpty: Bool { count == 0 }
 
     func push(_ time: Instant, _ payload: consuming Payload) {
         let slot: Int32
-        if let s = freeSlots.popLast() {
-            slot = s
+        if freeCount > 0 {
+            freeCount -= 1
+            slot = freeSlots[freeCount]
         } else {
             if slotsUsed == capacity { grow() }
             precondition(slotsUsed < Int(Int32.max), "event queue full")
             slot = Int32(slotsUsed)
             slotsUsed += 1
         }
+        precondition(count < capacity, "event queue: more keys than slots")
         (payloads + Int(slot)).initialize(to: payload)
-        heap.append(Key(time: time.nanoseconds, seq: nextSeq, slot: slot))
+        let item = Key(time: time.nanoseconds, seq: nextSeq, slot: slot)
         nextSeq += 1
-        var i = heap.count - 1
-        let item = heap[i]
+        var i = count
+        count += 1
         while i > 0 {
             let parent = (i - 1) / 2
-            guard item.precedes(heap[parent]) else { break }
-            heap[i] = heap[parent]
+            guard item.precedes(keys[parent]) else { break }
+            keys[i] = keys[parent]
             i = parent
         }
-        heap[i] = item
+        keys[i] = item
     }
 
     /// Takes the earliest event out. The queue must not be empty. (Not an optional: an
     /// optional event is destroyed through the runtime's generic witnesses.)
     func pop() -> (Instant, Payload) {
-        precondition(!heap.isEmpty, "pop from an empty event queue")
-        let top = heap[0]
-        let last = heap.removeLast()
-        if !heap.isEmpty {
+        precondition(count > 0, "pop from an empty event queue")
+        let top = keys[0]
+        count -= 1
+        let n = count
+        if n > 0 {
+            let last = keys[n]
             var i = 0
-            let n = heap.count
             while true {
                 let l = 2 * i + 1, r = l + 1
                 var m = l
                 if l >= n { break }
-                if r < n && heap[r].precedes(heap[l]) { m = r }
-                guard heap[m].precedes(last) else { break }
-                heap[i] = heap[m]
+                if r < n && keys[r].precedes(keys[l]) { m = r }
+                guard keys[m].precedes(last) else { break }
+                keys[i] = keys[m]
                 i = m
             }
-            heap[i] = last
+            keys[i] = last
         }
         let payload = (payloads + Int(top.slot)).move()
-        freeSlots.append(top.slot)
+        freeSlots[freeCount] = top.slot
+        freeCount += 1
         return (Instant(nanoseconds: top.time), payload)
     }
 
     private func grow() {
-        let bigger = UnsafeMutablePointer<Payload>.allocate(capacity: capacity * 2)
+        let bigger = capacity * 2
+        let newPayloads = UnsafeMutablePointer<Payload>.allocate(capacity: bigger)
         // Live and free slots alike keep their numbers; only live ones are initialized, so
         // each is moved on its own.
-        for k in heap { (bigger + Int(k.slot)).moveInitialize(from: payloads + Int(k.slot), count: 1) }
+        for i in 0..<count {
+            let s = Int(keys[i].slot)
+            (newPayloads + s).moveInitialize(from: payloads + s, count: 1)
+        }
         payloads.deallocate()
-        payloads = bigger
-        capacity *= 2
+        payloads = newPayloads
+        let newKeys = UnsafeMutablePointer<Key>.allocate(capacity: bigger)
+        newKeys.initialize(from: keys, count: count)
+        keys.deallocate()
+        keys = newKeys
+        let newFree = UnsafeMutablePointer<Int32>.allocate(capacity: bigger)
+        newFree.initialize(from: freeSlots, count: freeCount)
+        freeSlots.deallocate()
+        freeSlots = newFree
+        capacity = bigger
     }
 }
 
