@@ -21,26 +21,14 @@ extension BlockStore {
         }
         checkInFlight(writing: writing)
         precondition(used == index.count, "\(used) used slots but \(index.count) refs in the index")
-        // The durable index first, into per-slot tables: the live walk below then compares each
-        // durable ref with what its slot holds, instead of one hash lookup per ref (this walk
-        // runs when the store's tables are cold, and those lookups missed the cache).
-        var durablyOwned = [Bool](repeating: false, count: config.totalSlots)
-        // Raw memory, not zero-filled arrays (128 KiB a walk): a slot's entry is initialized
-        // when its flag is set and read only then.
-        let durableRef = UnsafeMutablePointer<BlockRef>.allocate(capacity: config.totalSlots)
-        let durableCRC = UnsafeMutablePointer<UInt32>.allocate(capacity: config.totalSlots)
-        defer {
-            durableRef.deallocate()  // trivial types: nothing to deinitialize
-            durableCRC.deallocate()
-        }
-        for (ref, d) in durableIndex {
-            precondition(
-                slots[d.slot] == .used || slots[d.slot] == .freeing,
-                "durable \(ref) on slot \(d.slot) in state \(slots[d.slot])")
-            precondition(!durablyOwned[d.slot], "durable \(ref) shares slot \(d.slot)")
-            durablyOwned[d.slot] = true
-            (durableRef + d.slot).initialize(to: ref)
-            (durableCRC + d.slot).initialize(to: d.crc)
+        // The durable index first, laid out by slot (which also checks that no two durable
+        // refs share a slot): the live walk below then compares each durable ref with what its
+        // slot holds, instead of one hash lookup per ref (this walk runs when the store's
+        // tables are cold, and those lookups missed the cache).
+        let durable = DurableSlots(durableIndex, totalSlots: config.totalSlots)
+        for s in 0..<config.totalSlots {
+            guard let d = durable.record(at: s) else { continue }
+            precondition(slots[s] == .used || slots[s] == .freeing, "durable \(d.ref) on slot \(s) in state \(slots[s])")
         }
         // One flag per slot, not the owning ref (33 bytes a slot): this walk runs over every
         // slot. The other owner is looked up only to name it when the check fails.
@@ -55,9 +43,10 @@ extension BlockStore {
             owned[e.slot] = true
             if e.putSeq <= durableThroughSeq {
                 // Its slot holds at most one durable ref (checked above): it must be this one.
-                precondition(durablyOwned[e.slot] && durableRef[e.slot] == ref,
-                             "\(ref) is durable but the durable index does not have it on slot \(e.slot)")
-                precondition(durableCRC[e.slot] == e.crc, "durable \(ref) differs from its index entry")
+                guard let d = durable.record(at: e.slot), d.ref == ref else {
+                    preconditionFailure("\(ref) is durable but the durable index does not have it on slot \(e.slot)")
+                }
+                precondition(d.crc == e.crc, "durable \(ref) differs from its index entry")
             }
         }
         precondition(freeing == freeingCount, "\(freeing) freeing slots but count is \(freeingCount)")

@@ -501,14 +501,15 @@ extension VolumeClient {
                 if r.attempts < Self.repairAttemptsMax { sendRepair(r) }
             }
         }
-        if fetches.values.contains(where: { $0.retryAt.map { $0 <= now } ?? false }) {
+        func due(_ at: Instant?) -> Bool { at.map { $0 <= now } ?? false }
+        if fetches.values.contains(where: { due($0.retryAt) }) {
             for block in fetches.keys.sorted() {
-                if let at = fetches[block]?.retryAt, at <= now { sendGet(block) }
+                if due(fetches[block]?.retryAt) { sendGet(block) }
             }
         }
-        guard writebacks.values.contains(where: { $0.retryAt.map { $0 <= now } ?? false }) else { return }
+        guard writebacks.values.contains(where: { due($0.retryAt) }) else { return }
         for block in writebacks.keys.sorted() {
-            if let at = writebacks[block]?.retryAt, at <= now {
+            if due(writebacks[block]?.retryAt) {
                 let nodes = writebacks[block]!.retryNodes
                 writebacks[block]!.retryAt = nil
                 writebacks[block]!.retryNodes = []
