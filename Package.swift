@@ -17,6 +17,7 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
         // The storage core: deterministic state machines, no I/O.
@@ -47,15 +48,23 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             path: "Sources/TorusRuntime"
         ),
         // The `torus` command line.
         .executableTarget(
             name: "torus",
-            dependencies: ["TorusRuntime", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: [
+                "TorusRuntime", "TorusCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             path: "Sources/torus"
         ),
         // The deterministic, fault-injecting simulator that drives the core.
@@ -66,7 +75,7 @@ let package = Package(
         .target(name: "TorusScenario", dependencies: ["TorusSim", "TorusCore", "Yams"], path: "Simulation/TorusScenario"),
         .executableTarget(
             name: "torus-sim",
-            dependencies: ["TorusSim", "TorusScenario", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["TorusSim", "TorusScenario", "TorusCore", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Simulation/torus-sim",
             // mimalloc (Debian libmimalloc-dev) replaces glibc's malloc in the simulator only:
             // a run allocates a few small buffers per event, and glibc's allocator was a tenth
@@ -74,12 +83,13 @@ let package = Package(
             // addresses never reach a trace, so traces stay the same.
             linkerSettings: [.linkedLibrary("mimalloc")]
         ),
-        .testTarget(name: "TorusCoreTests", dependencies: ["TorusCore"], path: "Tests/TorusCoreTests"),
+        .testTarget(name: "TorusCoreTests", dependencies: ["TorusCore", "CTorusCRC"], path: "Tests/TorusCoreTests"),
         .testTarget(
             name: "TorusRuntimeTests",
             dependencies: [
                 "TorusRuntime", "TorusCore", "TorusSim",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
             path: "Tests/TorusRuntimeTests"

@@ -132,3 +132,13 @@ etcd_cluster() {
         || bad "peer list: $("$BIN" peer list --metadata "$META" 2>&1)
 $(for i in $(seq 1 "$1"); do echo "node $i log:"; tail -5 "$WORK/node-$i.log"; done)"
 }
+
+# fio ARG...: runs fio in a throwaway directory, so the verify-state files it saves
+# (JOB-N-verify.state) never land in the caller's directory. Paths in the arguments must be absolute.
+fio() {
+    local dir rc=0
+    dir=$(mktemp -d /tmp/torus-fio.XXXXXX)
+    (cd "$dir" && command fio "$@") || rc=$?
+    rm -rf "$dir"
+    return $rc
+}

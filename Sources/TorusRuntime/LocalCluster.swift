@@ -358,7 +358,7 @@ public final class LocalCluster: @unchecked Sendable {
         // Deferred syncing (docs/storage-core.md, "Volume writer and commit"): a node answers a
         // put once the bytes are written and a FLUSH syncs them, so a block rewritten before
         // then costs no disk sync, like a disk's volatile write cache. 4 KiB random writes at
-        // QD32: ~13k IOPS durable, ~38k deferred (Benchmarks/results-2026-11-26-g.txt). The
+        // QD32: ~13k IOPS durable, ~38k deferred (Benchmarks/results/results-2026-11-26-g.txt). The
         // cache holds every unsynced block, so it is big; half of it may be dirty.
         cfg.cacheBytesMax = config.cacheBytes
         cfg.dirtyBytesHigh = config.cacheBytes / 2
