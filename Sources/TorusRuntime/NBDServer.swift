@@ -71,7 +71,7 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
                         context.write(wrapOutboundOut(BorrowedBytes.wrap(part)), promise: nil)
                     } else {
                         // Data starts its own buffer, so the copy is not shifted by the header's
-                        // length (see the memcpy note in PLATFORM.md).
+                        // length (see the memcpy note in docs/platform.md).
                         if copied == nil { copied = context.channel.allocator.buffer(capacity: shortBytes) }
                         copied!.writeBytes(part)
                     }
