@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# The deployed shape against nbdkit file, side by side in alternating rounds: etcd + 3 `torus node`
+# (replication 2) + `torus nbd serve --cache-size 128MiB`, TCP on loopback, a 1 GiB volume filled
+# first; nbdkit file on a 1 GiB file. fio's nbd engine runs each job on both targets, round after
+# round (the order flips every round); a ratio is the median of the rounds' ratios.
+#
+# Jobs (the FLUSHes are what filesystems and databases send):
+#   randwrite 4k qd32 fsync32  4 KiB random writes, a FLUSH every 32 writes
+#   randread 4k qd32 / qd1     4 KiB random reads
+#   write 1m qd8 end-flush     1 MiB sequential writes of the whole volume, one FLUSH at the end
+#                              (IOPS over the wall time of the job, the FLUSH included)
+#   read 1m qd8                1 MiB sequential reads
+#   write+flush 4k qd1         a 4 KiB write then a FLUSH, one at a time: pairs/s and FLUSH p50/p99
+#
+# Usage: bash Benchmarks/cluster-bench.sh [RUNTIME_SECONDS=10] [ROUNDS=3]
+#        TORUS_BIN=/path/to/torus ... measures that binary instead of building this checkout.
+# Prints the table and writes it to Benchmarks/results/cluster-DATE.txt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNTIME=${1:-10}
+ROUNDS=${2:-3}
+. scripts/lib.sh
+install_missing fio nbdkit etcd-server libnbd-bin
+
+if [ -z "${TORUS_BIN:-}" ]; then swift build -c release --product torus >/dev/null; TORUS_BIN=$PWD/.build/release/torus; fi
+BIN=$TORUS_BIN
+WORK=$(mktemp -d /tmp/torus-cluster-bench.XXXXXX)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+start_etcd "$WORK" >/dev/null
+PIDS+=("$ETCD_PID")
+META=$ETCD_URL
+"$BIN" init --metadata "$META" --replication 2 >/dev/null
+for i in 1 2 3; do
+    "$BIN" node --metadata "$META" --data-dir "$WORK/node-$i" --size 4GiB --listen 127.0.0.1:0 --zone "z$i" \
+        >"$WORK/node-$i.log" 2>&1 &
+    PIDS+=($!)
+done
+for _ in $(seq 1 100); do [ "$("$BIN" peer list --metadata "$META" 2>/dev/null | grep -c alive)" = 3 ] && break; sleep 0.2; done
+"$BIN" volume create bench 1GiB --metadata "$META" >/dev/null
+TORUS_PORT=$(free_port)
+"$BIN" nbd serve --metadata "$META" --listen "127.0.0.1:$TORUS_PORT" --cache-size 128MiB >"$WORK/nbd.log" 2>&1 &
+PIDS+=($!)
+truncate -s 1G "$WORK/file.img"
+NBDKIT_PORT=$(free_port)
+nbdkit --exit-with-parent -f -p "$NBDKIT_PORT" -e bench file "$WORK/file.img" >/dev/null 2>&1 &
+PIDS+=($!)
+declare -A URI=([nbdkit-file]="nbd://127.0.0.1:$NBDKIT_PORT/bench" [torus-3n-r2]="nbd://127.0.0.1:$TORUS_PORT/bench")
+for t in "${!URI[@]}"; do
+    for _ in $(seq 1 150); do nbdinfo "${URI[$t]}" >/dev/null 2>&1 && break; sleep 0.2; done
+    nbdinfo "${URI[$t]}" >/dev/null || { echo "$t did not come up"; tail -5 "$WORK/nbd.log"; exit 1; }
+    fio --name=fill --ioengine=nbd --uri="${URI[$t]}" --rw=write --bs=1m --iodepth=8 --size=1g --end_fsync=1 \
+        --output-format=terse >/dev/null
+done
+
+JOBS=("randwrite 4k 32 --fsync=32" "randread 4k 32" "randread 4k 1" "write 1m 8 --end_fsync=1" "read 1m 8" "randwrite 4k 1 --fsync=1")
+RAW="$WORK/raw.tsv"
+: >"$RAW"
+run_job() {  # target round job...
+    local target=$1 round=$2 rw=$3 bs=$4 qd=$5 extra=${6:-} timing=(--time_based --runtime="$RUNTIME" --ramp_time=1) start end
+    [ "$extra" = --end_fsync=1 ] && timing=()  # the whole volume once, the FLUSH inside the timed span
+    start=$(date +%s%N)
+    fio --name=bench --ioengine=nbd --uri="${URI[$target]}" --rw="$rw" --bs="$bs" --iodepth="$qd" --size=1g \
+        ${extra:+"$extra"} "${timing[@]}" --randrepeat=0 --output-format=json --output="$WORK/out.json" >/dev/null
+    end=$(date +%s%N)
+    python3 - "$WORK/out.json" "$target" "$round" "$rw $bs qd$qd ${extra#--}" $(( (end - start) / 1000 )) >>"$RAW" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))["jobs"][0]
+side = j["read"] if j["read"]["io_bytes"] > 0 else j["write"]
+iops = side["iops"]
+if "end_fsync" in sys.argv[4]:  # whole job, FLUSH included, over its wall time
+    iops = side["total_ios"] / (int(sys.argv[5]) / 1e6)
+pct = j.get("sync", {}).get("lat_ns", {}).get("percentile", {}) if sys.argv[4].split()[-1] == "fsync=1" else {}
+print("\t".join([sys.argv[2], sys.argv[3], sys.argv[4].strip(), f"{iops:.0f}", f"{side['bw_bytes'] / 1e6:.1f}",
+                 f'{pct.get("50.000000", 0) / 1e6:.2f}', f'{pct.get("99.000000", 0) / 1e6:.2f}']))
+PY
+}
+for round in $(seq 1 "$ROUNDS"); do
+    order=(nbdkit-file torus-3n-r2)
+    [ $((round % 2)) = 0 ] && order=(torus-3n-r2 nbdkit-file)
+    for job in "${JOBS[@]}"; do
+        for t in "${order[@]}"; do run_job "$t" "$round" $job; done
+    done
+    echo "round $round of $ROUNDS done" >&2
+done
+
+mkdir -p Benchmarks/results
+OUT=Benchmarks/results/cluster-$(date -u +%Y-%m-%d-%H%M).txt
+{
+    echo "# bash Benchmarks/cluster-bench.sh $RUNTIME $ROUNDS, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) vCPUs, torus at $(git rev-parse --short HEAD)$(git diff --quiet || echo '+changes')"
+    echo "# etcd + 3 torus node (replication 2) + torus nbd serve --cache-size 128MiB over TCP, 1 GiB volume, vs nbdkit file (1 GiB)"
+    python3 - "$RAW" <<'PY'
+import statistics, sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
+jobs = list(dict.fromkeys(r[2] for r in rows))
+val = {(r[0], r[1], r[2]): r for r in rows}
+rounds = sorted({r[1] for r in rows}, key=int)
+print(f'{"job":<30} {"torus IOPS":>11} {"nbdkit IOPS":>12} {"ratio":>7}  {"per round":<22} {"flush p50/p99 ms (torus | nbdkit)"}')
+for job in jobs:
+    t = [float(val[("torus-3n-r2", r, job)][3]) for r in rounds]
+    n = [float(val[("nbdkit-file", r, job)][3]) for r in rounds]
+    ratios = [a / b if b else 0 for a, b in zip(t, n)]
+    flush = ""
+    if job.split()[-1] == "fsync=1":
+        def lat(target):
+            p50 = statistics.median(float(val[(target, r, job)][5]) for r in rounds)
+            p99 = statistics.median(float(val[(target, r, job)][6]) for r in rounds)
+            return f"{p50:.2f}/{p99:.2f}"
+        flush = f"{lat('torus-3n-r2')} | {lat('nbdkit-file')}"
+    print(f"{job:<30} {statistics.median(t):>11.0f} {statistics.median(n):>12.0f} {statistics.median(ratios):>6.2f}x  "
+          f"{' '.join(f'{x:.2f}' for x in ratios):<22} {flush}")
+PY
+} | tee "$OUT"
+echo "written to $OUT"
