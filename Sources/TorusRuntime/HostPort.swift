@@ -19,8 +19,8 @@ public struct HostPort: Equatable, Sendable, CustomStringConvertible {
 
         public var description: String {
             switch self {
-            case .missingPort(let text): return "'\(text)' has no port (expected HOST:PORT)"
-            case .missingHost(let text): return "'\(text)' has no host (expected HOST:PORT)"
+            case .missingPort: return "no port"
+            case .missingHost: return "no host"
             case .badPort(let port): return "port '\(port)' is not a number"
             case .portOutOfRange(let port): return "port \(port) is not between 0 and 65535"
             }

@@ -27,6 +27,7 @@ import TorusRuntime
         try HostPort(parsing: "127.0.0.1:99999999999999999999")
     }
     #expect("\(HostPort.ParseError.portOutOfRange("65536"))" == "port 65536 is not between 0 and 65535")
+    #expect("\(HostPort.ParseError.missingPort("x"))" == "no port")
 }
 
 @Test func hostPortReadsIPv6() throws {
