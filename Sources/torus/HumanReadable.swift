@@ -1,5 +1,3 @@
-// Figures for people: sizes in KiB/MiB/GiB, decimals without Foundation.
-
 /// `1.5 GiB`-style sizes for people.
 func humanBytes(_ n: UInt64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]
