@@ -30,10 +30,12 @@ public enum TorusMetrics {
     /// Serves `GET /metrics` on `host:port` (bootstrapping the backend first).
     public static func serve(_ address: String, group: EventLoopGroup) -> EventLoopFuture<Channel> {
         bootstrap()
-        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]), (0...65535).contains(port) else {
-            return group.next().makeFailedFuture(RuntimeError.badInput("--metrics: expected HOST:PORT, got '\(address)'"))
+        let endpoint: HostPort
+        do {
+            endpoint = try HostPort(parsing: address)
+        } catch {
+            return group.next().makeFailedFuture(RuntimeError.badInput("--metrics: expected HOST:PORT, got '\(address)' (\(error))"))
         }
-        let host = String(address[..<colon])
         return ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
@@ -41,7 +43,7 @@ public enum TorusMetrics {
                     channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(MetricsHTTPHandler()) }
                 }
             }
-            .bind(host: host, port: port)
+            .bind(host: endpoint.host, port: endpoint.port)
     }
 
     // MARK: Instruments used by the runtime

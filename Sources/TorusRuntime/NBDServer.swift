@@ -177,9 +177,11 @@ public enum NBDServer {
         if address.hasPrefix("/") || address.hasPrefix("./") {
             return bootstrap.bind(unixDomainSocketPath: address, cleanupExistingSocketFile: true)
         }
-        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]) else {
-            return group.next().makeFailedFuture(RuntimeError.badInput("--nbd '\(address)' must be HOST:PORT or a Unix socket path"))
+        do {
+            let endpoint = try HostPort(parsing: address)
+            return bootstrap.bind(host: endpoint.host, port: endpoint.port)
+        } catch {
+            return group.next().makeFailedFuture(RuntimeError.badInput("--nbd '\(address)' must be HOST:PORT or a Unix socket path (\(error))"))
         }
-        return bootstrap.bind(host: String(address[..<colon]), port: port)
     }
 }

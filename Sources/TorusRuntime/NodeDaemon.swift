@@ -40,10 +40,13 @@ public final class NodeDaemon: @unchecked Sendable {
         let id = try loadOrAllocateID(dataDir + "/node.id", meta)
         let storeConfig = StorageNodeServer.storeConfig(blockSize: shape.blockSize, diskBytes: sizeBytes)
         let (disk, store) = try StorageNodeServer.openStore(path: dataDir + "/blocks.data", config: storeConfig)
-        guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]) else {
-            throw RuntimeError.badInput("--listen '\(listen)' must be HOST:PORT")
+        let endpoint: HostPort
+        do {
+            endpoint = try HostPort(parsing: listen)
+        } catch {
+            throw RuntimeError.badInput("--listen '\(listen)' must be HOST:PORT (\(error))")
         }
-        let host = String(listen[..<colon])
+        let (host, port) = (endpoint.host, endpoint.port)
         let server = StorageNodeServer(id: id, store: store, disk: disk, loop: group.next(), pool: pool,
                                        clusterID: clusterID, log: runtimeLog)
         let bound = try server.loop.flatSubmit { server.start(host: host, port: port) }.wait()

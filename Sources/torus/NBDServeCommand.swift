@@ -1,0 +1,57 @@
+import ArgumentParser
+import NIOCore
+import NIOPosix
+import TorusRuntime
+
+struct NBD: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "nbd", abstract: "Serve the volumes of a cluster in etcd over NBD.", subcommands: [Serve.self])
+
+    struct Serve: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Export every volume over NBD, writing through the storage nodes registered in etcd.",
+            discussion: """
+                Opening a volume takes its writer lock in etcd (a key under this server's lease with \
+                a new epoch); a second server waits until the lock is free. SIGINT/SIGTERM flush every \
+                volume and release the locks.
+
+                With --read-only no lock is taken, so any number of these run next to the writer: \
+                exports are read-only (writes fail with EPERM) and show the last committed (flushed) \
+                state, re-read every second. Volumes created, resized or deleted later are followed \
+                through an etcd watch.
+                """)
+        @Option(help: ArgumentHelp("etcd endpoint(s): etcd://HOST:PORT[,HOST:PORT...] or https://HOST:PORT.", discussion: etcdTLSHelp)) var metadata: String
+        @Option(help: "NBD listen address: HOST:PORT, or a Unix socket path.") var listen = "127.0.0.1:10809"
+        @Option(help: "Event-loop threads (default: one per core).") var threads: Int?
+        @Flag(name: .customLong("read-only"), help: "Export every volume read-only, without taking writer locks.")
+        var readOnly = false
+        @OptionGroup(title: "Write cache") var writeCache: WriteCacheOptions
+        @OptionGroup(title: "Garbage collection and repair (not with --read-only)") var maintenance: MaintenanceOptions
+        @Option(help: metricsHelp) var metrics: String?
+
+        func run() throws {
+            var config = LocalCluster.Configuration(dataDir: "/nonexistent", nodes: 0, replication: 1, volumes: [])
+            config.defaultVolume = nil
+            config.metadata = metadata
+            config.readOnly = readOnly
+            try writeCache.apply(to: &config)
+            try maintenance.apply(to: &config)
+            let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads ?? System.coreCount))
+            let pool = NIOThreadPool(numberOfThreads: 4)
+            pool.start()
+            try serveMetrics(metrics, group: group)
+            let cluster: LocalCluster
+            let server: Channel
+            do {
+                cluster = try LocalCluster.start(config, group: group, pool: pool).wait()
+                server = try NBDServer.bind(listen, cluster: cluster, group: cluster.loop).wait()
+            } catch {
+                say("torus: cannot serve: \(error)")
+                throw ExitCode(1)
+            }
+            say("torus: serving NBD on \(listen)")
+            for e in cluster.exports() { say("  volume \(e.name): \(e.size) bytes  nbd://\(listen)/\(e.name)") }
+            runUntilSignalled("the NBD server: flushing volumes") { flushAndClose(cluster, server) }
+        }
+    }
+}

@@ -1,0 +1,44 @@
+import ArgumentParser
+import NIOPosix
+import TorusRuntime
+
+struct Node: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a storage node: serve its disk to the cluster in etcd.",
+        discussion: """
+            The node keeps its id in DATA_DIR/node.id and its blocks in DATA_DIR/blocks.data \
+            (preallocated to --size), joins the placement ring on first start and keeps a liveness \
+            key under a lease while it runs. SIGINT/SIGTERM stop it cleanly.
+            """)
+    @Option(help: ArgumentHelp("etcd endpoint(s): etcd://HOST:PORT[,HOST:PORT...] or https://HOST:PORT.", discussion: etcdTLSHelp)) var metadata: String
+    @Option(name: .customLong("data-dir"), help: "Directory for this node's data.") var dataDir: String
+    @Option(help: "Size of the node's data file, e.g. 10GiB.") var size: String
+    @Option(help: "Peer protocol listen address HOST:PORT (port 0: any).") var listen = "127.0.0.1:0"
+    @Option(help: "Address other processes use to reach this node (default: the listen address).") var advertise: String?
+    @Option(help: "Failure domain (zone, rack or host); copies of a block go to distinct zones.") var zone = ""
+    @Option(name: .customLong("scrub-rate"), help: "Bytes per second of stored blocks verified against their checksums in the background (e.g. 4MiB); a bad copy is dropped and the collector copies it back. 0: off.")
+    var scrubRate = "4MiB"
+    @Option(help: metricsHelp) var metrics: String?
+
+    func run() throws {
+        let bytes = try parseSize(size, what: "--size")
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let pool = NIOThreadPool(numberOfThreads: 4)
+        pool.start()
+        try serveMetrics(metrics, group: group)
+        let daemon: NodeDaemon
+        do {
+            let scrub = scrubRate == "0" ? 0 : try parseSize(scrubRate, what: "--scrub-rate")
+            daemon = try NodeDaemon.start(metadata: metadata, dataDir: dataDir, sizeBytes: bytes, listen: listen,
+                                          advertise: advertise, zone: zone, scrubBytesPerSecond: scrub, group: group, pool: pool)
+        } catch {
+            say("torus: cannot start the node: \(error)")
+            throw ExitCode(1)
+        }
+        runUntilSignalled("node \(daemon.server.id)") {
+            daemon.shutdown()
+            say("torus: node stopped")
+            return 0
+        }
+    }
+}

@@ -1,0 +1,108 @@
+import ArgumentParser
+import TorusRuntime
+
+struct Volume: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Create, list, inspect, grow and delete volumes (of a running `torus up`, or in etcd with --metadata).",
+        subcommands: [Create.self, List.self, Info.self, Resize.self, Delete.self]
+    )
+
+    struct Target: ParsableArguments {
+        @Option(name: .customLong("data-dir"), help: "The --data-dir of the running `torus up`.") var dataDir = "./torus-data"
+        @Option(help: ArgumentHelp("Work on the cluster in etcd (etcd://HOST:PORT or https://HOST:PORT) instead of a running `torus up`.", discussion: etcdTLSHelp))
+        var metadata: String?
+    }
+
+    static func run(_ line: String, _ target: Target) throws {
+        if let url = target.metadata {
+            try runOnMetadata(line, url)
+            return
+        }
+        let lines: [String]
+        do {
+            lines = try AdminClient.request(line, dataDir: target.dataDir)
+        } catch {
+            say("torus: \(error)")
+            throw ExitCode(1)
+        }
+        for l in lines where l != "ok" { say(l) }
+        if lines.last != "ok" { throw ExitCode(1) }
+    }
+
+    /// The same requests straight against etcd (a `torus nbd serve` picks new volumes up).
+    static func runOnMetadata(_ line: String, _ url: String) throws {
+        let words = line.split(separator: " ").map(String.init)
+        do {
+            let meta = try EtcdMetadataService(url: url)
+            switch words[0] {
+            case "list":
+                for v in try ClusterCatalog.listVolumes(meta).sorted(by: { $0.name < $1.name }) { say(describe(v)) }
+            case "info":
+                guard let v = try ClusterCatalog.listVolumes(meta).first(where: { $0.name == words[1] }) else {
+                    throw RuntimeError.badInput("no volume named '\(words[1])'")
+                }
+                say(describe(v))
+            case "create":
+                let shape = try ClusterCatalog.config(meta)
+                say(describe(try ClusterCatalog.createVolume(meta, name: words[1], sizeBytes: UInt64(words[2])!, blockSize: shape.blockSize,
+                                                             replication: shape.replication, ifMissing: false)))
+            case "delete":
+                guard try ClusterCatalog.listVolumes(meta).contains(where: { $0.name == words[1] }) else {
+                    throw RuntimeError.badInput("no volume named '\(words[1])'")
+                }
+                try ClusterCatalog.deleteVolume(meta, name: words[1])
+            case "resize":
+                let (old, new) = try ClusterCatalog.resizeVolume(meta, name: words[1], sizeBytes: UInt64(words[2])!)
+                say(describe(new) + (old.sizeBytes == new.sizeBytes ? " (unchanged)" : " (was \(old.sizeBytes))"))
+            default:
+                throw RuntimeError.badInput("unknown request '\(line)'")
+            }
+        } catch {
+            say("torus: \(error)")
+            throw ExitCode(1)
+        }
+    }
+
+    struct Create: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create a volume and start serving it over NBD.")
+        @Argument(help: "Volume name (a-z, A-Z, 0-9, '-', '_', '.').") var name: String
+        @Argument(help: "Size, e.g. 10GiB.") var size: String
+        @OptionGroup var target: Target
+        func run() throws { try Volume.run("create \(name) \(try parseSize(size, what: "size"))", target) }
+    }
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List volumes.")
+        @OptionGroup var target: Target
+        func run() throws { try Volume.run("list", target) }
+    }
+
+    struct Info: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show one volume.")
+        @Argument var name: String
+        @OptionGroup var target: Target
+        func run() throws { try Volume.run("info \(name)", target) }
+    }
+
+    struct Resize: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Grow a volume (shrinking is refused: it would drop data).",
+            discussion: """
+                The servers exporting the volume pick the new size up at once (they watch the \
+                metadata store). NBD clients learn an export's size when they connect, so \
+                reconnect them to use the new space.
+                """)
+        @Argument var name: String
+        @Argument(help: "New size, e.g. 20GiB (not smaller than the current size).") var size: String
+        @OptionGroup var target: Target
+        func run() throws { try Volume.run("resize \(name) \(try parseSize(size, what: "size"))", target) }
+    }
+
+    struct Delete: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Delete a volume (the garbage collector reclaims its blocks on a later pass).")
+        @Argument var name: String
+        @OptionGroup var target: Target
+        func run() throws { try Volume.run("delete \(name)", target) }
+    }
+}
