@@ -1,0 +1,65 @@
+/// Sweep: deletes what no head reaches and no writer may commit, once past `grace`.
+extension Collector {
+    /// Whether `ref`, which no head reaches, can never be committed by any writer.
+    static func isCollectible(_ ref: BlockRef, epochKey: UInt64, head: VolumeHead?) -> Bool {
+        // Older epochs are fenced: their writers can never commit again.
+        if ref.epoch < epochKey { return true }
+        // The current epoch's writer commits only refs from its head's floor on.
+        if ref.epoch == epochKey, let head, head.epoch == ref.epoch, ref.sequence < head.floor { return true }
+        return false
+    }
+
+    mutating func sweep() {
+        var deletes: [NodeID: [BlockRef]] = [:]
+        var seen: [NodeID: [BlockRef: Instant]] = [:]
+        stats.volumesSkipped += volumes.values.filter(\.failed).count
+        for node in inventory.keys.sorted() {
+            var since: [BlockRef: Instant] = [:]
+            for ref in inventory[node]! {
+                let garbage: Bool
+                if let v = volumes[ref.volume] {
+                    garbage = !v.failed && v.reachable[ref] == nil
+                        && (config.canaryIgnoresHorizon || Self.isCollectible(ref, epochKey: v.epochKey, head: v.head))
+                } else {
+                    garbage = !metadataDoubtful
+                }
+                guard garbage else {
+                    // A volume left out of this pass keeps what earlier passes found (garbage stays garbage).
+                    if volumes[ref.volume]?.failed == true, let first = garbageSince[node]?[ref] { since[ref] = first }
+                    continue
+                }
+                let first = garbageSince[node]?[ref] ?? now
+                since[ref] = first
+                if now - first >= config.grace && !config.canaryLeaks { deletes[node, default: []].append(ref) }
+            }
+            seen[node] = since
+        }
+        // Nodes left out of this pass keep their record, until they count as lost (a node
+        // that comes back after that is simply listed afresh).
+        for (node, since) in garbageSince where seen[node] == nil && ring.members.contains(where: { $0.node == node })
+            && (downSince[node].map { now - $0 < config.repairGrace } ?? true) {
+            seen[node] = since
+        }
+        garbageSince = seen
+        var deleted = 0
+        for node in deletes.keys.sorted() {
+            let refs = deletes[node]!
+            deleted += refs.count
+            for i in stride(from: 0, to: refs.count, by: config.deleteBatchRefs) {
+                out.append(.send(to: node, .deleteBlocks(Array(refs[i..<min(refs.count, i + config.deleteBatchRefs)]))))
+            }
+            for r in refs { garbageSince[node]![r] = nil }
+        }
+        stats.refsDeleted += deleted
+        passDeleted = deleted
+        planRepairs()
+        if copiesQueued == 0 {
+            beginTrimming()
+        } else {
+            stage = .repairing
+            repairStartedAt = now
+            repairTotal = copiesQueued
+            pumpCopies()
+        }
+    }
+}
