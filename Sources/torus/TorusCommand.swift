@@ -112,7 +112,7 @@ struct Up: ParsableCommand {
             guard parts.count == 2 else { throw ValidationError("--volume '\(v)' must be NAME:SIZE, e.g. vol1:10GiB") }
             vols.append((String(parts[0]), try parseSize(String(parts[1]), what: "volume size")))
         }
-        var config = LocalCluster.Configuration(dataDir: dataDir, nodes: nodes, replication: replication, blockSize: Int(bs),
+        var config = VolumeServer.Configuration(dataDir: dataDir, nodes: nodes, replication: replication, blockSize: Int(bs),
                                                 diskBytes: disk, volumes: vols)
         if !vols.isEmpty { config.defaultVolume = nil }
         config.metadata = metadata
@@ -126,9 +126,9 @@ struct Up: ParsableCommand {
         pool.start()
         try serveMetrics(metrics, group: group)
         say("torus: starting \(nodes) nodes (replication \(replication)) in \(dataDir) ...")
-        let cluster: LocalCluster
+        let cluster: VolumeServer
         do {
-            cluster = try LocalCluster.start(config, group: group, pool: pool).wait()
+            cluster = try VolumeServer.start(config, group: group, pool: pool).wait()
         } catch {
             say("torus: cannot start: \(error)")
             throw ExitCode(1)
@@ -355,7 +355,7 @@ struct MaintenanceOptions: ParsableArguments {
     @Option(name: .customLong("scrub-rate"), help: "torus up: bytes per second each node verifies against checksums in the background; a bad copy is dropped and copied back. 0: off.")
     var scrubRate = "4MiB"
 
-    func apply(to config: inout LocalCluster.Configuration) throws {
+    func apply(to config: inout VolumeServer.Configuration) throws {
         let interval = try parseDuration(gcInterval, what: "--gc-interval")
         config.gcInterval = interval.value == 0 ? nil : interval
         config.gcGrace = try parseDuration(gcGrace, what: "--gc-grace")
@@ -378,7 +378,7 @@ struct WriteCacheOptions: ParsableArguments {
     @Flag(name: .customLong("durable-writes"), help: "Sync every written block on its replicas before taking more (the mode before deferred syncing): a steadier tail when writes outrun the disks, but several times fewer small random writes.")
     var durableWrites = false
 
-    func apply(to config: inout LocalCluster.Configuration) throws {
+    func apply(to config: inout VolumeServer.Configuration) throws {
         config.cacheBytes = try parseCacheSize(cacheSize)
         config.syncDelay = try parseDuration(syncDelay, what: "--sync-delay")
         guard config.syncDelay >= .milliseconds(10) else { throw ValidationError("--sync-delay must be at least 10ms") }
@@ -431,7 +431,7 @@ func runUntilSignalled(_ what: String, stop: @escaping @Sendable () -> Int32) ->
 }
 
 /// Flushes every volume, releases the writers' leases, closes the NBD listener; the exit status.
-func flushAndClose(_ cluster: LocalCluster, _ server: Channel) -> Int32 {
+func flushAndClose(_ cluster: VolumeServer, _ server: Channel) -> Int32 {
     do {
         try cluster.shutdown().wait()
         try? server.close().wait()
@@ -533,7 +533,7 @@ struct NBD: ParsableCommand {
         @Option(help: metricsHelp) var metrics: String?
 
         func run() throws {
-            var config = LocalCluster.Configuration(dataDir: "/nonexistent", nodes: 0, replication: 1, volumes: [])
+            var config = VolumeServer.Configuration(dataDir: "/nonexistent", nodes: 0, replication: 1, volumes: [])
             config.defaultVolume = nil
             config.metadata = metadata
             config.readOnly = readOnly
@@ -543,10 +543,10 @@ struct NBD: ParsableCommand {
             let pool = NIOThreadPool(numberOfThreads: 4)
             pool.start()
             try serveMetrics(metrics, group: group)
-            let cluster: LocalCluster
+            let cluster: VolumeServer
             let server: Channel
             do {
-                cluster = try LocalCluster.start(config, group: group, pool: pool).wait()
+                cluster = try VolumeServer.start(config, group: group, pool: pool).wait()
                 server = try NBDServer.bind(listen, cluster: cluster, group: cluster.loop).wait()
             } catch {
                 say("torus: cannot serve: \(error)")
