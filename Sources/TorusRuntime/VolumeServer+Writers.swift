@@ -25,7 +25,7 @@ extension VolumeServer {
         /// The size a resize asked the writer for (it grows once no flush is in flight).
         var growingTo: UInt64 = 0
         let label: String
-        /// Where node messages go: the cluster's `clientReceived` for this volume.
+        /// Where node messages go: the server's `clientReceived` for this volume.
         let deliver: @Sendable (NodeID, PeerLink, PeerMessage) -> Void
         var peerID: NodeID { client.clientID }
         init(client: VolumeClient, adapter: ByteRangeAdapter, loop: EventLoop, tick: @escaping @Sendable (VolumeHost) -> Void,
