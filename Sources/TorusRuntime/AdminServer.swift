@@ -10,7 +10,7 @@ import TorusCore
 public enum AdminServer {
     public static func socketPath(dataDir: String) -> String { dataDir + "/admin.sock" }
 
-    public static func bind(dataDir: String, cluster: LocalCluster, group: EventLoopGroup) -> EventLoopFuture<Channel> {
+    public static func bind(dataDir: String, cluster: VolumeServer, group: EventLoopGroup) -> EventLoopFuture<Channel> {
         ServerBootstrap(group: group)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -29,10 +29,10 @@ final class AdminHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
     private var pending: [UInt8] = []
-    private let cluster: LocalCluster
+    private let cluster: VolumeServer
     static let lineBytesMax = 4096
 
-    init(cluster: LocalCluster) { self.cluster = cluster }
+    init(cluster: VolumeServer) { self.cluster = cluster }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var buffer = unwrapInboundIn(data)

@@ -66,11 +66,11 @@ public enum ClusterCatalog {
         guard t.succeeded else {
             throw RuntimeError.badInput("\(meta.location) already holds a cluster (\(configKey) exists); use --force to overwrite its config")
         }
-        _ = try LocalCluster.loadClusterID(meta)
+        _ = try VolumeServer.loadClusterID(meta)
     }
 
     public static func config(_ meta: any MetadataService) throws -> Config {
-        guard let kv = try LocalCluster.readKey(meta, configKey).first else {
+        guard let kv = try VolumeServer.readKey(meta, configKey).first else {
             throw RuntimeError.badInput("\(meta.location) holds no cluster: run `torus init --metadata ...` first")
         }
         let fields = parse(kv.value)
@@ -113,7 +113,7 @@ public enum ClusterCatalog {
         let members = try members(meta)
         let r = try meta.apply(.txn(MetaTxn(success: [.range(key: alivePrefix, prefix: true),
                                                       .range(key: VolumeInfo.volumesPrefix, prefix: true),
-                                                      .range(key: LocalCluster.maintenanceKey, prefix: false)])), now: SystemClock.now())
+                                                      .range(key: VolumeServer.maintenanceKey, prefix: false)])), now: SystemClock.now())
         if case .error(let e) = r { throw RuntimeError.metadata("\(meta.location): reading the cluster status: \(e)") }
         guard case .txn(let t) = r, t.results.count == 3, case .range(let nodes) = t.results[0], case .range(let vols) = t.results[1],
               case .range(let maintenance) = t.results[2] else {
@@ -145,7 +145,7 @@ public enum ClusterCatalog {
     /// A new node id (compare-and-swap on the counter).
     public static func allocateNodeID(_ meta: any MetadataService) throws -> NodeID {
         for _ in 0..<20 {
-            let kvs = try LocalCluster.readKey(meta, nextNodeIDKey)
+            let kvs = try VolumeServer.readKey(meta, nextNodeIDKey)
             let last = kvs.first.flatMap { MetaValue.u64($0.value) } ?? 0
             let next = last + 1
             let txn = MetaTxn(compares: [MetaCompare(key: nextNodeIDKey, result: .equal, target: .modRevision(kvs.first?.modRevision ?? 0))],
@@ -168,7 +168,7 @@ public enum ClusterCatalog {
 
     /// The ring version in force (0: none recorded yet).
     public static func ringVersion(_ meta: any MetadataService) throws -> UInt64 {
-        try LocalCluster.readKey(meta, Ring.versionKey).first.flatMap { MetaValue.u64($0.value) } ?? 0
+        try VolumeServer.readKey(meta, Ring.versionKey).first.flatMap { MetaValue.u64($0.value) } ?? 0
     }
 
     /// Marks a node draining: no new placements; the collector moves its blocks away.
@@ -206,7 +206,7 @@ public enum ClusterCatalog {
                            _ change: ([Member]) throws -> (put: Member?, remove: NodeID?, bump: Bool)) throws {
         for _ in 0..<20 {
             let members = try members(meta)
-            let kv = try LocalCluster.readKey(meta, Ring.versionKey).first
+            let kv = try VolumeServer.readKey(meta, Ring.versionKey).first
             let version = kv.flatMap { MetaValue.u64($0.value) } ?? 0
             let c = try change(members)
             var ops: [MetaOp] = []
@@ -280,7 +280,7 @@ public enum ClusterCatalog {
     /// Creates a volume; with `ifMissing`, an existing volume of that name is returned instead.
     public static func createVolume(_ meta: any MetadataService, name: String, sizeBytes: UInt64, blockSize: Int,
                                     replication: Int, ifMissing: Bool) throws -> VolumeInfo {
-        guard LocalCluster.validName(name) else {
+        guard VolumeServer.validName(name) else {
             throw RuntimeError.badInput("volume name '\(name)' must be 1-64 characters of a-z, A-Z, 0-9, '-', '_', '.'")
         }
         guard sizeBytes > 0, sizeBytes % 4096 == 0 else {
@@ -320,7 +320,7 @@ public enum ClusterCatalog {
             throw RuntimeError.badInput("volume size \(sizeBytes) must be a positive multiple of 4096 bytes")
         }
         for _ in 0..<20 {
-            guard let kv = try LocalCluster.readKey(meta, VolumeInfo.infoKey(name)).first else {
+            guard let kv = try VolumeServer.readKey(meta, VolumeInfo.infoKey(name)).first else {
                 throw RuntimeError.badInput("no volume named '\(name)'")
             }
             guard let old = VolumeInfo.decode(kv.value) else { throw RuntimeError.metadata("\(meta.location): \(kv.key) is corrupt") }

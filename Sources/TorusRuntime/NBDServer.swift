@@ -10,7 +10,7 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias OutboundOut = ByteBuffer
 
     private var connection: NBDServerConnection
-    private let cluster: LocalCluster
+    private let cluster: VolumeServer
     private var export: NBDExport?
     /// The volume's writer generation when this connection attached (see `replaceFencedWriter`).
     private var generation = 0
@@ -18,7 +18,7 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     /// A flush of this channel is queued on its event loop (see `flushSoon`).
     private var flushQueued = false
 
-    init(cluster: LocalCluster) {
+    init(cluster: VolumeServer) {
         self.cluster = cluster
         let directory = cluster.volumeDirectory
         connection = NBDServerConnection(lookup: { directory.lookup($0) }, list: { directory.all() })
@@ -161,7 +161,7 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
 
 /// The NBD listener: TCP (`host:port`) or a Unix socket path.
 public enum NBDServer {
-    public static func bind(_ address: String, cluster: LocalCluster, group: EventLoopGroup) -> EventLoopFuture<Channel> {
+    public static func bind(_ address: String, cluster: VolumeServer, group: EventLoopGroup) -> EventLoopFuture<Channel> {
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)

@@ -35,7 +35,7 @@ public final class NodeDaemon: @unchecked Sendable {
                              pool: NIOThreadPool) throws -> NodeDaemon {
         let meta = try EtcdMetadataService(url: url)
         let shape = try ClusterCatalog.config(meta)
-        let clusterID = try LocalCluster.loadClusterID(meta)
+        let clusterID = try VolumeServer.loadClusterID(meta)
         try makeDirectory(dataDir)
         let id = try loadOrAllocateID(dataDir + "/node.id", meta)
         let storeConfig = StorageNodeServer.storeConfig(blockSize: shape.blockSize, diskBytes: sizeBytes)

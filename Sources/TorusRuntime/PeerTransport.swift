@@ -143,12 +143,12 @@ final class LocalPeer: @unchecked Sendable {
 final class PeerClientHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = PeerFrame
 
-    let cluster: LocalCluster
+    let cluster: VolumeServer
     let owner: any PeerLinkOwner
     let node: NodeID
     let link: PeerLink
 
-    init(cluster: LocalCluster, owner: any PeerLinkOwner, node: NodeID, link: PeerLink) {
+    init(cluster: VolumeServer, owner: any PeerLinkOwner, node: NodeID, link: PeerLink) {
         self.cluster = cluster
         self.owner = owner
         self.node = node
@@ -180,7 +180,7 @@ final class PeerClientHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 }
 
-extension LocalCluster {
+extension VolumeServer {
     /// Sends a writer's message to a node, connecting first if needed. On the cluster loop.
     func clientSend(_ volume: any PeerLinkOwner, to node: NodeID, _ msg: PeerMessage) {
         loop.assertInEventLoop()

@@ -30,7 +30,7 @@ struct NBD: ParsableCommand {
         @Option(help: metricsHelp) var metrics: String?
 
         func run() throws {
-            var config = LocalCluster.Configuration(dataDir: "/nonexistent", nodes: 0, replication: 1, volumes: [])
+            var config = VolumeServer.Configuration(dataDir: "/nonexistent", nodes: 0, replication: 1, volumes: [])
             config.defaultVolume = nil
             config.metadata = metadata
             config.readOnly = readOnly
@@ -40,10 +40,10 @@ struct NBD: ParsableCommand {
             let pool = NIOThreadPool(numberOfThreads: 4)
             pool.start()
             try serveMetrics(metrics, group: group)
-            let cluster: LocalCluster
+            let cluster: VolumeServer
             let server: Channel
             do {
-                cluster = try LocalCluster.start(config, group: group, pool: pool).wait()
+                cluster = try VolumeServer.start(config, group: group, pool: pool).wait()
                 server = try NBDServer.bind(listen, cluster: cluster, group: cluster.loop).wait()
             } catch {
                 say("torus: cannot serve: \(error)")

@@ -34,7 +34,7 @@ struct MaintenanceOptions: ParsableArguments {
     @Option(name: .customLong("scrub-rate"), help: "torus up: bytes per second each node verifies against checksums in the background; a bad copy is dropped and copied back. 0: off.")
     var scrubRate = "4MiB"
 
-    func apply(to config: inout LocalCluster.Configuration) throws {
+    func apply(to config: inout VolumeServer.Configuration) throws {
         let interval = try parseDuration(gcInterval, what: "--gc-interval")
         config.gcInterval = interval.value == 0 ? nil : interval
         config.gcGrace = try parseDuration(gcGrace, what: "--gc-grace")
@@ -57,7 +57,7 @@ struct WriteCacheOptions: ParsableArguments {
     @Flag(name: .customLong("durable-writes"), help: "Sync every written block on its replicas before taking more (the mode before deferred syncing): a steadier tail when writes outrun the disks, but several times fewer small random writes.")
     var durableWrites = false
 
-    func apply(to config: inout LocalCluster.Configuration) throws {
+    func apply(to config: inout VolumeServer.Configuration) throws {
         config.cacheBytes = try parseCacheSize(cacheSize)
         config.syncDelay = try parseDuration(syncDelay, what: "--sync-delay")
         guard config.syncDelay >= .milliseconds(10) else { throw ValidationError("--sync-delay must be at least 10ms") }

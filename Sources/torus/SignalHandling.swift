@@ -32,7 +32,7 @@ func runUntilSignalled(_ what: String, stop: @escaping @Sendable () -> Int32) ->
 }
 
 /// Flushes every volume, releases the writers' leases, closes the NBD listener; the exit status.
-func flushAndClose(_ cluster: LocalCluster, _ server: Channel) -> Int32 {
+func flushAndClose(_ cluster: VolumeServer, _ server: Channel) -> Int32 {
     do {
         try cluster.shutdown().wait()
         try? server.close().wait()

@@ -39,7 +39,7 @@ struct Up: ParsableCommand {
     }
 
     /// The cluster's shape from the options (every option is read before anything starts).
-    func makeConfiguration() throws -> LocalCluster.Configuration {
+    func makeConfiguration() throws -> VolumeServer.Configuration {
         let bs = try parseSize(blockSize, what: "--block-size")
         guard bs >= 4096, bs <= 1 << 20, bs.nonzeroBitCount == 1 else {
             throw ValidationError("--block-size must be a power of two between 4KiB and 1MiB")
@@ -47,7 +47,7 @@ struct Up: ParsableCommand {
         let disk = try parseSize(diskSize, what: "--disk-size")
         guard disk >= 64 * bs else { throw ValidationError("--disk-size must hold at least 64 blocks") }
         let vols = try volumes.map(parseVolumeSpec)
-        var config = LocalCluster.Configuration(dataDir: dataDir, nodes: nodes, replication: replication, blockSize: Int(bs),
+        var config = VolumeServer.Configuration(dataDir: dataDir, nodes: nodes, replication: replication, blockSize: Int(bs),
                                                 diskBytes: disk, volumes: vols)
         if !vols.isEmpty { config.defaultVolume = nil }
         config.metadata = metadata
@@ -65,9 +65,9 @@ struct Up: ParsableCommand {
         pool.start()
         try serveMetrics(metrics, group: group)
         say("torus: starting \(nodes) nodes (replication \(replication)) in \(dataDir) ...")
-        let cluster: LocalCluster
+        let cluster: VolumeServer
         do {
-            cluster = try LocalCluster.start(config, group: group, pool: pool).wait()
+            cluster = try VolumeServer.start(config, group: group, pool: pool).wait()
         } catch {
             say("torus: cannot start: \(error)")
             throw ExitCode(1)

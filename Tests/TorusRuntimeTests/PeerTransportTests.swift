@@ -5,18 +5,18 @@ import Testing
 import TorusCore
 @testable import TorusRuntime
 
-/// `LocalCluster` over the TCP peer transport: writers reach the nodes through their loopback
+/// `VolumeServer` over the TCP peer transport: writers reach the nodes through their loopback
 /// ports, and a node refuses peers that are not of its cluster or do not speak the protocol.
 @Suite("peer transport", .serialized)
 struct PeerTransportTests {
     static func withCluster(metadata: String? = nil, overTCP: Bool = true,
-                            _ body: (LocalCluster, MultiThreadedEventLoopGroup) throws -> Void) throws {
+                            _ body: (VolumeServer, MultiThreadedEventLoopGroup) throws -> Void) throws {
         let dir = ScratchDirectory("peer")
         defer { dir.remove() }
         try withCluster(in: dir.path, metadata: metadata, overTCP: overTCP, body)
     }
 
-    static func withCluster(in path: String, metadata: String?, overTCP: Bool = true, _ body: (LocalCluster, MultiThreadedEventLoopGroup) throws -> Void) throws {
+    static func withCluster(in path: String, metadata: String?, overTCP: Bool = true, _ body: (VolumeServer, MultiThreadedEventLoopGroup) throws -> Void) throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         let pool = NIOThreadPool(numberOfThreads: 2)
         pool.start()
@@ -24,17 +24,17 @@ struct PeerTransportTests {
             try? group.syncShutdownGracefully()
             try? pool.syncShutdownGracefully()
         }
-        var config = LocalCluster.Configuration(dataDir: path, nodes: 2, replication: 2, blockSize: 64 << 10,
+        var config = VolumeServer.Configuration(dataDir: path, nodes: 2, replication: 2, blockSize: 64 << 10,
                                                 diskBytes: 64 << 20, volumes: [("t", 8 << 20)])
         config.defaultVolume = nil
         config.metadata = metadata
         config.peerOverTCP = overTCP
-        let cluster = try LocalCluster.start(config, group: group, pool: pool).wait()
+        let cluster = try VolumeServer.start(config, group: group, pool: pool).wait()
         try body(cluster, group)
         try cluster.shutdown().wait()
     }
 
-    static func submit(_ cluster: LocalCluster, _ request: ByteRangeAdapter.Request) throws -> [UInt8] {
+    static func submit(_ cluster: VolumeServer, _ request: ByteRangeAdapter.Request) throws -> [UInt8] {
         try cluster.loop.flatSubmit { cluster.submit(volume: "t", request) }.wait().flatMap { $0 }
     }
 

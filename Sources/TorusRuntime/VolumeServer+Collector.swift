@@ -5,18 +5,22 @@ import TorusCore
 import Glibc
 #endif
 
-/// The garbage collector in `torus up`: a `Collector` on the cluster loop, talking to the
-/// nodes like a writer does (in memory, or over TCP with --peer-over-tcp) and to the
-/// metadata store through the same pools.
-extension LocalCluster {
+/// The garbage collector of `torus up` and `torus nbd serve`: a `Collector` on the server's
+/// loop, talking to the nodes like a writer does (in memory to a node of this process unless
+/// --peer-over-tcp, over TCP otherwise) and to the metadata store through the same pools.
+extension VolumeServer {
     final class CollectorHost: PeerLinkOwner, @unchecked Sendable {
         var collector: Collector
         var links: [NodeID: PeerLink] = [:]
         var linksToFlush: [PeerLink] = []
         let label = "gc"
         var peerID: NodeID { collector.id }
-        var timers: [Instant: Scheduled<Void>] = [:]
-        var timersAt: Set<Instant> = []
+        /// The ticks the collector asked for; each calls `tick` (the server's `collectorTicked`).
+        private(set) lazy var ticks = TickScheduler(loop: loop) { [weak self] in
+            if let self { self.tick(self) }
+        }
+        private let loop: EventLoop
+        private let tick: @Sendable (CollectorHost) -> Void
         /// Waiting for the pass under way (an admin `gc` request).
         var waiters: [EventLoopPromise<CollectorPass>] = []
         var last: CollectorPass?
@@ -28,8 +32,11 @@ extension LocalCluster {
         var movedTotal = 0
         var bytesMovedTotal: UInt64 = 0
         let deliver: @Sendable (NodeID, PeerMessage) -> Void
-        init(collector: Collector, deliver: @escaping @Sendable (NodeID, PeerMessage) -> Void) {
+        init(collector: Collector, loop: EventLoop, tick: @escaping @Sendable (CollectorHost) -> Void,
+             deliver: @escaping @Sendable (NodeID, PeerMessage) -> Void) {
             self.collector = collector
+            self.loop = loop
+            self.tick = tick
             self.deliver = deliver
         }
         func received(from node: NodeID, via link: PeerLink, _ msg: PeerMessage) {
@@ -51,7 +58,8 @@ extension LocalCluster {
         cfg.ringSettle = config.ringSettle
         var rng = SystemRandomNumberGenerator()
         let id = NodeID(UInt32.random(in: 1_000_000...UInt32.max - 1, using: &rng))
-        let host = CollectorHost(collector: Collector(id: id, ring: ring, config: cfg)) { node, msg in
+        let host = CollectorHost(collector: Collector(id: id, ring: ring, config: cfg), loop: loop,
+                                 tick: { self.collectorTicked($0) }) { node, msg in
             self.collectorReceived(from: node, msg)
         }
         collectorHost = host
@@ -65,6 +73,12 @@ extension LocalCluster {
         loop.assertInEventLoop()
         guard let host = collectorHost else { return }
         handleCollector(host.collector.receive(from: node, msg, now: SystemClock.now()))
+    }
+
+    /// A tick the collector asked for is due; a lost one would stop its passes for good.
+    func collectorTicked(_ host: CollectorHost) {
+        guard collectorHost === host else { return }
+        handleCollector(host.collector.tick(now: SystemClock.now()))
     }
 
     func handleCollector(_ outputs: [CollectorOutput]) {
@@ -86,16 +100,7 @@ extension LocalCluster {
                     self.handleCollector(host.collector.metadataReply(id, response, now: SystemClock.now()))
                 }
             case .timer(let at):
-                // Every tick asked for is scheduled (at most one per instant): the collector
-                // asks for each once, and a tick dropped because an earlier one was pending
-                // stopped its passes for good when that earlier one ran late (under load).
-                guard host.timersAt.insert(at).inserted else { continue }
-                host.timers[at] = loop.scheduleTask(deadline: SystemClock.deadline(at)) {
-                    host.timersAt.remove(at)
-                    host.timers[at] = nil
-                    guard self.collectorHost === host else { return }
-                    self.handleCollector(host.collector.tick(now: SystemClock.now()))
-                }
+                host.ticks.request(at)
             case .passCompleted(let p):
                 let ms = host.passStarted.map { (SystemClock.now() - $0).value / 1_000_000 } ?? 0
                 host.passStarted = nil
@@ -175,8 +180,7 @@ extension LocalCluster {
 
     func stopCollector() {
         guard let host = collectorHost else { return }
-        for t in host.timers.values { t.cancel() }
-        host.timers = [:]
+        host.ticks.cancel()
         closeLinks(host)
         collectorHost = nil
         for w in host.waiters { w.fail(RuntimeError.badInput("shutting down")) }

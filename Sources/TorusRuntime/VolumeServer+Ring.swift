@@ -5,7 +5,7 @@ import TorusCore
 /// version key) re-reads the ring on every change; a newer version goes to every writer and
 /// to the collector, and new members' addresses to the peer links. Joins (a new `torus node`),
 /// `torus peer drain` and `torus peer remove` thus take effect without a restart.
-extension LocalCluster {
+extension VolumeServer {
     static let ringWatchPrefix = "/torus/ring"
 
     func watchRing() -> EventLoopFuture<Void> {

@@ -1,0 +1,23 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What the runtime fails with: a message for the operator, by kind.
+public enum RuntimeError: Error, CustomStringConvertible {
+    case badInput(String)
+    case metadata(String)
+    case io(String)
+
+    public var description: String {
+        switch self {
+        case .badInput(let s), .metadata(let s), .io(let s): s
+        }
+    }
+}
+
+/// Creates a directory (mode 755) unless it exists.
+func makeDirectory(_ path: String) throws {
+    if mkdir(path, 0o755) != 0 && errno != EEXIST {
+        throw RuntimeError.io("cannot create directory \(path): \(String(cString: strerror(errno)))")
+    }
+}
