@@ -39,7 +39,7 @@ let package = Package(
         .systemLibrary(name: "CCurl", path: "Sources/CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         // The NBD server protocol as a sans-I/O state machine (one per connection).
         .target(name: "TorusNBD", path: "Sources/TorusNBD"),
-        // Production drivers: file disks, the embedded metadata store, the NBD server, the local cluster.
+        // Production drivers: file disks, the embedded metadata store, the etcd client, the peer transport, the NBD server, the volume server.
         .target(
             name: "TorusRuntime",
             dependencies: [

@@ -57,11 +57,11 @@ extension VolumeServer {
     /// Where to reach each member (a node may come back on another address).
     func noteAddresses(_ members: [ClusterCatalog.Member]) {
         for m in members {
-            guard let colon = m.address.lastIndex(of: ":"), let port = Int(m.address[m.address.index(after: colon)...]) else {
+            guard let endpoint = try? HostPort(parsing: m.address) else {
                 log("node \(m.id): unusable address '\(m.address)'")
                 continue
             }
-            nodeAddresses[m.id] = (String(m.address[..<colon]), port)
+            nodeAddresses[m.id] = (endpoint.host, endpoint.port)
         }
     }
 }
