@@ -7,14 +7,14 @@ import TorusRuntime
 /// thing in `run()`).
 struct LoggingOptions: ParsableArguments {
     @Option(name: .customLong("log-level"), help: ArgumentHelp(
-        "Least severe log lines shown: trace, debug, info, notice, warning, error or critical.",
+        "Least severe log lines shown: trace, debug, info (default), notice, warning, error or critical.",
         discussion: "Lifecycle lines are info; failures that are retried (a peer or heartbeat that failed) are warning, those that are not error; debug and trace add chatter for troubleshooting.",
         valueName: "level"),
         transform: LoggingOptions.level)
     var logLevel: Logger.Level = .info
 
     @Option(name: .customLong("log-format"), help: ArgumentHelp(
-        "text: 'torus: MESSAGE', then level=LEVEL when not info and the metadata (node, peer, volume, address) as key=value. json: one JSON object a line with time (ISO-8601 UTC), level, label, message and metadata, for log shippers.",
+        "text (default): 'torus: MESSAGE', then level=LEVEL when not info and the metadata (node, peer, volume, address) as key=value. json: one JSON object a line with time (ISO-8601 UTC), level, label, message and metadata, for log shippers.",
         valueName: "text|json"),
         transform: LoggingOptions.format)
     var logFormat: LogFormat = .text
@@ -29,14 +29,14 @@ struct LoggingOptions: ParsableArguments {
 
     static func level(_ text: String) throws -> Logger.Level {
         guard let level = Logger.Level(rawValue: text.lowercased()) else {
-            throw ValidationError("--log-level must be one of " + Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))
+            throw ValidationError("use one of " + Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))
         }
         return level
     }
 
     static func format(_ text: String) throws -> LogFormat {
         guard let format = LogFormat(rawValue: text.lowercased()) else {
-            throw ValidationError("--log-format must be text or json")
+            throw ValidationError("use text or json")
         }
         return format
     }
