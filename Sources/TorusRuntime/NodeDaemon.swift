@@ -1,3 +1,4 @@
+import Logging
 import NIOCore
 import NIOPosix
 import TorusCore
@@ -48,7 +49,7 @@ public final class NodeDaemon: @unchecked Sendable {
         }
         let (host, port) = (endpoint.host, endpoint.port)
         let server = StorageNodeServer(id: id, store: store, disk: disk, loop: group.next(), pool: pool,
-                                       clusterID: clusterID, log: runtimeLog)
+                                       clusterID: clusterID)
         let bound = try server.loop.flatSubmit { server.start(host: host, port: port) }.wait()
         let address = advertise ?? "\(host):\(bound)"
         try ClusterCatalog.register(meta, ClusterCatalog.Member(id: id, address: address, zone: zone, capacityBytes: sizeBytes))
@@ -64,11 +65,13 @@ public final class NodeDaemon: @unchecked Sendable {
                     try daemon.renewLiveness()
                     try daemon.publish(usage)
                 } catch {
-                    runtimeLog("node \(id): heartbeat failed: \(error)")
+                    // Retried on the next beat, 3 s later.
+                    server.logger.warning("node \(id): heartbeat failed: \(error)")
                 }
             }
         }
-        runtimeLog("node \(id): serving on \(host):\(bound) (advertised as \(address)), \(sizeBytes) bytes in \(dataDir), \(meta.location)")
+        server.logger.info("node \(id): serving on \(host):\(bound) (advertised as \(address)), \(sizeBytes) bytes in \(dataDir), \(meta.location)",
+                           metadata: ["address": "\(address)"])
         return daemon
     }
 

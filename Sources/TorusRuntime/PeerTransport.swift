@@ -1,3 +1,4 @@
+import Logging
 import NIOCore
 import NIOPosix
 import TorusCore
@@ -33,7 +34,8 @@ final class PeerServerHandler: ChannelInboundHandler, @unchecked Sendable {
         switch unwrapInboundIn(data) {
         case .hello(let node, let clusterID, let maxVersion):
             guard peer == nil, clusterID == server.clusterID, maxVersion >= PeerCodec.version else {
-                server.log("node \(server.id): refused a peer connection (cluster \(clusterID), version \(maxVersion))")
+                server.logger.warning("node \(server.id): refused a peer connection (cluster \(clusterID), version \(maxVersion))",
+                                      metadata: ["peer": "\(node)", "address": LogMetadata.address(context.remoteAddress)])
                 context.close(promise: nil)
                 return
             }
@@ -63,7 +65,8 @@ final class PeerServerHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        server.log("node \(server.id): closing a peer connection: \(error)")
+        // The writer at the other end retries its requests on a new connection.
+        server.logger.warning("node \(server.id): closing a peer connection: \(error)", metadata: peerMetadata(context))
         context.close(promise: nil)
     }
 
@@ -86,7 +89,16 @@ final class PeerServerHandler: ChannelInboundHandler, @unchecked Sendable {
         needsFlush = false
         context.flush()
     }
+
+    private func peerMetadata(_ context: ChannelHandlerContext) -> Logger.Metadata {
+        var metadata: Logger.Metadata = ["address": LogMetadata.address(context.remoteAddress)]
+        if let peer { metadata["peer"] = "\(peer)" }
+        return metadata
+    }
 }
+
+/// Lines of the writer side of peer connections (volume writers, the collector).
+let peerClientLog = TorusLogging.logger("peer")
 
 /// The writer side of one connection to a storage node. Lives on the cluster's (writers') loop.
 /// Something in the cluster process that talks to storage nodes as a client (a volume's
@@ -159,7 +171,9 @@ final class PeerClientHandler: ChannelInboundHandler, @unchecked Sendable {
         switch unwrapInboundIn(data) {
         case .helloAck(let id, _):
             if id != node {
-                cluster.log("\(owner.label): node \(node)'s port answered as node \(id); closing")
+                // The ring's address for the node is wrong: retrying reaches the same port.
+                peerClientLog.error("\(owner.label): node \(node)'s port answered as node \(id); closing",
+                                    metadata: ["client": "\(owner.label)", "peer": "\(node)", "address": LogMetadata.address(context.remoteAddress)])
                 context.close(promise: nil)
             }
         case .message(let msg, _):
@@ -175,7 +189,8 @@ final class PeerClientHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        cluster.log("\(owner.label): closing the connection to node \(node): \(error)")
+        peerClientLog.warning("\(owner.label): closing the connection to node \(node): \(error)",
+                              metadata: ["client": "\(owner.label)", "peer": "\(node)", "address": LogMetadata.address(context.remoteAddress)])
         context.close(promise: nil)
     }
 }
@@ -231,7 +246,8 @@ extension VolumeServer {
                     channel.flush()
                 case .failure(let error):
                     // The writer's RPC timeouts retry; the next send tries to connect again.
-                    self.log("\(volume.label): cannot reach node \(node) at \(address.host):\(address.port): \(error)")
+                    peerClientLog.warning("\(volume.label): cannot reach node \(node) at \(address.host):\(address.port): \(error)",
+                                          metadata: ["client": "\(volume.label)", "peer": "\(node)", "address": "\(address.host):\(address.port)"])
                     link.queued.removeAll()
                 }
             }

@@ -1,10 +1,5 @@
-#if canImport(Glibc)
-import Glibc
-#endif
-
-/// Log lines of the runtime: one line each, flushed at once (they go to the terminal or the
-/// log file of `torus up`).
+/// A runtime log line at info level through swift-log (`TorusLogging`): the text format prints
+/// it as `torus: LINE`, as before the switch to swift-log.
 @Sendable func runtimeLog(_ line: String) {
-    print("torus: \(line)")
-    fflush(nil)
+    TorusLogging.runtime.info("\(line)")
 }

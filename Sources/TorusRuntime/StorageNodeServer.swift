@@ -1,3 +1,4 @@
+import Logging
 import NIOCore
 import NIOPosix
 import TorusCore
@@ -13,7 +14,8 @@ public final class StorageNodeServer: @unchecked Sendable {
     public let loop: EventLoop
     let pool: NIOThreadPool
     let clusterID: PeerClusterID
-    let log: @Sendable (String) -> Void
+    /// The node's log lines, with `node=ID` on each.
+    let logger: Logger
     /// The listener's port; set before `start` completes.
     public private(set) var port = 0
     var listener: Channel?
@@ -25,14 +27,23 @@ public final class StorageNodeServer: @unchecked Sendable {
     var scrubReported = StorageNode.ScrubStats()
 
     public init(id: NodeID, store: BlockStore, disk: FileDisk, loop: EventLoop, pool: NIOThreadPool,
-                clusterID: PeerClusterID, log: @escaping @Sendable (String) -> Void) {
+                clusterID: PeerClusterID, logger: Logger = TorusLogging.logger("node")) {
         self.id = id
         node = StorageNode(id: id, store: store)
         self.disk = disk
         self.loop = loop
         self.pool = pool
         self.clusterID = clusterID
-        self.log = log
+        var logger = logger
+        logger[metadataKey: "node"] = "\(id)"
+        self.logger = logger
+    }
+
+    /// For callers that still pass `runtimeLog` (LocalCluster): the node logs through its
+    /// `Logger` (where `runtimeLog` goes too), so `log` is not used. Goes once they pass none.
+    public convenience init(id: NodeID, store: BlockStore, disk: FileDisk, loop: EventLoop, pool: NIOThreadPool,
+                            clusterID: PeerClusterID, log: @escaping @Sendable (String) -> Void) {
+        self.init(id: id, store: store, disk: disk, loop: loop, pool: pool, clusterID: clusterID)
     }
 
     /// Opens the node's data file and rebuilds its store from the journal (blocking: call
@@ -110,11 +121,13 @@ public final class StorageNodeServer: @unchecked Sendable {
         let s = node.scrubStats
         TorusMetrics.scrub(node: id, verified: max(0, s.verified - before.verified), bad: max(0, s.bad - before.bad))
         if s.bad > before.bad {
-            log("node \(id): scrub found a bad copy (checksum mismatch or unreadable); dropped it, the collector copies the "
-                + "block back from a good replica (\(s.bad) bad so far)")
+            logger.warning("""
+                node \(id): scrub found a bad copy (checksum mismatch or unreadable); dropped it, the collector copies the \
+                block back from a good replica (\(s.bad) bad so far)
+                """)
         }
         if s.rounds > before.rounds {
-            log("node \(id): scrub round \(s.rounds) done: \(s.verified) blocks verified, \(s.bad) bad copies found so far")
+            logger.info("node \(id): scrub round \(s.rounds) done: \(s.verified) blocks verified, \(s.bad) bad copies found so far")
         }
     }
 
