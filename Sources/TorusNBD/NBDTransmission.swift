@@ -10,122 +10,140 @@
 /// unspecified although the server SHOULD NOT disconnect") are validated like any other request
 /// and then answered with success at once, without an `.execute`.
 extension NBDServerConnection {
+    /// One request header: command flags, type, handle (cookie), offset, length.
+    struct RequestHeader {
+        var flags: UInt16
+        var type: UInt16
+        var cookie: UInt64
+        var offset: UInt64
+        var length: Int
+
+        var fua: Bool { flags & NBDWire.cmdFlagFUA != 0 }
+
+        /// "Command flags": FUA is valid on every command once NBD_FLAG_SEND_FUA is advertised, and
+        /// the server MUST accept it (ignoring it where nothing is written). NO_HOLE is valid only on
+        /// WRITE_ZEROES. DF, REQ_ONE and FAST_ZERO are never advertised, so like unknown bits they
+        /// get EINVAL ("Error values").
+        func flagsAllowed(_ allowed: UInt16) -> Bool { flags & ~allowed == 0 }
+
+        func inRange(_ export: NBDExport) -> Bool { offset <= export.size && UInt64(length) <= export.size - offset }
+    }
+
     /// Request header: magic, command flags, type, handle (cookie), offset, length.
     mutating func handleRequestHeader(_ out: inout [NBDAction]) {
         let magic = UInt32(headerField(at: 0, size: 4))
-        let flags = UInt16(headerField(at: 4, size: 2))
-        let type = UInt16(headerField(at: 6, size: 2))
-        let cookie = headerField(at: 8, size: 8)
-        let offset = headerField(at: 16, size: 8)
-        let length = Int(headerField(at: 24, size: 4))
+        let request = RequestHeader(flags: UInt16(headerField(at: 4, size: 2)), type: UInt16(headerField(at: 6, size: 2)),
+                                    cookie: headerField(at: 8, size: 8), offset: headerField(at: 16, size: 8),
+                                    length: Int(headerField(at: 24, size: 4)))
         header.removeAll(keepingCapacity: true)
 
         // Without a valid magic the request boundaries are lost; nothing after can be trusted.
         guard magic == NBDWire.requestMagic else { return close("bad request magic", &out) }
         guard let export else { return close("request before an export was selected", &out) }
 
-        if type == NBDWire.cmdDisc {
-            // "NBD_CMD_DISC": handle all outstanding requests, then close; there is no reply.
-            // Flags, offset and length are not checked: the client is leaving either way.
-            reader = .ignore
-            if pending.isEmpty {
-                close("client disconnected (NBD_CMD_DISC)", &out)
-            } else {
-                state = .disconnecting
-            }
-            return
-        }
+        if request.type == NBDWire.cmdDisc { return handleDisconnect(&out) }
 
         // "Transmission": clients SHOULD use a handle distinct from all pending transactions. A
         // reused in-flight handle would make the two replies (and, for reads, their payload
         // lengths) indistinguishable to the client, and `completed(cookie:)` ambiguous here, so
         // the connection is closed rather than risk misattributing data.
-        guard pending[cookie] == nil else {
-            return close("client reused cookie \(cookie) while it was still in flight", &out)
+        guard pending[request.cookie] == nil else {
+            return close("client reused cookie \(request.cookie) while it was still in flight", &out)
         }
 
-        let fua = flags & NBDWire.cmdFlagFUA != 0
-        // "Command flags": FUA is valid on every command once NBD_FLAG_SEND_FUA is advertised, and
-        // the server MUST accept it (ignoring it where nothing is written). NO_HOLE is valid only on
-        // WRITE_ZEROES. DF, REQ_ONE and FAST_ZERO are never advertised, so like unknown bits they
-        // get EINVAL ("Error values").
-        func flagsAllowed(_ allowed: UInt16) -> Bool { flags & ~allowed == 0 }
-        let inRange = offset <= export.size && UInt64(length) <= export.size - offset
-
-        switch type {
-        case NBDWire.cmdWrite:
-            // "Block size constraints": either side MAY hard-disconnect when a WRITE payload is
-            // large enough to be a denial of service; anything up to 2^25 bytes SHOULD be accepted.
-            // Beyond `requestBytesMax` the payload is not skipped: the connection is closed.
-            guard length <= limits.requestBytesMax else {
-                return close("NBD_CMD_WRITE of \(length) bytes exceeds \(limits.requestBytesMax)", &out)
-            }
-            let error: NBDErrno? =
-                !flagsAllowed(NBDWire.cmdFlagFUA) ? .EINVAL
-                : export.readOnly ? .EPERM
-                : !inRange ? .ENOSPC
-                : nil
-            if let error {
-                beginDiscard(length, then: .errorReply(cookie: cookie, error), &out)
-            } else if length == 0 {
-                replySuccess(cookie: cookie, request: Pending(isRead: false, offset: offset, length: 0), parts: [], &out)
-            } else {
-                data.reserveCapacity(length)
-                reader = .writePayload(cookie: cookie, offset: offset, length: length, fua: fua)
-            }
-
-        case NBDWire.cmdRead:
-            // "Block size constraints": the server SHOULD report EINVAL for a request larger than the
-            // advertised maximum block size. (EOVERFLOW is reserved for NBD_CMD_FLAG_DF, which is
-            // not advertised: "The server SHOULD NOT return NBD_EOVERFLOW except as documented".)
-            let request = Pending(isRead: true, offset: offset, length: length)
-            let error: NBDErrno? =
-                !flagsAllowed(NBDWire.cmdFlagFUA) ? .EINVAL
-                : length > limits.requestBytesMax ? .EINVAL
-                : !inRange ? .EINVAL
-                : nil
-            if let error {
-                replyError(cookie: cookie, error, &out)
-            } else if length == 0 {
-                replySuccess(cookie: cookie, request: request, parts: [], &out)
-            } else {
-                execute(cookie: cookie, .read(offset: offset, length: length), request, &out)
-            }
-
-        case NBDWire.cmdFlush:
-            // "NBD_CMD_FLUSH": length and offset are reserved and MUST be zero.
-            guard flagsAllowed(NBDWire.cmdFlagFUA), offset == 0, length == 0 else {
-                return replyError(cookie: cookie, .EINVAL, &out)
-            }
-            execute(cookie: cookie, .flush, Pending(isRead: false, offset: 0, length: 0), &out)
-
-        case NBDWire.cmdTrim, NBDWire.cmdWriteZeroes:
-            // These carry no payload, so `requestBytesMax` (a buffering limit) does not apply;
-            // lengths up to 2^32 - 1 are passed on, as the Linux client issues discards that large.
-            let isTrim = type == NBDWire.cmdTrim
-            let allowed = isTrim ? NBDWire.cmdFlagFUA : NBDWire.cmdFlagFUA | NBDWire.cmdFlagNoHole
-            let error: NBDErrno? =
-                !flagsAllowed(allowed) ? .EINVAL
-                : export.readOnly ? .EPERM
-                : !inRange ? (isTrim ? .EINVAL : .ENOSPC)
-                : nil
-            let request = Pending(isRead: false, offset: offset, length: length)
-            if let error {
-                replyError(cookie: cookie, error, &out)
-            } else if length == 0 {
-                replySuccess(cookie: cookie, request: request, parts: [], &out)
-            } else if isTrim {
-                execute(cookie: cookie, .trim(offset: offset, length: length, fua: fua), request, &out)
-            } else {
-                let mayTrim = flags & NBDWire.cmdFlagNoHole == 0
-                execute(cookie: cookie, .writeZeroes(offset: offset, length: length, fua: fua, mayTrim: mayTrim),
-                        request, &out)
-            }
-
+        switch request.type {
+        case NBDWire.cmdWrite: handleWrite(request, export, &out)
+        case NBDWire.cmdRead: handleRead(request, export, &out)
+        case NBDWire.cmdFlush: handleFlush(request, &out)
+        case NBDWire.cmdTrim, NBDWire.cmdWriteZeroes: handleTrimOrWriteZeroes(request, export, &out)
         default:
             // "Error values": the server SHOULD return EINVAL for an unknown command. Unknown
             // commands have no payload (only NBD_CMD_WRITE does), so parsing continues.
-            replyError(cookie: cookie, .EINVAL, &out)
+            replyError(cookie: request.cookie, .EINVAL, &out)
+        }
+    }
+
+    /// "NBD_CMD_DISC": handle all outstanding requests, then close; there is no reply.
+    /// Flags, offset and length are not checked: the client is leaving either way.
+    private mutating func handleDisconnect(_ out: inout [NBDAction]) {
+        reader = .ignore
+        if pending.isEmpty {
+            close("client disconnected (NBD_CMD_DISC)", &out)
+        } else {
+            state = .disconnecting
+        }
+    }
+
+    private mutating func handleWrite(_ r: RequestHeader, _ export: NBDExport, _ out: inout [NBDAction]) {
+        // "Block size constraints": either side MAY hard-disconnect when a WRITE payload is
+        // large enough to be a denial of service; anything up to 2^25 bytes SHOULD be accepted.
+        // Beyond `requestBytesMax` the payload is not skipped: the connection is closed.
+        guard r.length <= limits.requestBytesMax else {
+            return close("NBD_CMD_WRITE of \(r.length) bytes exceeds \(limits.requestBytesMax)", &out)
+        }
+        let error: NBDErrno? =
+            !r.flagsAllowed(NBDWire.cmdFlagFUA) ? .EINVAL
+            : export.readOnly ? .EPERM
+            : !r.inRange(export) ? .ENOSPC
+            : nil
+        if let error {
+            beginDiscard(r.length, then: .errorReply(cookie: r.cookie, error), &out)
+        } else if r.length == 0 {
+            replySuccess(cookie: r.cookie, request: Pending(isRead: false, offset: r.offset, length: 0), parts: [], &out)
+        } else {
+            data.reserveCapacity(r.length)
+            reader = .writePayload(cookie: r.cookie, offset: r.offset, length: r.length, fua: r.fua)
+        }
+    }
+
+    private mutating func handleRead(_ r: RequestHeader, _ export: NBDExport, _ out: inout [NBDAction]) {
+        // "Block size constraints": the server SHOULD report EINVAL for a request larger than the
+        // advertised maximum block size. (EOVERFLOW is reserved for NBD_CMD_FLAG_DF, which is
+        // not advertised: "The server SHOULD NOT return NBD_EOVERFLOW except as documented".)
+        let request = Pending(isRead: true, offset: r.offset, length: r.length)
+        let error: NBDErrno? =
+            !r.flagsAllowed(NBDWire.cmdFlagFUA) ? .EINVAL
+            : r.length > limits.requestBytesMax ? .EINVAL
+            : !r.inRange(export) ? .EINVAL
+            : nil
+        if let error {
+            replyError(cookie: r.cookie, error, &out)
+        } else if r.length == 0 {
+            replySuccess(cookie: r.cookie, request: request, parts: [], &out)
+        } else {
+            execute(cookie: r.cookie, .read(offset: r.offset, length: r.length), request, &out)
+        }
+    }
+
+    private mutating func handleFlush(_ r: RequestHeader, _ out: inout [NBDAction]) {
+        // "NBD_CMD_FLUSH": length and offset are reserved and MUST be zero.
+        guard r.flagsAllowed(NBDWire.cmdFlagFUA), r.offset == 0, r.length == 0 else {
+            return replyError(cookie: r.cookie, .EINVAL, &out)
+        }
+        execute(cookie: r.cookie, .flush, Pending(isRead: false, offset: 0, length: 0), &out)
+    }
+
+    private mutating func handleTrimOrWriteZeroes(_ r: RequestHeader, _ export: NBDExport, _ out: inout [NBDAction]) {
+        // These carry no payload, so `requestBytesMax` (a buffering limit) does not apply;
+        // lengths up to 2^32 - 1 are passed on, as the Linux client issues discards that large.
+        let isTrim = r.type == NBDWire.cmdTrim
+        let allowed = isTrim ? NBDWire.cmdFlagFUA : NBDWire.cmdFlagFUA | NBDWire.cmdFlagNoHole
+        let error: NBDErrno? =
+            !r.flagsAllowed(allowed) ? .EINVAL
+            : export.readOnly ? .EPERM
+            : !r.inRange(export) ? (isTrim ? .EINVAL : .ENOSPC)
+            : nil
+        let request = Pending(isRead: false, offset: r.offset, length: r.length)
+        if let error {
+            replyError(cookie: r.cookie, error, &out)
+        } else if r.length == 0 {
+            replySuccess(cookie: r.cookie, request: request, parts: [], &out)
+        } else if isTrim {
+            execute(cookie: r.cookie, .trim(offset: r.offset, length: r.length, fua: r.fua), request, &out)
+        } else {
+            let mayTrim = r.flags & NBDWire.cmdFlagNoHole == 0
+            execute(cookie: r.cookie, .writeZeroes(offset: r.offset, length: r.length, fua: r.fua, mayTrim: mayTrim),
+                    request, &out)
         }
     }
 

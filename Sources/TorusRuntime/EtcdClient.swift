@@ -68,8 +68,8 @@ public enum EtcdClientError: Error, Hashable, Sendable, CustomStringConvertible 
 ///
 /// **Threads.** Every call blocks its thread for up to about twice `timeout`: call it from a
 /// thread pool (for example `NIOThreadPool`), never from an event loop. Calls are serialized on
-/// one libcurl handle, which keeps its connections alive between calls (a put or CAS took
-/// 1.5 ms p50 on loopback in a debug build, against about 8 ms for a process per request).
+/// one libcurl handle, which keeps its connections alive between calls (figures in
+/// docs/metadata.md, "JSON").
 ///
 /// **Failures and retries.** An attempt that fails before the request was sent (connection
 /// refused, host not resolved, connect timeout, TLS handshake failure) surely did not apply it,
