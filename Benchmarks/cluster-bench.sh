@@ -29,20 +29,8 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-start_etcd "$WORK" >/dev/null
-PIDS+=("$ETCD_PID")
-META=$ETCD_URL
-"$BIN" init --metadata "$META" --replication 2 >/dev/null
-for i in 1 2 3; do
-    "$BIN" node --metadata "$META" --data-dir "$WORK/node-$i" --size 4GiB --listen 127.0.0.1:0 --zone "z$i" \
-        >"$WORK/node-$i.log" 2>&1 &
-    PIDS+=($!)
-done
-for _ in $(seq 1 100); do [ "$("$BIN" peer list --metadata "$META" 2>/dev/null | grep -c alive)" = 3 ] && break; sleep 0.2; done
-"$BIN" volume create bench 1GiB --metadata "$META" >/dev/null
-TORUS_PORT=$(free_port)
-"$BIN" nbd serve --metadata "$META" --listen "127.0.0.1:$TORUS_PORT" --cache-size 128MiB >"$WORK/nbd.log" 2>&1 &
-PIDS+=($!)
+bench_cluster "$BIN" "$WORK"
+TORUS_PORT=$BENCH_NBD_PORT
 truncate -s 1G "$WORK/file.img"
 NBDKIT_PORT=$(free_port)
 nbdkit --exit-with-parent -f -p "$NBDKIT_PORT" -e bench file "$WORK/file.img" >/dev/null 2>&1 &

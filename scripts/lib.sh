@@ -142,3 +142,24 @@ fio() {
     rm -rf "$dir"
     return $rc
 }
+
+# bench_cluster BIN WORK: the deployed shape the benchmarks measure: an etcd, `torus init`
+# (replication 2), three `torus node` of 4 GiB (zones z1-z3), a 1 GiB volume `bench` and
+# `torus nbd serve --cache-size 128MiB` on a free port (BENCH_NBD_PORT); pids go to PIDS.
+bench_cluster() {
+    local bin=$1 work=$2 i
+    start_etcd "$work" >/dev/null || return 1
+    PIDS+=("$ETCD_PID")
+    META=$ETCD_URL
+    "$bin" init --metadata "$META" --replication 2 >/dev/null
+    for i in 1 2 3; do
+        "$bin" node --metadata "$META" --data-dir "$work/node-$i" --size 4GiB --listen 127.0.0.1:0 --zone "z$i" \
+            >"$work/node-$i.log" 2>&1 &
+        PIDS+=($!)
+    done
+    for _ in $(seq 1 100); do [ "$("$bin" peer list --metadata "$META" 2>/dev/null | grep -c alive)" = 3 ] && break; sleep 0.2; done
+    "$bin" volume create bench 1GiB --metadata "$META" >/dev/null
+    BENCH_NBD_PORT=$(free_port)
+    "$bin" nbd serve --metadata "$META" --listen "127.0.0.1:$BENCH_NBD_PORT" --cache-size 128MiB >"$work/nbd.log" 2>&1 &
+    PIDS+=($!)
+}
