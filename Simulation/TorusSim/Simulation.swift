@@ -296,14 +296,12 @@ public final class Simulation {
         for n in order.prefix(options.replication - 1) { slots[n].mediaFaults = true }
     }
 
+    /// The shared sizing rule with the seed's batching knobs; 64 sectors of journal appends
+    /// instead of production's 256, for the simulator's smaller disks (64 MiB by default).
     static func storeConfig(diskBytes: UInt64, blockSize: Int, batchLimit: Int, lazyThreshold: Int, reservePercent: Int) -> BlockStoreConfig {
-        // Room for a full index snapshot (48-byte records, one per slot) plus appends.
-        let slotsMax = Int(diskBytes) / blockSize
-        let journalSectors = 2 * (slotsMax * 48 / 4096 + 2) + 64
-        return BlockStoreConfig(geometry: DiskGeometry(sectorSize: 4096, capacityBytes: diskBytes),
-                                blockSize: blockSize, journalRegionSectors: journalSectors,
-                                journalBatchLimitRecords: batchLimit, lazyCommitThresholdRecords: lazyThreshold,
-                                reserveSlots: slotsMax * reservePercent / 100)
+        BlockStoreConfig.sized(diskBytes: diskBytes, blockSize: blockSize, journalAppendSectors: 64,
+                               journalBatchLimitRecords: batchLimit, lazyCommitThresholdRecords: lazyThreshold,
+                               reservePercent: reservePercent)
     }
 
     /// Runs to completion and reports.
