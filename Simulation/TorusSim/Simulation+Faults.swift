@@ -52,14 +52,14 @@ extension Simulation {
                 guard !up.isEmpty else { return }
                 n = up[Int(faultRandom.below(UInt64(up.count)))]
             }
-            traceEvent(20, UInt64(n))
+            traceEvent(.nodeCrash, UInt64(n))
             crashNode(n)
             queue.push(now + lasting(.milliseconds(200), .seconds(4)), .heal(.restartNode(n)))
         case .wipeNode:
             if random { guard nodesDown == 0, wipes < options.replication - 1 else { return } }
             let n = pickNode()
             wipes += 1
-            traceEvent(39, UInt64(n))
+            traceEvent(.wipeNode, UInt64(n))
             crashNode(n)
             slots[n].disk = SimDisk(geometry: slots[n].config.geometry)
             queue.push(now + lasting(.milliseconds(200), .seconds(4)), .heal(.restartNode(n)))
@@ -75,12 +75,12 @@ extension Simulation {
                 n = left[Int(faultRandom.below(UInt64(left.count)))]
             }
             guard !slots[n].lost else { return }
-            traceEvent(43, UInt64(n))
+            traceEvent(.loseNode, UInt64(n))
             crashNode(n)
             slots[n].lost = true
         case .powerLoss:
             if random { guard nodesDown == 0 else { return } }
-            traceEvent(21)
+            traceEvent(.powerLoss)
             for n in slots.indices {
                 crashNode(n)
                 queue.push(now + lasting(.milliseconds(100), .seconds(2)), .heal(.restartNode(n)))
@@ -96,7 +96,7 @@ extension Simulation {
                 if mode != 1 { network.block(w, n, fault: id) }
                 if mode != 2 { network.block(n, w, fault: id) }
             }
-            traceEvent(22, UInt64(n.raw), mode)
+            traceEvent(.partition, UInt64(n.raw), mode)
             queue.push(now + lasting(.milliseconds(100), .seconds(3)), .heal(.partition(id)))
         case .partitionOneWay:
             // The node hears the writer but its replies are lost (or the other way round).
@@ -107,7 +107,7 @@ extension Simulation {
             for w in vols.map(\.clientID) {
                 if repliesLost { network.block(n, w, fault: id) } else { network.block(w, n, fault: id) }
             }
-            traceEvent(36, UInt64(n.raw), repliesLost ? 1 : 0)
+            traceEvent(.oneWayPartition, UInt64(n.raw), repliesLost ? 1 : 0)
             queue.push(now + lasting(.milliseconds(100), .seconds(3)), .heal(.partition(id)))
         case .swizzleClog:
             // Clog a random subset one node at a time, then unclog them in a random order.
@@ -116,7 +116,7 @@ extension Simulation {
             for i in stride(from: order.count - 1, to: 0, by: -1) { order.swapAt(i, Int(faultRandom.below(UInt64(i + 1)))) }
             let subset = Array(order.prefix(1 + Int(faultRandom.below(UInt64(slots.count)))))
             let step = Nanoseconds(d.value / UInt64(2 * subset.count))
-            traceEvent(35, UInt64(subset.count), d.value)
+            traceEvent(.swizzleClog, UInt64(subset.count), d.value)
             var ids: [UInt64] = []
             for (i, n) in subset.enumerated() {
                 let id = nextFaultID
@@ -130,7 +130,7 @@ extension Simulation {
             }
         case .metadataOutage:
             guard store.available else { return }
-            traceEvent(23)
+            traceEvent(.metadataOutage)
             store.available = false
             queue.push(now + lasting(.milliseconds(200), .seconds(3)), .heal(.metadata))
         case .lossyNetwork, .slowNetwork:
@@ -142,37 +142,37 @@ extension Simulation {
             } else {
                 network.latencyMax = max(network.latencyMax, .milliseconds(50))
             }
-            traceEvent(40, kind == .lossyNetwork ? 1 : 2)
+            traceEvent(.networkFault, kind == .lossyNetwork ? 1 : 2)
             queue.push(now + lasting(.seconds(1), .seconds(5)), .heal(.network))
         case .metadataSlow:
-            traceEvent(27, options.metadataSlowMax.value)
+            traceEvent(.metadataSlow, options.metadataSlowMax.value)
             metadataSlow = options.metadataSlowMax
             queue.push(now + lasting(.seconds(1), .seconds(10)), .heal(.metadataSpeed))
         case .leaseExpiry:
             guard let c = client, c.leaseID != 0 else { return }
-            traceEvent(28, UInt64(c.leaseID))
+            traceEvent(.leaseExpiry, UInt64(c.leaseID))
             _ = store.apply(.leaseRevoke(id: c.leaseID), now: now)
         case .writerCrash:
             guard client != nil else { return }
-            traceEvent(24)
+            traceEvent(.writerCrash)
             crashWriter()
             queue.push(now + lasting(.milliseconds(10), .seconds(1)), .heal(.restartWriter(cur)))
         case .writerCrashMidFlush, .writerPause:
             // Takes effect when the writer next sends a commit (handleClient).
             guard armed == nil, paused == nil else { return }
-            traceEvent(38, kind == .writerPause ? 1 : 0)
+            traceEvent(.writerFaultArmed, kind == .writerPause ? 1 : 0)
             armed = kind
             armedDuration = duration
         case .clockJump:
             let max = options.clockSkewMax.value
             guard max > 0 else { return }
             writerSkew = Int64(faultRandom.below(2 * max + 1)) - Int64(max)
-            traceEvent(29, UInt64(bitPattern: writerSkew))
+            traceEvent(.clockJump, UInt64(bitPattern: writerSkew))
             queue.push(now + lasting(.seconds(1), .seconds(10)), .heal(.clock(cur)))
         case .slowDisk:
             let n = pickNode()
             slots[n].slowFactor = 10 + faultRandom.below(91)
-            traceEvent(30, UInt64(n), slots[n].slowFactor)
+            traceEvent(.slowDisk, UInt64(n), slots[n].slowFactor)
             queue.push(now + lasting(.seconds(1), .seconds(5)), .heal(.diskSpeed(n)))
         case .deleteVolume:
             let left = vols.indices.filter { !vols[$0].deleted }
@@ -195,10 +195,10 @@ extension Simulation {
             let sector = written[Int(mediaRandom.below(UInt64(written.count)))]
             if kind == .bitRot {
                 slots[n].disk.rot(sector: sector, byte: Int(mediaRandom.below(UInt64(slots[n].config.sectorSize))))
-                traceEvent(31, UInt64(n), sector)
+                traceEvent(.bitRot, UInt64(n), sector)
             } else {
                 slots[n].disk.makeUnreadable(sector: sector)
-                traceEvent(32, UInt64(n), sector)
+                traceEvent(.latentError, UInt64(n), sector)
             }
         }
     }
@@ -214,7 +214,7 @@ extension Simulation {
         let up = offset + shift
         let target = mediaRandom.chance(0.5) && offset >= config.slotAreaOffset + shift ? offset - shift
             : (up + UInt64(length) <= config.geometry.capacityBytes ? up : offset)
-        if target != offset { traceEvent(33, UInt64(n), offset) }
+        if target != offset { traceEvent(.misdirectedWrite, UInt64(n), offset) }
         return target
     }
 
@@ -256,7 +256,7 @@ extension Simulation {
     /// as its successor is ready: the moment a missing epoch check would let it commit.
     func pauseWriter(duration: Nanoseconds?) {
         guard let c = client, paused == nil else { return }
-        traceEvent(25, UInt64(c.clientID.raw))
+        traceEvent(.writerPaused, UInt64(c.clientID.raw))
         retireWriter()
         paused = c
         pausedUntil = now + (duration ?? Nanoseconds.seconds(60))
@@ -301,7 +301,7 @@ extension Simulation {
                 break
             case .phaseChanged(let phase):
                 if phase == .fenced {
-                    traceEvent(37, UInt64(p.clientID.raw))
+                    traceEvent(.pausedWriterFenced, UInt64(p.clientID.raw))
                     dropPaused()
                     return
                 }
@@ -450,7 +450,7 @@ extension Simulation {
         case .powerLoss:
             // Everything loses power at once: only what was acknowledged durable must survive.
             finalPhase = .powerLoss
-            traceEvent(21, 1)
+            traceEvent(.powerLoss, 1)
             for i in vols.indices {
                 cur = i
                 crashWriter()
@@ -531,89 +531,5 @@ extension Simulation {
         let offset = finalNextRead * UInt64(SectorModel.sectorSize)
         finalNextRead += UInt64(count)
         handleClient(client!.submit(id, .read(offset: offset, length: count * SectorModel.sectorSize), now: writerNow()))
-    }
-
-    // MARK: Trace lines
-
-    /// The refs and outcomes a message carries (trace detail for readers).
-    static func detail(_ msg: PeerMessage) -> String {
-        switch msg {
-        case .putBlock(let rpc, let ref, _, let durable, let restore): return "put \(rpc) \(ref)\(restore ? " restore" : "")\(durable ? " durable" : "")"
-        case .putReply(let rpc, let r): return "put reply \(rpc) \(r)"
-        case .getBlock(let rpc, let ref): return "get \(rpc) \(ref)"
-        case .getRange(let rpc, let ref, let o, let l): return "get \(rpc) \(ref) bytes \(o)+\(l)"
-        case .getReply(let rpc, let r):
-            switch r {
-            case .success(let d): return "get reply \(rpc) \(d.count) bytes"
-            case .failure(let e): return "get reply \(rpc) \(e)"
-            }
-        case .deleteBlocks(let refs): return "delete \(refs.map(\.description).joined(separator: " "))"
-        case .syncBlocks(let rpc, let refs): return "sync \(rpc) \(refs.count) refs"
-        case .syncReply(let rpc, let refs): return "sync reply \(rpc) \(refs.count) refs"
-        case .listBlocks(let rpc, let after, let limit): return "list \(rpc) after \(after.map(\.description) ?? "start") limit \(limit)"
-        case .listReply(let rpc, let refs, let complete): return "list reply \(rpc) \(refs.count) refs\(complete ? " (complete)" : "")"
-        }
-    }
-
-    /// Trace names: `metadata`, `nodeN`, `writerK` (volume 0's K-th writer), `volV-writerK`.
-    static func name(_ raw: UInt64) -> String {
-        if raw == UInt64(collectorID.raw) { return "collector" }
-        guard raw >= 1000 else { return raw == 0 ? "metadata" : "node\(raw)" }
-        let v = (raw - 1000) / 1000, k = (raw - 1000) % 1000 + 1
-        return v == 0 ? "writer\(k)" : "vol\(v)-writer\(k)"
-    }
-
-    static let messageNames = ["", "putBlock", "putReply", "getBlock", "getReply", "deleteBlocks", "syncBlocks", "syncReply", "getRange",
-                               "listBlocks", "listReply"]
-
-    /// One readable trace line from a hashed trace event.
-    static func describe(_ code: UInt64, _ a: UInt64, _ b: UInt64) -> String {
-        switch code {
-        case 1: return "\(name(a >> 20)) -> \(name(a & 0xFFFFF))  \(b < 11 ? messageNames[Int(b)] : "message \(b)")"
-        case 2: return "node\(a + 1)  disk op \(b) done"
-        case 3: return "metadata  request \(a) arrives"
-        case 4: return "\(name(b))  metadata reply \(a)"
-        case 5: return "\(name(a))  tick"
-        case 6: return "metadata  lease tick"
-        case 7: return "workload  slot \(a) issues an op"
-        case 8: return "fault timer"
-        case 9: return "heal"
-        case 10: return "end of load: final phase (heal, power loss, read back)"
-        case 11: return "final phase step"
-        case 12: return "writer  phase \(a == 1 ? "ready" : "fenced")"
-        case 13: return "scheduled fault #\(a)"
-        case 14: return "end of the safety phase: liveness phase (healed, no faults)"
-        case 15: return "paused writer resumes"
-        case 20: return "FAULT node\(a + 1) crashes"
-        case 21: return a == 1 ? "final phase: power loss on every node and the writer; all restart" : "FAULT power loss on every node"
-        case 22: return "FAULT partition writer / node\(a) (\(["both ways", "node->writer cut", "writer->node cut"][Int(b % 3)]))"
-        case 23: return "FAULT metadata store unavailable"
-        case 24: return "FAULT writer crashes\(a == 1 ? " right after sending a commit" : "")"
-        case 25: return "FAULT \(name(a)) paused with its commit in flight; a successor takes over"
-        case 26: return "FAULT clog node\(a)"
-        case 27: return "FAULT metadata store slow (up to \(a / 1_000_000) ms)"
-        case 28: return "FAULT the store expires the writer's lease \(a)"
-        case 29: return "FAULT writer clock offset now \(Int64(bitPattern: a) / 1_000_000) ms"
-        case 30: return "FAULT node\(a + 1) disk \(b)x slower"
-        case 31: return "FAULT bit rot on node\(a + 1), sector \(b)"
-        case 32: return "FAULT latent sector error on node\(a + 1), sector \(b)"
-        case 33: return "FAULT misdirected write on node\(a + 1) (aimed at \(b))"
-        case 35: return "FAULT swizzle-clog of \(a) nodes over \(b / 1_000_000) ms"
-        case 36: return "FAULT one-way partition at node\(a) (\(b == 1 ? "its replies lost" : "requests lost"))"
-        case 37: return "paused writer \(name(a)) is fenced"
-        case 40: return "FAULT network \(a == 1 ? "lossy (20% drops, 10% duplicates)" : "slow (hops up to 50 ms)")"
-        case 39: return "FAULT node\(a + 1) loses its disk (it restarts empty)"
-        case 44: return "node\(a + 1)  scrubs a block"
-        case 43: return "FAULT node\(a + 1) is lost for good (never comes back)"
-        case 41: return "collector  pass done: \(a) refs deleted of \(b) listed"
-        case 42: return "collector  tick"
-        case 49: return "FAULT volume \(a) is deleted (its writer stops, its keys go)"
-        case 45: return "FAULT node\(a + 1) joins the ring (empty)"
-        case 46: return "FAULT node\(a + 1) is drained (no new placements; its blocks move away)"
-        case 47: return "node\(a + 1) drained: removed from the ring, it leaves"
-        case 48: return "vol\(a) writer learns the ring in force"
-        case 38: return "FAULT armed: writer \(a == 1 ? "pause" : "crash") at its next commit"
-        default: return "event \(code) \(a) \(b)"
-        }
     }
 }

@@ -360,26 +360,14 @@ public final class Simulation {
 
     // MARK: Dispatch
 
-    func traceEvent(_ code: UInt64, _ a: UInt64 = 0, _ b: UInt64 = 0) {
-        trace.combine(now.nanoseconds)
-        trace.combine(code << 56 ^ a)
-        trace.combine(b)
-        if let sink = traceSink { sink("\(now)  \(Self.describe(code, a, b))") }
-    }
-
-    /// A trace line that is not part of the hash (details for readers).
-    func traceNote(_ text: @autoclosure () -> String) {
-        if let sink = traceSink { sink("\(now)  \(text())") }
-    }
-
     func dispatch(_ e: Event) {
         switch e {
         case .deliver(let from, let to, let msg, let si, let ri):
-            traceEvent(1, UInt64(from.raw) << 20 | UInt64(to.raw), msg.kindCode)
+            traceEvent(.messageDelivered, UInt64(from.raw) << 20 | UInt64(to.raw), msg.kindCode)
             if traceSink != nil { traceNote("    \(Self.detail(msg))") }
             deliver(from: from, to: to, msg, senderIncarnation: si, receiverIncarnation: ri)
         case .disk(let n, let inc, let id, let req):
-            traceEvent(2, UInt64(n), id.raw)
+            traceEvent(.diskOpDone, UInt64(n), id.raw)
             guard slots[n].incarnation == inc, slots[n].node != nil else { return }
             let completion: DiskCompletion
             switch req {
@@ -402,7 +390,7 @@ public final class Simulation {
             let outputs = slots[n].node!.diskCompleted(id, completion)
             perform(node: n, outputs)
         case .metaRequest(let writer, let inc, let id, let req):
-            traceEvent(3, id.raw)
+            traceEvent(.metadataRequest, id.raw)
             cur = volumeIndex(ofWriter: writer)
             if writer != clientID, holdForPaused(writer, e) { return }
             guard !network.isBlocked(writer, NodeID(0)), let response = store.handle(req, now: now) else { return }
@@ -411,7 +399,7 @@ public final class Simulation {
             if metadataSlow.value > 0 { delay = delay + metaSlowRandom.duration(.zero, metadataSlow) }
             queue.push(now + delay, .metaReply(writer: writer, incarnation: inc, id, response))
         case .metaReply(let writer, let inc, let id, let response):
-            traceEvent(4, id.raw, UInt64(writer.raw))
+            traceEvent(.metadataReply, id.raw, UInt64(writer.raw))
             cur = volumeIndex(ofWriter: writer)
             if writer != clientID {
                 if holdForPaused(writer, e) { return }
@@ -422,7 +410,7 @@ public final class Simulation {
             guard inc == clientIncarnation, client != nil, !network.isBlocked(NodeID(0), clientID) else { return }
             handleClient(client!.metadataReply(id, response, now: writerNow()))
         case .clientTick(let writer, let inc, let at):
-            traceEvent(5, UInt64(writer.raw))
+            traceEvent(.writerTick, UInt64(writer.raw))
             cur = volumeIndex(ofWriter: writer)
             if writerNow() < at {
                 // The writer's clock was set back after this tick was planned: not due yet for it.
@@ -439,33 +427,33 @@ public final class Simulation {
             clientTimerAt = nil
             handleClient(client!.tick(now: writerNow()))
         case .leaseTick:
-            traceEvent(6)
+            traceEvent(.leaseTick)
             store.tick(now: now)
             if finalPhase == nil || !queue.isEmpty { queue.push(now + Nanoseconds.milliseconds(100), .leaseTick) }
         case .workload(let vol, let slot, let gen):
-            traceEvent(7, UInt64(slot), UInt64(vol))
+            traceEvent(.workloadOp, UInt64(slot), UInt64(vol))
             cur = vol
             if gen == slotGeneration { issueOp(slot: slot) }
         case .fault:
-            traceEvent(8)
+            traceEvent(.faultTimer)
             if loadRunning && livenessFrom == nil { injectFault() }
         case .heal(let h):
-            traceEvent(9)
+            traceEvent(.heal)
             heal(h)
         case .endOfLoad:
-            traceEvent(10)
+            traceEvent(.endOfLoad)
             beginFinal()
         case .finalCheck(let step):
-            traceEvent(11)
+            traceEvent(.finalStep)
             finalStep(step)
         case .scheduled(let i):
             let f = options.schedule[i]
-            traceEvent(13, UInt64(i))
+            traceEvent(.scheduledFault, UInt64(i))
             if loadRunning && livenessFrom == nil {
                 applyFault(f.kind, node: f.node.map { $0 - 1 }, duration: f.duration, volume: f.volume.map { $0 - 1 })
             }
         case .clog(let node, let fault):
-            traceEvent(26, UInt64(node.raw))
+            traceEvent(.clog, UInt64(node.raw))
             if livenessFrom == nil && finalPhase == nil {
                 for vs in vols {
                     network.block(vs.clientID, node, fault: fault)
@@ -473,33 +461,33 @@ public final class Simulation {
                 }
             }
         case .endOfSafety:
-            traceEvent(14)
+            traceEvent(.endOfSafety)
             beginLiveness()
         case .resumePaused(let vol):
-            traceEvent(15, UInt64(vol))
+            traceEvent(.pausedWriterResumes, UInt64(vol))
             cur = vol
             resumePaused()
         case .scrub(let n, let inc):
-            traceEvent(44, UInt64(n))
+            traceEvent(.scrub, UInt64(n))
             guard slots[n].incarnation == inc, slots[n].node != nil, let every = options.scrubInterval else { return }
             perform(node: n, slots[n].node!.scrubNext())
             if finalPhase == nil || finalPhase == .collect || !queue.isEmpty { queue.push(now + every, .scrub(node: n, incarnation: inc)) }
         case .collectorTick:
-            traceEvent(42)
+            traceEvent(.collectorTick)
             guard collector != nil else { return }
             handleCollector(collector!.tick(now: now))
         case .collectorMeta(let id, let req):
-            traceEvent(3, id.raw)
+            traceEvent(.metadataRequest, id.raw)
             guard let response = store.handle(req, now: now) else { return }
             var delay = network.latency()
             if metadataSlow.value > 0 { delay = delay + metaSlowRandom.duration(.zero, metadataSlow) }
             queue.push(now + delay, .collectorMetaReply(id, response))
         case .collectorMetaReply(let id, let response):
-            traceEvent(4, id.raw, UInt64(Self.collectorID.raw))
+            traceEvent(.metadataReply, id.raw, UInt64(Self.collectorID.raw))
             guard collector != nil else { return }
             handleCollector(collector!.metadataReply(id, response, now: now))
         case .ringUpdate(let vol):
-            traceEvent(48, UInt64(vol))
+            traceEvent(.ringUpdate, UInt64(vol))
             deliverRing(volume: vol)
         }
     }
