@@ -34,7 +34,7 @@ extension Simulation {
             case .timer(let at):
                 queue.push(max(at, now), .collectorTick)
             case .passCompleted(let p):
-                traceEvent(41, UInt64(p.refsDeleted), UInt64(p.refsListed))
+                traceEvent(.collectorPass, UInt64(p.refsDeleted), UInt64(p.refsListed))
                 traceNote("collector  pass \(p.completed ? "done" : "gave up (metadata unreadable)"): \(p.refsDeleted) deleted, "
                           + "\(p.garbagePending) waiting out the grace period, \(p.nodesSkipped) nodes and \(p.volumesSkipped) volumes skipped, "
                           + "\(p.underReplicated) short of copies, \(p.copiesMade) copied, \(p.copiesFailed) copies failed, \(p.unrepairable) unrepairable")

@@ -53,7 +53,7 @@ extension Simulation {
         slots.append(NodeSlot(id: NodeID(UInt32(i + 1)), disk: SimDisk(geometry: config.geometry),
                               random: root.derived(stream: 100 + UInt64(i)), config: config))
         ringChanges += 1
-        traceEvent(45, UInt64(i))
+        traceEvent(.joinNode, UInt64(i))
         bootNode(i)
         changeRing(ring.joining(RingMember(node: slots[i].id, domain: options.zones > 0 ? "zone\(i % options.zones)" : "")))
     }
@@ -67,7 +67,7 @@ extension Simulation {
         let pick = n ?? active[Int(faultRandom.below(UInt64(active.count)))]
         guard active.contains(pick) else { return }
         ringChanges += 1
-        traceEvent(46, UInt64(pick))
+        traceEvent(.drainNode, UInt64(pick))
         changeRing(ring.draining(slots[pick].id))
     }
 
@@ -77,7 +77,7 @@ extension Simulation {
         for id in nodes {
             guard let m = ring.members.first(where: { $0.node == id }), m.draining else { continue }
             let n = Int(id.raw) - 1
-            traceEvent(47, UInt64(n))
+            traceEvent(.nodeRemoved, UInt64(n))
             changeRing(ring.removing(id))
             crashNode(n)
             slots[n].lost = true
@@ -89,7 +89,7 @@ extension Simulation {
     /// of the volume goes (an operator's transaction: it lands even during an outage).
     func deleteVolume(_ i: Int) {
         cur = i
-        traceEvent(49, UInt64(i))
+        traceEvent(.deleteVolume, UInt64(i))
         crashWriter()
         if paused != nil { dropPaused() }
         vols[i].deleted = true

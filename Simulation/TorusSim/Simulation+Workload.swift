@@ -90,7 +90,7 @@ extension Simulation {
                         handlePaused(Array(outputs.dropFirst(i + 1)))
                     } else {
                         // The commit is on its way (or lost with the connection): the writer dies now.
-                        traceEvent(24, 1)
+                        traceEvent(.writerCrash, 1)
                         crashWriter()
                         queue.push(now + (armedDuration ?? faultRandom.duration(.milliseconds(10), .seconds(1))), .heal(.restartWriter(cur)))
                     }
@@ -106,7 +106,7 @@ extension Simulation {
             case .complete(let id, let result):
                 opCompleted(id, result)
             case .phaseChanged(let phase):
-                traceEvent(12, phase == .ready ? 1 : 2)
+                traceEvent(.writerPhase, phase == .ready ? 1 : 2)
                 if phase == .fenced {
                     // A fenced writer can make nothing visible any more: it is as good as crashed.
                     crashWriter()

@@ -56,17 +56,10 @@ public final class StorageNodeServer: @unchecked Sendable {
         return (disk, BlockStore.recover(config: config, regionA: a, regionB: b))
     }
 
-    /// Store geometry for a data file of `diskBytes` with `blockSize` slots.
+    /// Store geometry for a data file of `diskBytes` with `blockSize` slots (production's
+    /// journal size, lazy journaling and 2% reserve: `BlockStoreConfig.sized`).
     public static func storeConfig(blockSize: Int, diskBytes: UInt64) -> BlockStoreConfig {
-        let slots = Int(diskBytes) / blockSize
-        let journalSectors = 2 * (slots * 48 / 4096 + 2) + 256
-        // Puts that nobody asked to make durable are journaled only when something else syncs:
-        // writers sync what a FLUSH needs, and most written-back versions are replaced (and
-        // dropped without a record) before that. 2% of the slots are kept back: a node that
-        // near full takes no new blocks (they go to other nodes) but finishes what it started.
-        return BlockStoreConfig(geometry: DiskGeometry(sectorSize: 4096, capacityBytes: diskBytes),
-                                blockSize: blockSize, journalRegionSectors: journalSectors,
-                                lazyCommitThresholdRecords: 1 << 20, reserveSlots: slots / 50)
+        BlockStoreConfig.sized(diskBytes: diskBytes, blockSize: blockSize)
     }
 
     /// Binds the peer listener (port 0: any free port), then starts the node (journal

@@ -1,0 +1,67 @@
+import TorusCore
+
+/// The checkers beside the sector model: fencing on every commit, and convergence (full,
+/// verified redundancy) after the final read-back.
+extension Simulation {
+    /// Fencing: every successful commit must come from the newest epoch granted so far, and
+    /// generations only move forward.
+    func checkFencing(_ t: MetaTxn) {
+        for op in t.success {
+            guard case .put(let key, let value, _) = op else { continue }
+            if key == VolumeInfo.epochKey(volume.name), let e = MetaValue.u64(value) {
+                grantedEpoch = max(grantedEpoch, e)
+            } else if key == VolumeInfo.headKey(volume.name), let head = VolumeHead.decode(value) {
+                commits += 1
+                if head.epoch < grantedEpoch {
+                    violation = SectorModel.Violation(
+                        promise: .fencing,
+                        detail: "head generation \(head.generation) was committed by epoch \(head.epoch) after epoch \(grantedEpoch) was granted")
+                } else if let last = lastCommit, head.generation <= last.generation, head.epoch == last.epoch {
+                    violation = SectorModel.Violation(
+                        promise: .fencing,
+                        detail: "head generation went from \(last.generation) back to \(head.generation) within epoch \(head.epoch)")
+                }
+                lastCommit = (head.epoch, head.generation)
+            }
+        }
+    }
+
+    /// Convergence: after the final read-back every block of the committed map (data, map
+    /// pages, root) is durable on `replication` distinct nodes, spread over as many zones as
+    /// there are (up to `replication`).
+    func checkConvergence() {
+        for i in vols.indices where violation == nil {
+            cur = i
+            checkConvergenceOfVolume()
+        }
+    }
+
+    func checkConvergenceOfVolume() {
+        guard finalPhase == nil, let c = client, c.phase == .ready, c.opsInFlight == 0 else { return }
+        var short = 0
+        var first: (BlockRef, Int)?
+        let zonesWanted = options.zones > 0 ? min(options.replication, options.zones) : options.replication
+        for ref in c.committedRefs {
+            let holders = slots.indices.filter { n in
+                guard let store = slots[n].node?.store, store.isDurable(ref) else { return false }
+                guard options.verifyCopies else { return true }
+                // The bytes on the disk must match (bit rot and latent errors hide in the index).
+                guard let (offset, crc) = store.location(of: ref),
+                      let bytes = slots[n].disk.readChecked(offset: offset, length: store.config.blockSize) else { return false }
+                return CRC32C.checksum(bytes) == crc
+            }
+            let copies = holders.count
+            let zones = options.zones > 0 ? Set(holders.map { $0 % options.zones }).count : copies
+            if copies < options.replication || zones < zonesWanted {
+                short += 1
+                if first == nil { first = (ref, copies) }
+            }
+        }
+        if let (ref, copies) = first {
+            violation = SectorModel.Violation(
+                promise: .convergence,
+                detail: "\(short) committed blocks lack copies or zones after healing, e.g. \(ref) has \(copies) of \(options.replication) copies"
+                    + (options.zones > 0 ? " (needs \(zonesWanted) zones)" : ""))
+        }
+    }
+}

@@ -1,0 +1,102 @@
+import TorusCore
+
+/// Faults of the volume writers (of volume `cur`): lease expiry, crashes, a clock jump, and a
+/// crash or pause at the next commit; and the takeover that a paused writer lives through.
+extension Simulation {
+    func applyLeaseExpiry() {
+        guard let c = client, c.leaseID != 0 else { return }
+        traceEvent(.leaseExpiry, UInt64(c.leaseID))
+        _ = store.apply(.leaseRevoke(id: c.leaseID), now: now)
+    }
+
+    func applyWriterCrash(duration: Nanoseconds?) {
+        guard client != nil else { return }
+        traceEvent(.writerCrash)
+        crashWriter()
+        queue.push(now + lasting(duration, .milliseconds(10), .seconds(1)), .heal(.restartWriter(cur)))
+    }
+
+    /// writer-crash-mid-flush and writer-pause take effect when the writer next sends a
+    /// commit (handleClient).
+    func armWriterFault(_ kind: FaultKind, duration: Nanoseconds?) {
+        guard armed == nil, paused == nil else { return }
+        traceEvent(.writerFaultArmed, kind == .writerPause ? 1 : 0)
+        armed = kind
+        armedDuration = duration
+    }
+
+    func applyClockJump(duration: Nanoseconds?) {
+        let max = options.clockSkewMax.value
+        guard max > 0 else { return }
+        writerSkew = Int64(faultRandom.below(2 * max + 1)) - Int64(max)
+        traceEvent(.clockJump, UInt64(bitPattern: writerSkew))
+        queue.push(now + lasting(duration, .seconds(1), .seconds(10)), .heal(.clock(cur)))
+    }
+
+    // MARK: Writer takeover
+
+    /// The writer stops running with its commit in flight; a new writer (new id, new lease)
+    /// takes over once the old lease expires. The old one resumes after `duration`, or as soon
+    /// as its successor is ready: the moment a missing epoch check would let it commit.
+    func pauseWriter(duration: Nanoseconds?) {
+        guard let c = client, paused == nil else { return }
+        traceEvent(.writerPaused, UInt64(c.clientID.raw))
+        retireWriter()
+        paused = c
+        pausedUntil = now + (duration ?? Nanoseconds.seconds(60))
+        pausedResumeWhenSuccessorReady = duration == nil
+        queue.push(pausedUntil!, .resumePaused(cur))
+        clientID = NodeID(clientID.raw + 1)
+        clientIncarnation += 1
+        startWriter()
+        if loadRunning { restartWriterLoad() }
+    }
+
+    /// Holds an event for the paused writer until it runs again.
+    func holdForPaused(_ writer: NodeID, _ event: Event) -> Bool {
+        guard let p = paused, p.clientID == writer, let until = pausedUntil, now < until else { return false }
+        pausedHeld.append((now, event))
+        return true
+    }
+
+    func resumePaused() {
+        guard let p = paused, pausedUntil != nil else { return }
+        pausedUntil = nil
+        traceNote("\(Self.name(UInt64(p.clientID.raw))) resumes with \(pausedHeld.count) held events")
+        for (k, (_, e)) in pausedHeld.enumerated() { queue.push(now + Nanoseconds(UInt64(k) * 1000), e) }
+        pausedHeld = []
+        handlePaused(paused!.tick(now: writerNow()))
+    }
+
+    /// Effects of the paused (old) writer: its ops were written off when it was replaced.
+    func handlePaused(_ outputs: [ClientOutput]) {
+        for o in outputs {
+            guard let p = paused else { return }
+            switch o {
+            case .send(let to, let msg):
+                send(from: p.clientID, to: to, msg)
+            case .metadata(let id, let req):
+                if let delay = network.deliveries().first {
+                    queue.push(now + delay, .metaRequest(writer: p.clientID, incarnation: 0, id, req))
+                }
+            case .timer(let at):
+                queue.push(virtualTime(ofWriterTime: at), .clientTick(writer: p.clientID, incarnation: 0, at: at))
+            case .complete:
+                break
+            case .phaseChanged(let phase):
+                if phase == .fenced {
+                    traceEvent(.pausedWriterFenced, UInt64(p.clientID.raw))
+                    dropPaused()
+                    return
+                }
+            }
+        }
+    }
+
+    func dropPaused() {
+        paused = nil
+        pausedUntil = nil
+        pausedHeld = []
+        pausedResumeWhenSuccessorReady = false
+    }
+}
