@@ -9,6 +9,9 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 install_missing libisal-dev libmimalloc-dev libnbd-bin python3-libnbd fio qemu-utils libcurl4-openssl-dev etcd-server etcd-client openssl curl
 
+echo "== code shape: files of at most 450 lines, functions of at most 80, no references outside the repo"
+python3 scripts/check-shape.py
+
 echo "== build (debug), failing on warnings in project code"
 log=$(mktemp)
 swift build 2>&1 | tee "$log"
