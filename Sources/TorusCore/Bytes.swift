@@ -1,8 +1,7 @@
 /// Little-endian encoding helpers for on-disk and on-wire formats.
 ///
-/// Writes go by pointer into a buffer that grows by doubling (journal sectors and map pages
-/// are encoded on every put and commit: appending byte by byte, or through the generic
-/// `append(contentsOf:)`, was a tenth of the simulator's time).
+/// Writes go by pointer into a buffer that grows by doubling: journal sectors and map pages
+/// are encoded on every put and commit (cost: docs/storage-core.md, "Cost notes").
 public struct ByteWriter: Sendable {
     /// The first `count` bytes are written; the rest is zeros until written or padded.
     private var storage: [UInt8]

@@ -2,7 +2,7 @@
 /// SipHash.
 ///
 /// The core's hot maps are keyed by counters and block refs it makes itself (not by input an
-/// attacker picks), and looking them up through `Hasher` was a tenth of the simulator's time.
+/// attacker picks), so SipHash buys nothing there (cost: docs/storage-core.md, "Cost notes").
 /// `_rawHashValue(seed:)` is the standard library's own customization point for exactly this
 /// (the integer types implement it); dictionaries and sets still seed it per instance, so
 /// iteration order stays as arbitrary as before and nothing may depend on it. (The hook is

@@ -29,8 +29,7 @@ struct StepOutputs<Element: Sendable>: Sendable {
 
 extension Array {
     /// `removeAll(keepingCapacity: true)`, cheaper for the few elements a step leaves: that
-    /// goes through the general `replaceSubrange` (about 180 instructions a call; two calls
-    /// per storage node step were 2.7% of the simulator's instructions).
+    /// goes through the general `replaceSubrange` (cost: docs/storage-core.md, "Cost notes").
     @inline(__always) mutating func clearKeepingCapacity() {
         if count <= 4 {
             while !isEmpty { removeLast() }

@@ -1,29 +1,15 @@
 /// The garbage collector: a periodic mark-and-sweep over every storage node, which also
-/// repairs missing copies and rebalances blocks onto the ring's placements.
+/// repairs missing copies and rebalances blocks onto the ring's placements. Deterministic and
+/// sans-I/O, like `VolumeClient`: messages, metadata responses and ticks in, `CollectorOutput`s
+/// out (the state's nested types and the outputs are in `Collector+Types`).
 ///
-/// A pass, one phase per file:
-/// 1. **Inventory** (`Collector+Inventory`). Lists every ref each node holds (`listBlocks`,
-///    paged). A node that does not answer is left out of this pass (nothing of it is deleted).
-/// 2. **Metadata** (`Collector+Metadata`). Reads every volume's info, epoch and head in one
-///    range (one revision).
-/// 3. **Mark** (`Collector+Marking`). Loads each volume's committed map (root, then pages) from
-///    its replicas, verifying each against the checksum the head or root names. A volume whose
-///    map cannot be read is left out of this pass.
-/// 4. **Sweep** (`Collector+Sweep`). A listed ref is garbage when no head reaches it and no
-///    writer may still commit it (see `isCollectible`), or when its volume no longer exists.
-///    Garbage is deleted only once it has been garbage for `grace` (read-only clients serve a
-///    head for a short while after a newer one lands), with `deleteBlocks` in batches.
-/// 5. **Repair** (`Collector+Repair`). Copies refs short of copies, and moves refs off their
-///    placement onto it (rebalancing).
-/// 6. **Trim** (`Collector+Trimming`). Deletes the extra copies of refs whose every placement
-///    node holds one durably (rebalancing's last step).
+/// A pass, one phase per file: `+Inventory` (every node's refs), `+Metadata` (every volume's
+/// info, epoch and head at one revision), `+Marking` (each committed map), `+Sweep` (deletes
+/// what has been garbage for `grace`; see `isCollectible`), `+Repair` (copies refs short of
+/// copies or off their placement), `+Trimming` (deletes the extra copies). A node or volume
+/// that cannot be read is left out of the pass, and nothing of it is deleted.
 ///
-/// Inventory comes before metadata on purpose: a ref listed before the heads were read is
-/// judged against heads at least as new as the ref, and a volume whose info was read after
-/// its blocks were listed existed when they were written.
-///
-/// Deterministic and sans-I/O, like `VolumeClient`: messages, metadata responses and ticks in,
-/// `CollectorOutput`s out. The state's nested types and the outputs are in `Collector+Types`.
+/// Design, and why inventory comes before metadata: docs/storage-core.md, "Garbage collection".
 public struct Collector: Sendable {
     public let id: NodeID
     public let config: CollectorConfig

@@ -1,22 +1,8 @@
-/// A deterministic, in-memory model of the etcd v3 subset Torus uses, with etcd 3.4 semantics.
-///
-/// Contracts (all as in etcd 3.4):
-/// - `revision` starts at 1. A transaction that changes anything bumps it by exactly 1 and all
-///   of its changes share the new revision; a transaction that changes nothing (read-only, a
-///   failed-compare branch without writes, deletes that match nothing) leaves it unchanged.
-/// - A key's version is 1 at creation and +1 per put; a delete removes the key, so a later put
-///   starts again at version 1 with a new createRevision.
-/// - Transactions are validated before anything is applied: too many ops, empty keys, a key put
-///   twice or put and deleted in one branch (`duplicateKeyInTxn`, checked on both branches),
-///   then — on the branch chosen by the compares — puts naming a lease that does not exist
-///   (`leaseNotFound`). An erroring transaction changes nothing.
-/// - Leases live outside the revisioned keyspace: grant and keepalive do not bump the revision.
-///   A lease expires at grant/keepalive time + TTL; `expireLeases(now:)` revokes every lease
-///   with expiry ≤ now. Revoking deletes every attached key in one revision (none if it has no
-///   keys). Until it is revoked an expired lease still exists (puts may attach to it, as in
-///   etcd), but keepalive and timeToLive report it `leaseNotFound`.
-/// - Watches see every matching change in revision order, with `previous` set, and can start
-///   in the past as long as the bounded event history still holds that revision.
+/// A deterministic, in-memory model of the etcd v3 subset Torus uses, with etcd 3.4 semantics:
+/// one revision per changing transaction, key versions, transactions validated before anything
+/// applies (an erroring one changes nothing), leases outside the revisioned keyspace (revoked
+/// by `expireLeases(now:)`), and watches that may start in the past while the bounded history
+/// holds that revision. The exact rules: docs/metadata.md, "etcd semantics".
 ///
 /// Pure: no I/O, no clock (time is passed in), no randomness, and no output depends on
 /// `Dictionary`/`Set` iteration order.

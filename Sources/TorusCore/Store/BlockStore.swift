@@ -1,81 +1,17 @@
 /// The node-local block store: immutable blocks named by `BlockRef` in fixed-size slots of
 /// one disk, with an in-memory index made durable by an append-only, checksummed journal.
+/// A deterministic, sans-I/O state machine: it never reads a clock, spawns work or iterates a
+/// hash table where order could leak into outputs.
 ///
-/// A deterministic, sans-I/O state machine: requests come in through `handle`, disk results
-/// through `diskCompleted`, and every effect (disk requests, replies) is an output. It never
-/// reads a clock, spawns work or iterates a hash table where order could leak into outputs.
+/// Driver contract: at boot read both regions (`journalRegions(config:)`), call `recover`,
+/// then `start()` and perform its outputs. Feed every request to `handle` and every disk
+/// completion to `diskCompleted`; perform every `.disk` output and deliver every `.reply`.
+/// Send `.sync(id, [])` periodically: below `lazyCommitThresholdRecords`, non-durable puts stay
+/// unjournaled until something starts a sync cycle. A completion for an unknown `DiskOpID`
+/// traps: drop completions from before a crash, or give each life its own id range.
 ///
-/// ## Layout
-/// `[journal region A][journal region B][slot 0][slot 1]...` (see `BlockStoreConfig`, and
-/// `BlockStoreFormat` for the byte formats). No superblock: the region headers carry the
-/// format facts. A slot holds exactly one block of `blockSize` bytes. Each region is
-/// `[header][snapshot sectors][appended journal sectors...]`. The index (ref → slot, data
-/// CRC32C) lives in memory; the length is always `blockSize`.
-///
-/// ## Driver contract
-/// At boot read both regions (`journalRegions(config:)`), call `recover`, then `start()` and
-/// perform its outputs. Feed every request to `handle` and every disk completion to
-/// `diskCompleted`; perform every `.disk` output and deliver every `.reply`.
-///
-/// ## Durability: sync cycles (group commit)
-/// A put writes its data to a free slot; when the write completes the ref enters the index
-/// *unsynced* and gets work. At most one sync cycle is in flight; a cycle
-/// 1. waits for every data write issued before it started,
-/// 2. `sync`s the disk (the data of its batch is now durable),
-/// 3. writes the journal records of up to `journalBatchLimitRecords` unjournaled index
-///    changes, in the order they happened, into *new* sectors after the last written one (a
-///    sector holding records is never rewritten, so a torn write can only hurt records that
-///    were never acknowledged),
-/// 4. `sync`s again, then marks the batch durable, frees the slots of durable deletes and
-///    replies to its sync requests and to every durable put the batch covers.
-/// Journal records therefore only point at durable data, and recovery needs no data scan.
-/// Requests arriving during a cycle join the next one, which starts as soon as this one ends.
-/// A sync request is answered once every index change that existed when its first cycle
-/// fixed its batch is durable (one cycle, or more when the batch limit split the changes).
-///
-/// A cycle starts when the store is idle and: a sync request or durable put waits; a delete
-/// waits to become durable (its slot is free only then, so deletes are not left waiting); at least
-/// `lazyCommitThresholdRecords` changes are unjournaled; or a new generation is due. Below
-/// the threshold, non-durable puts stay unjournaled until something else starts a cycle, so
-/// the driver should send a `.sync(id, [])` periodically to bound what a crash may lose.
-///
-/// ## Generations and compaction
-/// A region life has a generation, above every generation in any verified sector of either
-/// region. The region header (written, then synced, only after the snapshot sectors are
-/// durable) names the generation and the snapshot length; every journal sector carries the
-/// generation and its own index. Recovery trusts the verified header with the highest
-/// generation whose snapshot verifies, then the appended sectors up to the first one that
-/// does not verify (or the first verified record that contradicts the state so far, which
-/// only a bug could write: every record prefix is a consistent past state). Every recovery, every full region and every journal I/O error starts a
-/// new generation in the *other* region: the cycle writes a snapshot of the durable index
-/// with its batch folded in, syncs, writes the header, syncs, and appending continues there.
-/// So a lost-but-not-overwritten sector from an earlier life can never look current, and the
-/// old region stays intact (and is used by recovery) until the new header is durable. Gets
-/// and puts keep working during a compaction; only journal appends wait. Size the regions at
-/// a few times `snapshotSectorsMax` so compactions are rare (each costs one index snapshot).
-///
-/// ## Slots
-/// `free` → `writing` (put in flight) → `used` (in the index) → `freeing` (deleted, delete
-/// record not yet durable) → `free`. A slot is reused only after its delete record is
-/// durable, so no replayed journal prefix ever has two refs on one slot.
-///
-/// ## Choices beyond the brief
-/// - A put of a present ref with *different* bytes fails with `.corrupt(ref)`: a ref names
-///   one content forever, so this is a caller bug or corruption on the wire.
-/// - A delete of a ref whose put is still writing applies when the write completes; the put
-///   still reports success (the delete came later). A later put of that ref cancels it.
-/// - A get that finds the slot corrupt or unreadable also drops the ref (as a delete), so a
-///   repair can put it again instead of hitting the idempotent-put path.
-/// - A failed data write frees its slot and fails the put with `.ioError`. A failed sync
-///   cycle fails the durable puts of its batch with `.ioError`, answers its syncs with what
-///   was durable before, keeps the batch for the next cycle and, if the journal itself
-///   failed, forces a new generation. After a failed cycle only waiting requests (and new
-///   deletes) start another, so a dead disk cannot make the store spin.
-/// - Over `outstandingRepliesLimitRequests`, puts and gets fail with `.ioError` and a sync
-///   is answered at once with what is durable now.
-/// - `DiskOpID`s are chosen by the store, counting up from `recover`'s `firstDiskOpID`
-///   (default 1); a completion for an unknown id traps, so the driver must drop completions
-///   from before a crash or give each life its own id range.
+/// Design (layout, sync cycles, generations, slots, edge cases): docs/storage-core.md,
+/// "The block store (node-local)".
 public struct BlockStore: Sendable {
     /// One of the two journal regions.
     public enum JournalRegion: Hashable, Sendable {

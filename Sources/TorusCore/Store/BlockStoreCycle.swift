@@ -165,8 +165,7 @@ extension BlockStore {
 
     /// The durable index with the cycle's batch folded in, as put records in slot order (so
     /// the snapshot's bytes do not depend on the dictionary's order): laid out by slot in one
-    /// pass, with no copy of the index and no sort (sorting by ref was 3% of the simulator's
-    /// instructions).
+    /// pass, with no copy of the index and no sort (docs/storage-core.md, "Cost notes").
     private func snapshotRecords() -> [BlockStoreFormat.Record] {
         var table = DurableSlots(durableIndex, totalSlots: config.totalSlots)
         // The batch, in change order. Whether a ref is in the snapshot so far: its last change

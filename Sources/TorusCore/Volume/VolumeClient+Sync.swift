@@ -1,15 +1,8 @@
-/// Syncing written-back blocks: write-back puts are not durable (a replica writes the block
-/// and answers at once, without waiting for its disk to sync), so a FLUSH asks every replica
-/// that took such a copy to make it durable before the map that names it is written.
-///
-/// Why: a durable put costs the replica a data sync and a journal sync, and most written-back
-/// versions of a busy block are replaced before any FLUSH needs them. A replica drops such a
-/// copy without ever journaling it (`BlockStore.removeFromIndex`), so an overwrite costs no sync.
-///
-/// Safety: until every replica confirmed a copy durable, the block's cache entry stays
-/// (`isPinned`): a replica that crashed and lost its copy (its sync reply omits the ref, or it
-/// stops answering) is repaired by writing the block again from the cache. A flush whose
-/// snapshot names a lost copy starts over, so a commit only ever names durable copies.
+/// Syncing written-back blocks: write-back puts are not durable (a replica answers once the
+/// bytes are written), so a FLUSH asks every replica that took such a copy to make it durable
+/// before the map that names it is written. Until then the block stays cached (`isPinned`): a
+/// lost copy is written again from the cache, and a flush whose snapshot names one starts over.
+/// Why, and what keeps it safe: docs/storage-core.md, "Volume writer and commit".
 extension VolumeClient {
     /// Whether block `block`'s current version still lacks a durable copy on some replica (its
     /// cache entry must stay: it is the only sure copy).

@@ -6,16 +6,10 @@
 /// ticks, each with `now`. Outputs: `ClientOutput`s. The driver calls `tick(now:)` at the
 /// instants the client asks for with `.timer(at:)`.
 ///
-/// Commit protocol (the durability and fencing promises rest on it):
-/// 1. every block dirty when the flush started is written back: put to all its replicas,
-///    which reply once the bytes are written (not yet durable);
-/// 2. the map snapshot is fixed and every copy it names is synced: each replica confirms it
-///    durable, or the block is written again (see `VolumeClient+Sync.swift`);
-/// 3. the changed map pages and a new root are put durably;
-/// 4. the head (root, generation, epoch) is replaced by a transaction that compares the
-///    volume's epoch key with our epoch and the head's mod revision with the one we last saw.
-///    That transaction is the commit point. A writer whose epoch was superseded can never
-///    pass it, so its writes never become visible.
+/// The commit point is the head transaction, which compares the volume's epoch key with our
+/// epoch and the head's mod revision with the one we last saw: a writer whose epoch was
+/// superseded never passes it, so its writes never become visible. The commit protocol, step
+/// by step: docs/storage-core.md, "Volume writer and commit".
 public struct VolumeClient: Sendable {
     public enum Phase: Sendable, Equatable { case opening, ready, fenced }
 

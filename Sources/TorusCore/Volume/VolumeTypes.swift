@@ -125,8 +125,8 @@ public struct VolumeClientConfig: Sendable {
     /// Write-back puts are durable (each node answers once its group commit covered the
     /// block). Off: nodes answer once the bytes are written, and a flush syncs the blocks its
     /// map names (`VolumeClient+Sync.swift`); a block rewritten before then costs its nodes no
-    /// sync. Both keep every promise (the simulator runs both); on the 2-core benchmark machine
-    /// durable write-back was as fast and had a far shorter tail (see docs/storage-core.md).
+    /// sync. Both keep every promise (the simulator runs both); the runtime turns it off unless
+    /// `--durable-writes` (the trade-off: docs/storage-core.md, "Volume writer and commit").
     public var durableWriteback = true
     /// Written-back blocks not yet synced (they stay cached until they are) over this many
     /// bytes are synced without waiting for a FLUSH.
