@@ -5,13 +5,12 @@ import TorusCore
 ///
 /// The heap holds small (time, sequence, slot) keys; payloads stay put in a slot buffer with
 /// a free list, so sifting never moves the (large) events themselves. The slot buffer is raw
-/// memory rather than an array of optionals: storing into or taking out of an optional
-/// multi-payload enum went through the runtime's generic value witnesses (about 3% of a run),
-/// while initializing and moving out of raw memory is a plain copy. A class, so the payloads
+/// memory rather than an array of optionals, whose multi-payload enum went through the
+/// runtime's generic value witnesses (docs/simulation.md, "Speed"). A class, so the payloads
 /// still in the queue are released exactly once, when it goes away.
 final class EventQueue<Payload> {
     /// (time, sequence) as one 128-bit number: one branch-free compare instead of two
-    /// data-dependent branches (popping was about 2% of a run, mostly mispredicted branches).
+    /// data-dependent branches, which mispredicted.
     private struct Key {
         var order: UInt128
         var slot: Int32
@@ -23,8 +22,8 @@ final class EventQueue<Payload> {
         @inline(__always) func precedes(_ o: Key) -> Bool { order < o.order }
     }
     /// The heap (`count` keys), the payload slots and the free slot list share one capacity:
-    /// keys + free slots = slots handed out <= capacity. Raw buffers rather than arrays: the
-    /// arrays' uniqueness checks on every push and pop were a fifth of the queue's cost.
+    /// keys + free slots = slots handed out <= capacity. Raw buffers rather than arrays: no
+    /// uniqueness check on every push and pop.
     private var keys: UnsafeMutablePointer<Key>
     private(set) var count = 0
     /// Slots `0..<slotsUsed` have been handed out; a slot is initialized iff a key in the heap
@@ -127,10 +126,10 @@ final class EventQueue<Payload> {
     }
 }
 
-/// The run's trace hash, over three words per event. One multiply and one shift per word:
-/// the byte-wise FNV-1a of `StableHasher` (which the metadata digest keeps) took eight
-/// dependent multiplies per word, about 1.6% of a run. Order-sensitive; it only has to tell
-/// two runs apart, not resist an adversary.
+/// The run's trace hash, over three words per event. One multiply and one shift per word
+/// (the byte-wise FNV-1a of `StableHasher`, which the metadata digest keeps, takes eight
+/// dependent multiplies). Order-sensitive; it only has to tell two runs apart, not resist an
+/// adversary.
 struct TraceHasher {
     private(set) var value: UInt64 = 0xCBF2_9CE4_8422_2325
 

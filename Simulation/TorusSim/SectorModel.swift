@@ -1,20 +1,14 @@
 import TorusCore
 
-/// The promises of DESIGN §1 as a per-sector model, checked on every read.
+/// Durability and no wrong data (docs/design.md, "Promises to users") as a per-sector model,
+/// checked on every read. Every write stamps each 4 KiB sector with (write id, sector index)
+/// and a pattern derived from both; value 0 means zeros (never written or trimmed).
 ///
-/// Every write stamps each 4 KiB sector with (write id, sector index) and fills the rest
-/// with a pattern derived from both, so any sector read back tells which write produced it,
-/// and whether it is another sector's data or garbage. Value 0 means zeros (never written or
-/// trimmed).
-///
-/// Per sector the model keeps `base`, the candidates for the durable value (one value
-/// normally; several after a writer crash until a read settles which one survived), and
-/// `pending`, the values of writes completed since, oldest first, each with its completion
-/// sequence number. A read must return the newest pending value, or a base candidate when
-/// nothing is pending. A write that failed part-way (`writeMaybe`) is pending as a *maybe*:
-/// a read may show it or what came before, and settles which (never making it durable). A flush makes durable what completed before it was issued; a FUA
-/// write makes itself durable. A writer crash collapses the sector to "base or anything
-/// written after it, including writes that were in flight".
+/// Per sector: `base`, the candidates for the durable value (several after a writer crash until
+/// a read settles which survived), and `pending`, the values of writes completed since, oldest
+/// first, each with its completion sequence number. A read must return the newest pending
+/// value, or a base candidate when nothing is pending. The rules for flushes, FUA, failed
+/// writes and crashes: docs/simulation.md, "5. The checkers".
 struct SectorModel {
     struct Sector {
         var base: [UInt64] = [0]

@@ -19,15 +19,11 @@ import TorusCore
 /// errors (`makeUnreadable`: reads covering the sector fail until it is rewritten) and
 /// misdirected writes (the driver changes the offset before `issueWrite`).
 final class SimDisk {
-    /// One sector's contents.
-    ///
-    /// A disk keeps every sector it was ever written, old block versions on freed slots
-    /// included. Kept as slices of the written buffers, those sectors held on to about 100 MB
-    /// of buffers in the soak scenario, and taking that much fresh memory from the kernel
-    /// (page faults, cold caches) was about a tenth of its time. But most sectors a workload
-    /// writes are a 16-byte header followed by one repeated 8-byte word (the sector model's
-    /// pattern, and zeros): those are kept as their three words, and the written buffer goes
-    /// back to the allocator. Reads give back the same bytes either way.
+    /// One sector's contents. A disk keeps every sector it was ever written (old block versions
+    /// on freed slots included), so a sector that is a 16-byte header and one repeated 8-byte
+    /// word (the sector model's pattern, and zeros) is kept as its three words and the written
+    /// buffer goes back to the allocator (why: docs/simulation.md, "Speed"). Reads give back the
+    /// same bytes either way.
     enum Sector {
         case unwritten
         case bytes(ArraySlice<UInt8>)
@@ -47,8 +43,8 @@ final class SimDisk {
             // Two probes reject most other sectors (journal, map pages) before the full scan.
             guard p.loadUnaligned(fromByteOffset: n - 8, as: UInt64.self) == fill,
                   p.loadUnaligned(fromByteOffset: n / 2, as: UInt64.self) == fill else { return nil }
-            // Every body word equals the next one: one overlapping memcmp (libc's vector code;
-            // a Swift loop was 1,000-2,500 instructions a sector).
+            // Every body word equals the next one: one overlapping memcmp (libc's vector code,
+            // far cheaper than a Swift loop).
             guard memcmp(p.baseAddress! + 16, p.baseAddress! + 24, n - 24) == 0 else { return nil }
             return .uniform(head: p.loadUnaligned(fromByteOffset: 0, as: UInt64.self),
                             stamp: p.loadUnaligned(fromByteOffset: 8, as: UInt64.self), fill: fill)

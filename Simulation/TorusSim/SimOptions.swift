@@ -121,7 +121,7 @@ public enum FaultKind: String, CaseIterable, Sendable {
     case leaseExpiry = "lease-expiry"
     /// A node loses its disk for good (replaced by an empty one) and restarts empty after
     /// `for`. At random at most replication - 1 times per run: reads put back what they find
-    /// missing, but nothing re-replicates the rest yet (issue 6).
+    /// missing; only the collector (`gc`) re-replicates the rest.
     case wipeNode = "wipe-node"
     /// The writer process crashes and restarts after `for`.
     case writerCrash = "writer-crash"

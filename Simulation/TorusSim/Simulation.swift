@@ -53,7 +53,8 @@ public final class Simulation {
         /// Disk service times are multiplied by this (slow-disk).
         var slowFactor: UInt64 = 1
         /// This node may suffer bit rot, latent errors and misdirected writes: at most
-        /// `replication - 1` nodes do, so every block keeps a good copy (DESIGN §1).
+        /// `replication - 1` nodes do, so every block keeps a good copy (docs/design.md,
+        /// "Promises to users").
         var mediaFaults = false
         /// Gone for good (lose-node): never restarted.
         var lost = false

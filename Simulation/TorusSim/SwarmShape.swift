@@ -17,10 +17,9 @@ extension SimOptions {
         while o.volumeBytes > 16 << 20 { o.volumeBytes /= 2 }
         o.volumeBytes -= o.volumeBytes % 4096
         o.volumeBytes = max(o.volumeBytes, UInt64(o.blockSize))
-        // Ample disk: lost deleteBlocks messages leak slots until garbage collection exists
-        // (issue 6), and a full node makes write-backs retry forever instead of failing with
-        // ENOSPC (seed 52 with 8x the volume filled its only node). Capacity gets its own
-        // scenarios with issue 6.
+        // Ample disk: without the collector (half the seeds) lost deleteBlocks messages leak
+        // slots, and a full cluster is not what the swarm tests (seed 52 with 8x the volume
+        // filled its only node). Capacity has its own scenarios (`*-full.yaml`).
         o.diskBytes = max(64 << 20, o.volumeBytes * 32)
         o.queueDepth = [1, 2, 4, 8, 16, 32, 64][Int(r.below(7))]
         o.duration = .seconds(10 + r.below(21))
@@ -34,7 +33,7 @@ extension SimOptions {
         // or weighted 1-9), some with misdirected writes and a liveness phase.
         if r.chance(0.5) {
             o.faultMix = [:]
-            // Not wipe-node: without re-replication (issue 6) an untouched block stays short of copies.
+            // Not wipe-node: only the collector re-replicates, so without it an untouched block stays short.
             for k in FaultKind.allCases where k != .wipeNode && k != .loseNode && k != .joinNode && k != .drainNode && k != .deleteVolume && r.chance(0.5) { o.faultMix[k] = 1 + Int(r.below(9)) }
             o.quietWeight = Int(r.below(10))
         }
