@@ -1,23 +1,17 @@
-/// Sans-I/O NBD server protocol state machine for one client connection: bytes in, actions out.
+/// Sans-I/O NBD server protocol state machine for one client connection: bytes in, actions
+/// out. Fixed newstyle negotiation only, without TLS (`NBD_OPT_STARTTLS` is answered
+/// `NBD_REP_ERR_UNSUP` like any unknown option: the spec's NOTLS mode).
 ///
-/// Speaks fixed newstyle negotiation only ("Fixed newstyle negotiation"), without TLS (the spec's
-/// NOTLS mode: `NBD_OPT_STARTTLS` is answered `NBD_REP_ERR_UNSUP` like any unknown option).
+/// Driving it: call `start()` when the connection is accepted and send the greeting; feed every
+/// received byte to `receive(_:)`, in order, in chunks of any size; perform actions in the order
+/// returned, and report each `.execute` with `completed(cookie:result:)`, in any order; after
+/// `.close`, close the socket once everything before it has been written.
 ///
-/// Driving it:
-/// 1. Call `start()` when the connection is accepted and send the greeting.
-/// 2. Feed every received byte to `receive(_:)`, in order, in chunks of any size.
-/// 3. Perform each `.execute` action and report it with `completed(cookie:result:)`, in any order.
-/// 4. Perform actions in the order returned; after `.close`, close the socket once everything
-///    before it has been written.
-///
-/// Back-pressure: while `wantsInput` is false the driver should stop reading from the socket.
-/// Bytes fed anyway are parked (not parsed) up to `NBDLimits.bufferedBytesMax`; beyond that the
-/// connection is closed. Parsing of parked bytes resumes inside `completed(cookie:result:)`, which
-/// can therefore also return `.execute` actions.
-///
-/// Memory: `bufferedBytes` never exceeds `limits.bufferedBytesMax`. Option data over
-/// `optionBytesMax`, unknown options, and the payload of a WRITE that is rejected are skipped
-/// without being stored.
+/// Back-pressure: while `wantsInput` is false, stop reading from the socket. Bytes fed anyway
+/// are parked (not parsed) up to `NBDLimits.bufferedBytesMax`, beyond which the connection is
+/// closed; parsing resumes inside `completed(cookie:result:)`, which can therefore also return
+/// `.execute` actions. `bufferedBytes` never exceeds that limit: over-long option data, unknown
+/// options and the payload of a rejected WRITE are skipped without being stored.
 public struct NBDServerConnection: Sendable {
     public let limits: NBDLimits
     let lookup: @Sendable (String) -> NBDExport?

@@ -5,19 +5,16 @@ import NIOConcurrencyHelpers
 import Glibc
 #endif
 
-/// Byte buffers that lend NIO the memory of an array slice instead of copying it.
+/// Byte buffers that lend NIO the memory of an array slice instead of copying it (why:
+/// docs/runtime.md, "What runs where").
 ///
-/// A 1 MiB NBD read is sixteen slices of cached blocks. Copying them into a fresh ByteBuffer
-/// cost about a quarter of the event loop on sequential reads; the kernel copies the bytes into
-/// the socket anyway. `wrap` hands NIO the slice's own memory: the buffer's allocator keeps the
-/// slice (and so its array's storage) alive in `lent` until NIO frees the buffer, and then lets
-/// it go. NIO's `ByteBuffer(takingOwnershipOf:allocator:)` is the hook (an SPI of NIOCore; its
-/// allocator functions are C function pointers, hence the global table).
-///
-/// Why the bytes cannot change under NIO: the table holds a reference to the array's storage,
-/// so every write to that array from then on copies it first (copy-on-write); nobody writes
-/// to these buffers (they only go to `Channel.write`). Should NIO ever grow or copy one, its
-/// allocator moves the bytes to `malloc`ed memory and returns the slice.
+/// `wrap` hands NIO the slice's own memory through NIOCore's SPI
+/// `ByteBuffer(takingOwnershipOf:allocator:)` (its allocator functions are C function pointers,
+/// hence the global table): `lent` keeps the slice, and so its array's storage, alive until NIO
+/// frees the buffer. The bytes cannot change meanwhile: while `lent` holds the storage, a write
+/// to the array copies it first, and nobody writes to these buffers (they only go to
+/// `Channel.write`). Should NIO ever grow or copy one, the allocator moves the bytes to
+/// `malloc`ed memory and returns the slice.
 enum BorrowedBytes {
     /// Slices lent out, by the address NIO was given, with how many buffers share that address
     /// (two reads of one cached block lend the same address twice).

@@ -1,19 +1,9 @@
 import TorusCore
 
-/// The cluster-wide keys of a multi-process cluster (docs/metadata.md), read and written
-/// synchronously on a `MetadataService` (call from a thread pool or a command line).
-///
-/// - `/torus/cluster/config`: `block-size=N` and `replication=N` lines (`torus init`).
-/// - `/torus/cluster/id`: 16 random bytes, the peer protocol's cluster identity.
-/// - `/torus/next-node-id`: the last node id handed out.
-/// - `/torus/ring/<id>`: a member of the placement ring: `address=HOST:PORT`, `zone=Z`,
-///   `capacity=BYTES` lines, and `state=draining` while it is drained.
-/// - `/torus/ring-version` (`Ring.versionKey`): the ring's version, bumped in the same
-///   transaction as every change that moves placements (a join, a changed zone or capacity,
-///   a drain, a removal; not a new address).
-/// - `/torus/nodes/<id>/alive`: the node's address, under the node's lease (liveness).
-/// - `/torus/nodes/<id>/usage`: `used=BYTES` and `capacity=BYTES` of its block slots, under
-///   the same lease, rewritten by the heartbeat when it changes.
+/// The cluster-wide keys of a multi-process cluster, read and written synchronously on a
+/// `MetadataService` (call from a thread pool or a command line): the cluster config and id,
+/// node ids, the ring's members and version (`Ring.versionKey`), node liveness and usage. What
+/// each key holds and who writes it: docs/metadata.md.
 public enum ClusterCatalog {
     public static let configKey = "/torus/cluster/config"
     public static let nextNodeIDKey = "/torus/next-node-id"

@@ -1,23 +1,13 @@
 import TorusCore
 
-/// Captures a `MetadataStateMachine` as a `MetadataSnapshot` and rebuilds one from it.
-///
-/// `MetadataStateMachine` has no restore API (its storage is private to TorusCore), so a
-/// snapshot is restored by *replaying a synthetic history* through the public `apply`:
-/// 1. auto-grant and revoke throwaway leases until the next automatic lease id matches;
-/// 2. grant every lease with its id and TTL at `expiry − TTL`, which reproduces its expiry;
-/// 3. run one transaction per revision 2…`revision`: each key is put at its createRevision,
-///    `version − 2` times in between (earliest-deadline-first, at most `maxTxnOps` puts per
-///    revision) and at its modRevision, with its final value and lease; revisions in which no
-///    surviving key changed put or delete a filler key that is gone at the end.
-/// The result is checked against the snapshot's `digest()` (revision, every key/value with its
-/// revisions, version and lease, every lease with its TTL and expiry), so a restore is exact or
-/// it fails. Limits, documented for the caller:
-/// - Restoring costs O(revision + Σ versions) applies — never more than replaying the journal
-///   the snapshot replaced, but not O(state).
-/// - The rebuilt machine's watch history holds the synthetic events, so watches must not start
+/// Captures a `MetadataStateMachine` as a `MetadataSnapshot` and rebuilds one from it by
+/// replaying a synthetic history through the public `apply` (the machine has no restore API;
+/// how: docs/metadata.md, "The embedded store"). A restore is checked against the snapshot's
+/// `digest()`, so it is exact or it fails. Limits for the caller:
+/// - restoring costs O(revision + Σ versions) applies (never more than replaying the journal
+///   the snapshot replaced, but not O(state));
+/// - the rebuilt machine's watch history holds the synthetic events, so watches must not start
 ///   at or before the snapshot's revision (`EmbeddedMetadataStore.oldestWatchableRevision`).
-/// A `MetadataStateMachine(restoring:)` in TorusCore would remove both limits.
 enum MetadataSnapshotRestore {
     struct Failure: Error { var reason: String }
 

@@ -32,43 +32,13 @@ public enum EmbeddedMetadataStoreError: Error, Hashable, Sendable, CustomStringC
 /// The metadata state machine persisted to an fsynced journal and recovered on restart: the
 /// single-node metadata service of a local cluster.
 ///
-/// **Durability.** `apply` applies a request to the in-memory `MetadataStateMachine`; if it
-/// changed state (a transaction that bumped the revision, a lease grant, keepalive or revoke)
-/// the request is appended to `metadata.journal` with the time it was applied, and fdatasynced,
-/// before `apply` returns. Read-only or failing requests are not journaled; `expireLeases` is
-/// journaled only when it revokes something. If an append fails the store refuses further work
-/// (`.failed`): the request may or may not be durable, and reopening replays what is.
-///
-/// **Recovery.** `init` replays the journal into a fresh state machine with each record's time;
-/// the machine is deterministic, so the state (revision, keys, leases) is what it was. Records
-/// are length-prefixed and CRC32C-checked; replay stops at the first incomplete or bad record
-/// and truncates the file there (a torn tail from a crash mid-append), so new appends follow a
-/// valid prefix. Note this also drops any valid records after a corrupted one (bit rot in the
-/// middle); `recovery.truncatedBytes` reports how much was cut.
-///
-/// **Time.** Callers pass `Instant`s from a monotonic clock whose origin changes across
-/// restarts, so the journal keeps its own *journal clock*: it equals the caller's clock in the
-/// first run, and after a restart continues from the last journaled time (it does not run while
-/// the store is closed): `journal = lastJournaled + (now − nowAtInit)`. Lease expiries inside
-/// the state machine are journal-clock times (use `nextLeaseExpiry()` for the caller's clock).
-/// On recovery every lease still alive at the last journaled time is renewed to its full TTL
-/// from then (etcd renews leases on leader change the same way, so clients get a full TTL to
-/// reconnect after downtime); the renewal is journaled so later replays agree. Leases already
-/// expired at that time stay expired and are revoked by the next `expireLeases`.
-///
-/// **Compaction.** `compact()` writes the current state as one snapshot record into a new file
-/// and atomically renames it over the journal (fsyncing the file and the directory). It runs
-/// automatically after an append once the journal exceeds `compactionThresholdBytes` (64 MiB by
-/// default) or twice its size after the previous compaction, whichever is larger, so a state
-/// bigger than the threshold does not compact on every write. A failed automatic compaction
-/// leaves the journal as it was (see `status().lastCompactionFailure`). The state machine has
-/// no restore API, so a snapshot is rebuilt by replaying a synthetic history (see
-/// `MetadataSnapshotRestore`): compaction proves the record restores the exact state before
-/// installing it, and opening a compacted journal rebuilds it — both O(revision) applies (about
-/// 2 µs per revision in release builds) under the store's lock.
-///
-/// Watches (`watch(key:prefix:fromRevision:handler:)`, MetadataWatch.swift) live in memory:
-/// they end with the process, and their handlers run under the store's lock.
+/// `apply` returns only once a request that changed state is journaled and fdatasynced; after
+/// a failed append the store refuses further work (`.failed`) until reopened. `init` replays
+/// the journal and cuts a torn or corrupt tail (`recovery.truncatedBytes`). Callers pass
+/// monotonic `Instant`s; lease expiries inside the machine are *journal-clock* times (use
+/// `nextLeaseExpiry()` for the caller's clock), and leases alive at the last journaled time get
+/// a full TTL after a restart. Watches live in memory; their handlers run under the store's
+/// lock. Design (recovery, journal clock, compaction): docs/metadata.md, "The embedded store".
 public final class EmbeddedMetadataStore: Sendable {
     /// What `init` found in the journal.
     public struct Recovery: Hashable, Sendable {

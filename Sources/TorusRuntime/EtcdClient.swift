@@ -64,32 +64,14 @@ public enum EtcdClientError: Error, Hashable, Sendable, CustomStringConvertible 
 }
 
 /// A blocking client for etcd 3.4's v3 JSON gateway over libcurl: the production driver for
-/// `MetaRequest`s against a real etcd cluster.
+/// `MetaRequest`s against a real etcd cluster. Watches are `EtcdWatch`es.
 ///
-/// **Threads.** Every call blocks its thread for up to about twice `timeout`: call it from a
-/// thread pool (for example `NIOThreadPool`), never from an event loop. Calls are serialized on
-/// one libcurl handle, which keeps its connections alive between calls (figures in
-/// docs/metadata.md, "JSON").
-///
-/// **Failures and retries.** An attempt that fails before the request was sent (connection
-/// refused, host not resolved, connect timeout, TLS handshake failure) surely did not apply it,
-/// so it is retried on the next endpoint, up to `attemptsMax` attempts with `retryBackoff`
-/// pauses, as long as `timeout` has not passed since the call began. An attempt that fails after
-/// sending (timeout waiting for the reply, connection reset) may have been applied, so it is
-/// never retried: `apply` answers `.error(.unavailable(...))` naming the endpoint, and the
-/// caller must re-read before deciding (a compare-and-swap may or may not have happened).
-/// Caveat: libcurl itself may resend a request once when a kept-alive connection turns out to
-/// be dead before any reply byte arrives (for example after an etcd restart).
-///
-/// **Semantics.** Transactions, leases and errors follow `MetadataStateMachine` (etcd's own
-/// semantics), with these driver-side choices: a lease grant with TTL ≤ 0 answers
-/// `.invalidTTL` without asking etcd (etcd 3.4 would silently grant its minimum TTL); etcd's
-/// minimum TTL is 2 s with default election settings, so it raises a 1 s grant to 2 s;
-/// etcd chooses large, non-sequential lease ids; etcd's errors do not name the duplicate key or
-/// missing lease, so `duplicateKeyInTxn` and `leaseNotFound` name the first candidate in the
-/// request. Leases expire on their own in etcd (no `expireLeases`).
-///
-/// Watches are `EtcdWatch`es: each is a long-lived stream with its own handle and thread.
+/// Every call blocks its thread for up to about twice `timeout`: call it from a thread pool
+/// (for example `NIOThreadPool`), never from an event loop. An attempt that fails before the
+/// request was sent is retried on the next endpoint; one that fails after it may have applied,
+/// so `apply` answers `.error(.unavailable(...))` and the caller must re-read before deciding.
+/// Semantics are `MetadataStateMachine`'s, with the driver-side choices (retries, lease TTLs
+/// and ids, error names) in docs/metadata.md, "The etcd client".
 public final class EtcdClient: Sendable {
     /// The endpoints as base URLs (`etcd://` rewritten to `http://`, or `https://` with TLS).
     public let endpoints: [String]

@@ -33,17 +33,13 @@ public struct FileDiskError: Error, Hashable, Sendable, CustomStringConvertible 
 ///
 /// - Opening creates the file at exactly `capacityBytes` (`posix_fallocate`, or `ftruncate`
 ///   where the file system cannot preallocate) and makes its creation durable (fsync of the
-///   file and its directory). An existing file must already have that size: a mismatch is
-///   refused rather than resized, so user data is never silently cut or grown. An existing
-///   *empty* file holds no data and is allocated like a new one.
-/// - The file is locked with `flock(LOCK_EX)` while open, so a second `FileDisk` (in this or
-///   another process) on the same file is refused.
-/// - `perform` checks ranges like `SimDisk`: offset and length must be sector-aligned and
-///   inside the disk, else `.outOfRange`. OS errors become `.ioError(offset:)` carrying the
-///   request's offset.
-/// - `sync` is `fdatasync`. Once a sync fails, every later sync fails too: after a failed
-///   `fdatasync` Linux may drop the dirty pages and report the next sync as successful
-///   ("fsyncgate"), and the core must never believe lost writes durable. Reopen to recover.
+///   file and its directory). An existing file of another size is refused, never resized, so
+///   user data is never silently cut or grown (an empty one is allocated like a new one).
+/// - `flock(LOCK_EX)` while open refuses a second `FileDisk` on the file (any process).
+/// - `perform` checks ranges like `SimDisk` (sector-aligned and inside the disk, else
+///   `.outOfRange`); OS errors become `.ioError(offset:)` with the request's offset.
+/// - `sync` is `fdatasync`. Once a sync fails, every later sync fails too, until reopened
+///   (why: docs/platform.md, "fdatasync after a failure").
 /// - After `close()` every request fails with `.ioError` (never touches a reused descriptor).
 public final class FileDisk: Sendable {
     public let geometry: DiskGeometry

@@ -97,8 +97,8 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     /// Replies finished in one turn of the event loop (a batch of completions handed over by
-    /// the writer, several commands in one read) leave in one `writev` instead of one each:
-    /// per-reply syscalls took about a third of the NBD thread at 4 KiB QD32.
+    /// the writer, several commands in one read) leave in one `writev` instead of one each
+    /// (docs/runtime.md, "What runs where", NBD).
     private func flushSoon(_ context: ChannelHandlerContext) {
         guard !flushQueued else { return }
         flushQueued = true

@@ -1,20 +1,13 @@
 import NIOCore
 import TorusCore
 
-// The wire form of the peer protocol (`docs/peer-protocol.md`, version 1).
-//
-// Design:
-// - `PeerFrame` is the unit on the wire: HELLO, HELLO_ACK, or one `PeerMessage`.
-// - PUT_REPLY and GET_REPLY carry the ref they answer for, so that `StoreError.notFound(ref)`
-//   and `.corrupt(ref)` decode to exactly the value that was encoded. `PeerMessage`'s replies
-//   do not hold the ref when they succeed, so `PeerFrame.message` takes it next to the message
-//   (`replyRef`). The encoder requires a ref for those two replies: `replyRef`, or the one an
-//   error carries; when both are given they must be equal. The decoder always sets `replyRef`
-//   on those two replies and never on other messages, so a frame built that way decodes to
-//   an equal frame.
-// - `PeerCodec` is sans-I/O (frames to and from `ByteBuffer`); `PeerFrameDecoder` and
-//   `PeerFrameEncoder` put it into a NIO pipeline. A decoding error is a `PeerProtocolError`
-//   and means the connection must close: none can be resynchronized.
+// The wire form of the peer protocol (`docs/peer-protocol.md`, version 1). `PeerFrame` is the
+// unit on the wire: HELLO, HELLO_ACK, or one `PeerMessage`. A PUT_REPLY or GET_REPLY carries
+// the ref it answers (`PeerFrame.replyRef`, as a successful `PeerMessage` reply holds none):
+// the encoder requires it (or the ref an error carries; if both are given they must be equal)
+// and the decoder sets it on those two replies only, so such a frame decodes to an equal one.
+// `PeerFrameDecoder` and `PeerFrameEncoder` put this sans-I/O codec into a NIO pipeline. A
+// decoding error is a `PeerProtocolError`: the connection must close (none can be resynced).
 
 /// Encodes and decodes peer frames (`docs/peer-protocol.md`); no I/O.
 ///
