@@ -2,8 +2,8 @@ import CTorusCRC
 
 /// CRC-32C (Castagnoli), the checksum on every stored block and journal record.
 ///
-/// "123456789" → 0xE3069283. Computed by ISA-L's `crc32_iscsi` (about 19 GB/s on one core
-/// here); a slicing-by-8 table version is kept for tests that cross-check it.
+/// "123456789" → 0xE3069283. Computed by ISA-L's `crc32_iscsi` (docs/storage-core.md, "Cost
+/// notes"); a slicing-by-8 table version is kept for tests that cross-check it.
 public enum CRC32C {
     /// Checksum of `bytes`, continuing from `crc` (pass the previous result to chain).
     public static func checksum(_ bytes: UnsafeRawBufferPointer, continuing crc: UInt32 = 0) -> UInt32 {

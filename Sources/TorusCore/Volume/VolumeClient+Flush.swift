@@ -12,9 +12,8 @@ extension VolumeClient {
                            stage: .writeback(FlushTargets(blocks: targets.map(\.block), versions: targets.map(\.version))))
         flushQueue.removeAll()
         // Write-backs start within the in-flight limit, oldest first; each completion starts the
-        // next while the flush waits (`writebackCompleted`). Starting every dirty block at once
-        // sent thousands of puts to slow nodes, whose timeouts resent them all again: over TCP
-        // the resends piled up in memory until the process was killed (24 GB, scripts/e2e-repair.sh).
+        // next while the flush waits (`writebackCompleted`). Never all at once: slow nodes' timeouts
+        // would resend them all (docs/storage-core.md, "Volume writer and commit").
         scheduleWriteback(ageOnly: false)
         advanceFlush()
     }
