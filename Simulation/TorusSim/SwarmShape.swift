@@ -33,7 +33,7 @@ extension SimOptions {
         // or weighted 1-9), some with misdirected writes and a liveness phase.
         if r.chance(0.5) {
             o.faultMix = [:]
-            // Not wipe-node: only the collector re-replicates, so without it an untouched block stays short.
+            // Not wipe-node: only the collector re-replicates, and half the seeds run without it.
             for k in FaultKind.allCases where k != .wipeNode && k != .loseNode && k != .joinNode && k != .drainNode && k != .deleteVolume && r.chance(0.5) { o.faultMix[k] = 1 + Int(r.below(9)) }
             o.quietWeight = Int(r.below(10))
         }

@@ -12,8 +12,8 @@ extension VolumeClient {
                            stage: .writeback(FlushTargets(blocks: targets.map(\.block), versions: targets.map(\.version))))
         flushQueue.removeAll()
         // Write-backs start within the in-flight limit, oldest first; each completion starts the
-        // next while the flush waits (`writebackCompleted`). Never all at once: slow nodes' timeouts
-        // would resend them all (docs/storage-core.md, "Volume writer and commit").
+        // next while the flush waits (`writebackCompleted`). Never all at once: slow nodes'
+        // timeouts would resend them all (docs/storage-core.md, "Volume writer and commit").
         scheduleWriteback(ageOnly: false)
         advanceFlush()
     }
