@@ -56,7 +56,8 @@ struct TorusSimCommand: ParsableCommand {
         discussion: """
             Runs storage nodes, a volume writer and a metadata store in virtual time with crashes, \
             power loss, partitions, message drops and metadata outages, and checks every read \
-            against the promises of DESIGN §1. The same seed always gives the same trace hash.
+            against the promises of docs/design.md ("Promises to users"). The same seed always \
+            gives the same trace hash.
             """,
         subcommands: [Run.self, Sweep.self, Swarm.self, CheckDeterminism.self],
         defaultSubcommand: Run.self
