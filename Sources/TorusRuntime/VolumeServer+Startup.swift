@@ -46,7 +46,7 @@ extension VolumeServer {
             return EventLoopFuture.andAllSucceed(listening, on: loop).flatMap {
                 for id in cluster.nodes.keys.sorted() {
                     let address = "127.0.0.1:\(cluster.nodeAddresses[id]!.port)"
-                    cluster.nodes[id]!.logger.info("peer protocol on \(address)", metadata: ["address": "\(address)"])
+                    cluster.nodes[id]!.logger.info("peer protocol listening", metadata: ["address": "\(address)"])
                     cluster.nodes[id]!.startScrubbing(bytesPerSecond: config.scrubBytesPerSecond)
                     // Used and total bytes for the metrics (no-op without `--metrics`).
                     let server = cluster.nodes[id]!
