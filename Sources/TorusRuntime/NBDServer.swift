@@ -113,13 +113,13 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     /// Why the protocol closes the connection: a client that said goodbye (NBD_CMD_DISC, or
-    /// NBD_OPT_ABORT after listing exports) at debug, a protocol violation as a warning. The
-    /// reasons are `NBDServerConnection`'s texts.
+    /// NBD_OPT_ABORT after listing exports) at debug, a protocol violation at notice (the
+    /// client's doing, nothing to fix here). The reasons are `NBDServerConnection`'s texts.
     private func logClose(_ reason: String) {
         if reason.hasPrefix("client disconnected") || reason.hasPrefix("client sent NBD_OPT_ABORT") {
             RuntimeLoggers.nbd.debug("connection closed: \(reason)", metadata: logMetadata)
         } else {
-            RuntimeLoggers.nbd.warning("closing the connection: \(reason)", metadata: logMetadata)
+            RuntimeLoggers.nbd.notice("closing the connection: \(reason)", metadata: logMetadata)
         }
     }
 
