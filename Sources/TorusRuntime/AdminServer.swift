@@ -1,3 +1,4 @@
+import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
@@ -46,6 +47,7 @@ final class AdminHandler: ChannelInboundHandler, @unchecked Sendable {
         let ctx = NIOLoopBound(context, eventLoop: context.eventLoop)
         let loop = context.eventLoop
         cluster.loop.flatSubmit { self.handle(line) }.hop(to: loop).whenComplete { result in
+            Self.logRequest(line, result)
             switch result {
             case .success(let lines): self.reply(lines + ["ok"], context: ctx.value)
             case .failure(let e): self.reply(["error: \(e)"], context: ctx.value)
@@ -88,6 +90,19 @@ final class AdminHandler: ChannelInboundHandler, @unchecked Sendable {
             return cluster.resizeVolume(name: words[1], sizeBytes: size).map { [describe($0)] }
         default:
             return cluster.loop.makeFailedFuture(RuntimeError.badInput("unknown request '\(line)'"))
+        }
+    }
+
+    /// Requests that change something (create, resize, delete, gc) at info, or at notice when
+    /// they failed (the caller is told why); reads are not logged.
+    private static func logRequest(_ line: String, _ result: Result<[String], Error>) {
+        let words = line.split(separator: " ")
+        guard let verb = words.first, ["create", "resize", "delete", "gc"].contains(verb) else { return }
+        var metadata: Logger.Metadata = [:]
+        if verb != "gc", words.count > 1 { metadata["volume"] = "\(words[1])" }
+        switch result {
+        case .success: RuntimeLoggers.admin.info("admin request: \(line)", metadata: metadata)
+        case .failure(let e): RuntimeLoggers.admin.notice("admin request failed: \(line): \(e)", metadata: metadata)
         }
     }
 

@@ -1,3 +1,4 @@
+import Logging
 import NIOCore
 import NIOPosix
 import TorusCore
@@ -17,6 +18,8 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     private var closed = false
     /// A flush of this channel is queued on its event loop (see `flushSoon`).
     private var flushQueued = false
+    /// The client's address, for log lines.
+    private var client: Logger.MetadataValue = "-"
 
     init(cluster: VolumeServer) {
         self.cluster = cluster
@@ -25,6 +28,8 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func channelActive(context: ChannelHandlerContext) {
+        client = LogMetadata.address(context.remoteAddress)
+        RuntimeLoggers.nbd.debug("connection opened", metadata: logMetadata)
         perform(connection.start(), context: context)
     }
 
@@ -37,11 +42,13 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        if !closed { RuntimeLoggers.nbd.debug("connection closed by the client", metadata: logMetadata) }
         closed = true
         context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
+        if !closed { RuntimeLoggers.nbd.warning("closing the connection: \(error)", metadata: logMetadata) }
         closed = true
         context.close(promise: nil)
     }
@@ -81,9 +88,11 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
             case .enterTransmission(let e):
                 export = e
                 generation = cluster.volumeDirectory.generation(e.name)
+                RuntimeLoggers.nbd.debug("client attached", metadata: logMetadata)
             case .execute(let cookie, let command):
                 execute(cookie, command, context: context)
-            case .close:
+            case .close(let reason):
+                logClose(reason)
                 if wrote { context.flush() }
                 wrote = false
                 closed = true
@@ -94,6 +103,24 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         // With nothing else in flight no other reply can join this one: send it now (QD1
         // latency); otherwise wait for the end of this turn of the loop.
         if connection.inFlight == 0 { context.flush() } else { flushSoon(context) }
+    }
+
+    /// `address=` of the client, `volume=` of its export once it chose one.
+    private var logMetadata: Logger.Metadata {
+        var metadata: Logger.Metadata = ["address": client]
+        if let export { metadata["volume"] = "\(export.name)" }
+        return metadata
+    }
+
+    /// Why the protocol closes the connection: a client that said goodbye (NBD_CMD_DISC, or
+    /// NBD_OPT_ABORT after listing exports) at debug, a protocol violation at notice (the
+    /// client's doing, nothing to fix here). The reasons are `NBDServerConnection`'s texts.
+    private func logClose(_ reason: String) {
+        if reason.hasPrefix("client disconnected") || reason.hasPrefix("client sent NBD_OPT_ABORT") {
+            RuntimeLoggers.nbd.debug("connection closed: \(reason)", metadata: logMetadata)
+        } else {
+            RuntimeLoggers.nbd.notice("closing the connection: \(reason)", metadata: logMetadata)
+        }
     }
 
     /// Replies finished in one turn of the event loop (a batch of completions handed over by
@@ -134,6 +161,11 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
                 if self.cluster.volumeDirectory.generation(export.name) != self.generation {
                     // The writer this connection used was fenced and replaced: unflushed writes
                     // may be gone, so the client must see the connection fail.
+                    let deleted = self.cluster.volumeDirectory.lookup(export.name) == nil
+                    RuntimeLoggers.nbd.warning("""
+                        closing the connection: \(deleted ? "the volume was deleted" : "the volume's writer was replaced (fenced, or the volume recreated)"); \
+                        writes not flushed may be lost
+                        """, metadata: self.logMetadata)
                     self.closed = true
                     ctx.value.close(promise: nil)
                     return

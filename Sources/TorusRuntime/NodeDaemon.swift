@@ -66,10 +66,11 @@ public final class NodeDaemon: @unchecked Sendable {
                     try daemon.publish(usage)
                 } catch {
                     // Retried on the next beat, 3 s later.
-                    server.logger.warning("node \(id): heartbeat failed: \(error)")
+                    server.logger.warning("heartbeat failed: \(error)")
                 }
             }
         }
+        // `node ID: ` starts the line for scripts that read the node's id from its log.
         server.logger.info("node \(id): serving on \(host):\(bound) (advertised as \(address)), \(sizeBytes) bytes in \(dataDir), \(meta.location)",
                            metadata: ["address": "\(address)"])
         return daemon

@@ -34,7 +34,7 @@ final class PeerServerHandler: ChannelInboundHandler, @unchecked Sendable {
         switch unwrapInboundIn(data) {
         case .hello(let node, let clusterID, let maxVersion):
             guard peer == nil, clusterID == server.clusterID, maxVersion >= PeerCodec.version else {
-                server.logger.warning("node \(server.id): refused a peer connection (cluster \(clusterID), version \(maxVersion))",
+                server.logger.warning("refused a peer connection (cluster \(clusterID), version \(maxVersion))",
                                       metadata: ["peer": "\(node)", "address": LogMetadata.address(context.remoteAddress)])
                 context.close(promise: nil)
                 return
@@ -66,7 +66,7 @@ final class PeerServerHandler: ChannelInboundHandler, @unchecked Sendable {
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         // The writer at the other end retries its requests on a new connection.
-        server.logger.warning("node \(server.id): closing a peer connection: \(error)", metadata: peerMetadata(context))
+        server.logger.warning("closing a peer connection: \(error)", metadata: peerMetadata(context))
         context.close(promise: nil)
     }
 
@@ -97,9 +97,6 @@ final class PeerServerHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 }
 
-/// Lines of the writer side of peer connections (volume writers, the collector).
-let peerClientLog = TorusLogging.logger("peer")
-
 /// The writer side of one connection to a storage node. Lives on the cluster's (writers') loop.
 /// Something in the cluster process that talks to storage nodes as a client (a volume's
 /// writer, the garbage collector): its connections, and where their messages go. Confined
@@ -109,8 +106,8 @@ protocol PeerLinkOwner: AnyObject, Sendable {
     var linksToFlush: [PeerLink] { get set }
     /// The id nodes know this client by (replies are routed by it).
     var peerID: NodeID { get }
-    /// For log lines: "volume NAME", "gc".
-    var label: String { get }
+    /// On its log lines: `volume=NAME` for a volume's writer, `client=gc` for the collector.
+    var logMetadata: Logger.Metadata { get }
     /// A message from `node` on `link` (on the cluster loop).
     func received(from node: NodeID, via link: PeerLink, _ msg: PeerMessage)
 }
@@ -172,8 +169,8 @@ final class PeerClientHandler: ChannelInboundHandler, @unchecked Sendable {
         case .helloAck(let id, _):
             if id != node {
                 // The ring's address for the node is wrong: retrying reaches the same port.
-                peerClientLog.error("\(owner.label): node \(node)'s port answered as node \(id); closing",
-                                    metadata: ["client": "\(owner.label)", "peer": "\(node)", "address": LogMetadata.address(context.remoteAddress)])
+                RuntimeLoggers.peer.error("the node's port answered as node \(id); closing",
+                                          metadata: linkMetadata(context.remoteAddress))
                 context.close(promise: nil)
             }
         case .message(let msg, _):
@@ -189,9 +186,12 @@ final class PeerClientHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        peerClientLog.warning("\(owner.label): closing the connection to node \(node): \(error)",
-                              metadata: ["client": "\(owner.label)", "peer": "\(node)", "address": LogMetadata.address(context.remoteAddress)])
+        RuntimeLoggers.peer.warning("closing the connection to the node: \(error)", metadata: linkMetadata(context.remoteAddress))
         context.close(promise: nil)
+    }
+
+    private func linkMetadata(_ address: SocketAddress?) -> Logger.Metadata {
+        owner.logMetadata.merging(["peer": "\(node)", "address": LogMetadata.address(address)]) { $1 }
     }
 }
 
@@ -246,8 +246,8 @@ extension VolumeServer {
                     channel.flush()
                 case .failure(let error):
                     // The writer's RPC timeouts retry; the next send tries to connect again.
-                    peerClientLog.warning("\(volume.label): cannot reach node \(node) at \(address.host):\(address.port): \(error)",
-                                          metadata: ["client": "\(volume.label)", "peer": "\(node)", "address": "\(address.host):\(address.port)"])
+                    RuntimeLoggers.peer.warning("cannot reach the node: \(error)", metadata: volume.logMetadata.merging(
+                        ["peer": "\(node)", "address": "\(address.host):\(address.port)"]) { $1 })
                     link.queued.removeAll()
                 }
             }

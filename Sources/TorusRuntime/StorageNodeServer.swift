@@ -39,13 +39,6 @@ public final class StorageNodeServer: @unchecked Sendable {
         self.logger = logger
     }
 
-    /// For callers that still pass `runtimeLog` (LocalCluster): the node logs through its
-    /// `Logger` (where `runtimeLog` goes too), so `log` is not used. Goes once they pass none.
-    public convenience init(id: NodeID, store: BlockStore, disk: FileDisk, loop: EventLoop, pool: NIOThreadPool,
-                            clusterID: PeerClusterID, log: @escaping @Sendable (String) -> Void) {
-        self.init(id: id, store: store, disk: disk, loop: loop, pool: pool, clusterID: clusterID)
-    }
-
     /// Opens the node's data file and rebuilds its store from the journal (blocking: call
     /// it on a thread pool).
     public static func openStore(path: String, config: BlockStoreConfig) throws -> (FileDisk, BlockStore) {
@@ -115,12 +108,12 @@ public final class StorageNodeServer: @unchecked Sendable {
         TorusMetrics.scrub(node: id, verified: max(0, s.verified - before.verified), bad: max(0, s.bad - before.bad))
         if s.bad > before.bad {
             logger.warning("""
-                node \(id): scrub found a bad copy (checksum mismatch or unreadable); dropped it, the collector copies the \
+                scrub found a bad copy (checksum mismatch or unreadable); dropped it, the collector copies the \
                 block back from a good replica (\(s.bad) bad so far)
                 """)
         }
         if s.rounds > before.rounds {
-            logger.info("node \(id): scrub round \(s.rounds) done: \(s.verified) blocks verified, \(s.bad) bad copies found so far")
+            logger.debug("scrub round \(s.rounds) done: \(s.verified) blocks verified, \(s.bad) bad copies found so far")
         }
     }
 

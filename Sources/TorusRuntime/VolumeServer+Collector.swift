@@ -1,3 +1,4 @@
+import Logging
 import NIOCore
 import TorusCore
 
@@ -13,7 +14,7 @@ extension VolumeServer {
         var collector: Collector
         var links: [NodeID: PeerLink] = [:]
         var linksToFlush: [PeerLink] = []
-        let label = "gc"
+        let logMetadata: Logger.Metadata = ["client": "gc"]
         var peerID: NodeID { collector.id }
         /// The ticks the collector asked for; each calls `tick` (the server's `collectorTicked`).
         private(set) lazy var ticks = TickScheduler(loop: loop) { [weak self] in
@@ -63,9 +64,10 @@ extension VolumeServer {
             self.collectorReceived(from: node, msg)
         }
         collectorHost = host
-        log("gc: a pass every \(interval.value / 1_000_000) ms: garbage older than \(cfg.grace.value / 1_000_000) ms is deleted; "
+        let settings = "gc: a pass every \(interval.value / 1_000_000) ms: garbage older than \(cfg.grace.value / 1_000_000) ms is deleted; "
             + "blocks short of copies are copied (a node silent for \(cfg.repairGrace.value / 1_000_000_000) s counts as lost; "
-            + (cfg.repairBytesPerSecond == 0 ? "unthrottled)" : "at most \(cfg.repairBytesPerSecond >> 20) MiB/s)"))
+            + (cfg.repairBytesPerSecond == 0 ? "unthrottled)" : "at most \(cfg.repairBytesPerSecond >> 20) MiB/s)")
+        RuntimeLoggers.gc.info("\(settings)")
         handleCollector(host.collector.start(now: SystemClock.now()))
     }
 
@@ -111,25 +113,32 @@ extension VolumeServer {
                 host.movedTotal += p.movesMade
                 host.bytesMovedTotal += p.bytesMoved
                 publishMaintenance(host)
-                if !p.completed {
-                    log("gc: pass gave up after \(ms) ms: the metadata store did not answer; nothing deleted")
-                } else if p.refsDeleted > 0 || p.garbagePending > 0 || p.nodesSkipped > 0 || p.volumesSkipped > 0
-                            || p.underReplicated > 0 || p.misplaced > 0 || p.copiesTrimmed > 0 {
-                    log("gc: pass took \(ms) ms: \(p.refsListed) blocks listed, \(p.refsDeleted) deleted, "
-                        + "\(p.garbagePending) garbage waiting out the grace period"
-                        + (p.underReplicated > 0 ? ", \(p.underReplicated) short of copies: \(p.copiesMade) copied (\(p.bytesCopied) bytes "
-                            + "in \(p.repairTime.value / 1_000_000) ms), "
-                            + "\(p.copiesFailed) failed, \(p.unrepairable) with no copy left" : "")
-                        + (p.misplaced > 0 || p.copiesTrimmed > 0 ? ", rebalancing (ring version \(p.ringVersion)): \(p.misplaced) off their placement, "
-                            + "\(p.movesMade) moved (\(p.bytesMoved) bytes), \(p.copiesTrimmed) old copies deleted" : "")
-                        + (p.drained.isEmpty ? "" : ", drained (may be removed): " + p.drained.map { "\($0)" }.joined(separator: " "))
-                        + (p.nodesSkipped > 0 ? ", \(p.nodesSkipped) node(s) unreachable (left alone)" : "")
-                        + (p.volumesSkipped > 0 ? ", \(p.volumesSkipped) volume map(s) unreadable (left alone)" : ""))
-                }
+                logPass(p, ms: ms)
                 let waiters = host.waiters
                 host.waiters = []
                 for w in waiters { w.succeed(p) }
             }
+        }
+    }
+
+    /// Logs a pass that gave up (a warning: the next pass tries again) or that found something
+    /// to do; a pass that found nothing logs nothing.
+    private func logPass(_ p: CollectorPass, ms: UInt64) {
+        if !p.completed {
+            RuntimeLoggers.gc.warning("gc: pass gave up after \(ms) ms: the metadata store did not answer; nothing deleted")
+        } else if p.refsDeleted > 0 || p.garbagePending > 0 || p.nodesSkipped > 0 || p.volumesSkipped > 0
+                    || p.underReplicated > 0 || p.misplaced > 0 || p.copiesTrimmed > 0 {
+            let line = "gc: pass took \(ms) ms: \(p.refsListed) blocks listed, \(p.refsDeleted) deleted, "
+                + "\(p.garbagePending) garbage waiting out the grace period"
+                + (p.underReplicated > 0 ? ", \(p.underReplicated) short of copies: \(p.copiesMade) copied (\(p.bytesCopied) bytes "
+                    + "in \(p.repairTime.value / 1_000_000) ms), "
+                    + "\(p.copiesFailed) failed, \(p.unrepairable) with no copy left" : "")
+                + (p.misplaced > 0 || p.copiesTrimmed > 0 ? ", rebalancing (ring version \(p.ringVersion)): \(p.misplaced) off their placement, "
+                    + "\(p.movesMade) moved (\(p.bytesMoved) bytes), \(p.copiesTrimmed) old copies deleted" : "")
+                + (p.drained.isEmpty ? "" : ", drained (may be removed): " + p.drained.map { "\($0)" }.joined(separator: " "))
+                + (p.nodesSkipped > 0 ? ", \(p.nodesSkipped) node(s) unreachable (left alone)" : "")
+                + (p.volumesSkipped > 0 ? ", \(p.volumesSkipped) volume map(s) unreadable (left alone)" : "")
+            RuntimeLoggers.gc.info("\(line)")
         }
     }
 
@@ -156,8 +165,7 @@ extension VolumeServer {
             TorusMetrics.repairProgress(blocksLeft: left, bytesPerSecond: rate, etaSeconds: eta)
             lines += ["repairing=true", "repair-total=\(r.total)", "repair-copied=\(r.copied)", "repair-failed=\(r.failed)",
                       "repair-bytes=\(r.bytesCopied)", "repair-rate=\(UInt64(rate))", "repair-eta=\(eta)"]
-            log("gc: repair: \(r.copied) of \(r.total) blocks copied (\(r.bytesCopied >> 20) MiB) at \(UInt64(rate) >> 20) MiB/s"
-                + (eta >= 0 ? ", about \(eta) s left" : ""))
+            RuntimeLoggers.gc.info("gc: repair: \(r.copied) of \(r.total) blocks copied (\(r.bytesCopied >> 20) MiB) at \(UInt64(rate) >> 20) MiB/s\(eta >= 0 ? ", about \(eta) s left" : "")")
         }
         let value = Array((lines.joined(separator: "\n") + "\n").utf8)
         _ = metaApply(.txn(MetaTxn(success: [.put(key: Self.maintenanceKey, value: value, lease: 0)])))

@@ -1,3 +1,4 @@
+import Logging
 import NIOCore
 import TorusCore
 
@@ -22,8 +23,10 @@ extension VolumeServer {
             let response = try meta.apply(request, now: started)
             let done = SystemClock.now()
             if done - queued > .milliseconds(1000) {
-                self.log("slow metadata request: \((started - queued).value / 1_000_000) ms queued, "
-                    + "\((done - started).value / 1_000_000) ms to apply and sync (\(request.kindName))")
+                RuntimeLoggers.metadata.warning("""
+                    slow metadata request: \((started - queued).value / 1_000_000) ms queued, \
+                    \((done - started).value / 1_000_000) ms to apply and sync (\(request.kindName))
+                    """)
             }
             return response
         }
@@ -35,15 +38,19 @@ extension VolumeServer {
     private func trackKeepAlive(_ id: Int64, queued: Instant, _ response: EventLoopFuture<MetaResponse>) {
         let previous = lastKeepAlive[id]
         lastKeepAlive[id] = queued
+        let volume = volumes.first(where: { $0.value.client.leaseID == id })?.key
+        let metadata: Logger.Metadata = volume.map { ["lease": "\(id)", "volume": "\($0)"] } ?? ["lease": "\(id)"]
         if let previous, queued - previous > .seconds(5) {
-            log("lease \(id): keep-alive sent \((queued - previous).value / 1_000_000) ms after the previous one")
+            RuntimeLoggers.metadata.warning("keep-alive sent \((queued - previous).value / 1_000_000) ms after the previous one",
+                                            metadata: metadata)
         }
         response.whenComplete { result in
             self.keepAlivesInFlight.remove(id)
             switch result {
             case .success(.lease(_, let ttl)) where ttl > 0: break
-            case .success(let r): self.log("lease \(id): keep-alive answered \(r)")
-            case .failure(let e): self.log("lease \(id): keep-alive failed: \(e)")
+            // The writer retries (and is fenced once its lease expired).
+            case .success(let r): RuntimeLoggers.metadata.warning("keep-alive answered \(r)", metadata: metadata)
+            case .failure(let e): RuntimeLoggers.metadata.warning("keep-alive failed: \(e)", metadata: metadata)
             }
         }
     }

@@ -1,3 +1,4 @@
+import Logging
 import NIOCore
 import TorusCore
 
@@ -30,7 +31,7 @@ extension VolumeServer {
         }.whenComplete { result in
             switch result {
             case .success(let (members, version)): self.adoptRing(members, version: version)
-            case .failure(let e): self.log("ring: could not re-read it (\(e)); keeping version \(self.ring.version)")
+            case .failure(let e): RuntimeLoggers.ring.warning("ring: could not re-read it (\(e)); keeping version \(self.ring.version)")
             }
         }
     }
@@ -40,12 +41,13 @@ extension VolumeServer {
         guard version > ring.version else { return }
         let newRing = ClusterCatalog.ring(members, version: version)
         guard newRing.activeCount >= config.replication else {
-            log("ring: version \(version) has \(newRing.activeCount) active node(s) for replication \(config.replication); keeping version \(ring.version)")
+            RuntimeLoggers.ring.warning("ring: version \(version) has \(newRing.activeCount) active node(s) for replication \(config.replication); keeping version \(ring.version)")
             return
         }
         ring = newRing
         noteAddresses(members)
-        log("ring: version \(version): " + members.map { "\($0.id)\($0.draining ? " (draining)" : "")" }.joined(separator: ", "))
+        let listed = members.map { "\($0.id)\($0.draining ? " (draining)" : "")" }.joined(separator: ", ")
+        RuntimeLoggers.ring.info("ring: version \(version): \(listed)")
         let now = SystemClock.now()
         for name in volumes.keys.sorted() {
             guard let host = volumes[name] else { continue }
@@ -58,7 +60,7 @@ extension VolumeServer {
     func noteAddresses(_ members: [ClusterCatalog.Member]) {
         for m in members {
             guard let endpoint = try? HostPort(parsing: m.address) else {
-                log("node \(m.id): unusable address '\(m.address)'")
+                RuntimeLoggers.ring.error("unusable address '\(m.address)'", metadata: ["peer": "\(m.id)"])
                 continue
             }
             nodeAddresses[m.id] = (endpoint.host, endpoint.port)

@@ -1,3 +1,4 @@
+import Logging
 import NIOCore
 import NIOPosix
 import TorusCore
@@ -36,7 +37,7 @@ extension VolumeServer {
             for (id, disk, store) in disks {
                 // Nodes take the group's other loops first, so writers and nodes run in parallel.
                 let server = StorageNodeServer(id: id, store: store, disk: disk, loop: group.next(), pool: pool,
-                                               clusterID: clusterID, log: runtimeLog)
+                                               clusterID: clusterID)
                 cluster.nodes[id] = server
                 listening.append(server.loop.flatSubmit { server.start() }.hop(to: loop).map { port in
                     cluster.nodeAddresses[id] = ("127.0.0.1", port)
@@ -44,7 +45,8 @@ extension VolumeServer {
             }
             return EventLoopFuture.andAllSucceed(listening, on: loop).flatMap {
                 for id in cluster.nodes.keys.sorted() {
-                    cluster.log("node \(id): peer protocol on 127.0.0.1:\(cluster.nodeAddresses[id]!.port)")
+                    let address = "127.0.0.1:\(cluster.nodeAddresses[id]!.port)"
+                    cluster.nodes[id]!.logger.info("peer protocol listening", metadata: ["address": "\(address)"])
                     cluster.nodes[id]!.startScrubbing(bytesPerSecond: config.scrubBytesPerSecond)
                     // Used and total bytes for the metrics (no-op without `--metrics`).
                     let server = cluster.nodes[id]!
@@ -90,9 +92,10 @@ extension VolumeServer {
                                        ring: ClusterCatalog.ring(members, version: version))
             cluster.noteAddresses(members)
             for m in members {
-                cluster.log("node \(m.id): \(m.address) zone \(m.zone.isEmpty ? "-" : m.zone)\(m.draining ? " (draining)" : "")")
+                RuntimeLoggers.ring.info("ring member: zone \(m.zone.isEmpty ? "-" : m.zone)\(m.draining ? " (draining)" : "")",
+                                         metadata: ["peer": "\(m.id)", "address": "\(m.address)"])
             }
-            cluster.log("ring: version \(cluster.ring.version)" + (version == 0 ? " (none recorded: blocks are not rebalanced until a node registers)" : ""))
+            RuntimeLoggers.ring.info("ring: version \(cluster.ring.version)\(version == 0 ? " (none recorded: blocks are not rebalanced until a node registers)" : "")")
             return cluster.watchVolumes().flatMap { cluster.watchRing() }.flatMap { cluster.openVolumes() }.map {
                 cluster.startCollector()
                 return cluster

@@ -1,3 +1,4 @@
+import Logging
 import NIOCore
 import TorusCore
 
@@ -29,23 +30,23 @@ extension VolumeServer {
                 switch e.kind {
                 case .put:
                     guard let info = VolumeInfo.decode(e.kv.value) else {
-                        log("volume \(name): \(key) is corrupt; not serving it")
+                        RuntimeLoggers.volume.error("\(key) is corrupt; not serving it", metadata: ["volume": "\(name)"])
                         continue
                     }
                     reconcile(info)
                 case .delete:
                     if volumes[name] != nil {
-                        log("volume \(name): deleted in \(meta.location); no longer serving it")
+                        RuntimeLoggers.volume.info("deleted in \(meta.location); no longer serving it", metadata: ["volume": "\(name)"])
                         stopServing(name, reason: "volume '\(name)' was deleted")
                     }
                 }
             }
         case .resync(_, let reason):
-            log("volumes: \(reason); re-reading the volume list")
+            RuntimeLoggers.volume.notice("volumes: \(reason); re-reading the volume list")
             listVolumes().whenSuccess { infos in
                 let listed = Set(infos.map(\.name))
                 for name in self.volumes.keys.sorted() where !listed.contains(name) {
-                    self.log("volume \(name): no longer in \(self.meta.location); no longer serving it")
+                    RuntimeLoggers.volume.info("no longer in \(self.meta.location); no longer serving it", metadata: ["volume": "\(name)"])
                     self.stopServing(name, reason: "volume '\(name)' was deleted")
                 }
                 for info in infos { self.reconcile(info) }

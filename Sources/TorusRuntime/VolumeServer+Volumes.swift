@@ -1,3 +1,4 @@
+import Logging
 import NIOCore
 import TorusCore
 import TorusNBD
@@ -99,7 +100,7 @@ extension VolumeServer {
         host.ticks.cancel()
         loop.scheduleTask(in: .seconds(1)) {
             guard self.volumes[name] === host, host.generation == generation else { return }
-            self.log("volume \(name): opening a new writer")
+            RuntimeLoggers.volume.info("opening a new writer", metadata: ["volume": "\(name)"])
             host.client = self.makeWriter(host.client.info)
             self.handleClient(name, host.client.start(now: SystemClock.now()))
         }
@@ -151,17 +152,17 @@ extension VolumeServer {
     func reconcile(_ info: VolumeInfo) {
         loop.assertInEventLoop()
         guard let host = volumes[info.name] else {
-            log("volume \(info.name): found in \(meta.location); serving it")
+            RuntimeLoggers.volume.info("found in \(meta.location); serving it", metadata: ["volume": "\(info.name)"])
             _ = openVolume(info)
             return
         }
         let current = host.client.info
         if info.id != current.id {
-            log("volume \(info.name): recreated (id \(current.id) -> \(info.id)); serving the new one")
+            RuntimeLoggers.volume.info("recreated (id \(current.id) -> \(info.id)); serving the new one", metadata: ["volume": "\(info.name)"])
             stopServing(info.name, reason: "volume '\(info.name)' was recreated")
             _ = openVolume(info)
         } else if info.sizeBytes > max(current.sizeBytes, host.growingTo) {
-            log("volume \(info.name): growing from \(current.sizeBytes) to \(info.sizeBytes) bytes")
+            RuntimeLoggers.volume.info("growing from \(current.sizeBytes) to \(info.sizeBytes) bytes", metadata: ["volume": "\(info.name)"])
             host.growingTo = info.sizeBytes
             handleClient(info.name, host.client.grow(to: info, now: SystemClock.now()))
         }

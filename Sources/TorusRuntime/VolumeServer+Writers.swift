@@ -1,3 +1,4 @@
+import Logging
 import NIOCore
 import TorusCore
 
@@ -24,7 +25,7 @@ extension VolumeServer {
         var generation = 0
         /// The size a resize asked the writer for (it grows once no flush is in flight).
         var growingTo: UInt64 = 0
-        let label: String
+        let logMetadata: Logger.Metadata
         /// Where node messages go: the server's `clientReceived` for this volume.
         let deliver: @Sendable (NodeID, PeerLink, PeerMessage) -> Void
         var peerID: NodeID { client.clientID }
@@ -34,7 +35,7 @@ extension VolumeServer {
             self.adapter = adapter
             self.loop = loop
             self.tick = tick
-            self.label = "volume \(client.info.name)"
+            logMetadata = ["volume": "\(client.info.name)"]
             self.deliver = deliver
         }
         func received(from node: NodeID, via link: PeerLink, _ msg: PeerMessage) { deliver(node, link, msg) }
@@ -109,10 +110,22 @@ extension VolumeServer {
                     host.ready = nil
                     p.fail(RuntimeError.metadata("volume \(volume) could not be opened: writer fenced"))
                 }
-                log("volume \(volume): writer \(phase)\(phase == .fenced ? ": " + host.client.fenceReason : "")")
                 if phase == .fenced && wasOpen && volumes[volume] === host { replaceWriter = true }
+                logPhase(phase, volume, host, replaced: replaceWriter)
             }
         }
+    }
+
+    /// A writer's new phase: a fenced writer that is replaced is a warning, one that is not
+    /// (it was fenced while opening) an error.
+    private func logPhase(_ phase: VolumeClient.Phase, _ volume: String, _ host: VolumeHost, replaced: Bool) {
+        let metadata: Logger.Metadata = ["volume": "\(volume)"]
+        guard phase == .fenced else {
+            RuntimeLoggers.volume.info("writer \(phase)", metadata: metadata)
+            return
+        }
+        let line: Logger.Message = "writer fenced: \(host.client.fenceReason)"
+        if replaced { RuntimeLoggers.volume.warning(line, metadata: metadata) } else { RuntimeLoggers.volume.error(line, metadata: metadata) }
     }
 
     /// The writer took a new size: requests up to it are accepted, new NBD connections see it.
@@ -120,7 +133,7 @@ extension VolumeServer {
         let info = host.client.info
         host.adapter.volumeSize = info.sizeBytes
         directory.set(export(info))
-        log("volume \(volume): now \(info.sizeBytes) bytes")
+        RuntimeLoggers.volume.info("now \(info.sizeBytes) bytes", metadata: ["volume": "\(volume)"])
     }
 
     /// A tick the writer asked for is due. An idle writer whose tick is lost stops renewing its

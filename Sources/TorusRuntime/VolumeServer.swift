@@ -115,8 +115,6 @@ public final class VolumeServer: @unchecked Sendable {
         directory = VolumeDirectory()
     }
 
-    func log(_ line: String) { runtimeLog(line) }
-
     public func exports() -> [NBDExport] { directory.all() }
     public var volumeDirectory: VolumeDirectory { directory }
 }

@@ -27,6 +27,10 @@ struct LoggingOptions: ParsableArguments {
         TorusLogging.bootstrap(level: logLevel, format: logFormat, timestamps: logTimestamps)
     }
 
+    /// Hints for a person at the terminal (how to attach a volume, how to stop) are printed
+    /// with text logs only: JSON output stays one object a line.
+    static var printsHints: Bool { TorusLogging.settings.format == .text }
+
     static func level(_ text: String) throws -> Logger.Level {
         guard let level = Logger.Level(rawValue: text.lowercased()) else {
             throw ValidationError("use one of " + Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))
@@ -39,5 +43,16 @@ struct LoggingOptions: ParsableArguments {
             throw ValidationError("use text or json")
         }
         return format
+    }
+}
+
+/// The lifecycle lines of the long-running commands (starting, serving, stopping), labelled
+/// `torus`. Made on first use, after `LoggingOptions.bootstrap()`.
+let serverLog = TorusLogging.logger("")
+
+/// One line per exported volume: its NBD URI and size.
+func logExports(_ exports: [(name: String, size: UInt64)], uri: (String) -> String) {
+    for e in exports {
+        serverLog.info("exporting \(uri(e.name)) (\(e.size) bytes)", metadata: ["volume": "\(e.name)"])
     }
 }

@@ -28,8 +28,10 @@ struct NBD: ParsableCommand {
         @OptionGroup(title: "Write cache") var writeCache: WriteCacheOptions
         @OptionGroup(title: "Garbage collection and repair (not with --read-only)") var maintenance: MaintenanceOptions
         @Option(help: metricsHelp) var metrics: String?
+        @OptionGroup(title: "Logging") var logging: LoggingOptions
 
         func run() throws {
+            logging.bootstrap()
             var config = VolumeServer.Configuration(dataDir: "/nonexistent", nodes: 0, replication: 1, volumes: [])
             config.defaultVolume = nil
             config.metadata = metadata
@@ -46,11 +48,11 @@ struct NBD: ParsableCommand {
                 cluster = try VolumeServer.start(config, group: group, pool: pool).wait()
                 server = try NBDServer.bind(listen, cluster: cluster, group: cluster.loop).wait()
             } catch {
-                say("torus: cannot serve: \(error)")
+                serverLog.error("cannot serve: \(error)")
                 throw ExitCode(1)
             }
-            say("torus: serving NBD on \(listen)")
-            for e in cluster.exports() { say("  volume \(e.name): \(e.size) bytes  nbd://\(listen)/\(e.name)") }
+            serverLog.info("serving NBD on \(listen)")
+            logExports(cluster.exports().map { (name: $0.name, size: $0.size) }) { "nbd://\(listen)/\($0)" }
             runUntilSignalled("the NBD server: flushing volumes") { flushAndClose(cluster, server) }
         }
     }

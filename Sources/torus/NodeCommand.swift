@@ -19,8 +19,10 @@ struct Node: ParsableCommand {
     @Option(name: .customLong("scrub-rate"), help: "Bytes per second of stored blocks verified against their checksums in the background (e.g. 4MiB); a bad copy is dropped and the collector copies it back. 0: off.")
     var scrubRate = "4MiB"
     @Option(help: metricsHelp) var metrics: String?
+    @OptionGroup(title: "Logging") var logging: LoggingOptions
 
     func run() throws {
+        logging.bootstrap()
         let bytes = try parseSize(size, what: "--size")
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let pool = NIOThreadPool(numberOfThreads: 4)
@@ -32,12 +34,12 @@ struct Node: ParsableCommand {
             daemon = try NodeDaemon.start(metadata: metadata, dataDir: dataDir, sizeBytes: bytes, listen: listen,
                                           advertise: advertise, zone: zone, scrubBytesPerSecond: scrub, group: group, pool: pool)
         } catch {
-            say("torus: cannot start the node: \(error)")
+            serverLog.error("cannot start the node: \(error)")
             throw ExitCode(1)
         }
         runUntilSignalled("node \(daemon.server.id)") {
             daemon.shutdown()
-            say("torus: node stopped")
+            serverLog.info("node stopped")
             return 0
         }
     }

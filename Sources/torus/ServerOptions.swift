@@ -12,9 +12,9 @@ func serveMetrics(_ address: String?, group: EventLoopGroup) throws {
     guard let address else { return }
     do {
         let channel = try TorusMetrics.serve(address, group: group).wait()
-        say("torus: metrics on http://\(channel.localAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? address)/metrics")
+        serverLog.info("metrics on http://\(channel.localAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? address)/metrics")
     } catch {
-        say("torus: cannot serve metrics on \(address): \(error)")
+        serverLog.error("cannot serve metrics on \(address): \(error)")
         throw ExitCode(1)
     }
 }

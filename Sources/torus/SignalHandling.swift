@@ -18,11 +18,11 @@ func runUntilSignalled(_ what: String, stop: @escaping @Sendable () -> Int32) ->
             if stopping {
                 // A shutdown that cannot finish (a flush that cannot complete) must not trap
                 // the operator: a second signal exits at once.
-                say("torus: second signal: exiting without waiting; writes not yet flushed may be lost")
+                serverLog.warning("second signal: exiting without waiting; writes not yet flushed may be lost")
                 Glibc._exit(130)
             }
             stopping = true
-            say("torus: stopping \(what) ... (signal again to exit at once)")
+            serverLog.info("stopping \(what) ... (signal again to exit at once)")
             DispatchQueue.global().async { Glibc.exit(stop()) }
         }
         source.resume()
@@ -36,10 +36,10 @@ func flushAndClose(_ cluster: VolumeServer, _ server: Channel) -> Int32 {
     do {
         try cluster.shutdown().wait()
         try? server.close().wait()
-        say("torus: flushed; bye")
+        serverLog.info("flushed; bye")
         return 0
     } catch {
-        say("torus: flush failed on shutdown: \(error)")
+        serverLog.error("flush failed on shutdown: \(error)")
         return 1
     }
 }

@@ -31,6 +31,7 @@ struct Up: ParsableCommand {
     var peerOverTCP = false
     @Option(help: metricsHelp) var metrics: String?
     @OptionGroup(title: "Garbage collection and repair") var maintenance: MaintenanceOptions
+    @OptionGroup(title: "Logging") var logging: LoggingOptions
 
     func validate() throws {
         guard nodes >= 1 && nodes <= 64 else { throw ValidationError("--nodes must be between 1 and 64") }
@@ -58,53 +59,52 @@ struct Up: ParsableCommand {
     }
 
     func run() throws {
+        logging.bootstrap()
         let config = try makeConfiguration()
         // One loop per core: the volume writers on one, the storage nodes spread over the others.
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads ?? System.coreCount)
         let pool = NIOThreadPool(numberOfThreads: 4)
         pool.start()
         try serveMetrics(metrics, group: group)
-        say("torus: starting \(nodes) nodes (replication \(replication)) in \(dataDir) ...")
+        serverLog.info("starting \(nodes) nodes (replication \(replication)) in \(dataDir) ...")
         let cluster: VolumeServer
         do {
             cluster = try VolumeServer.start(config, group: group, pool: pool).wait()
         } catch {
-            say("torus: cannot start: \(error)")
+            serverLog.error("cannot start: \(error)")
             throw ExitCode(1)
         }
         let server: Channel
         do {
             server = try NBDServer.bind(nbd, cluster: cluster, group: cluster.loop).wait()
         } catch {
-            say("torus: cannot listen for NBD on \(nbd): \(error)")
+            serverLog.error("cannot listen for NBD on \(nbd): \(error)")
             throw ExitCode(1)
         }
         do {
             _ = try AdminServer.bind(dataDir: dataDir, cluster: cluster, group: group).wait()
         } catch {
-            say("torus: cannot open the admin socket \(AdminServer.socketPath(dataDir: dataDir)): \(error)")
+            serverLog.error("cannot open the admin socket \(AdminServer.socketPath(dataDir: dataDir)): \(error)")
             throw ExitCode(1)
         }
         printAttachHints(cluster.exports().map { (name: $0.name, size: $0.size) })
-        say("Ctrl-C flushes every volume and stops.")
+        if LoggingOptions.printsHints { say("Ctrl-C flushes every volume and stops.") }
 
         runUntilSignalled("the cluster: flushing volumes") { flushAndClose(cluster, server) }
     }
 
-    /// The NBD URI of every volume, and how to attach the first one.
+    /// The NBD URI of every volume (logged), and how to attach the first one (with text logs).
     func printAttachHints(_ exports: [(name: String, size: UInt64)]) {
         let unix = nbd.hasPrefix("/") || nbd.hasPrefix("./")
-        say("torus: serving NBD on \(nbd)")
-        for e in exports {
-            let uri = unix ? "nbd+unix:///\(e.name)?socket=\(nbd)" : "nbd://\(nbd)/\(e.name)"
-            say("  volume \(e.name): \(e.size) bytes  \(uri)")
-        }
-        if let first = exports.first {
-            let uri = unix ? "nbd+unix:///\(first.name)?socket=\(nbd)" : "nbd://\(nbd)/\(first.name)"
+        let uri = { (name: String) in unix ? "nbd+unix:///\(name)?socket=\(nbd)" : "nbd://\(nbd)/\(name)" }
+        serverLog.info("serving NBD on \(nbd)")
+        logExports(exports, uri: uri)
+        if let first = exports.first, LoggingOptions.printsHints {
+            let firstURI = uri(first.name)
             say("attach it with:")
-            say("  nbdinfo \(uri)")
-            say("  nbdcopy image.raw \(uri)      # write an image into the volume")
-            say("  qemu-img info \(uri)")
+            say("  nbdinfo \(firstURI)")
+            say("  nbdcopy image.raw \(firstURI)      # write an image into the volume")
+            say("  qemu-img info \(firstURI)")
             if !unix {
                 let endpoint = try? HostPort(parsing: nbd)
                 say("  sudo nbd-client \(endpoint?.host ?? "127.0.0.1") \(endpoint.map { "\($0.port)" } ?? "10809") -N \(first.name) /dev/nbd0   # Linux kernel client")
