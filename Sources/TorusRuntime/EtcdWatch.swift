@@ -73,7 +73,8 @@ public final class EtcdWatch: MetadataWatch, @unchecked Sendable {
                 failing = false
             }
             if !failing {  // log once per outage
-                runtimeLog("watch of \(key): stream from \(url) ended (\(outcome)); reconnecting")
+                RuntimeLoggers.metadata.warning("watch of \(key): stream ended (\(outcome)); reconnecting",
+                                                metadata: ["address": "\(url)"])
                 failing = true
             }
             endpoint += 1

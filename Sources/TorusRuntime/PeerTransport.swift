@@ -3,9 +3,9 @@ import NIOCore
 import NIOPosix
 import TorusCore
 
-// The TCP transport of the peer protocol (docs/peer-protocol.md) inside `torus up`: every
-// storage node listens on a loopback port; every volume writer opens one connection per node
-// it talks to. Frames are `PeerFrame`s (PeerCodec.swift). A connection that fails or closes
+// The TCP transport of the peer protocol (docs/peer-protocol.md): every `torus node` listens
+// on a port, and every writer or collector opens one connection per node it talks to (in
+// `torus up` only with --peer-over-tcp; its writers otherwise reach its nodes in memory). Frames are `PeerFrame`s (PeerCodec.swift). A connection that fails or closes
 // drops what it carried: the writer's RPC timeouts retry every request on a new connection
 // (requests are idempotent, block refs are immutable).
 

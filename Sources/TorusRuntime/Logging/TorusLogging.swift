@@ -64,7 +64,4 @@ public enum TorusLogging {
         install(nil)
         return Logger(label: part.isEmpty ? "torus" : "torus." + part)
     }
-
-    /// `torus`: lines of `runtimeLog`, at info.
-    static let runtime = logger("")
 }
