@@ -3,8 +3,8 @@
 
 - no Swift file in Sources/ or Simulation/ over 450 lines;
 - no function, initializer or subscript over 80 lines, unless its first line says `// shape: table`;
-- no reference to documents outside the repo (the team's DESIGN.md / PLATFORM.md, ../shared/)
-  anywhere but .ci/.
+- no reference to the team's design or platform notes that live outside the repo (their file names
+  or the shared folder beside the checkout) anywhere but .ci/
 Usage: python3 scripts/check-shape.py [ROOT]
 """
 import os, re, sys
