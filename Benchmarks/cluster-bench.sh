@@ -13,7 +13,9 @@
 #   write+flush 4k qd1         a 4 KiB write then a FLUSH, one at a time: pairs/s and FLUSH p50/p99
 #
 # Usage: bash Benchmarks/cluster-bench.sh [RUNTIME_SECONDS=10] [ROUNDS=3]
-#        TORUS_BIN=/path/to/torus ... measures that binary instead of building this checkout.
+#        JOBS_ONLY=REGEX ... runs only the jobs whose line (e.g. "randwrite 4k 1 --fsync=1") matches.
+#        TORUS_BIN=/path/to/torus ... measures that binary instead of building this checkout
+#        (TORUS_BIN_NOTE="..." says in the results which build it is).
 # Prints the table and writes it to Benchmarks/results/cluster-DATE.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +24,8 @@ ROUNDS=${2:-3}
 . scripts/lib.sh
 install_missing fio nbdkit etcd-server libnbd-bin
 
-if [ -z "${TORUS_BIN:-}" ]; then swift build -c release --product torus >/dev/null; TORUS_BIN=$PWD/.build/release/torus; fi
+if [ -z "${TORUS_BIN:-}" ]; then swift build -c release --product torus >/dev/null; TORUS_BIN=$PWD/.build/release/torus
+else TORUS_BIN_NOTE=${TORUS_BIN_NOTE:-torus binary $TORUS_BIN}; fi
 BIN=$TORUS_BIN
 WORK=$(mktemp -d /tmp/torus-cluster-bench.XXXXXX)
 PIDS=()
@@ -44,6 +47,9 @@ for t in "${!URI[@]}"; do
 done
 
 JOBS=("randwrite 4k 32 --fsync=32" "randread 4k 32" "randread 4k 1" "write 1m 8 --end_fsync=1" "read 1m 8" "randwrite 4k 1 --fsync=1")
+if [ -n "${JOBS_ONLY:-}" ]; then  # a regex: run only the jobs whose line matches
+    mapfile -t JOBS < <(printf '%s\n' "${JOBS[@]}" | grep -E -- "$JOBS_ONLY")
+fi
 RAW="$WORK/raw.tsv"
 : >"$RAW"
 run_job() {  # target round job...
@@ -77,7 +83,7 @@ done
 mkdir -p Benchmarks/results
 OUT=Benchmarks/results/cluster-$(date -u +%Y-%m-%d-%H%M).txt
 {
-    echo "# bash Benchmarks/cluster-bench.sh $RUNTIME $ROUNDS, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) vCPUs, torus at $(git rev-parse --short HEAD)$(git diff --quiet || echo '+changes')"
+    echo "# bash Benchmarks/cluster-bench.sh $RUNTIME $ROUNDS, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) vCPUs, ${TORUS_BIN_NOTE:-torus at $(git rev-parse --short HEAD)$(git diff --quiet || echo '+changes')}"
     echo "# etcd + 3 torus node (replication 2) + torus nbd serve --cache-size 128MiB over TCP, 1 GiB volume, vs nbdkit file (1 GiB)"
     python3 - "$RAW" <<'PY'
 import statistics, sys

@@ -7,7 +7,8 @@
 # rounds' ratios.
 #
 # Usage: bash Benchmarks/pgbench-bench.sh [DURATION_SECONDS=15] [ROUNDS=3]   (as root: loop, mount)
-#        TORUS_BIN=/path/to/torus ... measures that binary instead of building this checkout.
+#        TORUS_BIN=/path/to/torus ... measures that binary instead of building this checkout
+#        (TORUS_BIN_NOTE="..." says in the results which build it is).
 # Prints the table and writes it to Benchmarks/results/pgbench-DATE.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +18,8 @@ ROUNDS=${2:-3}
 install_missing nbdkit etcd-server libnbd-bin fuse3 postgresql postgresql-client
 PG=/usr/lib/postgresql/15/bin
 
-if [ -z "${TORUS_BIN:-}" ]; then swift build -c release --product torus >/dev/null; TORUS_BIN=$PWD/.build/release/torus; fi
+if [ -z "${TORUS_BIN:-}" ]; then swift build -c release --product torus >/dev/null; TORUS_BIN=$PWD/.build/release/torus
+else TORUS_BIN_NOTE=${TORUS_BIN_NOTE:-torus binary $TORUS_BIN}; fi
 BIN=$TORUS_BIN
 WORK=$(mktemp -d /tmp/torus-pgbench.XXXXXX)
 chmod 755 "$WORK"
@@ -84,7 +86,7 @@ done
 mkdir -p Benchmarks/results
 OUT=Benchmarks/results/pgbench-$(date -u +%Y-%m-%d-%H%M).txt
 {
-    echo "# bash Benchmarks/pgbench-bench.sh $DURATION $ROUNDS, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) vCPUs, torus at $(git rev-parse --short HEAD)$(git diff --quiet || echo '+changes')"
+    echo "# bash Benchmarks/pgbench-bench.sh $DURATION $ROUNDS, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) vCPUs, ${TORUS_BIN_NOTE:-torus at $(git rev-parse --short HEAD)$(git diff --quiet || echo '+changes')}"
     echo "# pgbench scale 10 on ext4 through nbdfuse + loop (direct I/O): etcd + 3 torus node R=2 + torus nbd serve vs nbdkit file"
     python3 - "$RAW" <<'PY'
 import statistics, sys
