@@ -152,13 +152,11 @@ final class LocalPeer: @unchecked Sendable {
 final class PeerClientHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = PeerFrame
 
-    let cluster: VolumeServer
     let owner: any PeerLinkOwner
     let node: NodeID
     let link: PeerLink
 
-    init(cluster: VolumeServer, owner: any PeerLinkOwner, node: NodeID, link: PeerLink) {
-        self.cluster = cluster
+    init(owner: any PeerLinkOwner, node: NodeID, link: PeerLink) {
         self.owner = owner
         self.node = node
         self.link = link
@@ -230,7 +228,7 @@ extension VolumeServer {
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandlers(
                         ByteToMessageHandler(PeerFrameDecoder()), PeerFrameEncoder(),
-                        PeerClientHandler(cluster: self, owner: volume, node: node, link: link))
+                        PeerClientHandler(owner: volume, node: node, link: link))
                 }
             }
             .connect(host: address.host, port: address.port)
