@@ -130,6 +130,10 @@ public enum FaultKind: String, CaseIterable, Sendable {
     /// The writer is paused with a commit in flight; a new writer takes over once the lease
     /// expires; the old one resumes when the new one is ready (or after `for`).
     case writerPause = "writer-pause"
+    /// The writer is frozen (its clock too, as in a VM pause) just before a log append leaves;
+    /// a new writer takes over once the lease expires; the old one resumes when the new one is
+    /// ready, still trusting its lease, and sends the append: the seal must refuse it.
+    case writerPauseAppend = "writer-pause-append"
     /// The writer's clock jumps to an offset of up to `clockSkewMax` (back: it stands still).
     case clockJump = "clock-jump"
     /// One node's disk becomes 10-100x slower for `for`.

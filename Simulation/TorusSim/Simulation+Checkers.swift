@@ -26,6 +26,23 @@ extension Simulation {
         }
     }
 
+    /// Log fencing: no writer acknowledges a FLUSH by a record that a recovery of its segment
+    /// did not find (a fenced writer's append that a node accepted after its seal, or a tail
+    /// read that stopped short).
+    func checkLogAcks(_ c: VolumeClient) {
+        let vs = vols[cur]
+        if let a = c.lastAckedLog { vs.ackedLog[a.epoch] = max(vs.ackedLog[a.epoch] ?? 0, a.position) }
+        if let r = c.recoveredLog { vs.recoveredLogEnd[r.epoch] = min(vs.recoveredLogEnd[r.epoch] ?? .max, r.end) }
+        guard violation == nil else { return }
+        for (epoch, acked) in vs.ackedLog.sorted(by: { $0.key < $1.key }) {
+            guard let end = vs.recoveredLogEnd[epoch], acked >= end else { continue }
+            violation = SectorModel.Violation(
+                promise: .fencing,
+                detail: "a writer acknowledged a FLUSH by record \(acked) of epoch \(epoch)'s log, which a recovery found to end before \(end)")
+            return
+        }
+    }
+
     /// Convergence: after the final read-back every block of the committed map (data, map
     /// pages, root) is durable on `replication` distinct nodes, spread over as many zones as
     /// there are (up to `replication`).

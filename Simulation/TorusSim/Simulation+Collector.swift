@@ -102,15 +102,17 @@ extension Simulation {
         }
     }
 
-    /// Every block a node holds is reachable from its volume's committed head.
+    /// Every block a node holds is reachable from its volume's committed head, is a record of
+    /// its writer's log segment, or is the node's newest seal of the volume.
     func checkNoGarbage() {
         var live: Set<BlockRef> = []
-        for vs in vols { if let c = vs.client { live.formUnion(c.committedRefs) } }
+        for vs in vols { if let c = vs.client { live.formUnion(c.committedRefs); live.formUnion(c.liveLogRefs) } }
         var leaked = 0
         var first: (BlockRef, Int)?
         for n in slots.indices {
             guard let node = slots[n].node else { continue }
             for ref in node.store.refs where !live.contains(ref) {
+                if ref.index == BlockRef.sealIndex && node.seals[ref.volume] == ref.epoch { continue }
                 leaked += 1
                 if first == nil { first = (ref, n) }
             }
@@ -118,7 +120,8 @@ extension Simulation {
         if let (ref, n) = first {
             violation = SectorModel.Violation(
                 promise: .reclaim,
-                detail: "\(leaked) unreachable blocks remain after the collector found nothing more to delete, e.g. \(ref) on node\(n + 1)")
+                detail: "\(leaked) unreachable blocks remain after the collector found nothing more to delete, e.g. \(ref) on node\(n + 1)"
+                    + (vols.first { $0.volume.id == ref.volume }?.client.map { " (writer: \($0.stateSummary))" } ?? ""))
         }
     }
 }

@@ -121,7 +121,7 @@ extension Simulation {
         if writer != clientID {
             if holdForPaused(writer, e) { return }
             guard let p = paused, p.clientID == writer, !network.isBlocked(NodeID(0), writer) else { return }
-            handlePaused(paused!.metadataReply(id, response, now: writerNow()))
+            handlePaused(paused!.metadataReply(id, response, now: pausedNow()))
             return
         }
         guard inc == clientIncarnation, client != nil, !network.isBlocked(NodeID(0), clientID) else { return }
@@ -139,7 +139,7 @@ extension Simulation {
         if writer != clientID {
             if holdForPaused(writer, e) { return }
             guard let p = paused, p.clientID == writer else { return }
-            handlePaused(paused!.tick(now: writerNow()))
+            handlePaused(paused!.tick(now: pausedNow()))
             return
         }
         guard inc == clientIncarnation, client != nil else { return }

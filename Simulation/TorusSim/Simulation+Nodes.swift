@@ -36,7 +36,7 @@ extension Simulation {
             // A paused writer's connections hold what arrives until it runs again.
             if holdForPaused(to, .deliver(from: from, to: to, msg, senderIncarnation: senderIncarnation, receiverIncarnation: receiverIncarnation)) { return }
             guard let p = paused, p.clientID == to else { return }
-            handlePaused(paused!.receive(from: from, msg, now: writerNow()))
+            handlePaused(paused!.receive(from: from, msg, now: pausedNow()))
         } else {
             let n = Int(to.raw) - 1
             guard slots[n].node != nil else { return }
@@ -54,6 +54,7 @@ extension Simulation {
         let b = slots[n].disk.readDurable(offset: regions.b.offset, length: regions.b.length)
         let store = BlockStore.recover(config: config, regionA: a, regionB: b)
         slots[n].node = StorageNode(id: slots[n].id, store: store)
+        slots[n].node!.ignoresSeals = options.canary == .nodeIgnoresSeal
         slots[n].diskBusyUntil = now
         let outputs = slots[n].node!.start()
         perform(node: n, outputs)

@@ -35,6 +35,15 @@ extension Simulation {
         var pausedUntil: Instant?
         var pausedResumeWhenSuccessorReady = false
         var pausedHeld: [(Instant, Event)] = []
+        /// What a writer frozen before an append had still to send, and how far its clock lags.
+        var pausedOutbox: [ClientOutput] = []
+        var pausedClockLag: Int64 = 0
+        var pausedAt: Instant = .zero
+        var pausedFrozen = false
+        /// Log checker: per segment epoch, the highest record position any writer acknowledged,
+        /// and where a recovery found that segment's log to end.
+        var ackedLog: [UInt64: UInt64] = [:]
+        var recoveredLogEnd: [UInt64: UInt64] = [:]
         /// Fencing checker: the highest epoch granted, and the last committed head.
         var grantedEpoch: UInt64 = 0
         var lastCommit: (epoch: UInt64, generation: UInt64)?
@@ -76,6 +85,7 @@ extension Simulation {
         get { vols[cur].pausedResumeWhenSuccessorReady } set { vols[cur].pausedResumeWhenSuccessorReady = newValue }
     }
     var pausedHeld: [(Instant, Event)] { _read { yield vols[cur].pausedHeld } _modify { let s = vols[cur]; yield &s.pausedHeld } }
+    var pausedOutbox: [ClientOutput] { get { vols[cur].pausedOutbox } set { vols[cur].pausedOutbox = newValue } }
     var grantedEpoch: UInt64 { get { vols[cur].grantedEpoch } set { vols[cur].grantedEpoch = newValue } }
     var lastCommit: (epoch: UInt64, generation: UInt64)? { get { vols[cur].lastCommit } set { vols[cur].lastCommit = newValue } }
     /// Every volume has no op in flight.

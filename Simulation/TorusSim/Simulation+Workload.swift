@@ -72,29 +72,46 @@ extension Simulation {
         for s in 0..<options.queueDepth { queue.push(now + thinkTime(), .workload(volume: cur, slot: s, generation: slotGeneration)) }
     }
 
+    /// The armed writer fault strikes as the writer sends a commit (`outputs[i]`).
+    func armedFaultStrikes(after i: Int, of outputs: [ClientOutput]) {
+        guard let kind = armed else { return }
+        armed = nil
+        if kind == .writerPause {
+            pauseWriter(duration: armedDuration)
+            handlePaused(Array(outputs.dropFirst(i + 1)))
+        } else {
+            // The commit is on its way (or lost with the connection): the writer dies now.
+            traceEvent(.writerCrash, 1)
+            crashWriter()
+            queue.push(now + (armedDuration ?? faultRandom.duration(.milliseconds(10), .seconds(1))), .heal(.restartWriter(cur)))
+        }
+    }
+
     func handleClient(_ outputs: [ClientOutput]) {
         for (i, o) in outputs.enumerated() {
             guard client != nil else { return }
             switch o {
             case .send(let to, let msg):
+                if armed == .writerPauseAppend, case .putBlock(_, let ref, _, _, _) = msg, ref.index == BlockRef.logIndex {
+                    // Frozen before the append leaves: it goes out when the writer resumes.
+                    armed = nil
+                    pauseWriter(duration: armedDuration, frozen: true)
+                    pausedOutbox = Array(outputs.dropFirst(i))
+                    return
+                }
                 send(from: clientID, to: to, msg)
+                if armed == .writerCrashMidFlush, case .putBlock(_, let ref, _, _, _) = msg, ref.index == BlockRef.logIndex {
+                    // A log append (or a checkpoint's header) is a commit too; a crash here
+                    // leaves the record on some of its nodes only.
+                    return armedFaultStrikes(after: i, of: outputs)
+                }
             case .metadata(let id, let req):
                 // Requests to the store ride one connection: lost or delivered once.
                 if let delay = network.deliveries().first {
                     queue.push(now + delay, .metaRequest(writer: clientID, incarnation: clientIncarnation, id, req))
                 }
-                if let kind = armed, Self.isCommit(req, volume: volume.name) {
-                    armed = nil
-                    if kind == .writerPause {
-                        pauseWriter(duration: armedDuration)
-                        handlePaused(Array(outputs.dropFirst(i + 1)))
-                    } else {
-                        // The commit is on its way (or lost with the connection): the writer dies now.
-                        traceEvent(.writerCrash, 1)
-                        crashWriter()
-                        queue.push(now + (armedDuration ?? faultRandom.duration(.milliseconds(10), .seconds(1))), .heal(.restartWriter(cur)))
-                    }
-                    return
+                if armed == .writerPause || armed == .writerCrashMidFlush, Self.isCommit(req, volume: volume.name) {
+                    return armedFaultStrikes(after: i, of: outputs)
                 }
             case .timer(let writerAt):
                 // Every request gets its tick. (Skipping one because an earlier tick was pending
@@ -105,8 +122,10 @@ extension Simulation {
                 queue.push(at, .clientTick(writer: clientID, incarnation: clientIncarnation, at: writerAt))
             case .complete(let id, let result):
                 opCompleted(id, result)
+                if let c = client { checkLogAcks(c) }
             case .phaseChanged(let phase):
                 traceEvent(.writerPhase, phase == .ready ? 1 : 2)
+                if let c = client { checkLogAcks(c) }
                 if phase == .fenced {
                     // A fenced writer can make nothing visible any more: it is as good as crashed.
                     crashWriter()

@@ -20,7 +20,7 @@ extension Simulation {
     /// commit (handleClient).
     func armWriterFault(_ kind: FaultKind, duration: Nanoseconds?) {
         guard armed == nil, paused == nil else { return }
-        traceEvent(.writerFaultArmed, kind == .writerPause ? 1 : 0)
+        traceEvent(.writerFaultArmed, kind == .writerPause ? 1 : kind == .writerPauseAppend ? 2 : 0)
         armed = kind
         armedDuration = duration
     }
@@ -38,9 +38,12 @@ extension Simulation {
     /// The writer stops running with its commit in flight; a new writer (new id, new lease)
     /// takes over once the old lease expires. The old one resumes after `duration`, or as soon
     /// as its successor is ready: the moment a missing epoch check would let it commit.
-    func pauseWriter(duration: Nanoseconds?) {
+    func pauseWriter(duration: Nanoseconds?, frozen: Bool = false) {
         guard let c = client, paused == nil else { return }
         traceEvent(.writerPaused, UInt64(c.clientID.raw))
+        vols[cur].pausedAt = now
+        vols[cur].pausedFrozen = frozen
+        vols[cur].pausedClockLag = 0
         retireWriter()
         paused = c
         pausedUntil = now + (duration ?? Nanoseconds.seconds(60))
@@ -65,7 +68,19 @@ extension Simulation {
         traceNote("\(Self.name(UInt64(p.clientID.raw))) resumes with \(pausedHeld.count) held events")
         for (k, (_, e)) in pausedHeld.enumerated() { queue.push(now + Nanoseconds(UInt64(k) * 1000), e) }
         pausedHeld = []
-        handlePaused(paused!.tick(now: writerNow()))
+        // A frozen writer's clock did not see the pause: it still trusts its lease.
+        if vols[cur].pausedFrozen { vols[cur].pausedClockLag = Int64(now.nanoseconds - vols[cur].pausedAt.nanoseconds) }
+        let outbox = pausedOutbox
+        pausedOutbox = []
+        handlePaused(outbox)
+        guard paused != nil else { return }
+        handlePaused(paused!.tick(now: pausedNow()))
+    }
+
+    /// The paused writer's clock: the writer's, less the time it was frozen.
+    func pausedNow() -> Instant {
+        let t = Int64(writerNow().nanoseconds) - vols[cur].pausedClockLag
+        return Instant(nanoseconds: UInt64(max(0, t)))
     }
 
     /// Effects of the paused (old) writer: its ops were written off when it was replaced.
@@ -80,9 +95,10 @@ extension Simulation {
                     queue.push(now + delay, .metaRequest(writer: p.clientID, incarnation: 0, id, req))
                 }
             case .timer(let at):
-                queue.push(virtualTime(ofWriterTime: at), .clientTick(writer: p.clientID, incarnation: 0, at: at))
+                let lagged = Instant(nanoseconds: UInt64(Int64(at.nanoseconds) + vols[cur].pausedClockLag))
+                queue.push(virtualTime(ofWriterTime: lagged), .clientTick(writer: p.clientID, incarnation: 0, at: at))
             case .complete:
-                break
+                checkLogAcks(p)
             case .phaseChanged(let phase):
                 if phase == .fenced {
                     traceEvent(.pausedWriterFenced, UInt64(p.clientID.raw))
@@ -97,6 +113,8 @@ extension Simulation {
         paused = nil
         pausedUntil = nil
         pausedHeld = []
+        pausedOutbox = []
+        vols[cur].pausedClockLag = 0
         pausedResumeWhenSuccessorReady = false
     }
 }

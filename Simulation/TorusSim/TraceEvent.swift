@@ -166,7 +166,7 @@ extension Simulation {
         case .swizzleClog: return "FAULT swizzle-clog of \(a) nodes over \(b / 1_000_000) ms"
         case .oneWayPartition: return "FAULT one-way partition at node\(a) (\(b == 1 ? "its replies lost" : "requests lost"))"
         case .pausedWriterFenced: return "paused writer \(name(a)) is fenced"
-        case .writerFaultArmed: return "FAULT armed: writer \(a == 1 ? "pause" : "crash") at its next commit"
+        case .writerFaultArmed: return "FAULT armed: writer \(a == 1 ? "pause at its next commit" : a == 2 ? "freeze before its next log append" : "crash at its next commit")"
         case .wipeNode: return "FAULT node\(a + 1) loses its disk (it restarts empty)"
         case .networkFault: return "FAULT network \(a == 1 ? "lossy (20% drops, 10% duplicates)" : "slow (hops up to 50 ms)")"
         case .collectorPass: return "collector  pass done: \(a) refs deleted of \(b) listed"

@@ -39,6 +39,7 @@ public struct NodeID: WordHashable, Comparable, Sendable, CustomStringConvertibl
 /// so two different contents can never share a ref: a node either holds a ref with the right
 /// bytes (checksum-verified) or does not hold it. `index` is the block's position in the volume,
 /// or `BlockRef.mapIndexBase + n` for map page `n` and `BlockRef.rootIndex` for the map root.
+/// Log records and segment headers have `logIndex` (sequence = log position), seals `sealIndex`.
 public struct BlockRef: WordHashable, Comparable, Sendable, CustomStringConvertible {
     public var volume: UInt64
     public var epoch: UInt64
@@ -48,6 +49,13 @@ public struct BlockRef: WordHashable, Comparable, Sendable, CustomStringConverti
     public static let encodedSize = 32
     public static let rootIndex: UInt64 = .max
     public static let mapIndexBase: UInt64 = 1 << 62
+    /// A commit-log record or segment header: (volume, segment epoch, position, logIndex).
+    public static let logIndex: UInt64 = .max - 1
+    /// A seal: (volume, sealing epoch, 0, sealIndex). Its node refuses older epochs' records.
+    public static let sealIndex: UInt64 = .max - 2
+
+    /// Log records, headers and seals: blocks of the commit log, not of the map.
+    public var isLogBlock: Bool { index == Self.logIndex || index == Self.sealIndex }
 
     public init(volume: UInt64, epoch: UInt64, sequence: UInt64, index: UInt64) {
         self.volume = volume

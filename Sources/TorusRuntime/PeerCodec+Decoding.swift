@@ -75,6 +75,11 @@ struct PayloadReader {
         return v
     }
 
+    mutating func u64() throws(PeerProtocolError) -> UInt64 {
+        guard let v = buffer.readInteger(endianness: .little, as: UInt64.self) else { throw truncated(8) }
+        return v
+    }
+
     mutating func ref() throws(PeerProtocolError) -> BlockRef {
         guard buffer.readableBytes >= BlockRef.encodedSize else { throw truncated(BlockRef.encodedSize) }
         return readRef()
@@ -103,7 +108,7 @@ struct PayloadReader {
         return refs
     }
 
-    /// status u8, ref, and for `wrongSize` expected u32 + got u32.
+    /// status u8, ref, and for `wrongSize` expected u32 + got u32, for `sealed` the epoch u64.
     mutating func replyHead() throws(PeerProtocolError) -> (BlockRef, StoreError?) {
         let raw = try u8()
         guard let status = ReplyStatus(rawValue: raw) else { throw malformed("unknown status \(raw)") }
@@ -117,6 +122,7 @@ struct PayloadReader {
         case .wrongSize:
             let expected = Int(try u32())
             return (ref, .wrongSize(expected: expected, got: Int(try u32())))
+        case .sealed: return (ref, .sealed(epoch: try u64()))
         }
     }
 

@@ -7,6 +7,8 @@ import TorusCore
 /// Reply status byte of PUT_REPLY and GET_REPLY.
 enum ReplyStatus: UInt8 {
     case ok = 0, notFound, corrupt, noSpace, ioError, wrongSize
+    /// A log record from an epoch below the node's seal (version 2); the seal's epoch follows.
+    case sealed
 }
 
 extension PeerCodec {
@@ -60,6 +62,7 @@ extension PeerCodec {
 
     private static func replyHeadLength(_ error: StoreError?) -> Int {
         if case .wrongSize = error { return statusAndRef + wrongSizeFields }
+        if case .sealed = error { return statusAndRef + 8 }
         return statusAndRef
     }
 
@@ -135,6 +138,7 @@ extension PeerCodec {
             b.writeInteger(UInt32(clamping: expected), endianness: .little)
             b.writeInteger(UInt32(clamping: got), endianness: .little)
         }
+        if case let .sealed(epoch) = error { b.writeInteger(epoch, endianness: .little) }
     }
 
     private static func status(of error: StoreError?) -> ReplyStatus {
@@ -145,6 +149,7 @@ extension PeerCodec {
         case .noSpace: .noSpace
         case .ioError: .ioError
         case .wrongSize: .wrongSize
+        case .sealed: .sealed
         }
     }
 

@@ -1,12 +1,23 @@
 /// Sweep: deletes what no head reaches and no writer may commit, once past `grace`.
 extension Collector {
-    /// Whether `ref`, which no head reaches, can never be committed by any writer.
+    /// Whether `ref`, which no head reaches, can never be committed (or, for the commit log,
+    /// replayed or relied on) again. The head is a checkpoint: its segment's records may still
+    /// name blocks of its epoch from its floor on (docs/design.md, "The commit log").
     static func isCollectible(_ ref: BlockRef, epochKey: UInt64, head: VolumeHead?) -> Bool {
-        // Older epochs are fenced: their writers can never commit again.
-        if ref.epoch < epochKey { return true }
-        // The current epoch's writer commits only refs from its head's floor on.
-        if ref.epoch == epochKey, let head, head.epoch == ref.epoch, ref.sequence < head.floor { return true }
-        return false
+        // Seals fence writers that may still be running: kept while the volume exists.
+        if ref.index == BlockRef.sealIndex { return false }
+        // Nothing committed yet: no log to replay, and older epochs are fenced.
+        guard let head else { return ref.epoch < epochKey }
+        if ref.index == BlockRef.logIndex {
+            // Records of the head's segment and anything newer (a checkpoint under way) are live.
+            return ref.epoch < head.epoch || (ref.epoch == head.epoch && ref.sequence < (head.log?.start ?? 0))
+        }
+        // Epochs before the checkpoint's: no record left names them.
+        if ref.epoch < head.epoch { return true }
+        // The checkpoint's epoch: its records name only refs from the head's floor on.
+        if ref.epoch == head.epoch { return ref.sequence < head.floor }
+        // A writer that took the volume after this head and was fenced before its first checkpoint.
+        return ref.epoch < epochKey
     }
 
     mutating func sweep() {

@@ -9,8 +9,16 @@ public struct StorageNode: Sendable {
 
     public let id: NodeID
     public private(set) var store: BlockStore
+    /// Per volume, the highest epoch a seal named: log records of older epochs are refused.
+    /// Rebuilt from the seal blocks the store holds (they are durable puts).
+    public private(set) var seals: [UInt64: UInt64] = [:]
+    /// Injected bug (simulator canary `node-ignores-seal`): records of sealed epochs are accepted.
+    public var ignoresSeals = false
     /// Which peer request each store request answers.
     private var waiting: [StoreRequestID: (peer: NodeID, rpc: RPCID, range: Range<Int>?)] = [:]
+    /// Seal puts in flight: once one is durable, the volume's older seals are deleted.
+    private var sealPuts: [StoreRequestID: BlockRef] = [:]
+    private var supersededSeals: [BlockRef] = []
     private var nextStoreRequest: UInt64 = 1
     /// Buffers reused across steps (one allocation each per node, not two per step): the
     /// store's outputs of the step under way, and the node's outputs (see `StepOutputs`).
@@ -37,6 +45,7 @@ public struct StorageNode: Sendable {
     public init(id: NodeID, store: BlockStore) {
         self.id = id
         self.store = store
+        for r in store.index.keys where r.index == BlockRef.sealIndex { seals[r.volume] = max(seals[r.volume] ?? 0, r.epoch) }
     }
 
     /// Disk requests the node must issue right after boot (journal compaction after recovery).
@@ -47,7 +56,15 @@ public struct StorageNode: Sendable {
     public mutating func receive(from peer: NodeID, _ message: PeerMessage) -> [Output] {
         switch message {
         case .putBlock(let rpc, let ref, let data, let durable, let restore):
+            if ref.index == BlockRef.logIndex, let sealed = seals[ref.volume], ref.epoch < sealed, !ignoresSeals {
+                return [.send(to: peer, .putReply(rpc, .failure(.sealed(epoch: sealed))))]
+            }
+            // A seal holds from the moment it arrives; its reply waits until it is durable.
             let sid = allocate(peer, rpc)
+            if ref.index == BlockRef.sealIndex {
+                seals[ref.volume] = max(seals[ref.volume] ?? 0, ref.epoch)
+                sealPuts[sid] = ref
+            }
             return step { $0.handle(.put(sid, ref, data, durable: durable, restore: restore), into: &$1) }
         case .getBlock(let rpc, let ref):
             let sid = allocate(peer, rpc)
@@ -118,6 +135,13 @@ public struct StorageNode: Sendable {
         body(&store, &storeOutputs)
         translate(storeOutputs)
         storeOutputs.clearKeepingCapacity()
+        if !supersededSeals.isEmpty {
+            // Only once the newer seal is durable: a node must never be left with none.
+            store.handle(.delete(supersededSeals), into: &storeOutputs)
+            supersededSeals.removeAll()
+            translate(storeOutputs)
+            storeOutputs.clearKeepingCapacity()
+        }
         storeOut = storeOutputs
         return out.handOut()
     }
@@ -146,6 +170,11 @@ public struct StorageNode: Sendable {
                     default: break
                     }
                     continue
+                }
+                if let seal = sealPuts.removeValue(forKey: sid), case .put(_, .success) = reply {
+                    supersededSeals += store.index.keys.filter {
+                        $0.index == BlockRef.sealIndex && $0.volume == seal.volume && $0.epoch < seal.epoch
+                    }.sorted()
                 }
                 let message: PeerMessage
                 switch reply {

@@ -22,7 +22,9 @@ extension BlockStore {
             puts[op]!.deleteRequested = false
             return
         }
-        guard freeList.count > (restore ? 0 : config.reserveSlots), let slot = freeList.last else { return out.append(.reply(.put(id, .failure(.noSpace)))) }
+        guard freeList.count > keptFree(for: ref, restore: restore), let slot = freeList.last else {
+            return out.append(.reply(.put(id, .failure(.noSpace))))
+        }
         guard admit(id, &out) else { return }
         freeList.removeLast()
         precondition(slots[slot] == .free, "allocated slot \(slot) is \(slots[slot]), not free")
@@ -32,6 +34,14 @@ extension BlockStore {
             ref: ref, slot: slot, crc: crc, requesters: [Requester(id: id, durable: durable)], deleteRequested: false)
         putByRef[ref] = op
         out.append(.disk(op, .write(offset: config.slotOffset(slot), bytes: data)))
+    }
+
+    /// Free slots a put must leave: the reserve for new blocks; two for a copy restoring
+    /// redundancy, so that a seal (a writer needs one to open the volume at all) always finds
+    /// one, and the next while the older seal it replaces is being deleted.
+    private func keptFree(for ref: BlockRef, restore: Bool) -> Int {
+        if ref.index == BlockRef.sealIndex { return 0 }
+        return restore ? min(2, config.reserveSlots) : config.reserveSlots
     }
 
     /// Counts a request that will be answered later; over the limit, fails it with `.ioError`.

@@ -6,8 +6,9 @@ extension BlockStoreConfig {
     /// header sectors) and `journalAppendSectors` of appends between compactions. The other
     /// defaults are production's: puts nobody asked to make durable are journaled only when
     /// something else syncs (writers sync what a FLUSH needs, and most written-back versions are
-    /// replaced before that), and 2% of the slots are kept back, so a node that near full takes
-    /// no new blocks (they go to other nodes) but finishes what it started.
+    /// replaced before that), and 2% of the slots (at least 3) are kept back, so a node that
+    /// near full takes no new blocks (they go to other nodes) but finishes what it started, and
+    /// a writer can always seal its log there.
     public static func sized(
         diskBytes: UInt64,
         blockSize: Int,
@@ -22,6 +23,6 @@ extension BlockStoreConfig {
                                 blockSize: blockSize, journalRegionSectors: journalSectors,
                                 journalBatchLimitRecords: journalBatchLimitRecords,
                                 lazyCommitThresholdRecords: lazyCommitThresholdRecords,
-                                reserveSlots: slotsMax * reservePercent / 100)
+                                reserveSlots: max(min(3, slotsMax / 4), slotsMax * reservePercent / 100))
     }
 }

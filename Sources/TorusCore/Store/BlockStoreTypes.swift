@@ -37,6 +37,9 @@ public enum StoreError: Error, Hashable, Sendable {
     case ioError
     /// A put's bytes are not exactly one block.
     case wrongSize(expected: Int, got: Int)
+    /// A log record (or segment header) from an epoch below the volume's seal on this node:
+    /// a newer writer took the volume.
+    case sealed(epoch: UInt64)
 }
 
 public enum StoreReply: Hashable, Sendable {

@@ -90,8 +90,9 @@ public enum BlockMapCodec {
     }
 }
 
-/// The commit point of a volume, stored in the metadata store and replaced only by
-/// compare-and-swap: which root is current, its generation, and the writer epoch that wrote it.
+/// A volume's checkpoint, stored in the metadata store and replaced only by compare-and-swap:
+/// which root is current, its generation, the writer epoch that wrote it, and the log segment
+/// whose records continue it (docs/design.md, "The commit log").
 public struct VolumeHead: Hashable, Sendable {
     public var epoch: UInt64
     public var generation: UInt64
@@ -99,24 +100,28 @@ public struct VolumeHead: Hashable, Sendable {
     /// Garbage-collection floor: no later commit of this epoch names a block of this epoch with
     /// a smaller sequence that this head does not name (0: unknown, collect nothing of this epoch).
     public var floor: UInt64
+    /// The segment FLUSHes append to after this checkpoint (nil: heads from before the log).
+    public var log: LogSegment?
     static let magic: UInt32 = 0x5448_4544  // "THED"
 
-    public init(epoch: UInt64, generation: UInt64, root: MapEntry?, floor: UInt64 = 0) {
+    public init(epoch: UInt64, generation: UInt64, root: MapEntry?, floor: UInt64 = 0, log: LogSegment? = nil) {
         self.epoch = epoch
         self.generation = generation
         self.root = root
         self.floor = floor
+        self.log = log
     }
 
     public func encoded() -> [UInt8] {
-        var w = ByteWriter(capacity: 48)
+        var w = ByteWriter(capacity: 64)
         w.u32(Self.magic); w.u64(epoch); w.u64(generation)
         if let root {
             w.u8(1); w.u64(root.epoch); w.u64(root.sequence); w.u32(root.crc)
         } else {
             w.u8(0)
         }
-        if floor > 0 { w.u64(floor) }
+        if floor > 0 || log != nil { w.u64(floor) }
+        if let log { log.encode(into: &w) }
         w.u32(CRC32C.checksum(w.bytes))
         return w.bytes
     }
@@ -130,9 +135,14 @@ public struct VolumeHead: Hashable, Sendable {
             guard let re = r.u64(), let rs = r.u64(), let rc = r.u32() else { return nil }
             root = MapEntry(epoch: re, sequence: rs, crc: rc)
         }
-        // Heads written before the floor existed end here.
+        // Heads written before the floor existed end here; before the log, after the floor.
         let floor = r.remaining >= 8 ? r.u64()! : 0
-        return VolumeHead(epoch: e, generation: g, root: root, floor: floor)
+        var log: LogSegment?
+        if r.remaining > 0 {
+            guard let l = LogSegment.decode(from: &r) else { return nil }
+            log = l
+        }
+        return VolumeHead(epoch: e, generation: g, root: root, floor: floor, log: log)
     }
 }
 

@@ -1,16 +1,24 @@
-/// FLUSH: write back, write the changed map pages and a new root, then commit the head by CAS.
+/// FLUSH: write back, sync, then commit by log append (`+Log`) or by checkpoint: the changed map
+/// pages, a new root and the next segment's header, then the head by CAS.
 extension VolumeClient {
     var entriesPerPage: Int { BlockMapCodec.entriesPerPage(blockSize: info.blockSize) }
 
     /// Starts the next flush if none is running. All queued waiters share it.
     mutating func pumpFlush() {
         guard phase == .ready, flush == nil, !flushQueue.isEmpty else { return }
+        let waiters = flushQueue
+        flushQueue.removeAll()
+        startFlush(waiters: waiters)
+    }
+
+    /// Starts a flush for `waiters` (none: a checkpoint nobody waits for).
+    mutating func startFlush(waiters: [FlushWaiter]) {
+        guard phase == .ready, flush == nil else { return }
         var targets: [(block: UInt64, version: UInt64)] = []
         for (idx, e) in cache where e.isDirty || writebacks[idx] != nil { targets.append((idx, e.version)) }
         targets.sort { $0.block < $1.block }
-        flush = FlushState(waiters: flushQueue,
+        flush = FlushState(waiters: waiters,
                            stage: .writeback(FlushTargets(blocks: targets.map(\.block), versions: targets.map(\.version))))
-        flushQueue.removeAll()
         // Write-backs start within the in-flight limit, oldest first; each completion starts the
         // next while the flush waits (`writebackCompleted`). Never all at once: slow nodes'
         // timeouts would resend them all (docs/storage-core.md, "Volume writer and commit").
@@ -54,8 +62,10 @@ extension VolumeClient {
         advanceSync()
     }
 
-    /// Writes the changed map pages of the snapshot and a new root (durable puts).
+    /// Checkpoint: writes the changed map pages of the snapshot, a new root (durable puts) and
+    /// the header of the segment that will follow it.
     mutating func writeMap() {
+        truncateAheadOfCheckpoint()
         var f = flush!
         if config.canary != .ackBeforeReplicaSync {
             for ref in unsynced.keys {
@@ -86,8 +96,9 @@ extension VolumeClient {
         f.newRoot = root
         putBlock(BlockRef.rootIndex, ref: rootRef, entry: root, version: 0, data: rootBytes)
         pending += 1
-        f.stage = .map(pending: pending)
+        f.stage = .map(pending: pending + 1)
         flush = f
+        startSegmentHeader()
     }
 
     /// The garbage-collection floor of a commit whose map is `entries` now (see `VolumeHead.floor`):
@@ -103,13 +114,18 @@ extension VolumeClient {
     }
 
     mutating func mapBlockWritten(_ key: UInt64) {
+        mapStagePartDone()
+    }
+
+    /// A map page, the root or the segment header is durable; the last one sends the commit.
+    mutating func mapStagePartDone() {
         guard var f = flush, case .map(let pending) = f.stage else { return }
         if pending > 1 {
             f.stage = .map(pending: pending - 1)
             flush = f
             return
         }
-        f.head = VolumeHead(epoch: epoch, generation: generation + 1, root: f.newRoot, floor: f.floor)
+        f.head = VolumeHead(epoch: epoch, generation: generation + 1, root: f.newRoot, floor: f.floor, log: f.newSegment)
         f.stage = .commit
         flush = f
         if config.canary == .ackFlushBeforeCommit {
@@ -173,7 +189,7 @@ extension VolumeClient {
             }
             headModRevision = headKV.modRevision
             generation = max(generation, theirs.generation)
-            flush!.head = VolumeHead(epoch: epoch, generation: generation + 1, root: f.newRoot, floor: f.floor)
+            flush!.head = VolumeHead(epoch: epoch, generation: generation + 1, root: f.newRoot, floor: f.floor, log: f.newSegment)
             sendCommit()
         } else {
             let theirs = epochKV.flatMap { MetaValue.u64($0.value) }.map(String.init) ?? "none"
@@ -207,6 +223,7 @@ extension VolumeClient {
             }
             uncertain.removeAll()
         }
+        garbage += checkpointed(f)
         deleteRefs(garbage)
         flush = nil
         for w in f.waiters { out.append(.complete(w.op, .success(.done))) }
@@ -230,6 +247,12 @@ extension VolumeClient {
         for p in f.snapshotPages { dirtyPages.insert(p) }
         flush = nil
         commitRetryAt = nil
+        append = nil
+        // A checkpoint that may have landed may have replaced our segment: append no more to it.
+        if let new = f.newSegment {
+            abandonSegment(end: new.start)
+            retiredSegments.append((new, new.start + 1))
+        }
         for w in f.waiters { out.append(.complete(w.op, .failure(error))) }
         if outcomeUnknown {
             // The head may name the new pages and root, every block version of the snapshot

@@ -59,6 +59,14 @@ extension VolumeClient {
         return refs
     }
 
+    /// The records (and header) of the segment this writer appends to, and of the segments
+    /// its next checkpoint retires.
+    public var liveLogRefs: [BlockRef] {
+        var refs = segment.map { seg in (seg.start..<nextPosition).map { seg.ref(volume: info.id, position: $0) } } ?? []
+        for (seg, end) in retiredSegments { refs += (seg.start..<end).map { seg.ref(volume: info.id, position: $0) } }
+        return refs
+    }
+
     /// Whether this writer may still read `ref` or name it in a future commit (the simulator's
     /// oracle for the garbage collector: deleting such a ref would be a bug). Not counted: the
     /// committed map and root where newer versions replaced them (a commit whose reply has not
@@ -66,6 +74,14 @@ extension VolumeClient {
     /// kept from our own deletes), and map pages that the next commit rewrites anyway.
     public func mayNeed(_ ref: BlockRef) -> Bool {
         guard ref.volume == info.id, phase != .fenced else { return false }
+        if ref.index == BlockRef.sealIndex { return ref.epoch == epoch }
+        if ref.index == BlockRef.logIndex {
+            // Our segment, the one a checkpoint under way opens, and the one being recovered.
+            if let seg = recovery?.segment, seg.epoch == ref.epoch, ref.sequence >= seg.start { return true }
+            return [segment, flush?.newSegment].contains { seg in
+                seg.map { $0.epoch == ref.epoch && ref.sequence >= $0.start && ref.sequence < nextPosition } ?? false
+            }
+        }
         if writebacks.values.contains(where: { $0.ref == ref }) { return true }
         if fetches.values.contains(where: { $0.ref == ref }) { return true }
         func same(_ e: MapEntry?) -> Bool { e.map { $0.epoch == ref.epoch && $0.sequence == ref.sequence } ?? false }
@@ -89,6 +105,10 @@ extension VolumeClient {
                      "cache=\(cacheBytes / info.blockSize)blk dirty=\(dirtyBytes / info.blockSize)blk"]
         if phase == .opening { parts.append("open=\(open)") }
         if let f = flush { parts.append("flush=\(f.stage) waiters=\(f.waiters.count)") }
+        if let r = recovery {
+            parts.append("recovery=\(r.stage) at=\(r.position) sealed=\(r.sealed) witnesses=\(r.witnesses) retryAt=\(r.retryAt.map { "\($0)" } ?? "-")")
+        }
+        if let s = segment { parts.append("segment=e\(s.epoch)@\(s.start)\(s.nodes) next=\(nextPosition)") }
         parts.append("flushQueue=\(flushQueue.count)")
         if !unsynced.isEmpty || !syncing.isEmpty { parts.append("unsynced=\(unsynced.count) syncing=\(syncing.sorted())") }
         let wb = writebacks.keys.sorted().prefix(3).map { "\($0):\(writebacks[$0]!.remaining)" }

@@ -99,6 +99,8 @@ extension VolumeClient {
         headModRevision = kv.modRevision
         generation = h.generation
         rootEntry = h.root
+        // A writer seals and replays the head's log segment once the map is loaded.
+        if !config.readOnly, let seg = h.log { recovery = LogRecovery(segment: seg) }
         guard let root = h.root else { return mapLoaded() }
         open = .loadRoot
         startMapFetch(BlockRef.rootIndex, root)
@@ -113,6 +115,7 @@ extension VolumeClient {
         }
         committed = entries
         if phase == .opening {
+            if recovery != nil { return startRecovery() }
             becomeReady()
         } else {
             open = .done

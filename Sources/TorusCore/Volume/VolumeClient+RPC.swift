@@ -34,6 +34,8 @@ extension VolumeClient {
                 if writebacks[block] != nil { putFailed(block, node: pending.node, retryAfterBackoff: false) }
             case .sync(let refs):
                 syncFailed(pending.node, refs)
+            case .log(let what):
+                logRPCExpired(what, node: pending.node)
             }
         }
         if repairs.values.contains(where: { $0.deadline <= now }) {

@@ -107,7 +107,7 @@ extension VolumeClient {
         if let f = flush {
             switch f.stage {
             case .writeback, .sync: restartFlush()
-            case .map, .commit: break
+            case .append, .map, .commit: break
             }
         }
     }
@@ -137,6 +137,6 @@ extension VolumeClient {
                 }
             }
         }
-        writeMap()
+        commitSnapshot()
     }
 }

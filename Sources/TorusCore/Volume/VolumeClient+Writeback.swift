@@ -175,7 +175,10 @@ extension VolumeClient {
     /// node may free space, and then writes and flushes succeed again.
     mutating func outOfSpace() {
         stats.outOfSpace += 1
-        if let f = flush, !f.commitSent {
+        var appending = false
+        if case .append = flush?.stage { appending = true }
+        // An append under way may land on every node: it completes or fails on its own.
+        if let f = flush, !f.commitSent, !appending {
             if case .map = f.stage {
                 // Abandon this flush's map page and root puts: the next flush writes its own
                 // under the same keys, and a late reply to one of these must not count for it.

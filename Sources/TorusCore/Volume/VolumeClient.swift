@@ -44,6 +44,30 @@ public struct VolumeClient: Sendable {
     var rootEntry: MapEntry?
     var dirtyPages: Set<Int> = []
     var headModRevision: Int64 = 0
+
+    // Commit log (docs/design.md, "The commit log"; `VolumeClient+Log.swift`).
+    /// The segment FLUSHes append to: nil until this writer's first checkpoint, and after an
+    /// append failed (the segment is abandoned: the next commit is a checkpoint).
+    var segment: LogSegment?
+    /// Segments a checkpoint will retire (the opened head's, our abandoned ones): their records
+    /// are deleted once a checkpoint covers them.
+    var retiredSegments: [(segment: LogSegment, end: UInt64)] = []
+    var nextPosition: UInt64 = 1
+    var recordsSinceCheckpoint = 0
+    var lastCheckpointAt: Instant = .zero
+    /// Pages that log commits changed since the last checkpoint: the next checkpoint writes them.
+    var checkpointPages: Set<Int> = []
+    /// Refs that log commits replaced: deleted once a checkpoint no longer names them.
+    var checkpointGarbage: [BlockRef] = []
+    /// The record or segment header being put on its segment's nodes.
+    var append: LogAppend?
+    /// Sealing and replaying the opened head's segment.
+    var recovery: LogRecovery?
+    /// The last record whose append acknowledged a FLUSH: (segment epoch, position).
+    public internal(set) var lastAckedLog: (epoch: UInt64, position: UInt64)?
+    /// Where this writer's recovery found the opened head's log to end: (segment epoch, first
+    /// position it found absent).
+    public internal(set) var recoveredLog: (epoch: UInt64, end: UInt64)?
     public internal(set) var generation: UInt64 = 0
     var nextSequence: UInt64 = 1
 
@@ -139,6 +163,12 @@ public struct VolumeClient: Sendable {
         public var lostCopies = 0
         /// Flushes started over because a copy their snapshot named was lost.
         public var flushRestarts = 0
+        /// Commits by a log append (the rest of `commits` are checkpoints).
+        public var logCommits = 0
+        /// Appends that failed on a node, so the segment was abandoned for a checkpoint.
+        public var abandonedSegments = 0
+        /// Records replayed from the log when the volume was opened.
+        public var replayedRecords = 0
     }
 
     public init(info: VolumeInfo, ring: Ring, clientID: NodeID, config: VolumeClientConfig, seed: UInt64) {
@@ -185,8 +215,20 @@ public struct VolumeClient: Sendable {
     public mutating func receive(from node: NodeID, _ message: PeerMessage, now: Instant) -> [ClientOutput] {
         begin(now)
         switch message {
-        case .putReply(let rpc, let result): putReplied(rpc, from: node, result)
-        case .getReply(let rpc, let result): getReplied(rpc, from: node, result)
+        case .putReply(let rpc, let result):
+            if let p = rpcs[rpc], p.node == node, case .log(let what) = p.purpose {
+                rpcs[rpc] = nil
+                logReplied(what, from: node, .put(result))
+            } else {
+                putReplied(rpc, from: node, result)
+            }
+        case .getReply(let rpc, let result):
+            if let p = rpcs[rpc], p.node == node, case .log(let what) = p.purpose {
+                rpcs[rpc] = nil
+                logReplied(what, from: node, .get(result))
+            } else {
+                getReplied(rpc, from: node, result)
+            }
         case .syncReply(let rpc, let present): syncReplied(rpc, from: node, present: present)
         case .putBlock, .getBlock, .getRange, .deleteBlocks, .syncBlocks, .listBlocks, .listReply: break
         }
@@ -208,6 +250,7 @@ public struct VolumeClient: Sendable {
             openRetryAt = nil
             openStep()
         }
+        if let at = recovery?.retryAt, at <= now { recoveryRetry() }
         if config.readOnly && phase == .ready && !refreshing && now >= nextRefreshAt { startRefresh() }
         if phase != .fenced && leaseID != 0 && now >= nextKeepAliveAt && !keepAliveInFlight { sendKeepAlive() }
         if phase == .ready { scheduleWriteback(ageOnly: true) }
@@ -320,6 +363,8 @@ public struct VolumeClient: Sendable {
         cacheBytes = 0
         dirtyBytes = 0
         rpcs.removeAll()
+        append = nil
+        recovery = nil
         unsynced.removeAll()
         unsyncedPerNode.removeAll()
         syncing.removeAll()

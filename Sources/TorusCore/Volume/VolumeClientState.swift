@@ -88,6 +88,8 @@ extension VolumeClient {
             case get(block: UInt64)
             /// A sync of these refs (see `VolumeClient+Sync.swift`).
             case sync([BlockRef])
+            /// The commit log: an append, a seal or a tail read (`VolumeClient+Log.swift`).
+            case log(LogRPC)
         }
         var purpose: Purpose
         var node: NodeID
@@ -148,7 +150,9 @@ extension VolumeClient {
             case writeback(FlushTargets)
             /// The snapshot is fixed; waiting until every copy it names is durable.
             case sync
-            /// Map pages and root being written.
+            /// A log record being appended on every node of the segment.
+            case append
+            /// Checkpoint: map pages, root and the new segment's header being written.
             case map(pending: Int)
             case commit
         }
@@ -162,6 +166,8 @@ extension VolumeClient {
         /// The head's garbage-collection floor, fixed with the snapshot.
         var floor: UInt64 = 0
         var commitSent = false
+        /// A checkpoint's new segment (its header is among the map stage's puts).
+        var newSegment: LogSegment?
     }
 
     enum OpenState: Sendable {

@@ -156,6 +156,13 @@ public struct VolumeClientConfig: Sendable {
     /// fail with `.readOnly`; a flush has nothing to do.
     public var readOnly = false
     public var readOnlyRefresh = Nanoseconds.seconds(1)
+    /// A FLUSH commits by checkpoint (map pages, root, head CAS in the metadata store) instead
+    /// of a log append once this many records or this much time passed since the last one.
+    public var checkpointRecords = 256
+    public var checkpointInterval = Nanoseconds.seconds(5)
+    /// Refs replaced by log commits, over this many (or a quarter of the volume's blocks),
+    /// also call for a checkpoint: they can be deleted only once one no longer names them.
+    public var checkpointGarbageMax = 8192
 
     /// Injected bugs for checking the checkers. Never set in production.
     public var canary: Canary = .none
@@ -164,7 +171,8 @@ public struct VolumeClientConfig: Sendable {
         case none
         /// Commit without making the blocks the map names (data and map) durable on their replicas.
         case ackBeforeReplicaSync = "ack-before-sync"
-        /// Acknowledge a flush once the map is written, without committing the head.
+        /// Acknowledge a flush without its commit: no log append, or (for a checkpoint) once the
+        /// map is written, without committing the head.
         case ackFlushBeforeCommit = "ack-before-commit"
         /// Commit without comparing the writer's epoch, so a writer that lost its lock can
         /// still move the head (fencing broken).
@@ -177,6 +185,15 @@ public struct VolumeClientConfig: Sendable {
         case gcIgnoresHorizon = "gc-ignores-horizon"
         /// The garbage collector finds garbage but never deletes it (space leaks).
         case gcLeaks = "gc-leaks"
+        /// Acknowledge a log append once one node of the segment made it durable, not all.
+        case ackBeforeLogReplicas = "ack-before-log-replicas"
+        /// Storage nodes accept log records from epochs below their seal (fencing broken).
+        case nodeIgnoresSeal = "node-ignores-seal"
+        /// Opening replays the log tail but skips its last record.
+        case replaySkipsRecord = "replay-skips-record"
+        /// A checkpoint deletes the records it retires before its head CAS succeeded, so it
+        /// runs ahead of what is durable in the metadata store.
+        case truncateBeforeCheckpoint = "truncate-before-checkpoint"
     }
 
     public init() {}
