@@ -134,6 +134,10 @@ public enum FaultKind: String, CaseIterable, Sendable {
     /// a new writer takes over once the lease expires; the old one resumes when the new one is
     /// ready, still trusting its lease, and sends the append: the seal must refuse it.
     case writerPauseAppend = "writer-pause-append"
+    /// The writer loses the metadata store, not the nodes, for `for`: it keeps appending until
+    /// its lease runs out; once the lease could have expired a successor takes over while the
+    /// old writer keeps running (it must acknowledge nothing the successor does not recover).
+    case writerMetadataPartition = "writer-metadata-partition"
     /// The writer's clock jumps to an offset of up to `clockSkewMax` (back: it stands still).
     case clockJump = "clock-jump"
     /// One node's disk becomes 10-100x slower for `for`.
@@ -209,6 +213,11 @@ public struct SimResult: Sendable {
     public var deletedVolumeBlocks: Int = 0
     /// Write-back copies the writers put on a fallback node (a placement node did not answer).
     public var fallbackPuts: Int = 0
+    /// FLUSHes and FUA writes acknowledged while the metadata store was down (the commit log
+    /// lets them go on until a checkpoint or the lease needs the store).
+    public var flushesDuringOutage: Int = 0
+    /// Commits by log append (`commits` counts checkpoints).
+    public var logCommits: Int = 0
     public var passed: Bool { violation == nil }
     /// A liveness failure (progress or convergence after healing) rather than a broken safety promise.
     public var isLivenessFailure: Bool {

@@ -10,13 +10,22 @@ extension Simulation {
             guard case .put(let key, let value, _) = op else { continue }
             if key == VolumeInfo.epochKey(volume.name), let e = MetaValue.u64(value) {
                 grantedEpoch = max(grantedEpoch, e)
+                // A writer paused at its head CAS runs again the moment its successor holds the
+                // new epoch: before the successor writes the head, so only the epoch compare
+                // can stop it.
+                if paused != nil && pausedResumeWhenSuccessorReady && !vols[cur].pausedFrozen {
+                    pausedResumeWhenSuccessorReady = false
+                    queue.push(now + Nanoseconds.milliseconds(1), .resumePaused(cur))
+                }
             } else if key == VolumeInfo.headKey(volume.name), let head = VolumeHead.decode(value) {
-                commits += 1
-                if head.epoch < grantedEpoch {
+                // A recovery closing the log rewrites the same checkpoint with the log's end.
+                let close = head.log?.end != nil && lastCommit.map { $0 == (head.epoch, head.generation) } == true
+                if !close { commits += 1 }
+                if head.epoch < grantedEpoch && !close {
                     violation = SectorModel.Violation(
                         promise: .fencing,
                         detail: "head generation \(head.generation) was committed by epoch \(head.epoch) after epoch \(grantedEpoch) was granted")
-                } else if let last = lastCommit, head.generation <= last.generation, head.epoch == last.epoch {
+                } else if let last = lastCommit, head.generation <= last.generation, head.epoch == last.epoch, !close {
                     violation = SectorModel.Violation(
                         promise: .fencing,
                         detail: "head generation went from \(last.generation) back to \(head.generation) within epoch \(head.epoch)")

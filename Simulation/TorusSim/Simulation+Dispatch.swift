@@ -53,6 +53,9 @@ extension Simulation {
             traceEvent(.pausedWriterResumes, UInt64(vol))
             cur = vol
             resumePaused()
+        case .successorTakesOver(let vol, let writer, let incarnation):
+            cur = vol
+            successorTakesOver(writer, incarnation: incarnation)
         case .scrub(let n, let inc):
             traceEvent(.scrub, UInt64(n))
             scrub(node: n, incarnation: inc)

@@ -48,6 +48,7 @@ extension Simulation {
     /// The model's side of losing the current writer (crash or takeover): its in-flight ops
     /// never complete, and what it acknowledged without a flush may be lost.
     func retireWriter() {
+        retiredLogCommits += client?.stats.logCommits ?? 0
         var inFlightWrites: [(UInt64, UInt64)] = []
         for id in inflight.keys.sorted() {
             let op = inflight[id]!
@@ -209,6 +210,10 @@ extension Simulation {
             if case (.flush, .success) = (op.kind, result) { livenessFlushes += 1 }
         }
         for k in 0..<op.sectorCount { sectorBusy[Int(op.firstSector) + k] = 0 }
+        switch (op.kind, result) {
+        case (.flush, .success), (.write(fua: true), .success): if !store.available { flushesDuringOutage += 1 }
+        default: break
+        }
         switch (op.kind, result) {
         case (.read, .success(.read(let parts))):
             if let v = model.readCompleted(firstSector: op.firstSector, parts: parts) { violation = v }

@@ -33,6 +33,28 @@ extension Simulation {
         queue.push(now + lasting(duration, .seconds(1), .seconds(10)), .heal(.clock(cur)))
     }
 
+    /// The writer and the metadata store cannot reach each other for `duration`; the nodes
+    /// still can. A successor takes over once the writer's lease could have expired.
+    func applyWriterMetadataPartition(duration: Nanoseconds?) {
+        guard let c = client, paused == nil else { return }
+        let id = nextFaultID
+        nextFaultID += 1
+        network.block(c.clientID, NodeID(0), fault: id)
+        network.block(NodeID(0), c.clientID, fault: id)
+        traceEvent(.writerMetadataPartition, UInt64(c.clientID.raw))
+        queue.push(now + lasting(duration, .seconds(1), .seconds(10)), .heal(.partition(id)))
+        let ttl = Nanoseconds.seconds(UInt64(c.config.leaseTTLSeconds))
+        queue.push(now + ttl + Nanoseconds.seconds(1), .successorTakesOver(cur, writer: c.clientID, incarnation: clientIncarnation))
+    }
+
+    /// The cut-off writer moves aside, running, and a successor starts (unless it crashed and
+    /// restarted meanwhile, or the final phase began).
+    func successorTakesOver(_ writer: NodeID, incarnation: UInt64) {
+        guard let c = client, c.clientID == writer, clientIncarnation == incarnation, paused == nil, finalPhase == nil else { return }
+        traceEvent(.successorTakesOver, UInt64(writer.raw))
+        pauseWriter(duration: .zero)
+    }
+
     // MARK: Writer takeover
 
     /// The writer stops running with its commit in flight; a new writer (new id, new lease)

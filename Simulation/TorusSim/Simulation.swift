@@ -22,6 +22,9 @@ public final class Simulation {
         case clog(NodeID, fault: UInt64)
         case endOfSafety
         case resumePaused(Int)
+        /// A successor takes the volume from a writer cut off from the metadata store (which
+        /// keeps running).
+        case successorTakesOver(Int, writer: NodeID, incarnation: UInt64)
         case collectorTick
         case scrub(node: Int, incarnation: UInt64)
         case collectorMeta(MetaRequestID, MetaRequest)
@@ -141,6 +144,9 @@ public final class Simulation {
     var livenessFrom: Instant?
     var livenessOps = 0
     var livenessFlushes = 0
+    var flushesDuringOutage = 0
+    /// Log commits of the writers that crashed or were replaced (the running ones add theirs).
+    var retiredLogCommits = 0
 
     public init(options: SimOptions) {
         precondition(options.nodes >= options.replication && options.replication >= 1, "need nodes >= replication >= 1")
@@ -269,6 +275,8 @@ public final class Simulation {
                          moves: movesMade, bytesMoved: bytesMoved, trimmed: copiesTrimmed, ringVersion: ring.version,
                          liveBlocks: vols.reduce(0) { $0 + ($1.client?.committedRefs.count ?? 0) },
                          deletedVolumeBlocks: deletedVolumeBlocks,
-                         fallbackPuts: fallbackPuts + vols.reduce(0) { $0 + ($1.client?.stats.putFallbacks ?? 0) })
+                         fallbackPuts: fallbackPuts + vols.reduce(0) { $0 + ($1.client?.stats.putFallbacks ?? 0) },
+                         flushesDuringOutage: flushesDuringOutage,
+                         logCommits: retiredLogCommits + vols.reduce(0) { $0 + ($1.client?.stats.logCommits ?? 0) })
     }
 }

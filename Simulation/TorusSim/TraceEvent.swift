@@ -84,6 +84,10 @@ enum TraceEvent: UInt64 {
     case ringUpdate = 48
     /// a: volume index.
     case deleteVolume = 49
+    /// a: the writer's id.
+    case writerMetadataPartition = 50
+    /// a: the cut-off writer's id.
+    case successorTakesOver = 51
 }
 
 /// The trace: hashed events, notes for readers, and the readable lines of both.
@@ -178,6 +182,8 @@ extension Simulation {
         case .nodeRemoved: return "node\(a + 1) drained: removed from the ring, it leaves"
         case .ringUpdate: return "vol\(a) writer learns the ring in force"
         case .deleteVolume: return "FAULT volume \(a) is deleted (its writer stops, its keys go)"
+        case .writerMetadataPartition: return "FAULT \(name(a)) cut off from the metadata store (not from the nodes)"
+        case .successorTakesOver: return "\(name(a)) lease may have expired: a successor takes over while it keeps running"
         }
     }
 }

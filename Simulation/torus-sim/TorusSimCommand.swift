@@ -152,7 +152,7 @@ func summary(_ r: SimResult, wall: Double) -> String {
     return "seed=\(r.seed) trace=\(r.traceHex) checks=\(r.passed ? "passed" : "FAILED")"
         + " sim=\(fmt(r.simulatedSeconds))s wall=\(fmt(wall))s speed=\(Int(speed))x events=\(r.events) events/s=\(Int(evs))"
         + " ops=\(r.opsCompleted) reads-checked=\(r.readsChecked) read-errors=\(r.readErrors)"
-        + " faults=\(r.faultsInjected) writer-restarts=\(r.writerRestarts) commits=\(r.commits) repairs=\(r.repairs)" + (r.copies > 0 ? " copies=\(r.copies)" : "") + (r.noSpaceErrors > 0 ? " enospc=\(r.noSpaceErrors)" : "")
+        + " faults=\(r.faultsInjected) writer-restarts=\(r.writerRestarts) checkpoints=\(r.commits) log-commits=\(r.logCommits)" + (r.flushesDuringOutage > 0 ? " outage-flushes=\(r.flushesDuringOutage)" : "") + " repairs=\(r.repairs)" + (r.copies > 0 ? " copies=\(r.copies)" : "") + (r.noSpaceErrors > 0 ? " enospc=\(r.noSpaceErrors)" : "")
             + (r.ringVersion > 1 || r.moves > 0 || r.trimmed > 0 ? " ring-version=\(r.ringVersion) moves=\(r.moves) moved-bytes=\(r.bytesMoved) trimmed=\(r.trimmed) live-blocks=\(r.liveBlocks) fallback-puts=\(r.fallbackPuts)" : "")
 }
 

@@ -69,6 +69,12 @@ struct ScenarioTests {
         ("canary-ack-before-sync.yaml", "durability|convergence"),
         ("canary-gc-ignores-horizon.yaml", "durability"),
         ("canary-gc-leaks.yaml", "reclaim"),
+        // The commit log: the log checker sees an acknowledgement the successor's recovery did
+        // not find; the others lose acknowledged data.
+        ("canary-node-ignores-seal.yaml", "fencing"),
+        ("canary-ack-before-log-replicas.yaml", "durability|fencing"),
+        ("canary-replay-skips-record.yaml", "durability"),
+        ("canary-truncate-before-checkpoint.yaml", "fencing|durability"),
     ])
     func canaryPromise(_ file: String, _ promise: String) throws {
         let sc = try Scenario.load(path: Self.directory + "/" + file)
@@ -76,6 +82,16 @@ struct ScenarioTests {
         let broken = promise.split(separator: "|").map(String.init).first { r.brokenPromise?.hasPrefix($0) == true }
         #expect(broken != nil, "\(file): \(r.violation ?? "passed")")
         #expect(r.isLivenessFailure == ["liveness", "reclaim", "convergence"].contains { broken == $0 })
+    }
+
+    @Test("FLUSHes go on through a metadata outage (log appends) until the lease needs the store")
+    func flushesDuringOutage() throws {
+        let sc = try Scenario.load(path: Self.directory + "/metadata-outage-30s.yaml")
+        let r = Simulation(options: sc.options(seed: 1)).run()
+        #expect(r.passed, "\(r.violation ?? "")")
+        #expect(r.flushesDuringOutage > 0, "no FLUSH was acknowledged during the 30 s outage")
+        // The lease (4 s here) cannot be renewed: acknowledgements stop within it, not 30 s later.
+        #expect(r.flushesDuringOutage < r.opsCompleted / 10, "\(r.flushesDuringOutage) FLUSHes acknowledged in the outage")
     }
 
     @Test("a node back within the repair grace costs no copies; down past it, its blocks are copied")

@@ -27,6 +27,7 @@ private let sampleFrames: [PeerFrame] = [
     .message(.putReply(RPCID(5), .failure(.noSpace)), replyRef: ref(5)),
     .message(.putReply(RPCID(6), .failure(.ioError)), replyRef: ref(6)),
     .message(.putReply(RPCID(7), .failure(.wrongSize(expected: 4096, got: 100))), replyRef: ref(7)),
+    .message(.putReply(RPCID(15), .failure(.sealed(epoch: 0x0102_0304_0506_0708))), replyRef: ref(15)),
     .message(.getBlock(RPCID(.max), ref(8))),
     .message(.getRange(RPCID(20), ref(8), offset: 4096, length: 8192)),
     .message(.getRange(RPCID(21), ref(8), offset: 0xFFFF_FFFF, length: 0)),
@@ -72,7 +73,7 @@ private func readAll(_ channel: EmbeddedChannel) throws -> [PeerFrame] {
 
 /// A frame with valid CRCs built field by field, for frames the encoder would never produce.
 private func rawFrame(
-    magic: UInt32 = PeerCodec.magic, version: UInt8 = 1, type: UInt8, flags: UInt16 = 0,
+    magic: UInt32 = PeerCodec.magic, version: UInt8 = PeerCodec.version, type: UInt8, flags: UInt16 = 0,
     id: UInt64 = 0, payload: [UInt8], declaredLength: UInt32? = nil
 ) -> ByteBuffer {
     var b = ByteBuffer()
@@ -117,8 +118,8 @@ struct PeerCodecTests {
         let bytes = try encoded(frame).readableBytesView.map { $0 }
         // Computed independently (bitwise CRC-32C in Python).
         let golden: [UInt8] = [
-            0x54, 0x52, 0x53, 0x50, 0x01, 0x05, 0x00, 0x00, 0x20, 0x00, 0x00, 0x00,
-            0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01, 0x08, 0xE1, 0xC1, 0x04,
+            0x54, 0x52, 0x53, 0x50, 0x02, 0x05, 0x00, 0x00, 0x20, 0x00, 0x00, 0x00,
+            0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01, 0xFB, 0x81, 0x39, 0x17,
             0x01, 0, 0, 0, 0, 0, 0, 0, 0x02, 0, 0, 0, 0, 0, 0, 0,
             0x03, 0, 0, 0, 0, 0, 0, 0, 0x04, 0, 0, 0, 0, 0, 0, 0,
             0x12, 0xF7, 0xA1, 0xF4,
@@ -126,7 +127,7 @@ struct PeerCodecTests {
         #expect(bytes == golden)
         #expect(bytes.count == PeerCodec.headerSize + 32 + PeerCodec.trailerSize)
         #expect(Array(bytes[0..<4]) == Array("TRSP".utf8))  // magic 0x50535254, little-endian
-        #expect(bytes[4] == 1)  // version
+        #expect(bytes[4] == 2)  // version
         #expect(bytes[5] == PeerFrameType.getBlock.rawValue)
         #expect(bytes[6] == 0 && bytes[7] == 0)  // flags
         #expect(Array(bytes[8..<12]) == le32(32))  // payload length
@@ -288,11 +289,13 @@ struct PeerCodecTests {
         #expect(rejection(rawFrame(magic: 0x5452_5350, type: 5, payload: refBytes(ref(1)))) == .badMagic(0x5452_5350))
     }
 
-    @Test("version 2 is refused")
+    @Test("versions 1 (before the commit log) and 3 are refused")
     func badVersion() throws {
-        let frame = rawFrame(version: 2, type: 5, payload: refBytes(ref(1)))
-        #expect(rejection(frame) == .unsupportedVersion(2))
-        #expect(rejection(frame.getSlice(at: 0, length: 5)!) == .unsupportedVersion(2))
+        for v: UInt8 in [1, 3] {
+            let frame = rawFrame(version: v, type: 5, payload: refBytes(ref(1)))
+            #expect(rejection(frame) == .unsupportedVersion(v))
+            #expect(rejection(frame.getSlice(at: 0, length: 5)!) == .unsupportedVersion(v))
+        }
     }
 
     @Test("nonzero flags are refused")

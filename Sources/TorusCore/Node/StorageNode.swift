@@ -56,7 +56,8 @@ public struct StorageNode: Sendable {
     public mutating func receive(from peer: NodeID, _ message: PeerMessage) -> [Output] {
         switch message {
         case .putBlock(let rpc, let ref, let data, let durable, let restore):
-            if ref.index == BlockRef.logIndex, let sealed = seals[ref.volume], ref.epoch < sealed, !ignoresSeals {
+            // A restoring put of a record is a recovery copying what it read (never a writer's append).
+            if ref.index == BlockRef.logIndex, let sealed = seals[ref.volume], ref.epoch < sealed, !restore, !ignoresSeals {
                 return [.send(to: peer, .putReply(rpc, .failure(.sealed(epoch: sealed))))]
             }
             // A seal holds from the moment it arrives; its reply waits until it is durable.

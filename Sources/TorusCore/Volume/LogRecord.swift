@@ -4,11 +4,16 @@ public struct LogSegment: Hashable, Sendable {
     public var epoch: UInt64
     public var start: UInt64
     public var nodes: [NodeID]
+    /// Set by a recovery before it serves anything: the last record of the log. Records after
+    /// it are not part of the log, whatever a node holds, so a later recovery cannot find a
+    /// longer log than the one that was served.
+    public var end: UInt64?
 
-    public init(epoch: UInt64, start: UInt64, nodes: [NodeID]) {
+    public init(epoch: UInt64, start: UInt64, nodes: [NodeID], end: UInt64? = nil) {
         self.epoch = epoch
         self.start = start
         self.nodes = nodes
+        self.end = end
     }
 
     /// The block holding the record (or, at `start`, the header) at `position`.
@@ -19,6 +24,7 @@ public struct LogSegment: Hashable, Sendable {
     func encode(into w: inout ByteWriter) {
         w.u64(epoch); w.u64(start); w.u8(UInt8(nodes.count))
         for n in nodes { w.u32(n.raw) }
+        if let end { w.u64(end) }
     }
 
     static func decode(from r: inout ByteReader) -> LogSegment? {
@@ -28,7 +34,8 @@ public struct LogSegment: Hashable, Sendable {
             guard let id = r.u32() else { return nil }
             nodes.append(NodeID(id))
         }
-        return LogSegment(epoch: e, start: s, nodes: nodes)
+        let end = r.remaining >= 8 ? r.u64() : nil
+        return LogSegment(epoch: e, start: s, nodes: nodes, end: end)
     }
 }
 

@@ -230,6 +230,20 @@ extension VolumeClient {
         pumpFlush()
     }
 
+    /// A commit of `f` may have landed (a head CAS or a log record whose outcome we never
+    /// learned): every block version of its snapshot and the deferred refs are kept until a
+    /// later commit settles it.
+    mutating func keepUntilSettled(_ f: FlushState) {
+        for p in f.snapshotPages {
+            let lo = p * entriesPerPage
+            for i in lo..<min(entries.count, lo + entriesPerPage) where f.snapshot[i] != committed[i] {
+                if let e = f.snapshot[i] { uncertain.insert(e.ref(volume: info.id, index: UInt64(i))) }
+            }
+        }
+        for ref in deferredDeletes { uncertain.insert(ref) }
+        deferredDeletes.removeAll()
+    }
+
     /// A commit that got no answer or an error is retried while the lease allows; past that,
     /// the flush fails with its outcome unknown.
     mutating func retryCommitLater() {
@@ -255,16 +269,7 @@ extension VolumeClient {
         }
         for w in f.waiters { out.append(.complete(w.op, .failure(error))) }
         if outcomeUnknown {
-            // The head may name the new pages and root, every block version of the snapshot
-            // and the deferred refs: keep them all until a later commit settles it.
-            for p in f.snapshotPages {
-                let lo = p * entriesPerPage
-                for i in lo..<min(entries.count, lo + entriesPerPage) where f.snapshot[i] != committed[i] {
-                    if let e = f.snapshot[i] { uncertain.insert(e.ref(volume: info.id, index: UInt64(i))) }
-                }
-            }
-            for ref in deferredDeletes { uncertain.insert(ref) }
-            deferredDeletes.removeAll()
+            keepUntilSettled(f)
             pumpFlush()
             return
         }

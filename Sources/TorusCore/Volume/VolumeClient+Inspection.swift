@@ -78,7 +78,9 @@ extension VolumeClient {
         if ref.index == BlockRef.logIndex {
             // Our segment, the one a checkpoint under way opens, and the one being recovered.
             if let seg = recovery?.segment, seg.epoch == ref.epoch, ref.sequence >= seg.start { return true }
-            return [segment, flush?.newSegment].contains { seg in
+            // Once a checkpoint's head CAS is sent it may have landed, retiring our segment.
+            let retiring = flush.map { $0.commitSent && $0.newSegment != nil } ?? false
+            return [retiring ? nil : segment, flush?.newSegment].contains { seg in
                 seg.map { $0.epoch == ref.epoch && ref.sequence >= $0.start && ref.sequence < nextPosition } ?? false
             }
         }

@@ -4,6 +4,8 @@ extension VolumeClient {
     /// What a log RPC was for.
     enum LogRPC: Sendable {
         case append(position: UInt64)
+        /// Recovery copying a kept record to a witness that lacks it.
+        case rewrite(position: UInt64)
         case seal
         case read(position: UInt64)
     }
@@ -25,13 +27,17 @@ extension VolumeClient {
     var checkpointDue: Bool {
         segment == nil || recordsSinceCheckpoint >= config.checkpointRecords
             || now - lastCheckpointAt >= config.checkpointInterval
-            || checkpointGarbage.count >= min(config.checkpointGarbageMax, max(16, entries.count / 4))
+            || checkpointGarbage.count >= min(config.checkpointGarbageMax, max(16, entries.count / 2))
     }
 
     /// The snapshot's blocks are durable: commit it by append, or by checkpoint.
     mutating func commitSnapshot() {
         var f = flush!
         if let seg = segment, !checkpointDue, let record = logRecord(for: f) {
+            guard now < leaseValidUntil else {
+                // Nothing sent: the flush simply fails, and a later one may succeed once renewed.
+                return failFlush(.leaseNotRenewed(volume: info.name))
+            }
             if config.canary == .ackFlushBeforeCommit {
                 // Injected bug: acknowledged with no record, so a crash forgets "durable" data.
                 return committedViaLog(f)
@@ -68,7 +74,7 @@ extension VolumeClient {
         let ref = seg.ref(volume: info.id, position: position)
         for n in seg.nodes {
             let rpc = allocateRPC(.log(.append(position: position)), node: n)
-            out.append(.send(to: n, .putBlock(rpc, ref, bytes, durable: true)))
+            out.append(.send(to: n, .putBlock(rpc, ref, bytes, durable: true, restore: phase == .opening)))
         }
     }
 
@@ -88,8 +94,10 @@ extension VolumeClient {
     mutating func logReplied(_ what: LogRPC, from node: NodeID, _ reply: LogReply) {
         switch (what, reply) {
         case (.append(let position), .put(let result)): appendReplied(position, from: node, result)
+        case (.rewrite(let position), .put(let result)): rewriteReplied(position, from: node, result)
         case (.seal, .put(let result)): sealReplied(from: node, result)
-        case (.read(let position), .get(let result)): tailReplied(position, from: node, result)
+        case (.read(let position), .get(let result)):
+            if config.readOnly { followReplied(position, from: node, result) } else { tailReplied(position, from: node, result) }
         default: break
         }
     }
@@ -99,8 +107,10 @@ extension VolumeClient {
         noteNode(node, ok: false)
         switch what {
         case .append(let position): appendReplied(position, from: node, .failure(.ioError))
+        case .rewrite(let position): rewriteReplied(position, from: node, .failure(.ioError))
         case .seal: sealReplied(from: node, .failure(.ioError))
-        case .read(let position): tailReplied(position, from: node, .failure(.ioError))
+        case .read(let position):
+            if config.readOnly { followReplied(position, from: node, .failure(.ioError)) } else { tailReplied(position, from: node, .failure(.ioError)) }
         }
     }
 
@@ -125,9 +135,11 @@ extension VolumeClient {
                 startSegmentHeader()
             } else {
                 // A node may lack this record while another holds it: never append here again.
+                // It may also be on every node (a lost reply): a recovery would replay it.
                 stats.abandonedSegments += 1
                 abandonSegment(end: position)
                 guard var f = flush, case .append = f.stage else { return }
+                keepUntilSettled(f)
                 f.snapshotPages = Set(f.snapshotPages).union(checkpointPages).sorted()
                 flush = f
                 writeMap()

@@ -71,7 +71,8 @@ extension VolumeClient {
                 return refreshEnded(found: false)
             }
             if case .refreshHead = pending.purpose, (head.first?.modRevision ?? 0) == headModRevision {
-                return refreshEnded(found: false)
+                // The same checkpoint: what the log added since.
+                return readNextFollowed() ? () : refreshEnded(found: false)
             }
             loadHead(head.first)
         case .keepAlive:
@@ -86,6 +87,8 @@ extension VolumeClient {
             }
         case .commit:
             commitReplied(response)
+        case .closeLog:
+            closeReplied(response)
         }
     }
 
@@ -99,8 +102,10 @@ extension VolumeClient {
         headModRevision = kv.modRevision
         generation = h.generation
         rootEntry = h.root
-        // A writer seals and replays the head's log segment once the map is loaded.
-        if !config.readOnly, let seg = h.log { recovery = LogRecovery(segment: seg) }
+        // A writer seals and replays the head's log segment once the map is loaded; a reader
+        // follows it.
+        if !config.readOnly, let seg = h.log { recovery = LogRecovery(segment: seg, head: h) }
+        followHead(h.log)
         guard let root = h.root else { return mapLoaded() }
         open = .loadRoot
         startMapFetch(BlockRef.rootIndex, root)
@@ -117,10 +122,11 @@ extension VolumeClient {
         if phase == .opening {
             if recovery != nil { return startRecovery() }
             becomeReady()
+            if config.readOnly { refreshing = readNextFollowed() }
         } else {
             open = .done
             stats.refreshes += 1
-            refreshEnded(found: true)
+            if !readNextFollowed() { refreshEnded(found: true) }
         }
     }
 
@@ -243,6 +249,7 @@ extension VolumeClient {
                 retryOpen(from: .grantLease)
             case .keepAlive: keepAliveInFlight = false
             case .commit: retryCommitLater()
+            case .closeLog: recoveryRetryLater()
             case .readHead: retryOpen(from: .readHead)
             case .refreshHead: refreshEnded(found: false)
             }

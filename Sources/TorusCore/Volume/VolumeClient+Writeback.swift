@@ -117,7 +117,9 @@ extension VolumeClient {
         // Map blocks are written right before the commit, so they are durable at once; data
         // blocks too unless `durableWriteback` is off (then a flush syncs them, VolumeClient+Sync.swift).
         let durable = wb.durable && config.canary != .ackBeforeReplicaSync
-        out.append(.send(to: node, .putBlock(rpc, wb.ref, wb.data, durable: durable)))
+        // The recovery's checkpoint makes what it replayed durable: like a repair, it may use
+        // the slots a node near full keeps back.
+        out.append(.send(to: node, .putBlock(rpc, wb.ref, wb.data, durable: durable, restore: phase == .opening)))
     }
 
     mutating func putReplied(_ rpc: RPCID, from node: NodeID, _ result: Result<Void, StoreError>) {

@@ -63,6 +63,8 @@ public struct VolumeClient: Sendable {
     var append: LogAppend?
     /// Sealing and replaying the opened head's segment.
     var recovery: LogRecovery?
+    /// Read-only clients: the log after the checkpoint they serve (`VolumeClient+Follow.swift`).
+    var follow: LogFollow?
     /// The last record whose append acknowledged a FLUSH: (segment epoch, position).
     public internal(set) var lastAckedLog: (epoch: UInt64, position: UInt64)?
     /// Where this writer's recovery found the opened head's log to end: (segment epoch, first
@@ -169,6 +171,8 @@ public struct VolumeClient: Sendable {
         public var abandonedSegments = 0
         /// Records replayed from the log when the volume was opened.
         public var replayedRecords = 0
+        /// Read-only clients: log records applied after the checkpoint they loaded.
+        public var followedRecords = 0
     }
 
     public init(info: VolumeInfo, ring: Ring, clientID: NodeID, config: VolumeClientConfig, seed: UInt64) {

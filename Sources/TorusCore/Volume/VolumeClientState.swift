@@ -99,6 +99,8 @@ extension VolumeClient {
     struct PendingMeta: Sendable {
         enum Purpose: Sendable {
             case grant, readLock, acquire(previousEpoch: UInt64), keepAlive, commit, readHead, refreshHead
+            /// Recovery records where the opened head's log ends (`VolumeClient+Recovery.swift`).
+            case closeLog
         }
         var purpose: Purpose
         var request: MetaRequest

@@ -160,7 +160,7 @@ public struct VolumeClientConfig: Sendable {
     /// of a log append once this many records or this much time passed since the last one.
     public var checkpointRecords = 256
     public var checkpointInterval = Nanoseconds.seconds(5)
-    /// Refs replaced by log commits, over this many (or a quarter of the volume's blocks),
+    /// Refs replaced by log commits, over this many (or half the volume's blocks),
     /// also call for a checkpoint: they can be deleted only once one no longer names them.
     public var checkpointGarbageMax = 8192
 
