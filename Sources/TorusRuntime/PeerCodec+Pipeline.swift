@@ -40,3 +40,12 @@ public final class PeerFrameEncoder: ChannelOutboundHandler, Sendable {
         }
     }
 }
+
+extension PeerCodec {
+    /// Socket reads of up to 1 MiB on peer connections (NIO's default stops at 64 KiB, less
+    /// than one 64 KiB block's frame): a read takes many frames at once (docs/peer-protocol.md,
+    /// "Performance").
+    static var receiveAllocator: AdaptiveRecvByteBufferAllocator {
+        AdaptiveRecvByteBufferAllocator(minimum: 4096, initial: 256 << 10, maximum: 1 << 20)
+    }
+}
