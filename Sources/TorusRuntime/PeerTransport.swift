@@ -241,7 +241,7 @@ extension VolumeServer {
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandlers(
-                        ByteToMessageHandler(PeerFrameDecoder()), PeerFrameEncoder(),
+                        PeerFrameReader(), PeerFrameEncoder(),
                         PeerClientHandler(owner: volume, node: node, link: link))
                 }
             }

@@ -66,7 +66,7 @@ public final class StorageNodeServer: @unchecked Sendable {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandlers(
-                        ByteToMessageHandler(PeerFrameDecoder()), PeerFrameEncoder(), PeerServerHandler(server: self))
+                        PeerFrameReader(), PeerFrameEncoder(), PeerServerHandler(server: self))
                 }
             }
             .bind(host: host, port: port)
