@@ -20,8 +20,9 @@ public struct PeerFrameDecoder: ByteToMessageDecoder {
 }
 
 /// Outbound: `PeerFrame`s to bytes, one exactly sized buffer per frame (so a 64 MiB block
-/// does not leave a 64 MiB buffer behind). An unencodable frame fails its write promise and
-/// is reported to `errorCaught`; nothing is written for it.
+/// does not leave a 64 MiB buffer behind), except that a block of 16 KiB or more is lent to
+/// NIO instead of copied (`PeerCodec.encodeVectored`). An unencodable frame fails its write
+/// promise and is reported to `errorCaught`; nothing is written for it.
 public final class PeerFrameEncoder: ChannelOutboundHandler, Sendable {
     public typealias OutboundIn = PeerFrame
     public typealias OutboundOut = ByteBuffer
@@ -31,6 +32,12 @@ public final class PeerFrameEncoder: ChannelOutboundHandler, Sendable {
     public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let frame = Self.unwrapOutboundIn(data)
         do {
+            if let parts = try PeerCodec.encodeVectored(frame, allocator: context.channel.allocator) {
+                context.write(Self.wrapOutboundOut(parts.head), promise: nil)
+                context.write(Self.wrapOutboundOut(parts.bulk), promise: nil)
+                context.write(Self.wrapOutboundOut(parts.trailer), promise: promise)
+                return
+            }
             var out = context.channel.allocator.buffer(capacity: try PeerCodec.encodedSize(of: frame))
             try PeerCodec.encode(frame, into: &out)
             context.write(Self.wrapOutboundOut(out), promise: promise)
@@ -38,5 +45,14 @@ public final class PeerFrameEncoder: ChannelOutboundHandler, Sendable {
             promise?.fail(error)
             context.fireErrorCaught(error)
         }
+    }
+}
+
+extension PeerCodec {
+    /// Socket reads of up to 1 MiB on peer connections (NIO's default stops at 64 KiB, less
+    /// than one 64 KiB block's frame): a read takes many frames at once (docs/peer-protocol.md,
+    /// "Performance").
+    static var receiveAllocator: AdaptiveRecvByteBufferAllocator {
+        AdaptiveRecvByteBufferAllocator(minimum: 4096, initial: 256 << 10, maximum: 1 << 20)
     }
 }

@@ -67,6 +67,14 @@ public enum PeerCodec {
         return frame
     }
 
+    /// The size of the frame at the start of `buffer`'s readable bytes (header, payload and
+    /// trailer) once its header is there, else nil; throws what `decode` would throw for the
+    /// bytes at hand. Consumes nothing.
+    static func frameSize(atStartOf buffer: ByteBuffer) throws(PeerProtocolError) -> Int? {
+        guard let header = try peekHeader(buffer) else { return nil }
+        return headerSize + header.length + trailerSize
+    }
+
     /// CRC-32C of `length` bytes of `buffer` at absolute index `index`, without copying.
     static func checksum(_ buffer: ByteBuffer, at index: Int, length: Int) -> UInt32 {
         buffer.getSlice(at: index, length: length)!.withUnsafeReadableBytes { CRC32C.checksum($0) }

@@ -22,6 +22,7 @@ final class PeerServerHandler: ChannelInboundHandler, @unchecked Sendable {
     /// Refs of the requests not answered yet: replies carry the ref on the wire.
     private var pendingRefs: [RPCID: BlockRef] = [:]
     var needsFlush = false
+    private var flushQueued = false
 
     init(server: StorageNodeServer) {
         self.server = server
@@ -84,10 +85,19 @@ final class PeerServerHandler: ChannelInboundHandler, @unchecked Sendable {
         needsFlush = true
     }
 
+    /// Flushes what `send` queued at the end of this turn of the loop, so that every reply of
+    /// one read (or of a batch of disk completions) leaves in one `writev` (docs/peer-protocol.md,
+    /// "Performance"). The task runs before the loop waits again: a lone reply is not delayed.
     func flush() {
-        guard needsFlush, let context else { return }
-        needsFlush = false
-        context.flush()
+        guard needsFlush, !flushQueued, let context else { return }
+        flushQueued = true
+        let ctx = NIOLoopBound(context, eventLoop: context.eventLoop)
+        context.eventLoop.execute {
+            self.flushQueued = false
+            guard self.needsFlush, self.context != nil else { return }
+            self.needsFlush = false
+            ctx.value.flush()
+        }
     }
 
     private func peerMetadata(_ context: ChannelHandlerContext) -> Logger.Metadata {
@@ -118,7 +128,10 @@ final class PeerLink: @unchecked Sendable {
     var connecting = false
     /// Frames sent while the connection is being set up.
     var queued: [PeerFrame] = []
+    /// Written to since the last flush (the link is in its owner's `linksToFlush`).
     var needsFlush = false
+    /// A flush is queued on the loop (`flushSoon`).
+    var flushQueued = false
     /// In-process path: the node runs in this process; messages go straight to its loop.
     let local: StorageNodeServer?
     /// Messages of the current writer step for `local`, handed over in one batch by `flushLinks`.
@@ -223,11 +236,12 @@ extension VolumeServer {
         link.connecting = true
         ClientBootstrap(group: loop)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.recvAllocator, value: PeerCodec.receiveAllocator)
             .connectTimeout(.seconds(2))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandlers(
-                        ByteToMessageHandler(PeerFrameDecoder()), PeerFrameEncoder(),
+                        PeerFrameReader(), PeerFrameEncoder(),
                         PeerClientHandler(owner: volume, node: node, link: link))
                 }
             }
@@ -258,10 +272,22 @@ extension VolumeServer {
                 handOver(link, to: server, from: volume)
                 continue
             }
+            flushSoon(link)
+        }
+        volume.linksToFlush.removeAll()
+    }
+
+    /// Flushes a TCP link at the end of this turn of the loop: the requests of every writer step
+    /// in one batch of socket events (many NBD commands in one read, many node replies) leave in
+    /// one `writev` (docs/peer-protocol.md, "Performance"); the task runs before the loop waits.
+    private func flushSoon(_ link: PeerLink) {
+        guard !link.flushQueued else { return }
+        link.flushQueued = true
+        loop.execute {
+            link.flushQueued = false
             link.needsFlush = false
             link.channel?.flush()
         }
-        volume.linksToFlush.removeAll()
     }
 
     /// The in-process path: one hop to the node's loop per writer step and link, and one

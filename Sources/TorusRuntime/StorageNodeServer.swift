@@ -62,10 +62,11 @@ public final class StorageNodeServer: @unchecked Sendable {
             .serverChannelOption(.backlog, value: 64)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.recvAllocator, value: PeerCodec.receiveAllocator)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandlers(
-                        ByteToMessageHandler(PeerFrameDecoder()), PeerFrameEncoder(), PeerServerHandler(server: self))
+                        PeerFrameReader(), PeerFrameEncoder(), PeerServerHandler(server: self))
                 }
             }
             .bind(host: host, port: port)
