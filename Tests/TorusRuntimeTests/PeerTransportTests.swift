@@ -103,13 +103,16 @@ struct PeerTransportTests {
             let port = cluster.nodes[NodeID(1)]!.port
             let foreign = PeerClusterID([UInt8](repeating: 0xAB, count: 16))!
             #expect(foreign != cluster.clusterID)
-            let hello = try Self.encoded(.hello(node: NodeID(99), cluster: foreign, maxVersion: 1))
+            let hello = try Self.encoded(.hello(node: NodeID(99), cluster: foreign, maxVersion: PeerCodec.version))
             #expect(try Self.closedAfterSending(hello, port: port, group: group))
             let early = try Self.encoded(.message(.getBlock(RPCID(1), BlockRef(volume: 1, epoch: 1, sequence: 1, index: 0))))
             #expect(try Self.closedAfterSending(early, port: port, group: group))
             #expect(try Self.closedAfterSending(Self.pattern(100, seed: 3), port: port, group: group))
+            // A HELLO of this cluster that speaks only the previous protocol version is refused.
+            let old = try Self.encoded(.hello(node: NodeID(97), cluster: cluster.clusterID, maxVersion: PeerCodec.version - 1))
+            #expect(try Self.closedAfterSending(old, port: port, group: group))
             // A well-formed HELLO of this cluster is accepted (the connection stays open).
-            let ours = try Self.encoded(.hello(node: NodeID(98), cluster: cluster.clusterID, maxVersion: 1))
+            let ours = try Self.encoded(.hello(node: NodeID(98), cluster: cluster.clusterID, maxVersion: PeerCodec.version))
             #expect(try !Self.closedAfterSending(ours, port: port, group: group))
 
             let data = Self.pattern(256 << 10, seed: 9)
