@@ -73,7 +73,8 @@ extension VolumeClient {
         // then go at the disks' pace, as with durable write-back, rather than in bursts behind
         // syncs of a cache full of pinned blocks.
         let pressure = unsyncedBytes >= config.unsyncedBytesHigh
-        let durable = key >= BlockRef.mapIndexBase || config.durableWriteback || pressure
+        // A FLUSH waiting on this copy would sync it next: a durable put saves that round trip.
+        let durable = key >= BlockRef.mapIndexBase || config.durableWriteback || pressure || flushIsWritingBack
         if durable && pressure && key < BlockRef.mapIndexBase && !config.durableWriteback { stats.pressureDurableWritebacks += 1 }
         writebacks[key] = Writeback(ref: ref, entry: entry, version: version, data: data, remaining: nodes,
                                     candidates: all, durable: durable)
