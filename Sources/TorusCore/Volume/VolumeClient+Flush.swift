@@ -54,7 +54,7 @@ extension VolumeClient {
             pumpFlush()
             return
         }
-        f.snapshot = entries
+        f.snapshot = MapSnapshot(of: entries, pages: changed, entriesPerPage: entriesPerPage)
         f.floor = collectionFloor()
         f.snapshotPages = changed
         f.stage = .sync
@@ -69,7 +69,7 @@ extension VolumeClient {
         var f = flush!
         if config.canary != .ackBeforeReplicaSync {
             for ref in unsynced.keys {
-                precondition(Int(ref.index) >= f.snapshot.count || f.snapshot[Int(ref.index)]?.ref(volume: info.id, index: ref.index) != ref,
+                precondition(Int(ref.index) >= f.snapshot.count || f.snapshot.entry(Int(ref.index), committed: committed)?.ref(volume: info.id, index: ref.index) != ref,
                              "writing a map that names \(ref), which is not durable on every replica")
             }
         }
@@ -78,7 +78,8 @@ extension VolumeClient {
         for p in f.snapshotPages {
             let lo = p * entriesPerPage
             let hi = min(entries.count, lo + entriesPerPage)
-            let bytes = BlockMapCodec.encodePage(volume: info.id, page: UInt64(p), entries: f.snapshot[lo..<hi],
+            let page = f.snapshot.pages[p].map { $0[...] } ?? committed[lo..<hi]
+            let bytes = BlockMapCodec.encodePage(volume: info.id, page: UInt64(p), entries: page,
                                                  blockSize: info.blockSize)
             let key = BlockRef.mapIndexBase + UInt64(p)
             let ref = BlockRef(volume: info.id, epoch: epoch, sequence: nextSequence, index: key)
@@ -206,9 +207,11 @@ extension VolumeClient {
         for p in f.snapshotPages {
             let lo = p * entriesPerPage
             let hi = min(entries.count, lo + entriesPerPage)
-            for i in lo..<hi where committed[i] != f.snapshot[i] {
-                if let old = committed[i] { garbage.append(old.ref(volume: info.id, index: UInt64(i))) }
-                committed[i] = f.snapshot[i]
+            if let page = f.snapshot.pages[p] {
+                for i in lo..<hi where committed[i] != page[i - lo] {
+                    if let old = committed[i] { garbage.append(old.ref(volume: info.id, index: UInt64(i))) }
+                    committed[i] = page[i - lo]
+                }
             }
             if let old = pageRefs[p] { garbage.append(old.ref(volume: info.id, index: BlockRef.mapIndexBase + UInt64(p))) }
         }
@@ -236,8 +239,9 @@ extension VolumeClient {
     mutating func keepUntilSettled(_ f: FlushState) {
         for p in f.snapshotPages {
             let lo = p * entriesPerPage
-            for i in lo..<min(entries.count, lo + entriesPerPage) where f.snapshot[i] != committed[i] {
-                if let e = f.snapshot[i] { uncertain.insert(e.ref(volume: info.id, index: UInt64(i))) }
+            guard let page = f.snapshot.pages[p] else { continue }
+            for i in lo..<min(entries.count, lo + entriesPerPage) where page[i - lo] != committed[i] {
+                if let e = page[i - lo] { uncertain.insert(e.ref(volume: info.id, index: UInt64(i))) }
             }
         }
         for ref in deferredDeletes { uncertain.insert(ref) }

@@ -97,7 +97,7 @@ extension VolumeClient {
         }
         let i = Int(ref.index)
         guard i < entries.count else { return false }
-        return same(entries[i]) || (flush.map { i < $0.snapshot.count && same($0.snapshot[i]) } ?? false)
+        return same(entries[i]) || (flush.map { i < $0.snapshot.count && same($0.snapshot.entry(i, committed: committed)) } ?? false)
     }
 
     /// A one-line account of what the client is waiting for (for liveness failure reports).

@@ -59,9 +59,10 @@ extension VolumeClient {
         let capacity = LogRecord.capacity(blockSize: info.blockSize)
         for p in f.snapshotPages {
             let lo = p * entriesPerPage
-            for i in lo..<min(entries.count, lo + entriesPerPage) where f.snapshot[i] != committed[i] {
+            guard let page = f.snapshot.pages[p] else { continue }
+            for i in lo..<min(entries.count, lo + entriesPerPage) where page[i - lo] != committed[i] {
                 if changes.count == capacity { return nil }
-                changes.append(.init(index: UInt64(i), entry: f.snapshot[i]))
+                changes.append(.init(index: UInt64(i), entry: page[i - lo]))
             }
         }
         return LogRecord(volume: info.id, epoch: epoch, position: nextPosition, generation: generation + 1,
@@ -174,9 +175,10 @@ extension VolumeClient {
         generation += 1
         for p in f.snapshotPages {
             let lo = p * entriesPerPage
-            for i in lo..<min(entries.count, lo + entriesPerPage) where committed[i] != f.snapshot[i] {
+            guard let page = f.snapshot.pages[p] else { continue }
+            for i in lo..<min(entries.count, lo + entriesPerPage) where committed[i] != page[i - lo] {
                 if let old = committed[i] { checkpointGarbage.append(old.ref(volume: info.id, index: UInt64(i))) }
-                committed[i] = f.snapshot[i]
+                committed[i] = page[i - lo]
             }
         }
         checkpointPages.formUnion(f.snapshotPages)

@@ -132,7 +132,7 @@ extension VolumeClient {
         if config.canary != .ackBeforeReplicaSync {
             for (ref, _) in unsynced {
                 let i = Int(ref.index)
-                if i < f.snapshot.count, f.snapshot[i]?.ref(volume: info.id, index: ref.index) == ref {
+                if i < f.snapshot.count, f.snapshot.entry(i, committed: committed)?.ref(volume: info.id, index: ref.index) == ref {
                     return syncUnsynced()
                 }
             }

@@ -213,7 +213,7 @@ extension VolumeClient {
                 let ref = old.ref(volume: info.id, index: block)
                 if uncertain.contains(ref) {
                     // A commit whose outcome we never learned names it: the next commit decides.
-                } else if let f = flush, !f.snapshot.isEmpty, f.snapshot[idx] == old {
+                } else if let f = flush, !f.snapshot.isEmpty, f.snapshot.entry(idx, committed: committed) == old {
                     deferredDeletes.append(ref)
                 } else {
                     deleteRefs([ref])

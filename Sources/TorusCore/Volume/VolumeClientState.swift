@@ -146,6 +146,35 @@ extension VolumeClient {
         static func < (a: DirtyKey, b: DirtyKey) -> Bool { (a.since, a.block) < (b.since, b.block) }
     }
 
+    /// The map a flush commits: copies of the pages changed since the last commit; every other
+    /// entry is the committed one, which only this flush's commit changes. Copying the whole map
+    /// cost O(volume size) per FLUSH.
+    struct MapSnapshot: Sendable {
+        /// Blocks in the volume when it was taken (0: not taken yet).
+        var count = 0
+        var pages: [Int: [MapEntry?]] = [:]
+        var entriesPerPage = 1
+
+        var isEmpty: Bool { count == 0 }
+
+        init() {}
+
+        init(of entries: [MapEntry?], pages changed: [Int], entriesPerPage: Int) {
+            count = entries.count
+            self.entriesPerPage = entriesPerPage
+            for p in changed {
+                let lo = p * entriesPerPage
+                pages[p] = Array(entries[lo..<min(entries.count, lo + entriesPerPage)])
+            }
+        }
+
+        /// Entry `i` as of the snapshot, given the committed map.
+        func entry(_ i: Int, committed: [MapEntry?]) -> MapEntry? {
+            if let page = pages[i / entriesPerPage] { return page[i % entriesPerPage] }
+            return committed[i]
+        }
+    }
+
     struct FlushState: Sendable {
         enum Stage: Sendable {
             /// Waiting until each block's written version reaches its target.
@@ -160,7 +189,7 @@ extension VolumeClient {
         }
         var waiters: [FlushWaiter]
         var stage: Stage
-        var snapshot: [MapEntry?] = []
+        var snapshot = MapSnapshot()
         var snapshotPages: [Int] = []
         var newPageRefs: [MapEntry?] = []
         var newRoot: MapEntry?
