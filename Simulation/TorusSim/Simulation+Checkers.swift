@@ -90,4 +90,27 @@ extension Simulation {
                     + (options.zones > 0 ? " (needs \(zonesWanted) zones)" : ""))
         }
     }
+
+    /// A storage node's recovery: every copy it recovered holds its bytes on the disk, for a
+    /// node claims such copies durable. Nodes that may suffer media faults are skipped (their
+    /// copies may rot; reads and scrub deal with that).
+    func checkRecoveredStore(_ store: BlockStore, node n: Int) {
+        guard violation == nil, !slots[n].mediaFaults else { return }
+        var after: BlockRef?
+        while true {
+            let (refs, complete) = store.listRefs(after: after, limit: 1024)
+            for ref in refs {
+                let (offset, crc) = store.location(of: ref)!
+                let bytes = slots[n].disk.readDurable(offset: offset, length: slots[n].config.blockSize)
+                guard CRC32C.checksum(bytes) == crc else {
+                    violation = SectorModel.Violation(
+                        promise: .durability,
+                        detail: "node \(slots[n].id) recovered a copy of \(ref) whose slot does not hold its bytes")
+                    return
+                }
+            }
+            if complete || refs.isEmpty { return }
+            after = refs.last
+        }
+    }
 }

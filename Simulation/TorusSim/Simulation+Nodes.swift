@@ -52,7 +52,11 @@ extension Simulation {
         let regions = BlockStore.journalRegions(config: config)
         let a = slots[n].disk.readDurable(offset: regions.a.offset, length: regions.a.length)
         let b = slots[n].disk.readDurable(offset: regions.b.offset, length: regions.b.length)
-        let store = BlockStore.recover(config: config, regionA: a, regionB: b)
+        let disk = slots[n].disk
+        let store = BlockStore.recover(config: config, regionA: a, regionB: b,
+                                       readSlot: { disk.readDurable(offset: config.slotOffset($0), length: config.blockSize) },
+                                       trustLastWrite: options.canary == .storeTrustsLastWrite)
+        checkRecoveredStore(store, node: n)
         slots[n].node = StorageNode(id: slots[n].id, store: store)
         slots[n].node!.ignoresSeals = options.canary == .nodeIgnoresSeal
         slots[n].diskBusyUntil = now

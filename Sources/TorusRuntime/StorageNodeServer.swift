@@ -46,7 +46,10 @@ public final class StorageNodeServer: @unchecked Sendable {
         let regions = BlockStore.journalRegions(config: config)
         let a = try disk.readSync(offset: regions.a.offset, length: regions.a.length)
         let b = try disk.readSync(offset: regions.b.offset, length: regions.b.length)
-        return (disk, BlockStore.recover(config: config, regionA: a, regionB: b))
+        let store = BlockStore.recover(config: config, regionA: a, regionB: b, readSlot: { slot in
+            try? disk.readSync(offset: config.slotOffset(slot), length: config.blockSize)
+        })
+        return (disk, store)
     }
 
     /// Store geometry for a data file of `diskBytes` with `blockSize` slots (production's

@@ -75,6 +75,8 @@ struct ScenarioTests {
         ("canary-ack-before-log-replicas.yaml", "durability|fencing"),
         ("canary-replay-skips-record.yaml", "durability"),
         ("canary-truncate-before-checkpoint.yaml", "fencing|durability"),
+        // One sync per store cycle: the recovery checker sees a copy claimed without its bytes.
+        ("canary-store-trusts-last-write.yaml", "durability"),
     ])
     func canaryPromise(_ file: String, _ promise: String) throws {
         let sc = try Scenario.load(path: Self.directory + "/" + file)
@@ -165,8 +167,10 @@ struct ScenarioTests {
             #expect(r.ringVersion == 2)
             let stored = Double(r.liveBlocks * sc.options.replication)
             let share = Double(r.moves) / stored
-            // Ideal 1/5; reads that find a block missing on its new node put it there too.
-            #expect(share > 0.13 && share < 0.27, "seed \(seed): moved \(r.moves) of \(Int(stored)) stored copies (\(share))")
+            // Ideal 1/5; reads that find a block missing on its new node put it there too. Blocks
+            // written back after the join go to the new node directly and are not moves (seed 2:
+            // 131 moved, 111 written there), hence the low floor; convergence checks placement.
+            #expect(share > 0.10 && share < 0.27, "seed \(seed): moved \(r.moves) of \(Int(stored)) stored copies (\(share))")
             #expect(r.trimmed >= r.moves * 9 / 10, "seed \(seed): \(r.moves) moved but only \(r.trimmed) old copies deleted")
         }
         // Without deleting old copies (the ring never settles), the placement check fails.

@@ -36,7 +36,8 @@ final class InstantCluster {
 
     func boot(_ id: NodeID) {
         let r = BlockStore.journalRegions(config: config)
-        let store = BlockStore.recover(config: config, regionA: read(id, r.a.offset, r.a.length), regionB: read(id, r.b.offset, r.b.length))
+        let store = BlockStore.recover(config: config, regionA: read(id, r.a.offset, r.a.length), regionB: read(id, r.b.offset, r.b.length),
+                                       readSlot: { read(id, config.slotOffset($0), config.blockSize) })
         nodes[id] = StorageNode(id: id, store: store)
         reachable.insert(id)
         perform(id, nodes[id]!.start())

@@ -4,7 +4,6 @@ extension BlockStore {
     enum Phase: Hashable, Sendable {
         /// Data writes issued before the cycle started that have not completed.
         case awaitingWrites(Set<DiskOpID>)
-        case dataSync(DiskOpID)
         case journalWrite(DiskOpID, sectors: Int)
         case journalSync(DiskOpID, sectors: Int)
         case snapshotWrite(DiskOpID)
@@ -15,7 +14,7 @@ extension BlockStore {
         var op: DiskOpID? {
             switch self {
             case .awaitingWrites: nil
-            case let .dataSync(op), let .journalWrite(op, _), let .journalSync(op, _), let .snapshotWrite(op),
+            case let .journalWrite(op, _), let .journalSync(op, _), let .snapshotWrite(op),
                 let .snapshotSync(op), let .headerWrite(op), let .headerSync(op):
                 op
             }
@@ -49,8 +48,8 @@ extension BlockStore {
     }
 
     /// Deleted slots come back only through a cycle. While data is being written and plenty of
-    /// slots are free, deletes wait for a cycle that runs anyway (each cycle costs two disk
-    /// syncs, and overwrites delete all the time); once free slots run short, or no put is
+    /// slots are free, deletes wait for a cycle that runs anyway (each cycle costs a disk
+    /// sync, and overwrites delete all the time); once free slots run short, or no put is
     /// writing (a garbage-collection pass, a quiet moment), a delete starts one.
     var deletesDue: Bool {
         freeingCount > 0
@@ -65,7 +64,7 @@ extension BlockStore {
         if waiting.isEmpty { captureBatch(&out) }
     }
 
-    /// Step 2: every data write the batch depends on has completed; fix the batch and sync.
+    /// Step 2: every data write the batch depends on has completed; fix the batch.
     mutating func captureBatch(_ out: inout [StoreOutput]) {
         let n = min(unjournaled.count, config.journalBatchLimitRecords)
         cycle!.batchCount = n
@@ -77,15 +76,13 @@ extension BlockStore {
             commitBatch()
             return finishCycle(failed: false, &out)
         }
-        let op = nextOp()
-        cycle!.phase = .dataSync(op)
-        out.append(.disk(op, .sync))
+        // No sync of the data first: the journal's sync covers both, and recovery checks the
+        // last write's puts against their slots (`BlockStore.recover`).
+        appendOrCompact(&out)
     }
 
     mutating func cycleStepCompleted(_ phase: Phase, _ completion: DiskCompletion, _ out: inout [StoreOutput]) {
         switch (phase, completion) {
-        case (.dataSync, .synced(.success)):
-            appendOrCompact(&out)
         case let (.journalWrite(_, sectors), .written(.success)):
             let op = nextOp()
             cycle!.phase = .journalSync(op, sectors: sectors)
@@ -111,8 +108,6 @@ extension BlockStore {
             compactionsCompleted += 1
             commitBatch()
             finishCycle(failed: false, &out)
-        case (.dataSync, .synced(.failure)):
-            finishCycle(failed: true, &out)
         case (.journalWrite, .written(.failure)), (.journalSync, .synced(.failure)),
             (.snapshotWrite, .written(.failure)), (.snapshotSync, .synced(.failure)),
             (.headerWrite, .written(.failure)), (.headerSync, .synced(.failure)):

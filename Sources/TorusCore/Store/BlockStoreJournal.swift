@@ -13,7 +13,8 @@
 /// Journal sector (sectors 1... of a region; the first `snapshot sectors` hold the snapshot):
 ///
 ///     0  u32 magic "TSJS"        4  u32 crc32c           8  u64 generation
-///     16 u64 sequence (= sector index within the region) 24 u32 record count 28 u32 zero
+///     16 u64 sequence (= sector index within the region) 24 u32 record count
+///     28 u32 the sector's index within the write that wrote it (0: first; finds the last batch)
 ///     32.. records, 48 bytes each, then zero
 ///
 /// Record: `u8 op (1 put, 2 delete), 3 zero bytes, u32 data crc32c, u64 slot, 32-byte BlockRef`.
@@ -61,7 +62,7 @@ enum BlockStoreFormat {
             w.u64(generation)
             w.u64(UInt64(sequence))
             w.u32(UInt32(chunk.count))
-            w.u32(0)
+            w.u32(UInt32(sequence - firstSequence))
             // The records through one buffer (the layout above; the zero bytes are zero).
             w.append(chunk.count * recordBytes) { p in
                 var o = 0
@@ -144,13 +145,20 @@ enum BlockStoreFormat {
     static func decodeSector(
         _ sector: ArraySlice<UInt8>, generation: UInt64, sequence: Int, config: BlockStoreConfig
     ) -> [Record]? {
+        decodeSectorInWrite(sector, generation: generation, sequence: sequence, config: config)?.records
+    }
+
+    /// `decodeSector`, with the sector's index within the write that wrote it.
+    static func decodeSectorInWrite(
+        _ sector: ArraySlice<UInt8>, generation: UInt64, sequence: Int, config: BlockStoreConfig
+    ) -> (records: [Record], indexInWrite: Int)? {
         guard let v = verifiedSector(sector), v.magic == journalSectorMagic, v.generation == generation else {
             return nil
         }
         var r = ByteReader(sector)
         _ = r.raw(16)
-        guard let seq = r.u64(), seq == UInt64(sequence), let count = r.u32(), let _ = r.u32(),
-            Int(count) <= config.recordsPerSector
+        guard let seq = r.u64(), seq == UInt64(sequence), let count = r.u32(), let inWrite = r.u32(),
+            Int(count) <= config.recordsPerSector, Int(inWrite) < sequence
         else { return nil }
         var records: [Record] = []
         records.reserveCapacity(Int(count))
@@ -161,6 +169,6 @@ enum BlockStoreFormat {
             guard slot < UInt64(config.totalSlots) else { return nil }
             records.append(Record(op: op, ref: ref, slot: Int(slot), crc: crc))
         }
-        return records
+        return (records, Int(inWrite))
     }
 }

@@ -19,6 +19,9 @@ extension BlockStore {
         public var stoppedAtInconsistentRecord: Bool
         /// A region with a newer header was skipped because its snapshot did not verify.
         public var skippedDamagedRegion: Bool
+        /// Puts of the last journal write whose slot did not hold their bytes: that write's sync
+        /// never completed (it covers data and journal at once), so none was acknowledged.
+        public var droppedUnsyncedPuts: Int = 0
         /// Refs in the recovered index.
         public var refs: Int
         /// Generation the store's first compaction uses: above every generation found in any
@@ -32,14 +35,19 @@ extension BlockStore {
     /// Picks the verified region header with the highest generation whose snapshot sectors all
     /// verify, loads the snapshot, then replays appended sectors in sequence order up to the
     /// first one that does not verify (bad CRC, other generation, wrong sequence): only that
-    /// prefix is trusted. Every ref recovered is durable. The returned store has a compaction
+    /// prefix is trusted. One sync makes a cycle's data and journal durable together, so the
+    /// puts of the last journal write are checked against their slots (`readSlot`: the bytes
+    /// at `config.slotOffset(slot)`, nil if unreadable) and dropped if they do not match.
+    /// Every ref recovered is durable. The returned store has a compaction
     /// into the other region pending: call `start()` and perform its outputs before anything
     /// else. Traps if the regions have the wrong size or were formatted with another layout.
     ///
     /// `firstDiskOpID` is the first id this life gives its disk requests; a driver that may
     /// still see completions from before a crash can start each life in its own id range.
+    /// `trustLastWrite` is an injected bug (simulator canary `store-trusts-last-write`).
     public static func recover(
-        config: BlockStoreConfig, regionA: [UInt8], regionB: [UInt8], firstDiskOpID: DiskOpID = DiskOpID(1)
+        config: BlockStoreConfig, regionA: [UInt8], regionB: [UInt8], readSlot: (Int) -> [UInt8]?,
+        firstDiskOpID: DiskOpID = DiskOpID(1), trustLastWrite: Bool = false
     ) -> BlockStore {
         precondition(
             regionA.count == config.regionBytes && regionB.count == config.regionBytes,
@@ -74,6 +82,13 @@ extension BlockStore {
                 break
             }
             report.skippedDamagedRegion = true
+        }
+        for r in state.lastWritePuts where !trustLastWrite && state.index[r.ref] == DurableEntry(slot: r.slot, crc: r.crc) {
+            let bytes = readSlot(r.slot)
+            if bytes?.count != config.blockSize || CRC32C.checksum(bytes!) != r.crc {
+                state.remove(r.ref)
+                report.droppedUnsyncedPuts += 1
+            }
         }
         report.refs = state.index.count
         return BlockStore(config: config, recovered: state.index, report: report, firstDiskOpID: firstDiskOpID)
@@ -115,12 +130,13 @@ extension BlockStore {
         var s = 1 + header.snapshotSectors
         sectors: while s < config.journalRegionSectors {
             guard
-                let records = BlockStoreFormat.decodeSector(
+                let (records, indexInWrite) = BlockStoreFormat.decodeSectorInWrite(
                     sector(bytes, s, config), generation: header.generation, sequence: s, config: config)
             else {
                 report.firstUntrustedSector = s
                 break
             }
+            if indexInWrite == 0 { state.lastWritePuts.removeAll() }
             // Records are in change order, so every record prefix is a consistent past state.
             for r in records {
                 guard state.apply(r) else {
@@ -128,6 +144,7 @@ extension BlockStore {
                     report.firstUntrustedSector = s
                     break sectors
                 }
+                if r.op == .put { state.lastWritePuts.append(r) }
                 report.journalRecords += 1
             }
             report.journalSectors += 1
@@ -140,6 +157,8 @@ extension BlockStore {
     struct ReplayState {
         var index: [BlockRef: DurableEntry] = [:]
         var owner: [BlockRef?]
+        /// The puts of the last journal write replayed (its sync may not have completed).
+        var lastWritePuts: [BlockStoreFormat.Record] = []
 
         init(slots: Int) { owner = [BlockRef?](repeating: nil, count: slots) }
 
@@ -159,6 +178,11 @@ extension BlockStore {
                 owner[r.slot] = nil
             }
             return true
+        }
+
+        mutating func remove(_ ref: BlockRef) {
+            guard let e = index.removeValue(forKey: ref) else { return }
+            owner[e.slot] = nil
         }
     }
 }

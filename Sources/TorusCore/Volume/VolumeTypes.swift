@@ -194,6 +194,9 @@ public struct VolumeClientConfig: Sendable {
         /// A checkpoint deletes the records it retires before its head CAS succeeded, so it
         /// runs ahead of what is durable in the metadata store.
         case truncateBeforeCheckpoint = "truncate-before-checkpoint"
+        /// A storage node's recovery trusts the puts of its journal's last write without
+        /// checking their slots, though that write's sync (data and journal) may not have completed.
+        case storeTrustsLastWrite = "store-trusts-last-write"
     }
 
     public init() {}
