@@ -84,10 +84,10 @@ extension BlockStore {
             report.skippedDamagedRegion = true
         }
         for r in state.lastWritePuts where !trustLastWrite && state.index[r.ref] == DurableEntry(slot: r.slot, crc: r.crc) {
-            let bytes = readSlot(r.slot)
-            if bytes?.count != config.blockSize || CRC32C.checksum(bytes!) != r.crc {
+            guard let bytes = readSlot(r.slot), bytes.count == config.blockSize, CRC32C.checksum(bytes) == r.crc else {
                 state.remove(r.ref)
                 report.droppedUnsyncedPuts += 1
+                continue
             }
         }
         report.refs = state.index.count

@@ -205,13 +205,9 @@ extension VolumeClient {
         // Garbage: the old versions of every block this commit replaced, old pages, old root.
         var garbage: [BlockRef] = []
         for p in f.snapshotPages {
-            let lo = p * entriesPerPage
-            let hi = min(entries.count, lo + entriesPerPage)
-            if let page = f.snapshot.pages[p] {
-                for i in lo..<hi where committed[i] != page[i - lo] {
-                    if let old = committed[i] { garbage.append(old.ref(volume: info.id, index: UInt64(i))) }
-                    committed[i] = page[i - lo]
-                }
+            for (i, entry) in f.snapshot.changes(inPage: p, from: committed) {
+                if let old = committed[i] { garbage.append(old.ref(volume: info.id, index: UInt64(i))) }
+                committed[i] = entry
             }
             if let old = pageRefs[p] { garbage.append(old.ref(volume: info.id, index: BlockRef.mapIndexBase + UInt64(p))) }
         }
@@ -238,10 +234,8 @@ extension VolumeClient {
     /// later commit settles it.
     mutating func keepUntilSettled(_ f: FlushState) {
         for p in f.snapshotPages {
-            let lo = p * entriesPerPage
-            guard let page = f.snapshot.pages[p] else { continue }
-            for i in lo..<min(entries.count, lo + entriesPerPage) where page[i - lo] != committed[i] {
-                if let e = page[i - lo] { uncertain.insert(e.ref(volume: info.id, index: UInt64(i))) }
+            for (i, entry) in f.snapshot.changes(inPage: p, from: committed) {
+                if let e = entry { uncertain.insert(e.ref(volume: info.id, index: UInt64(i))) }
             }
         }
         for ref in deferredDeletes { uncertain.insert(ref) }

@@ -58,11 +58,9 @@ extension VolumeClient {
         var changes: [LogRecord.Change] = []
         let capacity = LogRecord.capacity(blockSize: info.blockSize)
         for p in f.snapshotPages {
-            let lo = p * entriesPerPage
-            guard let page = f.snapshot.pages[p] else { continue }
-            for i in lo..<min(entries.count, lo + entriesPerPage) where page[i - lo] != committed[i] {
+            for (i, entry) in f.snapshot.changes(inPage: p, from: committed) {
                 if changes.count == capacity { return nil }
-                changes.append(.init(index: UInt64(i), entry: page[i - lo]))
+                changes.append(.init(index: UInt64(i), entry: entry))
             }
         }
         return LogRecord(volume: info.id, epoch: epoch, position: nextPosition, generation: generation + 1,
@@ -174,11 +172,9 @@ extension VolumeClient {
         stats.logCommits += 1
         generation += 1
         for p in f.snapshotPages {
-            let lo = p * entriesPerPage
-            guard let page = f.snapshot.pages[p] else { continue }
-            for i in lo..<min(entries.count, lo + entriesPerPage) where committed[i] != page[i - lo] {
+            for (i, entry) in f.snapshot.changes(inPage: p, from: committed) {
                 if let old = committed[i] { checkpointGarbage.append(old.ref(volume: info.id, index: UInt64(i))) }
-                committed[i] = page[i - lo]
+                committed[i] = entry
             }
         }
         checkpointPages.formUnion(f.snapshotPages)

@@ -168,6 +168,14 @@ extension VolumeClient {
             }
         }
 
+        /// The entries of page `p` this snapshot changes against `committed`, in block order
+        /// (none if the page did not change).
+        func changes(inPage p: Int, from committed: [MapEntry?]) -> [(index: Int, entry: MapEntry?)] {
+            guard let page = pages[p] else { return [] }
+            let lo = p * entriesPerPage
+            return page.indices.compactMap { k in page[k] != committed[lo + k] ? (lo + k, page[k]) : nil }
+        }
+
         /// Entry `i` as of the snapshot, given the committed map.
         func entry(_ i: Int, committed: [MapEntry?]) -> MapEntry? {
             if let page = pages[i / entriesPerPage] { return page[i % entriesPerPage] }
