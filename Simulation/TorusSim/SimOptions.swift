@@ -134,6 +134,10 @@ public enum FaultKind: String, CaseIterable, Sendable {
     /// a new writer takes over once the lease expires; the old one resumes when the new one is
     /// ready, still trusting its lease, and sends the append: the seal must refuse it.
     case writerPauseAppend = "writer-pause-append"
+    /// As `writer-pause-append`, but a one-round FLUSH's record leaves and the rest of that
+    /// step (its blocks' puts) is held: the successor finds a record whose blocks are nowhere
+    /// and drops it; the resumed writer's puts must then be refused (the seal).
+    case writerPauseBlocks = "writer-pause-blocks"
     /// The writer loses the metadata store, not the nodes, for `for`: it keeps appending until
     /// its lease runs out; once the lease could have expired a successor takes over while the
     /// old writer keeps running (it must acknowledge nothing the successor does not recover).

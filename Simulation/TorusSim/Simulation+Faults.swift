@@ -32,7 +32,7 @@ extension Simulation {
     /// scheduled ones do what the scenario says.
     func applyFault(_ kind: FaultKind, node: Int?, duration: Nanoseconds?, volume: Int? = nil, random: Bool = false) {
         switch kind {
-        case .leaseExpiry, .writerCrash, .writerCrashMidFlush, .writerPause, .writerPauseAppend, .writerMetadataPartition, .clockJump:
+        case .leaseExpiry, .writerCrash, .writerCrashMidFlush, .writerPause, .writerPauseAppend, .writerPauseBlocks, .writerMetadataPartition, .clockJump:
             // A writer fault hits one volume's writer (drawn only when there are several).
             cur = volume ?? (vols.count > 1 ? Int(faultRandom.below(UInt64(vols.count))) : 0)
         default:
@@ -51,7 +51,7 @@ extension Simulation {
         case .metadataSlow: applyMetadataSlow(duration: duration)
         case .leaseExpiry: applyLeaseExpiry()
         case .writerCrash: applyWriterCrash(duration: duration)
-        case .writerCrashMidFlush, .writerPause, .writerPauseAppend: armWriterFault(kind, duration: duration)
+        case .writerCrashMidFlush, .writerPause, .writerPauseAppend, .writerPauseBlocks: armWriterFault(kind, duration: duration)
         case .writerMetadataPartition: applyWriterMetadataPartition(duration: duration)
         case .clockJump: applyClockJump(duration: duration)
         case .slowDisk: applySlowDisk(node, duration: duration)

@@ -59,6 +59,7 @@ extension Simulation {
         checkRecoveredStore(store, node: n)
         slots[n].node = StorageNode(id: slots[n].id, store: store)
         slots[n].node!.ignoresSeals = options.canary == .nodeIgnoresSeal
+        slots[n].node!.ignoresDataSeals = options.canary == .nodeIgnoresDataSeal
         slots[n].diskBusyUntil = now
         let outputs = slots[n].node!.start()
         perform(node: n, outputs)

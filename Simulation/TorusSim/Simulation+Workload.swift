@@ -88,12 +88,26 @@ extension Simulation {
         }
     }
 
+    /// A writer's append of a log record (not a recovery's restoring copy).
+    static func isAppend(_ o: ClientOutput) -> Bool {
+        guard case .send(_, .putBlock(_, let ref, _, _, let restore, _)) = o else { return false }
+        return ref.index == BlockRef.logIndex && !restore
+    }
+
     func handleClient(_ outputs: [ClientOutput]) {
+        if armed == .writerPauseBlocks, client != nil, outputs.contains(where: Self.isAppend) {
+            // The record leaves; the rest of the step (the blocks' puts) is held with the writer.
+            armed = nil
+            for o in outputs where Self.isAppend(o) { if case .send(let to, let msg) = o { send(from: clientID, to: to, msg) } }
+            pauseWriter(duration: armedDuration, frozen: true)
+            pausedOutbox = outputs.filter { !Self.isAppend($0) }
+            return
+        }
         for (i, o) in outputs.enumerated() {
             guard client != nil else { return }
             switch o {
             case .send(let to, let msg):
-                if armed == .writerPauseAppend, case .putBlock(_, let ref, _, _, _) = msg, ref.index == BlockRef.logIndex {
+                if armed == .writerPauseAppend, case .putBlock(_, let ref, _, _, _, _) = msg, ref.index == BlockRef.logIndex {
                     // Frozen before the append leaves: it goes out when the writer resumes.
                     armed = nil
                     pauseWriter(duration: armedDuration, frozen: true)
@@ -101,7 +115,7 @@ extension Simulation {
                     return
                 }
                 send(from: clientID, to: to, msg)
-                if armed == .writerCrashMidFlush, case .putBlock(_, let ref, _, _, _) = msg, ref.index == BlockRef.logIndex {
+                if armed == .writerCrashMidFlush, case .putBlock(_, let ref, _, _, _, _) = msg, ref.index == BlockRef.logIndex {
                     // A log append (or a checkpoint's header) is a commit too; a crash here
                     // leaves the record on some of its nodes only.
                     return armedFaultStrikes(after: i, of: outputs)

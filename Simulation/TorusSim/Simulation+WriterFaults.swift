@@ -20,7 +20,7 @@ extension Simulation {
     /// commit (handleClient).
     func armWriterFault(_ kind: FaultKind, duration: Nanoseconds?) {
         guard armed == nil, paused == nil else { return }
-        traceEvent(.writerFaultArmed, kind == .writerPause ? 1 : kind == .writerPauseAppend ? 2 : 0)
+        traceEvent(.writerFaultArmed, kind == .writerPause ? 1 : kind == .writerPauseAppend ? 2 : kind == .writerPauseBlocks ? 3 : 0)
         armed = kind
         armedDuration = duration
     }

@@ -107,7 +107,7 @@ extension Simulation {
     /// The refs and outcomes a message carries (trace detail for readers).
     static func detail(_ msg: PeerMessage) -> String {
         switch msg {
-        case .putBlock(let rpc, let ref, _, let durable, let restore): return "put \(rpc) \(ref)\(restore ? " restore" : "")\(durable ? " durable" : "")"
+        case .putBlock(let rpc, let ref, _, let durable, let restore, let copy): return "put \(rpc) \(ref)\(restore ? " restore" : "")\(durable ? " durable" : "")\(copy ? " copy" : "")"
         case .putReply(let rpc, let r): return "put reply \(rpc) \(r)"
         case .getBlock(let rpc, let ref): return "get \(rpc) \(ref)"
         case .getRange(let rpc, let ref, let o, let l): return "get \(rpc) \(ref) bytes \(o)+\(l)"

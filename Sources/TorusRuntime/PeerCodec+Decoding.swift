@@ -19,8 +19,8 @@ extension PeerCodec {
         case .putBlock:
             let ref = try r.ref()
             let flags = try r.u8()
-            guard flags <= 3 else { throw r.malformed("put flags byte is \(flags), not 0-3") }
-            frame = .message(.putBlock(id, ref, r.rest(), durable: flags & 1 != 0, restore: flags & 2 != 0))
+            guard flags <= 7 else { throw r.malformed("put flags byte is \(flags), not 0-7") }
+            frame = .message(.putBlock(id, ref, r.rest(), durable: flags & 1 != 0, restore: flags & 2 != 0, copy: flags & 4 != 0))
         case .putReply:
             let (ref, error) = try r.replyHead()
             let result: Result<Void, StoreError> = if let error { .failure(error) } else { .success(()) }

@@ -28,7 +28,7 @@ extension PeerCodec {
 
     private static func payloadLength(of message: PeerMessage, replyRef: BlockRef?) throws(PeerProtocolError) -> Int {
         switch message {
-        case .putBlock(_, _, let bytes, _, _):
+        case .putBlock(_, _, let bytes, _, _, _):
             try requireNoRef(replyRef, message)
             return BlockRef.encodedSize + 1 + bytes.count
         case .putReply(_, let result):
@@ -102,9 +102,9 @@ extension PeerCodec {
 
     private static func writePayload(_ message: PeerMessage, replyRef: BlockRef?, into b: inout ByteBuffer) throws(PeerProtocolError) {
         switch message {
-        case let .putBlock(_, ref, bytes, durable, restore):
+        case let .putBlock(_, ref, bytes, durable, restore, copy):
             writeRef(ref, into: &b)
-            b.writeInteger(UInt8(durable ? 1 : 0) | UInt8(restore ? 2 : 0))
+            b.writeInteger(UInt8(durable ? 1 : 0) | UInt8(restore ? 2 : 0) | UInt8(copy ? 4 : 0))
             b.writeBytes(bytes)
         case let .putReply(_, result):
             writeReplyHead(try wireRef(replyRef, result.error, .putReply), result.error, into: &b)

@@ -19,7 +19,7 @@ extension PeerCodec {
     static func bulk(of frame: PeerFrame) -> [UInt8]? {
         guard case .message(let message, _) = frame else { return nil }
         switch message {
-        case .putBlock(_, _, let bytes, _, _): return bytes
+        case .putBlock(_, _, let bytes, _, _, _): return bytes
         case .getReply(_, .success(let bytes)): return bytes
         default: return nil
         }
@@ -29,8 +29,8 @@ extension PeerCodec {
     private static func withoutBulk(_ frame: PeerFrame) -> PeerFrame {
         guard case .message(let message, let replyRef) = frame else { return frame }
         switch message {
-        case let .putBlock(id, ref, _, durable, restore):
-            return .message(.putBlock(id, ref, [], durable: durable, restore: restore), replyRef: replyRef)
+        case let .putBlock(id, ref, _, durable, restore, copy):
+            return .message(.putBlock(id, ref, [], durable: durable, restore: restore, copy: copy), replyRef: replyRef)
         case .getReply(let id, .success):
             return .message(.getReply(id, .success([])), replyRef: replyRef)
         default:

@@ -1,7 +1,7 @@
 import NIOCore
 import TorusCore
 
-// The wire form of the peer protocol (`docs/peer-protocol.md`, version 2). `PeerFrame` is the
+// The wire form of the peer protocol (`docs/peer-protocol.md`, version 3). `PeerFrame` is the
 // unit on the wire: HELLO, HELLO_ACK, or one `PeerMessage`. A PUT_REPLY or GET_REPLY carries
 // the ref it answers (`PeerFrame.replyRef`, as a successful `PeerMessage` reply holds none):
 // the encoder requires it (or the ref an error carries; if both are given they must be equal)
@@ -15,9 +15,10 @@ import TorusCore
 /// CRC-32C of the first 20 bytes), the payload, and the payload's CRC-32C; little-endian.
 public enum PeerCodec {
     public static let magic: UInt32 = 0x5053_5254
-    /// 2: the commit log (seals, log records, the `sealed` status). A peer of another version
-    /// is refused at its first frame.
-    public static let version: UInt8 = 2
+    /// 2: the commit log (seals, log records, the `sealed` status). 3: seals refuse a sealed
+    /// volume's older writers' block puts, so maintenance copies say so (put flag 4). A peer of
+    /// another version is refused at its first frame.
+    public static let version: UInt8 = 3
     public static let headerSize = 24
     public static let trailerSize = 4
     /// One 64 MiB block plus room for its fields.

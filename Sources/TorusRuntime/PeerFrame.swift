@@ -64,7 +64,7 @@ public enum PeerFrame: Sendable, Equatable {
     public var requestID: RPCID {
         switch self {
         case .hello, .helloAck, .message(.deleteBlocks, _): RPCID(0)
-        case .message(.putBlock(let id, _, _, _, _), _), .message(.putReply(let id, _), _),
+        case .message(.putBlock(let id, _, _, _, _, _), _), .message(.putReply(let id, _), _),
              .message(.getBlock(let id, _), _), .message(.getReply(let id, _), _),
              .message(.syncBlocks(let id, _), _), .message(.syncReply(let id, _), _),
              .message(.getRange(let id, _, _, _), _), .message(.listBlocks(let id, _, _), _),
@@ -100,7 +100,7 @@ public enum PeerFrame: Sendable, Equatable {
     /// Field-by-field equality (`PeerMessage` itself is not `Equatable`).
     private static func same(_ a: PeerMessage, _ b: PeerMessage) -> Bool {
         switch (a, b) {
-        case let (.putBlock(i, r, d, u, x), .putBlock(j, s, e, v, y)): i == j && r == s && u == v && d == e && x == y
+        case let (.putBlock(i, r, d, u, x, c), .putBlock(j, s, e, v, y, k)): i == j && r == s && u == v && d == e && x == y && c == k
         case let (.putReply(i, x), .putReply(j, y)): i == j && same(x, y)
         case let (.getBlock(i, r), .getBlock(j, s)): i == j && r == s
         case let (.getReply(i, x), .getReply(j, y)): i == j && x == y

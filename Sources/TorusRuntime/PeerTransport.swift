@@ -49,7 +49,7 @@ final class PeerServerHandler: ChannelInboundHandler, @unchecked Sendable {
                 return
             }
             switch msg {
-            case .putBlock(let rpc, let ref, _, _, _), .getBlock(let rpc, let ref), .getRange(let rpc, let ref, _, _):
+            case .putBlock(let rpc, let ref, _, _, _, _), .getBlock(let rpc, let ref), .getRange(let rpc, let ref, _, _):
                 pendingRefs[rpc] = ref
             default: break
             }

@@ -84,6 +84,31 @@ struct StorageNodeTests {
         #expect(data == block(1))
     }
 
+    @Test("a seal refuses the volume's older writers' records and blocks, not maintenance copies, and survives a restart")
+    func sealRefusesOlderWriters() {
+        var h = NodeHarness()
+        let seal = BlockRef(volume: 1, epoch: 2, sequence: 0, index: BlockRef.sealIndex)
+        guard case .putReply(RPCID(1), .success) = h.request(.putBlock(RPCID(1), seal, block(0), durable: true, restore: true)).first else {
+            Issue.record("the seal was not stored")
+            return
+        }
+        h.restart()
+        let record = BlockRef(volume: 1, epoch: 1, sequence: 5, index: BlockRef.logIndex)
+        let newer = BlockRef(volume: 1, epoch: 2, sequence: 3, index: 2)
+        let otherVolume = BlockRef(volume: 2, epoch: 1, sequence: 1, index: 0)
+        func status(_ rpc: UInt64, _ ref: BlockRef, restore: Bool = false, copy: Bool = false) -> StoreError?? {
+            guard case .putReply(_, let result) = h.request(.putBlock(RPCID(rpc), ref, block(3), durable: true, restore: restore, copy: copy)).first else { return nil }
+            if case .failure(let e) = result { return .some(e) }
+            return .some(nil)
+        }
+        #expect(status(2, refA) == .some(.sealed(epoch: 2)), "an old writer's block")
+        #expect(status(3, record) == .some(.sealed(epoch: 2)), "an old writer's record")
+        #expect(status(4, refB, copy: true) == .some(nil), "a repair or move copies an old version")
+        #expect(status(5, record, restore: true) == .some(nil), "a recovery rewrites a record it read")
+        #expect(status(6, newer) == .some(nil), "the sealing writer's own block")
+        #expect(status(7, otherVolume) == .some(nil), "another volume")
+    }
+
     @Test("get of an unknown ref says not found; sync reports exactly the refs held")
     func getAndSync() {
         var h = NodeHarness()

@@ -276,8 +276,10 @@ struct VolumeClientTests {
         #expect(cl.wait(cl.submit(c1, .flush)) == .success(.done))
         var ro = VolumeClientConfig()
         ro.readOnly = true
+        var quiet = ro
+        quiet.readOnlyRefresh = .seconds(60)  // re-reads the head only when a fetch fails
         let r1 = NodeID(301), r2 = NodeID(302)
-        cl.addClient(r1, config: ro)
+        cl.addClient(r1, config: quiet)
         cl.addClient(r2, config: ro)
         #expect(cl.wait(cl.submit(r1, .read(offset: 0, length: 16384))) == .success(.read(Array(a[0..<16384]))))
         #expect(cl.wait(cl.submit(r2, .read(offset: 0, length: 32768))) == .success(.read(a)))
@@ -285,35 +287,36 @@ struct VolumeClientTests {
         #expect(cl.wait(cl.submit(r1, .trim(offset: 0, length: 4096))) == .failure(.readOnly(volume: "v")))
         #expect(cl.wait(cl.submit(r1, .flush)) == .success(.done))
         #expect(cl.clients[c1]!.phase == .ready && cl.clients[r1]!.leaseID == 0, "readers take no lease and leave the writer alone")
-        // The writer replaces both blocks and commits by a log append: the readers follow the
-        // log at their next refresh (the replaced versions stay until a checkpoint).
+        // The writer replaces both blocks and commits by a log append, then commits once more:
+        // a reader follows a record once the next one is on every node too (a recovery may drop
+        // the last record of a one-round FLUSH), at its next refresh.
         let b = pattern(3, 32768)
         _ = cl.wait(cl.submit(c1, .write(offset: 0, data: b, fua: true)))
         let start = cl.now
         cl.run(seconds: 2) { cl.now >= start + .milliseconds(1500) }
+        #expect(cl.clients[r2]!.stats.followedRecords == 0, "the last record is not followed")
+        #expect(cl.wait(cl.submit(r2, .read(offset: 0, length: 32768))) == .success(.read(a)))
+        _ = cl.wait(cl.submit(c1, .write(offset: 32768, data: pattern(6, 4096), fua: true)))
+        let next = cl.now
+        cl.run(seconds: 2) { cl.now >= next + .milliseconds(1500) }
         #expect(cl.clients[r2]!.stats.followedRecords >= 1)
         #expect(cl.wait(cl.submit(r2, .read(offset: 0, length: 32768))) == .success(.read(b)))
-        #expect(cl.wait(cl.submit(r1, .read(offset: 0, length: 16384))) == .success(.read(Array(b[0..<16384]))))
-        // Past the checkpoint interval the next FLUSH is a checkpoint, which deletes the versions
-        // it replaces. r1 never cached block 1: its fetch of the deleted version fails, the head
-        // is re-read, the new version is read.
+        // Idle past the checkpoint interval, the writer checkpoints, which deletes the versions
+        // it replaces. r1 never cached block 1 and never refreshed: its fetch of the deleted
+        // version fails, the head is re-read, the new version is read.
+        let checkpointsBefore = cl.clients[c1]!.stats.commits - cl.clients[c1]!.stats.logCommits
         let idle = cl.now
         cl.run(seconds: 6) { cl.now >= idle + .milliseconds(5500) }
-        let c = pattern(5, 16384)
-        _ = cl.wait(cl.submit(c1, .write(offset: 16384, data: c, fua: true)))
+        #expect(cl.clients[c1]!.stats.commits - cl.clients[c1]!.stats.logCommits == checkpointsBefore + 1, "an idle writer checkpoints")
         let refreshesBefore = cl.clients[r1]!.stats.refreshes
-        #expect(cl.wait(cl.submit(r1, .read(offset: 16384, length: 16384))) == .success(.read(c)))
+        #expect(cl.wait(cl.submit(r1, .read(offset: 16384, length: 16384))) == .success(.read(Array(b[16384..<32768]))))
         #expect(cl.clients[r1]!.stats.readRetries > 0 && cl.clients[r1]!.stats.refreshes == refreshesBefore + 1,
                 "the deleted version was asked for first, then the map followed")
-        let b2 = Array(b[0..<16384]) + c
-        let settle = cl.now
-        cl.run(seconds: 2) { cl.now >= settle + .milliseconds(1500) }
-        #expect(cl.wait(cl.submit(r2, .read(offset: 0, length: 32768))) == .success(.read(b2)))
         // Unflushed writes never show.
         _ = cl.wait(cl.submit(c1, .write(offset: 0, data: pattern(4, 16384), fua: false)))
         let later = cl.now
         cl.run(seconds: 3) { cl.now >= later + .seconds(2) }
-        #expect(cl.wait(cl.submit(r2, .read(offset: 0, length: 16384))) == .success(.read(Array(b2[0..<16384]))))
+        #expect(cl.wait(cl.submit(r2, .read(offset: 0, length: 16384))) == .success(.read(Array(b[0..<16384]))))
     }
 
     @Test("a writer that lost its lock can never make its writes visible")

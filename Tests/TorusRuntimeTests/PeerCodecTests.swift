@@ -21,6 +21,7 @@ private let sampleFrames: [PeerFrame] = [
     .message(.putBlock(RPCID(1), ref(1), pattern(1, count: 4096), durable: true)),
     .message(.putBlock(RPCID(2), ref(2), [], durable: false)),
     .message(.putBlock(RPCID(3), ref(3), pattern(3, count: 64), durable: true, restore: true)),
+    .message(.putBlock(RPCID(5), ref(5), pattern(5, count: 64), durable: true, restore: false, copy: true)),
     .message(.putReply(RPCID(1), .success(())), replyRef: ref(1)),
     .message(.putReply(RPCID(3), .failure(.notFound(ref(3)))), replyRef: ref(3)),
     .message(.putReply(RPCID(4), .failure(.corrupt(ref(4)))), replyRef: ref(4)),
@@ -118,8 +119,8 @@ struct PeerCodecTests {
         let bytes = try encoded(frame).readableBytesView.map { $0 }
         // Computed independently (bitwise CRC-32C in Python).
         let golden: [UInt8] = [
-            0x54, 0x52, 0x53, 0x50, 0x02, 0x05, 0x00, 0x00, 0x20, 0x00, 0x00, 0x00,
-            0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01, 0xFB, 0x81, 0x39, 0x17,
+            0x54, 0x52, 0x53, 0x50, 0x03, 0x05, 0x00, 0x00, 0x20, 0x00, 0x00, 0x00,
+            0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01, 0x05, 0x8C, 0x35, 0xE5,
             0x01, 0, 0, 0, 0, 0, 0, 0, 0x02, 0, 0, 0, 0, 0, 0, 0,
             0x03, 0, 0, 0, 0, 0, 0, 0, 0x04, 0, 0, 0, 0, 0, 0, 0,
             0x12, 0xF7, 0xA1, 0xF4,
@@ -127,7 +128,7 @@ struct PeerCodecTests {
         #expect(bytes == golden)
         #expect(bytes.count == PeerCodec.headerSize + 32 + PeerCodec.trailerSize)
         #expect(Array(bytes[0..<4]) == Array("TRSP".utf8))  // magic 0x50535254, little-endian
-        #expect(bytes[4] == 2)  // version
+        #expect(bytes[4] == 3)  // version
         #expect(bytes[5] == PeerFrameType.getBlock.rawValue)
         #expect(bytes[6] == 0 && bytes[7] == 0)  // flags
         #expect(Array(bytes[8..<12]) == le32(32))  // payload length
@@ -289,9 +290,9 @@ struct PeerCodecTests {
         #expect(rejection(rawFrame(magic: 0x5452_5350, type: 5, payload: refBytes(ref(1)))) == .badMagic(0x5452_5350))
     }
 
-    @Test("versions 1 (before the commit log) and 3 are refused")
+    @Test("versions 1 (before the commit log), 2 (seals for records only) and 4 are refused")
     func badVersion() throws {
-        for v: UInt8 in [1, 3] {
+        for v: UInt8 in [1, 2, 4] {
             let frame = rawFrame(version: v, type: 5, payload: refBytes(ref(1)))
             #expect(rejection(frame) == .unsupportedVersion(v))
             #expect(rejection(frame.getSlice(at: 0, length: 5)!) == .unsupportedVersion(v))
@@ -359,7 +360,7 @@ struct PeerCodecTests {
             (1, le32(1) + [UInt8](repeating: 0, count: 16), .hello),  // no max version
             (2, le32(1) + [1, 0], .helloAck),
             (3, r, .putBlock),  // no flags byte
-            (3, r + [4, 9], .putBlock),  // unknown flag bit
+            (3, r + [8, 9], .putBlock),  // unknown flag bit
             (4, [0] + r + [0], .putReply),  // trailing byte
             (4, [6] + r, .putReply),  // unknown status
             (4, [5] + r + le32(1), .putReply),  // wrong size without "got"

@@ -136,7 +136,7 @@ extension Collector {
         copyRPCs[rpc] = CopyRPC(copy: c, node: c.target, deadline: now + config.rpcTimeout)
         // A repair restores redundancy (it may use a near-full node's reserve); a move is a new
         // placement (it may not).
-        out.append(.send(to: c.target, .putBlock(rpc, c.ref, c.data!, durable: true, restore: !c.move)))
+        out.append(.send(to: c.target, .putBlock(rpc, c.ref, c.data!, durable: true, restore: !c.move, copy: true)))
     }
 
     mutating func copyFetched(_ rpc: RPCID, from node: NodeID, _ result: Result<[UInt8], StoreError>) {

@@ -12,8 +12,9 @@ public struct RPCID: WordHashable, Comparable, Sendable, CustomStringConvertible
 public enum PeerMessage: Sendable {
     /// Store an immutable block. With `durable`, the reply comes only once the block survives a
     /// crash. With `restore`, the copy restores redundancy (repair, read-repair): it may use
-    /// the slots a node near full keeps back from new blocks.
-    case putBlock(RPCID, BlockRef, [UInt8], durable: Bool, restore: Bool = false)
+    /// the slots a node near full keeps back from new blocks. With `copy`, maintenance (repair,
+    /// move, read repair) copies an existing version: a volume's seal does not refuse it.
+    case putBlock(RPCID, BlockRef, [UInt8], durable: Bool, restore: Bool = false, copy: Bool = false)
     case putReply(RPCID, Result<Void, StoreError>)
     case getBlock(RPCID, BlockRef)
     /// `length` bytes of a block from `offset` (answered by `getReply`). The node reads and
@@ -52,7 +53,7 @@ public enum PeerMessage: Sendable {
     /// Payload size for network modelling.
     public var approximateBytes: Int {
         switch self {
-        case .putBlock(_, _, let d, _, _): 64 + d.count
+        case .putBlock(_, _, let d, _, _, _): 64 + d.count
         case .getReply(_, .success(let d)): 64 + d.count
         case .deleteBlocks(let refs): 16 + 32 * refs.count
         case .syncBlocks(_, let refs), .syncReply(_, let refs), .listReply(_, let refs, _): 16 + 32 * refs.count

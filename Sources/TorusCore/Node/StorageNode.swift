@@ -9,11 +9,13 @@ public struct StorageNode: Sendable {
 
     public let id: NodeID
     public private(set) var store: BlockStore
-    /// Per volume, the highest epoch a seal named: log records of older epochs are refused.
-    /// Rebuilt from the seal blocks the store holds (they are durable puts).
+    /// Per volume, the highest epoch a seal named: writers' puts (records, blocks) of older
+    /// epochs are refused. Rebuilt from the seal blocks the store holds (they are durable puts).
     public private(set) var seals: [UInt64: UInt64] = [:]
-    /// Injected bug (simulator canary `node-ignores-seal`): records of sealed epochs are accepted.
+    /// Injected bug (simulator canary `node-ignores-seal`): puts of sealed epochs are accepted.
     public var ignoresSeals = false
+    /// Injected bug (canary `node-ignores-data-seal`): only records are refused, not blocks.
+    public var ignoresDataSeals = false
     /// Which peer request each store request answers.
     private var waiting: [StoreRequestID: (peer: NodeID, rpc: RPCID, range: Range<Int>?)] = [:]
     /// Seal puts in flight: once one is durable, the volume's older seals are deleted.
@@ -55,9 +57,12 @@ public struct StorageNode: Sendable {
 
     public mutating func receive(from peer: NodeID, _ message: PeerMessage) -> [Output] {
         switch message {
-        case .putBlock(let rpc, let ref, let data, let durable, let restore):
-            // A restoring put of a record is a recovery copying what it read (never a writer's append).
-            if ref.index == BlockRef.logIndex, let sealed = seals[ref.volume], ref.epoch < sealed, !restore, !ignoresSeals {
+        case .putBlock(let rpc, let ref, let data, let durable, let restore, let copy):
+            // A sealed volume's older writers are refused: their records and their blocks (a
+            // FLUSH is acknowledged once both are durable). A restoring put of a record is a
+            // recovery copying what it read; a copy is maintenance moving an existing version.
+            if ref.index != BlockRef.sealIndex, let sealed = seals[ref.volume], ref.epoch < sealed, !restore, !copy,
+               !(ignoresSeals || (ignoresDataSeals && ref.index != BlockRef.logIndex)) {
                 return [.send(to: peer, .putReply(rpc, .failure(.sealed(epoch: sealed))))]
             }
             // A seal holds from the moment it arrives; its reply waits until it is durable.

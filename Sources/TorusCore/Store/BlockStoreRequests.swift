@@ -38,9 +38,11 @@ extension BlockStore {
 
     /// Free slots a put must leave: the reserve for new blocks; two for a copy restoring
     /// redundancy, so that a seal (a writer needs one to open the volume at all) always finds
-    /// one, and the next while the older seal it replaces is being deleted.
+    /// one, and the next while the older seal it replaces is being deleted; one for a
+    /// recovery's rewrite of a log record (it cannot open the volume without it).
     private func keptFree(for ref: BlockRef, restore: Bool) -> Int {
         if ref.index == BlockRef.sealIndex { return 0 }
+        if ref.index == BlockRef.logIndex && restore { return min(1, config.reserveSlots) }
         return restore ? min(2, config.reserveSlots) : config.reserveSlots
     }
 

@@ -35,6 +35,7 @@ extension VolumeClient {
                 f.stage = .writeback(targets)
                 flush = f
                 if writebacks[idx] == nil && e.isDirty && !e.loading { startWriteback(idx) }
+                sendRecordEarly(targets)
                 return
             }
             targets.cursor += 1
@@ -45,6 +46,12 @@ extension VolumeClient {
     /// Fixes the map this flush commits, then syncs the copies it names (`advanceSync`).
     mutating func takeSnapshot() {
         var f = flush!
+        if f.early != nil {
+            // Fixed when the record was sent.
+            f.stage = .sync
+            flush = f
+            return advanceSync()
+        }
         let changed = dirtyPages.sorted()
         dirtyPages.removeAll()
         if changed.isEmpty {
@@ -256,6 +263,9 @@ extension VolumeClient {
 
     mutating func failFlush(_ error: VolumeError, outcomeUnknown: Bool = false) {
         guard let f = flush else { return }
+        // A record sent early may be on every node: its outcome is unknown, its segment done.
+        if let early = f.early, !early.failed { abandonSegment(end: nextPosition) }
+        let outcomeUnknown = outcomeUnknown || f.early != nil
         for p in f.snapshotPages { dirtyPages.insert(p) }
         flush = nil
         commitRetryAt = nil

@@ -1,7 +1,8 @@
 /// Read-only clients follow the log as well as the checkpoints: at each refresh, the records
-/// after the checkpoint that every node of its segment holds. Such a record is part of the log
-/// any recovery finds (every witness has it), so a reader never shows a FLUSH that may yet be
-/// lost; it may lag the writer by a refresh interval.
+/// after the checkpoint that every node of its segment holds, but the last one only once the
+/// next is there too (a recovery may drop a last record whose blocks are not durable: one
+/// round per FLUSH). So a reader never shows a FLUSH that may yet be lost; it lags the writer
+/// by a refresh interval and one record (an idle writer checkpoints after `checkpointInterval`).
 extension VolumeClient {
     struct LogFollow: Sendable {
         var segment: LogSegment
@@ -10,6 +11,8 @@ extension VolumeClient {
         var awaiting: [NodeID] = []
         var copies = 0
         var record: LogRecord?
+        /// On every node, applied once the record after it is too.
+        var held: LogRecord?
 
         init(segment: LogSegment) {
             self.segment = segment
@@ -54,9 +57,12 @@ extension VolumeClient {
         guard f.copies == f.segment.nodes.count, let record = f.record else {
             return refreshEnded(found: false)  // not on every node (yet): next refresh
         }
-        for c in record.changes where c.index < UInt64(entries.count) { replaceEntry(Int(c.index), c.entry) }
-        generation = max(generation, record.generation)
-        stats.followedRecords += 1
+        if let held = f.held {
+            for c in held.changes where c.index < UInt64(entries.count) { replaceEntry(Int(c.index), c.entry) }
+            generation = max(generation, held.generation)
+            stats.followedRecords += 1
+        }
+        follow!.held = record
         follow!.position += 1
         _ = readNextFollowed()
     }

@@ -8,11 +8,17 @@ extension VolumeClient {
         case rewrite(position: UInt64)
         case seal
         case read(position: UInt64)
+        /// Recovery asking a sealed node to make the last record's blocks durable.
+        case checkBlocks
+        /// Recovery copying a kept block that has fewer than `replication` durable copies.
+        case copyRead(BlockRef)
+        case copyPut(BlockRef)
     }
 
     enum LogReply {
         case put(Result<Void, StoreError>)
         case get(Result<[UInt8], StoreError>)
+        case sync([BlockRef])
     }
 
     /// A record (or a checkpoint's segment header) being put durably on every segment node.
@@ -30,9 +36,19 @@ extension VolumeClient {
             || checkpointGarbage.count >= min(config.checkpointGarbageMax, max(16, entries.count / 2))
     }
 
+    /// A writer whose last commits were records checkpoints once idle for `checkpointInterval`:
+    /// read-only followers see the last record only after that (`+Follow`).
+    mutating func checkpointIfIdle() {
+        guard phase == .ready, !config.readOnly, flush == nil, flushQueue.isEmpty, segment != nil,
+              recordsSinceCheckpoint > 0, now - lastCheckpointAt >= config.checkpointInterval, !pageRefs.isEmpty else { return }
+        if dirtyPages.isEmpty { dirtyPages.insert(0) }
+        startFlush(waiters: [])
+    }
+
     /// The snapshot's blocks are durable: commit it by append, or by checkpoint.
     mutating func commitSnapshot() {
         var f = flush!
+        if f.early != nil { return finishEarlyRecord() }
         if let seg = segment, !checkpointDue, let record = logRecord(for: f) {
             guard now < leaseValidUntil else {
                 // Nothing sent: the flush simply fails, and a later one may succeed once renewed.
@@ -97,6 +113,9 @@ extension VolumeClient {
         case (.seal, .put(let result)): sealReplied(from: node, result)
         case (.read(let position), .get(let result)):
             if config.readOnly { followReplied(position, from: node, result) } else { tailReplied(position, from: node, result) }
+        case (.checkBlocks, .sync(let present)): blocksChecked(from: node, present: present)
+        case (.copyRead(let ref), .get(let result)): copyRead(ref, from: node, result)
+        case (.copyPut(let ref), .put(let result)): copyPut(ref, to: node, result)
         default: break
         }
     }
@@ -110,6 +129,9 @@ extension VolumeClient {
         case .seal: sealReplied(from: node, .failure(.ioError))
         case .read(let position):
             if config.readOnly { followReplied(position, from: node, .failure(.ioError)) } else { tailReplied(position, from: node, .failure(.ioError)) }
+        case .checkBlocks: blocksChecked(from: node, present: nil)
+        case .copyRead(let ref): copyRead(ref, from: node, .failure(.ioError))
+        case .copyPut(let ref): copyPut(ref, to: node, .failure(.ioError))
         }
     }
 
@@ -127,6 +149,9 @@ extension VolumeClient {
         case .failure(.sealed(let newer)):
             append = nil
             becomeFenced("log of epoch \(a.segment.epoch) sealed by epoch \(newer)")
+        case .failure where !a.isHeader && flush?.early?.position == position && !isAppendStage:
+            append = nil
+            earlyAppendReplied(position, ok: false)
         case .failure:
             append = nil
             if a.isHeader {
@@ -152,16 +177,27 @@ extension VolumeClient {
         segment = nil
     }
 
+    var isAppendStage: Bool {
+        guard let f = flush, case .append = f.stage else { return false }
+        return true
+    }
+
     /// The record is durable on every node of the segment.
     mutating func appended(_ a: LogAppend) {
-        guard let f = flush, case .append = f.stage else { return }
+        guard isAppendStage else { return earlyAppendReplied(a.position, ok: true) }
+        logCommitDurable(position: a.position)
+    }
+
+    /// The flush's record and every block it names are durable: the FLUSH completes.
+    mutating func logCommitDurable(position: UInt64) {
+        let f = flush!
         guard now < leaseValidUntil else {
             abandonSegment(end: nextPosition)
             failFlush(.leaseNotRenewed(volume: info.name), outcomeUnknown: true)
             return
         }
         recordsSinceCheckpoint += 1
-        if !f.waiters.isEmpty { lastAckedLog = (a.segment.epoch, a.position) }
+        if !f.waiters.isEmpty { lastAckedLog = (epoch, position) }
         committedViaLog(f)
     }
 

@@ -19,7 +19,7 @@ extension VolumeClient {
         let rpc = RPCID(nextRPC)
         nextRPC += 1
         repairs[rpc] = r
-        out.append(.send(to: r.node, .putBlock(rpc, r.ref, r.data, durable: true, restore: true)))
+        out.append(.send(to: r.node, .putBlock(rpc, r.ref, r.data, durable: true, restore: true, copy: true)))
     }
 
     mutating func repairReplied(_ rpc: RPCID, from node: NodeID, _ result: Result<Void, StoreError>) {

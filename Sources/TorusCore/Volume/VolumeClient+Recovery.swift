@@ -4,13 +4,15 @@
 /// checkpoint (docs/design.md, "The commit log").
 extension VolumeClient {
     struct LogRecovery: Sendable {
-        enum Stage: Sendable { case sealing, header, tail, rewriting, closing }
+        enum Stage: Sendable { case sealing, header, tail, checking, copying, rewriting, closing }
         var segment: LogSegment
         /// The head as read: the close rewrites it with the log's end.
         var head: VolumeHead
         var stage = Stage.sealing
         /// Nodes whose answer to the current step is still awaited.
         var awaiting: [NodeID] = []
+        /// Every node that may hold the segment's records or their blocks: sealed first.
+        var sealTargets: [NodeID] = []
         /// Nodes that made our seal durable.
         var sealed: [NodeID] = []
         /// Sealed nodes that hold the segment's header: their "not found" is proof of absence.
@@ -25,6 +27,23 @@ extension VolumeClient {
         /// Kept records still to put durably on witnesses: (position, bytes, those witnesses).
         var rewrites: [(position: UInt64, bytes: [UInt8], nodes: [NodeID])] = []
         var retryAt: Instant?
+        /// Checking the last record's blocks: sealed again first when retried.
+        var recheck = false
+        var checkRefs: [BlockRef] = []
+        /// Per block of the last record, the sealed nodes that hold it durably.
+        var holders: [BlockRef: [NodeID]] = [:]
+        var checkUnanswered = 0
+        /// Kept blocks with too few durable copies, being copied.
+        var copies: [BlockRef: CopyJob] = [:]
+        var copiesFailed = false
+
+        struct CopyJob: Sendable {
+            var data: [UInt8] = []
+            var needed: Int
+            /// Nodes that may take a copy, best first (the ones tried are removed).
+            var untried: [NodeID]
+            var inFlight = 0
+        }
 
         init(segment: LogSegment, head: VolumeHead) {
             self.segment = segment
@@ -36,18 +55,20 @@ extension VolumeClient {
         sendSeals()
     }
 
-    /// Seals the segment with our epoch on every one of its nodes.
+    /// Seals the volume with our epoch on every node of the segment and of the ring: from then
+    /// on they refuse the old writer's records and blocks.
     mutating func sendSeals() {
         guard var r = recovery else { return }
         r.stage = .sealing
         r.sealed = []
         r.witnesses = []
-        r.awaiting = r.segment.nodes
+        r.sealTargets = Set(r.segment.nodes + ring.members.map(\.node)).sorted()
+        r.awaiting = r.sealTargets
         r.retryAt = nil
         recovery = r
         let ref = BlockRef(volume: info.id, epoch: epoch, sequence: 0, index: BlockRef.sealIndex)
         let bytes = [UInt8](repeating: 0, count: info.blockSize)
-        for n in r.segment.nodes {
+        for n in r.sealTargets {
             let rpc = allocateRPC(.log(.seal), node: n)
             out.append(.send(to: n, .putBlock(rpc, ref, bytes, durable: true, restore: true)))
         }
@@ -62,11 +83,13 @@ extension VolumeClient {
         }
         recovery = r
         guard r.awaiting.isEmpty else { return }
-        guard !r.sealed.isEmpty else { return recoveryRetryLater() }
+        if r.recheck { return checkLastRecord() }
+        let sealedSegment = r.sealed.filter { r.segment.nodes.contains($0) }
+        guard !sealedSegment.isEmpty else { return recoveryRetryLater() }
         r.stage = .header
         r.position = r.segment.start
         recovery = r
-        sendTailReads(to: r.sealed.sorted())
+        sendTailReads(to: sealedSegment.sorted())
     }
 
     /// Asks `nodes` for the record (or header) at the current position.
@@ -131,6 +154,58 @@ extension VolumeClient {
         }
         // Up to a closed log's end no record can be absent (a recovery copied it): ask again.
         guard !r.absentOn.isEmpty, r.segment.end == nil else { return recoveryRetryLater() }
+        checkLastRecord()
+    }
+
+    /// The last record may have been sent with its blocks' puts (one round per FLUSH), so it
+    /// is kept only if every block it names has a durable copy on some sealed node. An earlier
+    /// record was followed by another only once its FLUSH completed, blocks and all.
+    mutating func checkLastRecord() {
+        guard var r = recovery, let last = r.records.last, config.canary != .recoveryTrustsLastRecord else { return rewriteKept() }
+        let refs = last.changes.compactMap { c in c.index < UInt64(entries.count) ? c.entry?.ref(volume: info.id, index: c.index) : nil }
+        guard !refs.isEmpty else { return rewriteKept() }
+        r.stage = .checking
+        r.recheck = true
+        r.retryAt = nil
+        r.awaiting = r.sealed.sorted()
+        r.checkRefs = refs
+        r.holders = [:]
+        r.checkUnanswered = 0
+        recovery = r
+        for n in r.awaiting {
+            let rpc = allocateRPC(.log(.checkBlocks), node: n, timeout: config.syncTimeout)
+            out.append(.send(to: n, .syncBlocks(rpc, refs)))
+        }
+        if r.awaiting.isEmpty { decideLastRecord() }
+    }
+
+    /// A sealed node made what it holds of the last record's blocks durable (nil: no answer).
+    /// An acknowledged FLUSH had each block durable on `replication` nodes: if no node that
+    /// answered holds one, and fewer than `replication` did not answer (or were not sealed),
+    /// the record was never acknowledged and is dropped. Otherwise ask again.
+    mutating func blocksChecked(from node: NodeID, present: [BlockRef]?) {
+        guard var r = recovery, r.stage == .checking, let i = r.awaiting.firstIndex(of: node) else { return }
+        r.awaiting.remove(at: i)
+        if let present {
+            noteNode(node, ok: true)
+            for ref in present { r.holders[ref, default: []].append(node) }
+        } else {
+            r.checkUnanswered += 1
+        }
+        recovery = r
+        if r.awaiting.isEmpty { decideLastRecord() }
+    }
+
+    mutating func decideLastRecord() {
+        guard var r = recovery else { return }
+        if r.checkRefs.allSatisfy({ r.holders[$0] != nil }) { return copyUnderReplicated() }
+        let unknown = r.sealTargets.count - r.sealed.count + r.checkUnanswered
+        guard unknown < info.replication else { return recoveryRetryLater() }
+        stats.droppedRecords += 1
+        r.records.removeLast()
+        r.rewrites.removeLast()
+        r.position -= 1
+        recovery = r
         rewriteKept()
     }
 
@@ -228,6 +303,89 @@ extension VolumeClient {
         startFlush(waiters: [])
     }
 
+    /// The record is kept, but a block it names may have fewer durable copies than
+    /// `replication` (its FLUSH never completed): copy each such block from a holder to nodes
+    /// that lack it before the log is closed, as a completed FLUSH would have.
+    mutating func copyUnderReplicated() {
+        guard var r = recovery else { return }
+        r.stage = .copying
+        r.copies = [:]
+        r.copiesFailed = false
+        for ref in r.checkRefs {
+            let holders = r.holders[ref]!
+            guard holders.count < info.replication else { continue }
+            // Any node readers look at: a full placement must not keep the copy hostage.
+            let others = healthyFirst(readCandidates(ref)).filter { !holders.contains($0) }
+            r.copies[ref] = LogRecovery.CopyJob(needed: min(others.count, info.replication - holders.count), untried: others)
+        }
+        r.copies = r.copies.filter { $0.value.needed > 0 }
+        recovery = r
+        guard !r.copies.isEmpty else { return rewriteKept() }
+        for ref in r.copies.keys.sorted() {
+            let from = r.holders[ref]!.first!
+            let rpc = allocateRPC(.log(.copyRead(ref)), node: from)
+            out.append(.send(to: from, .getBlock(rpc, ref)))
+        }
+    }
+
+    mutating func copyRead(_ ref: BlockRef, from node: NodeID, _ result: Result<[UInt8], StoreError>) {
+        guard var r = recovery, r.stage == .copying, var job = r.copies[ref], job.data.isEmpty else { return }
+        let crc = r.records.last?.changes.first { $0.index == ref.index }?.entry?.crc
+        guard case .success(let data) = result, data.count == info.blockSize, CRC32C.checksum(data) == crc else {
+            r.copies[ref] = nil
+            r.copiesFailed = true
+            recovery = r
+            return copiesDone()
+        }
+        job.data = data
+        r.copies[ref] = job
+        recovery = r
+        for _ in 0..<job.needed { sendCopy(ref) }
+    }
+
+    /// Puts a copy of `ref` on the next node that may take it (none left: the round failed).
+    mutating func sendCopy(_ ref: BlockRef) {
+        guard var job = recovery?.copies[ref] else { return }
+        guard !job.untried.isEmpty else {
+            if job.inFlight == 0 {
+                recovery!.copies[ref] = nil
+                recovery!.copiesFailed = true
+                copiesDone()
+            }
+            return
+        }
+        let n = job.untried.removeFirst()
+        job.inFlight += 1
+        recovery!.copies[ref] = job
+        let rpc = allocateRPC(.log(.copyPut(ref)), node: n)
+        out.append(.send(to: n, .putBlock(rpc, ref, job.data, durable: true, restore: true, copy: true)))
+    }
+
+    mutating func copyPut(_ ref: BlockRef, to node: NodeID, _ result: Result<Void, StoreError>) {
+        guard recovery?.stage == .copying, var job = recovery?.copies[ref] else { return }
+        job.inFlight -= 1
+        if case .success = result {
+            noteNode(node, ok: true)
+            job.needed -= 1
+        }
+        recovery!.copies[ref] = job
+        if case .failure(let error) = result {
+            if error != .noSpace { noteNode(node, ok: false) }
+            return sendCopy(ref)
+        }
+        if job.needed == 0 && job.inFlight == 0 {
+            recovery!.copies[ref] = nil
+            copiesDone()
+        }
+    }
+
+    /// Every copy made: go on; one failed: check again later (sealing anew).
+    mutating func copiesDone() {
+        guard let r = recovery, r.copies.isEmpty else { return }
+        if r.copiesFailed { return recoveryRetryLater() }
+        rewriteKept()
+    }
+
     mutating func recoveryRetryLater() {
         recovery?.retryAt = now + config.retryBackoff
     }
@@ -236,7 +394,7 @@ extension VolumeClient {
     mutating func recoveryRetry() {
         guard let r = recovery else { return }
         switch r.stage {
-        case .sealing, .header: sendSeals()
+        case .sealing, .header, .checking, .copying: sendSeals()
         case .tail: sendTailReads(to: r.witnesses)
         case .rewriting: rewriteKept()
         case .closing: closeLog()

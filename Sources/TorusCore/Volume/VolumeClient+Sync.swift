@@ -116,6 +116,11 @@ extension VolumeClient {
     mutating func restartFlush() {
         guard let f = flush else { return }
         for p in f.snapshotPages { dirtyPages.insert(p) }
+        if let early = f.early {
+            // Its record may be on every node: settled by the checkpoint that follows.
+            if !early.failed { abandonSegment(end: nextPosition) }
+            keepUntilSettled(f)
+        }
         // Versions replaced since the snapshot waited for it; nothing names them now.
         let garbage = deferredDeletes
         deferredDeletes.removeAll()

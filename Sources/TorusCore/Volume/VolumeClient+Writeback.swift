@@ -146,6 +146,9 @@ extension VolumeClient {
                     writebackCompleted(key, entry: wb.entry, version: wb.version)
                 }
             }
+        case .failure(.sealed(let newer)):
+            // A newer writer sealed the volume on this node: we lost it.
+            becomeFenced("block put refused: the volume is sealed by epoch \(newer), ours is \(epoch)")
         case .failure(let error):
             var wb = writebacks[key]!
             // Disk full, I/O error...: retry after a pause, or move to a fallback node.
@@ -207,7 +210,7 @@ extension VolumeClient {
         let old = entries[idx]
         if old != entry {
             entries[idx] = entry
-            dirtyPages.insert(idx / BlockMapCodec.entriesPerPage(blockSize: info.blockSize))
+            if !earlyRecordNames(idx, entry) { dirtyPages.insert(idx / BlockMapCodec.entriesPerPage(blockSize: info.blockSize)) }
             if let old, old != committed[idx] {
                 // Never committed. If an in-flight commit names it, wait for its outcome.
                 let ref = old.ref(volume: info.id, index: block)

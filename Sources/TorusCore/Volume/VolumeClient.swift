@@ -171,6 +171,10 @@ public struct VolumeClient: Sendable {
         public var abandonedSegments = 0
         /// Records replayed from the log when the volume was opened.
         public var replayedRecords = 0
+        /// Last records a recovery dropped: a block they name had no durable copy (never acknowledged).
+        public var droppedRecords = 0
+        /// Records sent together with their blocks' puts (one round per FLUSH).
+        public var earlyAppends = 0
         /// Read-only clients: log records applied after the checkpoint they loaded.
         public var followedRecords = 0
     }
@@ -233,7 +237,13 @@ public struct VolumeClient: Sendable {
             } else {
                 getReplied(rpc, from: node, result)
             }
-        case .syncReply(let rpc, let present): syncReplied(rpc, from: node, present: present)
+        case .syncReply(let rpc, let present):
+            if let p = rpcs[rpc], p.node == node, case .log(let what) = p.purpose {
+                rpcs[rpc] = nil
+                logReplied(what, from: node, .sync(present))
+            } else {
+                syncReplied(rpc, from: node, present: present)
+            }
         case .putBlock, .getBlock, .getRange, .deleteBlocks, .syncBlocks, .listBlocks, .listReply: break
         }
         return finish()
@@ -258,6 +268,7 @@ public struct VolumeClient: Sendable {
         if config.readOnly && phase == .ready && !refreshing && now >= nextRefreshAt { startRefresh() }
         if phase != .fenced && leaseID != 0 && now >= nextKeepAliveAt && !keepAliveInFlight { sendKeepAlive() }
         if phase == .ready { scheduleWriteback(ageOnly: true) }
+        checkpointIfIdle()
         return finish()
     }
 

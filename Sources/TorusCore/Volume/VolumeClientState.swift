@@ -176,6 +176,11 @@ extension VolumeClient {
             return page.indices.compactMap { k in page[k] != committed[lo + k] ? (lo + k, page[k]) : nil }
         }
 
+        /// Sets entry `i`, whose page the snapshot holds.
+        mutating func set(_ i: Int, _ entry: MapEntry?) {
+            pages[i / entriesPerPage]![i % entriesPerPage] = entry
+        }
+
         /// Entry `i` as of the snapshot, given the committed map.
         func entry(_ i: Int, committed: [MapEntry?]) -> MapEntry? {
             if let page = pages[i / entriesPerPage] { return page[i % entriesPerPage] }
@@ -207,6 +212,16 @@ extension VolumeClient {
         var commitSent = false
         /// A checkpoint's new segment (its header is among the map stage's puts).
         var newSegment: LogSegment?
+        /// One round: the record was sent while blocks it names were still being written back.
+        var early: EarlyRecord?
+    }
+
+    /// The record a one-round FLUSH sent ahead of its blocks' durability.
+    struct EarlyRecord: Sendable {
+        var position: UInt64
+        var durable = false
+        /// A node refused it or did not answer: the flush commits by checkpoint instead.
+        var failed = false
     }
 
     enum OpenState: Sendable {

@@ -163,6 +163,10 @@ public struct VolumeClientConfig: Sendable {
     /// Refs replaced by log commits, over this many (or half the volume's blocks),
     /// also call for a checkpoint: they can be deleted only once one no longer names them.
     public var checkpointGarbageMax = 8192
+    /// A FLUSH that commits by log append sends its record as soon as every block it names
+    /// has its put under way, and completes once both are durable (one round). Off: the
+    /// record waits for the blocks (two rounds). Why it stays safe: docs/design.md.
+    public var oneRoundFlush = true
 
     /// Injected bugs for checking the checkers. Never set in production.
     public var canary: Canary = .none
@@ -197,6 +201,12 @@ public struct VolumeClientConfig: Sendable {
         /// A storage node's recovery trusts the puts of its journal's last write without
         /// checking their slots, though that write's sync (data and journal) may not have completed.
         case storeTrustsLastWrite = "store-trusts-last-write"
+        /// Recovery keeps the log's last record without checking that its blocks are durable,
+        /// though one-round FLUSHes send the record together with the blocks' puts.
+        case recoveryTrustsLastRecord = "recovery-trusts-last-record"
+        /// Storage nodes refuse a sealed volume's older records but still take its blocks, so
+        /// an old writer can complete a FLUSH whose record a recovery dropped.
+        case nodeIgnoresDataSeal = "node-ignores-data-seal"
     }
 
     public init() {}
