@@ -29,7 +29,7 @@ else TORUS_BIN_NOTE=${TORUS_BIN_NOTE:-torus binary $TORUS_BIN}; fi
 BIN=$TORUS_BIN
 WORK=$(mktemp -d /tmp/torus-cluster-bench.XXXXXX)
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+cleanup() { stop_in_reverse "${PIDS[@]}"; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
 bench_cluster "$BIN" "$WORK"

@@ -34,7 +34,7 @@ detach() {  # target: stops its PostgreSQL and takes the filesystem, loop device
 }
 cleanup() {
     for t in "${!URI[@]}"; do detach "$t"; done
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    stop_in_reverse "${PIDS[@]}"
     wait 2>/dev/null || true
     rm -rf "$WORK"
 }

@@ -82,6 +82,19 @@ restart_etcd() {
     start_etcd "$1"
 }
 
+# stop_in_reverse PID...: SIGTERM each process, last started first (the NBD server flushes to
+# nodes that are still up, nodes leave before etcd), each given 10 s before SIGKILL.
+stop_in_reverse() {
+    local i p
+    for (( i = $#; i >= 1; i-- )); do
+        p=${!i}
+        kill -TERM "$p" 2>/dev/null || continue
+        for _ in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
+}
+
 # e2e_begin NAME: the common start of an end-to-end script: builds the release torus (BIN),
 # makes a scratch directory (WORK, removed at exit unless KEEP is set), and defines ok / bad
 # (counted in pass / fail) and a cleanup that SIGKILLs every pid added to PIDS.

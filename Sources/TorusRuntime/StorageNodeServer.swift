@@ -136,8 +136,17 @@ public final class StorageNodeServer: @unchecked Sendable {
 
     /// A message arrived from a writer.
     func received(from peer: NodeID, _ msg: PeerMessage) {
+        if !node.store.holdsCycles {
+            // Everything read in this turn of the event loop (any connection) joins one store
+            // cycle, so a FLUSH's block and record arriving together cost one disk sync.
+            node.holdCycles()
+            loop.execute { self.perform(self.node.releaseCycles()) }
+        }
         perform(node.receive(from: peer, msg))
     }
+
+    /// Writes up to this size run on the event loop (see `perform`).
+    static let inlineWriteMax = 16 << 10
 
     func perform(_ outputs: [StorageNode.Output]) {
         loop.assertInEventLoop()
@@ -168,6 +177,12 @@ public final class StorageNodeServer: @unchecked Sendable {
                 let disk = self.disk
                 if let done = disk.performWithoutBlocking(req) {
                     immediate.append((op, done))
+                    continue
+                }
+                if case .write(_, let bytes) = req, bytes.count <= Self.inlineWriteMax {
+                    // A journal write: a few sectors into the page cache cost less than two
+                    // thread hops (ext4 takes no RWF_NOWAIT writes), and the sync waits on it.
+                    immediate.append((op, disk.perform(req)))
                     continue
                 }
                 pool.runIfActive(eventLoop: loop) { disk.perform(req) }.whenComplete { result in

@@ -118,6 +118,14 @@ public struct StorageNode: Sendable {
         return step { $0.handle(.get(sid, ref), into: &$1) }
     }
 
+    /// Requests that arrived together (one read from the network) share one store cycle: hold
+    /// cycles, hand them over, then release.
+    public mutating func holdCycles() { store.holdCycles() }
+
+    public mutating func releaseCycles() -> [Output] {
+        step { $0.releaseCycles(into: &$1) }
+    }
+
     public mutating func diskCompleted(_ id: DiskOpID, _ completion: DiskCompletion) -> [Output] {
         step { $0.diskCompleted(id, completion, into: &$1) }
     }

@@ -63,6 +63,9 @@ public struct BlockStore: Sendable {
 
     // The journal pipeline.
     var cycle: Cycle?
+    /// Set by a driver while it hands over a batch of requests that arrived together: no
+    /// cycle starts until `releaseCycles`, so one disk sync covers the whole batch.
+    public private(set) var holdsCycles = false
     var needsNewGeneration = true
     var nextGeneration: UInt64
     var lastCycleFailed = false
@@ -112,6 +115,15 @@ public struct BlockStore: Sendable {
         case let .delete(refs): delete(refs, &out)
         case let .sync(id, refs): sync(id, refs, &out)
         }
+        if !holdsCycles { startCycleIfWanted(&out) }
+    }
+
+    /// Holds cycles back while a batch of requests is handed over (see `holdsCycles`).
+    public mutating func holdCycles() { holdsCycles = true }
+
+    /// Ends a batch: starts the cycle it wants, if any.
+    public mutating func releaseCycles(into out: inout [StoreOutput]) {
+        holdsCycles = false
         startCycleIfWanted(&out)
     }
 
