@@ -14,9 +14,12 @@ extension VolumeClient {
     /// Starts a flush for `waiters` (none: a checkpoint nobody waits for).
     mutating func startFlush(waiters: [FlushWaiter]) {
         guard phase == .ready, flush == nil else { return }
-        var targets: [(block: UInt64, version: UInt64)] = []
-        for (idx, e) in cache where e.isDirty || writebacks[idx] != nil { targets.append((idx, e.version)) }
-        targets.sort { $0.block < $1.block }
+        // Every dirty block is in the write-back order or has a write-back in flight (an
+        // invariant), so the whole cache need not be walked.
+        var blocks = Set<UInt64>()
+        for k in dirtyOrder.elements where cache[k.block]?.isDirty == true { blocks.insert(k.block) }
+        for idx in writebacks.keys where cache[idx] != nil { blocks.insert(idx) }
+        let targets = blocks.sorted().map { (block: $0, version: cache[$0]!.version) }
         flush = FlushState(waiters: waiters,
                            stage: .writeback(FlushTargets(blocks: targets.map(\.block), versions: targets.map(\.version))))
         // Write-backs start within the in-flight limit, oldest first; each completion starts the
