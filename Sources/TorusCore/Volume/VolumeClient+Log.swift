@@ -40,7 +40,9 @@ extension VolumeClient {
     /// read-only followers see the last record only after that (`+Follow`).
     mutating func checkpointIfIdle() {
         guard phase == .ready, !config.readOnly, flush == nil, flushQueue.isEmpty, segment != nil,
-              recordsSinceCheckpoint > 0, now - lastCheckpointAt >= config.checkpointInterval, !pageRefs.isEmpty else { return }
+              recordsSinceCheckpoint > 0, now - lastCheckpointAt >= config.checkpointInterval, !pageRefs.isEmpty,
+              now < leaseValidUntil, idleCheckpointStartedAt.map({ now - $0 >= config.checkpointInterval }) ?? true else { return }
+        idleCheckpointStartedAt = now
         if dirtyPages.isEmpty { dirtyPages.insert(0) }
         startFlush(waiters: [])
     }

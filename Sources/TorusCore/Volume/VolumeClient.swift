@@ -55,6 +55,9 @@ public struct VolumeClient: Sendable {
     var nextPosition: UInt64 = 1
     var recordsSinceCheckpoint = 0
     var lastCheckpointAt: Instant = .zero
+    /// When the last idle checkpoint started (one attempt per `checkpointInterval`, so a
+    /// metadata outage does not turn into a checkpoint every tick).
+    var idleCheckpointStartedAt: Instant?
     /// Pages that log commits changed since the last checkpoint: the next checkpoint writes them.
     var checkpointPages: Set<Int> = []
     /// Refs that log commits replaced: deleted once a checkpoint no longer names them.
