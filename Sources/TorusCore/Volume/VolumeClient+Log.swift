@@ -36,10 +36,12 @@ extension VolumeClient {
             || checkpointGarbage.count >= min(config.checkpointGarbageMax, max(16, entries.count / 2))
     }
 
-    /// A writer whose last commits were records checkpoints once idle for `checkpointInterval`:
-    /// read-only followers see the last record only after that (`+Follow`).
+    /// A writer whose last commits were records checkpoints once idle (nothing dirty, nothing
+    /// being written back) for `checkpointInterval`: read-only followers see the last record
+    /// only after that (`+Follow`). A busy writer's next FLUSH shows it to them instead.
     mutating func checkpointIfIdle() {
         guard phase == .ready, !config.readOnly, flush == nil, flushQueue.isEmpty, segment != nil,
+              dirtyBytes == 0, writebacks.isEmpty,
               recordsSinceCheckpoint > 0, now - lastCheckpointAt >= config.checkpointInterval, !pageRefs.isEmpty,
               now < leaseValidUntil, idleCheckpointStartedAt.map({ now - $0 >= config.checkpointInterval }) ?? true else { return }
         idleCheckpointStartedAt = now
