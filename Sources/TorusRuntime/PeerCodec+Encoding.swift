@@ -7,7 +7,7 @@ import TorusCore
 /// Reply status byte of PUT_REPLY and GET_REPLY.
 enum ReplyStatus: UInt8 {
     case ok = 0, notFound, corrupt, noSpace, ioError, wrongSize
-    /// A log record from an epoch below the node's seal (version 2); the seal's epoch follows.
+    /// A put from an epoch below the node's seal for its volume; the seal's epoch follows.
     case sealed
 }
 
