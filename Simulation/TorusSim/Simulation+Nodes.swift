@@ -60,6 +60,7 @@ extension Simulation {
         slots[n].node = StorageNode(id: slots[n].id, store: store)
         slots[n].node!.ignoresSeals = options.canary == .nodeIgnoresSeal
         slots[n].node!.ignoresDataSeals = options.canary == .nodeIgnoresDataSeal
+        slots[n].node!.trustsSectorReads = options.canary == .storeTrustsSectors
         slots[n].diskBusyUntil = now
         let outputs = slots[n].node!.start()
         perform(node: n, outputs)

@@ -49,7 +49,7 @@ public final class NodeDaemon: @unchecked Sendable {
         }
         let (host, port) = (endpoint.host, endpoint.port)
         let server = StorageNodeServer(id: id, store: store, disk: disk, loop: group.next(), pool: pool,
-                                       clusterID: clusterID)
+                                       clusterID: clusterID, inlineWriteMax: .max)
         let bound = try server.loop.flatSubmit { server.start(host: host, port: port) }.wait()
         let address = advertise ?? "\(host):\(bound)"
         try ClusterCatalog.register(meta, ClusterCatalog.Member(id: id, address: address, zone: zone, capacityBytes: sizeBytes))

@@ -25,9 +25,15 @@ public final class StorageNodeServer: @unchecked Sendable {
     var localPeers: [NodeID: LocalPeer] = [:]
     var scrubber: RepeatedTask?
     var scrubReported = StorageNode.ScrubStats()
+    /// Writes up to this many bytes run on the event loop, the rest on `pool` (see `perform`).
+    let inlineWriteMax: Int
 
+    /// `inlineWriteMax`: `torus node` (a loop of its own) writes every block inline; `torus up`
+    /// (loops shared with the NBD server) only journal-sized writes.
     public init(id: NodeID, store: BlockStore, disk: FileDisk, loop: EventLoop, pool: NIOThreadPool,
-                clusterID: PeerClusterID, logger: Logger = TorusLogging.logger("node")) {
+                clusterID: PeerClusterID, inlineWriteMax: Int = StorageNodeServer.journalWriteMax,
+                logger: Logger = TorusLogging.logger("node")) {
+        self.inlineWriteMax = inlineWriteMax
         self.id = id
         node = StorageNode(id: id, store: store)
         self.disk = disk
@@ -145,8 +151,8 @@ public final class StorageNodeServer: @unchecked Sendable {
         perform(node.receive(from: peer, msg))
     }
 
-    /// Writes up to this size run on the event loop (see `perform`).
-    static let inlineWriteMax = 16 << 10
+    /// The largest journal write (a few sectors): the default `inlineWriteMax`.
+    public static let journalWriteMax = 16 << 10
 
     func perform(_ outputs: [StorageNode.Output]) {
         loop.assertInEventLoop()
@@ -179,9 +185,9 @@ public final class StorageNodeServer: @unchecked Sendable {
                     immediate.append((op, done))
                     continue
                 }
-                if case .write(_, let bytes) = req, bytes.count <= Self.inlineWriteMax {
-                    // A journal write: a few sectors into the page cache cost less than two
-                    // thread hops (ext4 takes no RWF_NOWAIT writes), and the sync waits on it.
+                if case .write(_, let bytes) = req, bytes.count <= inlineWriteMax {
+                    // A write into the page cache costs less than two thread hops (ext4 takes no
+                    // RWF_NOWAIT writes); the price is a loop stalled while the kernel throttles.
                     immediate.append((op, disk.perform(req)))
                     continue
                 }

@@ -81,6 +81,8 @@ struct ScenarioTests {
         // late block puts (log checker), or kept though its blocks were never stored.
         ("canary-node-ignores-data-seal.yaml", "fencing"),
         ("canary-recovery-trusts-last-record.yaml", "durability"),
+        // Range reads of known sectors: rotten bytes served unchecked are wrong data.
+        ("canary-store-trusts-sectors.yaml", "no wrong data"),
     ])
     func canaryPromise(_ file: String, _ promise: String) throws {
         let sc = try Scenario.load(path: Self.directory + "/" + file)

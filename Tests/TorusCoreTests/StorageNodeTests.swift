@@ -148,11 +148,28 @@ struct StorageNodeTests {
             Issue.record("expected notFound for an unknown ref")
             return
         }
+        // The range reads taught the node refA's sector checksums: a range now reads only its
+        // own sectors, each verified. Rot in the first sector spoils only ranges that touch it.
         let slotSector = h.config.slotAreaOffset / 4096
         for s in h.sectors.keys.sorted() where s >= slotSector { h.sectors[s]![17] ^= 0x40 }
-        // The corruption is in the first sector; a range elsewhere must still be refused.
-        guard case .getReply(_, .failure(.corrupt(refA))) = h.request(.getRange(RPCID(6), refA, offset: 8192, length: 4096)).first else {
-            Issue.record("a range of a corrupt block must be refused")
+        h.sectors[slotSector + 1]![17] ^= 0x40  // heal all but the first sector of the slot
+        h.sectors[slotSector + 2]![17] ^= 0x40
+        h.sectors[slotSector + 3]![17] ^= 0x40
+        guard case .getReply(_, .success(let third)) = h.request(.getRange(RPCID(6), refA, offset: 8192, length: 4096)).first else {
+            Issue.record("a range of intact sectors with known checksums must be served")
+            return
+        }
+        #expect(third == Array(block(5)[8192..<12288]))
+        guard case .getReply(_, .failure(.corrupt(refA))) = h.request(.getRange(RPCID(7), refA, offset: 4000, length: 200)).first else {
+            Issue.record("a range touching the rotten sector must be refused")
+            return
+        }
+        // A block never read before is read and verified whole: rot anywhere refuses any range.
+        _ = h.request(.putBlock(RPCID(8), refB, block(6), durable: true))
+        let first = Array(block(6)[0..<4096])
+        for s in h.sectors.keys.sorted() where s >= slotSector && h.sectors[s] == first { h.sectors[s]![17] ^= 0x40 }
+        guard case .getReply(_, .failure(.corrupt(refB))) = h.request(.getRange(RPCID(9), refB, offset: 8192, length: 4096)).first else {
+            Issue.record("a range of a block with unknown sector checksums must verify the whole block")
             return
         }
     }

@@ -16,8 +16,13 @@ public struct StorageNode: Sendable {
     public var ignoresSeals = false
     /// Injected bug (canary `node-ignores-data-seal`): only records are refused, not blocks.
     public var ignoresDataSeals = false
+    /// Injected bug (simulator canary `store-trusts-sectors`): see `BlockStore.trustsSectorReads`.
+    public var trustsSectorReads: Bool {
+        get { store.trustsSectorReads }
+        set { store.trustsSectorReads = newValue }
+    }
     /// Which peer request each store request answers.
-    private var waiting: [StoreRequestID: (peer: NodeID, rpc: RPCID, range: Range<Int>?)] = [:]
+    private var waiting: [StoreRequestID: (peer: NodeID, rpc: RPCID)] = [:]
     /// Seal puts in flight: once one is durable, the volume's older seals are deleted.
     private var sealPuts: [StoreRequestID: BlockRef] = [:]
     private var supersededSeals: [BlockRef] = []
@@ -80,8 +85,8 @@ public struct StorageNode: Sendable {
             guard offset >= 0, length > 0, offset <= size - length else {
                 return [.send(to: peer, .getReply(rpc, .failure(.wrongSize(expected: size, got: offset + length))))]
             }
-            let sid = allocate(peer, rpc, range: offset..<(offset + length))
-            return step { $0.handle(.get(sid, ref), into: &$1) }
+            let sid = allocate(peer, rpc)
+            return step { $0.handle(.getRange(sid, ref, offset..<(offset + length)), into: &$1) }
         case .deleteBlocks(let refs):
             return step { $0.handle(.delete(refs), into: &$1) }
         case .syncBlocks(let rpc, let refs):
@@ -134,10 +139,10 @@ public struct StorageNode: Sendable {
         store.checkInvariants()
     }
 
-    private mutating func allocate(_ peer: NodeID, _ rpc: RPCID, range: Range<Int>? = nil) -> StoreRequestID {
+    private mutating func allocate(_ peer: NodeID, _ rpc: RPCID) -> StoreRequestID {
         let sid = StoreRequestID(nextStoreRequest)
         nextStoreRequest += 1
-        waiting[sid] = (peer, rpc, range)
+        waiting[sid] = (peer, rpc)
         return sid
     }
 
@@ -193,9 +198,7 @@ public struct StorageNode: Sendable {
                 let message: PeerMessage
                 switch reply {
                 case .put(_, let r): message = .putReply(w.rpc, r)
-                case .get(_, let r):
-                    // A range request gets only its bytes (the store verified the whole block).
-                    message = .getReply(w.rpc, w.range.map { range in r.map { Array($0[range]) } } ?? r)
+                case .get(_, let r): message = .getReply(w.rpc, r)
                 case .sync(_, let present): message = .syncReply(w.rpc, present: present)
                 }
                 out.append(.send(to: w.peer, message))

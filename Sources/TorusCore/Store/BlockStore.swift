@@ -60,6 +60,10 @@ public struct BlockStore: Sendable {
     var durableWaiters: [DurableWaiter] = []
     var queuedSyncs: [SyncWaiter] = []
     var outstandingReplies = 0
+    /// Per-sector checksums of blocks read lately, for range reads.
+    var sectorSums: SectorChecksums
+    /// Injected bug (simulator canary `store-trusts-sectors`): sector reads go unchecked.
+    public var trustsSectorReads = false
 
     // The journal pipeline.
     var cycle: Cycle?
@@ -83,6 +87,8 @@ public struct BlockStore: Sendable {
         }
         self.durableIndex = recovered
         self.slots = slots
+        self.sectorSums = SectorChecksums(blockSize: config.blockSize, sectorSize: config.geometry.sectorSize,
+                                          slots: config.totalSlots)
         // Descending, so the lowest free slot is allocated first.
         self.freeList = (0..<config.totalSlots).reversed().filter { slots[$0] == .free }
     }
@@ -111,7 +117,8 @@ public struct BlockStore: Sendable {
     public mutating func handle(_ request: StoreRequest, into out: inout [StoreOutput]) {
         switch request {
         case let .put(id, ref, data, durable, restore): put(id, ref, data, durable: durable, restore: restore, &out)
-        case let .get(id, ref): get(id, ref, &out)
+        case let .get(id, ref): get(id, ref, nil, &out)
+        case let .getRange(id, ref, range): get(id, ref, range, &out)
         case let .delete(refs): delete(refs, &out)
         case let .sync(id, refs): sync(id, refs, &out)
         }
@@ -251,6 +258,10 @@ extension BlockStore {
         var id: StoreRequestID
         var ref: BlockRef
         var putSeq: UInt64
+        /// The bytes asked for (nil: the whole block).
+        var range: Range<Int>?
+        /// The sectors read, when only those were (verified by their own checksums).
+        var sectors: Range<Int>?
     }
 
     struct DurableWaiter: Hashable, Sendable {

@@ -56,19 +56,33 @@ extension BlockStore {
         return true
     }
 
-    mutating func get(_ id: StoreRequestID, _ ref: BlockRef, _ out: inout [StoreOutput]) {
+    mutating func get(_ id: StoreRequestID, _ ref: BlockRef, _ range: Range<Int>?, _ out: inout [StoreOutput]) {
+        if let range, range.isEmpty || range.lowerBound < 0 || range.upperBound > config.blockSize {
+            return out.append(.reply(.get(id, .failure(.wrongSize(expected: config.blockSize, got: range.upperBound)))))
+        }
         guard let e = index[ref] else { return out.append(.reply(.get(id, .failure(.notFound(ref))))) }
         guard outstandingReplies < config.outstandingRepliesLimitRequests else {
             return out.append(.reply(.get(id, .failure(.ioError))))
         }
         outstandingReplies += 1
-        issueRead(PendingRead(id: id, ref: ref, putSeq: e.putSeq), slot: e.slot, &out)
+        issueRead(PendingRead(id: id, ref: ref, putSeq: e.putSeq, range: range), e, &out)
     }
 
-    private mutating func issueRead(_ read: PendingRead, slot: Int, _ out: inout [StoreOutput]) {
+    /// Reads the sectors a range covers when their checksums are known, else the whole block.
+    private mutating func issueRead(_ read: PendingRead, _ e: Entry, _ out: inout [StoreOutput]) {
+        var read = read
+        read.sectors = nil
+        var offset = config.slotOffset(e.slot), length = config.blockSize
+        if let range = read.range, sectorSums.lookup(slot: e.slot, blockCRC: e.crc) != nil {
+            let size = sectorSums.sectorSize
+            let sectors = range.lowerBound / size..<(range.upperBound + size - 1) / size
+            read.sectors = sectors
+            offset += UInt64(sectors.lowerBound * size)
+            length = sectors.count * size
+        }
         let op = nextOp()
         reads[op] = read
-        out.append(.disk(op, .read(offset: config.slotOffset(slot), length: config.blockSize)))
+        out.append(.disk(op, .read(offset: offset, length: length)))
     }
 
     mutating func delete(_ refs: [BlockRef], _ out: inout [StoreOutput]) {
@@ -101,6 +115,7 @@ extension BlockStore {
     mutating func removeFromIndex(_ ref: BlockRef) {
         let e = index.removeValue(forKey: ref)!
         precondition(slots[e.slot] == .used, "deleting \(ref) from slot \(e.slot) in state \(slots[e.slot])")
+        sectorSums.forget(slot: e.slot)
         if e.putSeq > durableThroughSeq, let i = unjournaledIndex(seq: e.putSeq), i >= fixedBatchCount {
             precondition(unjournaled[i].record.op == .put && unjournaled[i].record.ref == ref && !unjournaled[i].cancelled,
                          "cancelling \(ref): change \(e.putSeq) is \(unjournaled[i])")
@@ -175,6 +190,7 @@ extension BlockStore {
         case .success:
             precondition(index[put.ref] == nil, "\(put.ref) entered the index while its write \(id.raw) was in flight")
             slots[put.slot] = .used
+            sectorSums.forget(slot: put.slot)
             let seq = appendChange(BlockStoreFormat.Record(op: .put, ref: put.ref, slot: put.slot, crc: put.crc))
             index[put.ref] = Entry(slot: put.slot, crc: put.crc, putSeq: seq)
             for r in put.requesters {
@@ -193,11 +209,29 @@ extension BlockStore {
         guard let e = index[read.ref] else { return reply(.get(read.id, .failure(.notFound(read.ref))), &out) }
         guard e.putSeq == read.putSeq else {
             // Deleted and put again while the read was in flight: read the new slot.
-            return issueRead(PendingRead(id: read.id, ref: read.ref, putSeq: e.putSeq), slot: e.slot, &out)
+            return issueRead(PendingRead(id: read.id, ref: read.ref, putSeq: e.putSeq, range: read.range), e, &out)
+        }
+        if let sectors = read.sectors, case let .success(bytes) = result {
+            guard let sums = sectorSums.lookup(slot: e.slot, blockCRC: e.crc) else {
+                return issueRead(read, e, &out)  // the table moved on meanwhile: read the whole block
+            }
+            let size = sectorSums.sectorSize
+            let good = bytes.count == sectors.count * size && (trustsSectorReads || sectors.allSatisfy { s in
+                let at = (s - sectors.lowerBound) * size
+                return CRC32C.checksum(bytes[at..<at + size]) == sums[sums.startIndex + s]
+            })
+            if good {
+                let skip = sectors.lowerBound * size
+                return reply(.get(read.id, .success(Array(bytes[read.range!.lowerBound - skip..<read.range!.upperBound - skip]))), &out)
+            }
+            removeFromIndex(read.ref)
+            return reply(.get(read.id, .failure(.corrupt(read.ref))), &out)
         }
         switch result {
         case let .success(bytes) where bytes.count == config.blockSize && CRC32C.checksum(bytes) == e.crc:
-            reply(.get(read.id, .success(bytes)), &out)
+            guard let range = read.range else { return reply(.get(read.id, .success(bytes)), &out) }
+            sectorSums.learn(slot: e.slot, blockCRC: e.crc, block: bytes)
+            reply(.get(read.id, .success(Array(bytes[range]))), &out)
         case .success:
             removeFromIndex(read.ref)
             reply(.get(read.id, .failure(.corrupt(read.ref))), &out)

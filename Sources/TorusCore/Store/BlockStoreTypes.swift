@@ -17,6 +17,10 @@ public enum StoreRequest: Sendable {
     case put(StoreRequestID, BlockRef, [UInt8], durable: Bool, restore: Bool = false)
     /// Read a block; the bytes are verified against the CRC32C recorded at put.
     case get(StoreRequestID, BlockRef)
+    /// Read `range` of a block (answered by a `.get` reply of just those bytes). Verified
+    /// against the block's sector checksums when the store knows them; otherwise the whole
+    /// block is read and verified, and its sector checksums are learned (`SectorChecksums`).
+    case getRange(StoreRequestID, BlockRef, Range<Int>)
     /// Remove refs from the index now; no reply. Durable with a later sync cycle; the slots
     /// are reused only after that.
     case delete([BlockRef])

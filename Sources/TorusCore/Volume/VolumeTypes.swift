@@ -207,6 +207,9 @@ public struct VolumeClientConfig: Sendable {
         /// Storage nodes refuse a sealed volume's older records but still take its blocks, so
         /// an old writer can complete a FLUSH whose record a recovery dropped.
         case nodeIgnoresDataSeal = "node-ignores-data-seal"
+        /// Storage nodes serve a range read from the sectors it covers without checking them
+        /// against their sector checksums, so rotten bytes reach the reader.
+        case storeTrustsSectors = "store-trusts-sectors"
     }
 
     public init() {}
