@@ -41,6 +41,12 @@ head -c $((64 << 20)) /dev/urandom >"$WORK/in.img"
 nbdcopy --flush "$WORK/in.img" "$URI" && nbdcopy "$URI" "$WORK/out.img" && cmp -n $((64 << 20)) "$WORK/in.img" "$WORK/out.img" \
     && ok "nbdcopy 64 MiB in and out, byte-identical" || bad "nbdcopy round trip"
 
+# A client that pipelines FUA writes and FLUSHes without reading replies is slowed, never cut off.
+"$BIN" volume create pipe 128MiB --metadata "$META" >/dev/null 2>&1
+t=$(seconds_until 10 exports "$NBD_PORT" pipe) || true
+pipeline_checks "$NBD_PORT" pipe "$SERVER" "torus nbd serve"
+"$BIN" volume delete pipe --metadata "$META" >/dev/null 2>&1
+
 # fio writes with verify while one node is SIGKILLed; the verify read must pass.
 fio --name=w --ioengine=nbd --uri="$URI" --rw=write --bs=64k --iodepth=8 --size=96m --offset=128m \
     --verify=crc32c --do_verify=0 --end_fsync=1 --output="$WORK/fio-w.txt" >/dev/null 2>&1 &
@@ -84,7 +90,6 @@ fi
 
 # The servers follow volumes through an etcd watch: create, resize, delete (also after an
 # etcd restart, which breaks the watch streams).
-exports() { nbdinfo --list "nbd://127.0.0.1:$1" 2>/dev/null | grep -q "export=\"$2\""; }
 no_export() { ! exports "$1" "$2"; }
 size_is() { [ "$(nbdinfo --size "nbd://127.0.0.1:$1/$2" 2>/dev/null)" = "$3" ]; }
 RO_PORT=$(free_port)

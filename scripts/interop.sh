@@ -30,7 +30,7 @@ trap cleanup EXIT
 UP_EXTRA=()  # the first start hands writer traffic to the nodes in memory; after the SIGKILL, TCP
 start() {
     "$BIN" up --data-dir "$WORK/data" --nodes 3 --replication 2 --nbd "127.0.0.1:$PORT" --disk-size 1GiB \
-        --volume big:256MiB --volume fio:128MiB --volume scratch:64MiB --gc-interval 2s --gc-grace 500ms --scrub-rate 128MiB \
+        --volume big:256MiB --volume fio:128MiB --volume scratch:64MiB --volume pipe:128MiB --gc-interval 2s --gc-grace 500ms --scrub-rate 128MiB \
         "${UP_EXTRA[@]}" >>"$WORK/up.log" 2>&1 &
     PID=$!
     disown "$PID"  # no job-control chatter when it is killed
@@ -124,6 +124,8 @@ sys.exit(0 if before - after >= 2 * (32 << 20) else 1)
 PY
 }
 bad_input() { python3 Tests/interop/nbd_bad_input.py 127.0.0.1 "$PORT" scratch --connections 600 --seed 7; }
+pipelined() { python3 Tests/interop/nbd_pipeline.py 127.0.0.1 "$PORT" pipe | tee "$WORK/pipe.log"; }
+never_reads() { python3 Tests/interop/nbd_pipeline.py 127.0.0.1 "$PORT" pipe --never-read 10 --pid "$PID" | tee "$WORK/pipe.log"; }
 
 head -c $((256 << 20)) /dev/urandom >"$WORK/in.raw"
 start
@@ -134,6 +136,10 @@ check "nbdcopy back out is byte-identical" copy_out_same
 check "qemu-img compare sees identical images" qemu_same
 check "fio nbd engine: random 4k writes verified with crc32c" fio_write_verify
 check "600 connections of malformed traffic; well-formed clients keep working" bad_input
+check "100,000 FUA writes and FLUSHes pipelined before any reply is read: every reply correct" pipelined
+sed 's/^/        /' "$WORK/pipe.log" 2>/dev/null || true
+check "a client that never reads its replies: the server stops reading, its RSS stays bounded" never_reads
+sed 's/^/        /' "$WORK/pipe.log" 2>/dev/null || true
 check "after the malformed traffic: earlier nbdcopy data intact" copy_out_same
 check "after the malformed traffic: earlier fio data verifies" fio_verify_only
 check "torus volume create, list, info, delete against the running torus up" volume_cmds

@@ -176,3 +176,25 @@ bench_cluster() {
     "$bin" nbd serve --metadata "$META" --listen "127.0.0.1:$BENCH_NBD_PORT" --cache-size 128MiB >"$work/nbd.log" 2>&1 &
     PIDS+=($!)
 }
+
+# exports PORT NAME: the NBD server on PORT lists the export NAME.
+exports() { nbdinfo --list "nbd://127.0.0.1:$1" 2>/dev/null | grep -q "export=\"$2\""; }
+
+# pipeline_checks PORT EXPORT SERVER_PID WHAT: Tests/interop/nbd_pipeline.py against a server:
+# 100,000 FUA writes and FLUSHes sent before any reply is read, then 10 s of writes never read
+# (the server's RSS must stay bounded). Reports through ok/bad.
+pipeline_checks() {
+    local port=$1 export=$2 pid=$3 what=$4 log
+    log=$(mktemp)
+    if timeout 600 python3 Tests/interop/nbd_pipeline.py 127.0.0.1 "$port" "$export" >"$log" 2>&1; then
+        ok "$what: $(head -1 "$log")"
+    else
+        bad "$what, pipelined FUA writes without reading replies: $(tail -3 "$log")"
+    fi
+    if timeout 120 python3 Tests/interop/nbd_pipeline.py 127.0.0.1 "$port" "$export" --never-read 10 --pid "$pid" >"$log" 2>&1; then
+        ok "$what: $(tail -1 "$log")"
+    else
+        bad "$what, a client that never reads its replies: $(tail -3 "$log")"
+    fi
+    rm -f "$log"
+}

@@ -6,8 +6,15 @@ import TorusNBD
 
 /// One NBD connection: bytes go through `NBDServerConnection`; commands go to the cluster's
 /// volume writer; replies go back in completion order.
-final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
+///
+/// Back-pressure: the NBD protocol puts no limit on requests in flight, so the handler stops
+/// reading the socket (it holds NIO's `read`) while the connection has `inFlightMax` requests
+/// executing or the replies waiting to be written are over the channel's high-water mark,
+/// and reads again once both drain. A client that sends without reading its replies costs
+/// bounded memory: its requests wait in the kernel's socket buffers, then in its own.
+final class NBDConnectionHandler: ChannelDuplexHandler, @unchecked Sendable {
     typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
     private var connection: NBDServerConnection
@@ -20,6 +27,8 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     private var flushQueued = false
     /// The client's address, for log lines.
     private var client: Logger.MetadataValue = "-"
+    /// NIO asked for a read that back-pressure holds back (see the type's notes).
+    private var readHeld = false
 
     init(cluster: VolumeServer) {
         self.cluster = cluster
@@ -39,6 +48,27 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         // Parsed in place: what the connection keeps (headers, payloads) it copies.
         let actions = buffer.withUnsafeReadableBytes { connection.receive($0) }
         perform(actions, context: context)
+    }
+
+    /// NIO asks for the next read after each one: pass it on only while input is welcome.
+    func read(context: ChannelHandlerContext) {
+        if acceptsInput(context) { context.read() } else { readHeld = true }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        resumeReading(context)
+        context.fireChannelWritabilityChanged()
+    }
+
+    private func acceptsInput(_ context: ChannelHandlerContext) -> Bool {
+        closed || (connection.wantsInput && context.channel.isWritable)
+    }
+
+    /// Reads again if a read was held and both the requests and the replies have drained.
+    private func resumeReading(_ context: ChannelHandlerContext) {
+        guard readHeld, acceptsInput(context) else { return }
+        readHeld = false
+        context.read()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -99,6 +129,7 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
                 context.close(promise: nil)
             }
         }
+        defer { resumeReading(context) }
         guard wrote else { return }
         // With nothing else in flight no other reply can join this one: send it now (QD1
         // latency); otherwise wait for the end of this turn of the loop.
