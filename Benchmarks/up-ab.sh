@@ -4,6 +4,7 @@
 # Settles "no slower than before" where nbd-bench.sh's runs differ by more than the change.
 #
 # Usage: bash Benchmarks/up-ab.sh OLD_TORUS NEW_TORUS [RUNTIME_SECONDS] [ROUNDS]   (5 s, 3 rounds)
+#        JOBS_ONLY=REGEX ... runs only the jobs whose line matches.
 # Prints each job's IOPS per round and the median ratio new/old.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,9 @@ cleanup() { [ -n "$PID" ] && stop_in_reverse "$PID"; rm -rf "$WORK"; }
 trap cleanup EXIT
 URI=nbd://127.0.0.1:10960/bench
 JOBS=("randread 4k 32" "randwrite 4k 32" "randread 4k 1" "read 1m 8" "write 1m 8")
+if [ -n "${JOBS_ONLY:-}" ]; then  # a regex: run only the jobs whose line (e.g. "randread 4k 32") matches
+    mapfile -t JOBS < <(printf '%s\n' "${JOBS[@]}" | grep -E -- "$JOBS_ONLY")
+fi
 : >"$WORK/rows.tsv"
 for round in $(seq 1 "$ROUNDS"); do
     order="old new"; [ $((round % 2)) = 0 ] && order="new old"

@@ -131,6 +131,7 @@ head -c $((256 << 20)) /dev/urandom >"$WORK/in.raw"
 start
 check "nbdinfo reports the volume size" size_is big $((256 << 20))
 check "nbdinfo --list lists the volumes" lists fio
+check "the admin socket is owner-only (mode 600)" test "$(stat -c %a "$WORK/data/admin.sock")" = 600
 check "nbdcopy 256 MiB of random data in (with flush)" copy_in
 check "nbdcopy back out is byte-identical" copy_out_same
 check "qemu-img compare sees identical images" qemu_same

@@ -79,6 +79,9 @@ swift run -c release torus-sim swarm --from 1 --runs "${TORUS_SWARM_RUNS:-100}" 
 echo "== interop: torus up with nbdinfo, nbdcopy, fio, qemu-img"
 bash scripts/interop.sh
 
+echo "== bad input on every subcommand: refused with a clear line, never a trap or a hang"
+bash scripts/cli-inputs.sh
+
 echo "== end to end: etcd, torus init, 3 torus node, torus nbd serve, real NBD clients"
 bash scripts/e2e-etcd.sh
 

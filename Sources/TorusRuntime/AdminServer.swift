@@ -1,3 +1,4 @@
+import Glibc
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -11,14 +12,25 @@ import TorusCore
 public enum AdminServer {
     public static func socketPath(dataDir: String) -> String { dataDir + "/admin.sock" }
 
+    /// Binds the socket and makes it owner-only (mode 0600): anyone who can connect can create
+    /// and delete volumes.
     public static func bind(dataDir: String, cluster: VolumeServer, group: EventLoopGroup) -> EventLoopFuture<Channel> {
-        ServerBootstrap(group: group)
+        let path = socketPath(dataDir: dataDir)
+        return ServerBootstrap(group: group)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(AdminHandler(cluster: cluster))
                 }
             }
-            .bind(unixDomainSocketPath: socketPath(dataDir: dataDir), cleanupExistingSocketFile: true)
+            .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true)
+            .flatMapThrowing { channel in
+                guard chmod(path, 0o600) == 0 else {
+                    let error = FileDiskError(path: path, operation: "chmod 0600", errno: errno)
+                    channel.close(promise: nil)
+                    throw error
+                }
+                return channel
+            }
     }
 }
 

@@ -271,7 +271,7 @@ public enum ClusterCatalog {
     public static func createVolume(_ meta: any MetadataService, name: String, sizeBytes: UInt64, blockSize: Int,
                                     replication: Int, ifMissing: Bool) throws -> VolumeInfo {
         guard VolumeServer.validName(name) else {
-            throw RuntimeError.badInput("volume name '\(name)' must be 1-64 characters of a-z, A-Z, 0-9, '-', '_', '.'")
+            throw RuntimeError.badInput("volume name '\(name)' must be 1-64 characters of a-z, A-Z, 0-9, '-', '_', '.', not starting with '-'")
         }
         guard sizeBytes > 0, sizeBytes % 4096 == 0 else {
             throw RuntimeError.badInput("volume size \(sizeBytes) must be a positive multiple of 4096 bytes")

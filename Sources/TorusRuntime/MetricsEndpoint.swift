@@ -18,8 +18,17 @@ import TorusCore
 public enum TorusMetrics {
     static let registry = PrometheusCollectorRegistry()
     private static let bootstrapped: Void = {
-        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.defaultDurationHistogramBuckets = latencyBuckets
+        MetricsSystem.bootstrap(factory)
     }()
+
+    /// Histogram buckets of the latency metrics: 100 µs to 10 s (a FLUSH takes about 1 ms).
+    static let latencyBuckets: [Duration] = [
+        .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1), .microseconds(2500),
+        .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
+        .milliseconds(250), .milliseconds(500), .seconds(1), .milliseconds(2500), .seconds(5), .seconds(10),
+    ]
 
     /// Installs the Prometheus backend (once per process; later calls do nothing).
     public static func bootstrap() { _ = bootstrapped }
@@ -52,7 +61,9 @@ public enum TorusMetrics {
     /// `bootstrap`, which the commands call before serving.
     struct NBDInstruments: Sendable {
         let requests: CoreMetrics.Counter, bytes: CoreMetrics.Counter, errors: CoreMetrics.Counter
+        let latency: CoreMetrics.Timer
         init(_ op: String) {
+            latency = CoreMetrics.Timer(label: "torus_nbd_request_duration_seconds", dimensions: [("op", op)])
             requests = CoreMetrics.Counter(label: "torus_nbd_requests_total", dimensions: [("op", op)])
             bytes = CoreMetrics.Counter(label: "torus_nbd_bytes_total", dimensions: [("op", op)])
             errors = CoreMetrics.Counter(label: "torus_nbd_errors_total", dimensions: [("op", op)])
@@ -62,11 +73,20 @@ public enum TorusMetrics {
     static let nbd: [NBDInstruments] = nbdOps.map(NBDInstruments.init)
 
     /// `op` indexes `nbdOps`.
-    static func nbdRequest(_ op: Int, bytes: Int, failed: Bool) {
+    static func nbdRequest(_ op: Int, bytes: Int, failed: Bool, nanoseconds: UInt64) {
         let i = nbd[op]
         i.requests.increment()
+        i.latency.recordNanoseconds(Int64(clamping: nanoseconds))
         if bytes > 0 { i.bytes.increment(by: bytes) }
         if failed { i.errors.increment() }
+    }
+
+    static let peerLatency = [CoreMetrics.Timer(label: "torus_peer_request_duration_seconds", dimensions: [("op", "get")]),
+                              CoreMetrics.Timer(label: "torus_peer_request_duration_seconds", dimensions: [("op", "put")])]
+
+    /// A storage node answered a block get or put this long after it arrived.
+    static func peerRequest(put: Bool, nanoseconds: UInt64) {
+        peerLatency[put ? 1 : 0].recordNanoseconds(Int64(clamping: nanoseconds))
     }
 
     static func collectorPass(_ p: CollectorPass) {

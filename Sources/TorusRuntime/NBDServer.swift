@@ -186,6 +186,7 @@ final class NBDConnectionHandler: ChannelDuplexHandler, @unchecked Sendable {
         }
         let ctx = NIOLoopBound(context, eventLoop: context.eventLoop)
         let handlerLoop = context.eventLoop
+        let started = NIODeadline.now()
         let run: @Sendable () -> Void = {
             self.cluster.submit(volume: export.name, request).hop(to: handlerLoop).whenComplete { result in
                 guard !self.closed else { return }
@@ -213,7 +214,12 @@ final class NBDConnectionHandler: ChannelDuplexHandler, @unchecked Sendable {
                     }
                 case .failure: mapped = .failure(.EIO)
                 }
-                if case .failure = mapped { TorusMetrics.nbdRequest(op, bytes: 0, failed: true) } else { TorusMetrics.nbdRequest(op, bytes: bytes, failed: false) }
+                let took = UInt64((NIODeadline.now() - started).nanoseconds)
+                if case .failure = mapped {
+                    TorusMetrics.nbdRequest(op, bytes: 0, failed: true, nanoseconds: took)
+                } else {
+                    TorusMetrics.nbdRequest(op, bytes: bytes, failed: false, nanoseconds: took)
+                }
                 self.perform(self.connection.completed(cookie: cookie, parts: mapped), context: ctx.value)
             }
         }
@@ -234,6 +240,9 @@ public enum NBDServer {
                 }
             }
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            // Back-pressure stops reading above the high mark (see NBDConnectionHandler): room for
+            // the replies of a full queue of small reads (NIO's default, 64 KiB, is 16 of 4 KiB).
+            .childChannelOption(.writeBufferWaterMark, value: .init(low: 1 << 20, high: 4 << 20))
             // Reads of up to 1 MiB (NIO's default stops at 64 KiB): a 1 MiB write payload takes
             // one read call instead of sixteen.
             .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 4096, initial: 64 << 10, maximum: 1 << 20))

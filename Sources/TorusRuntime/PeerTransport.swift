@@ -19,8 +19,9 @@ final class PeerServerHandler: ChannelInboundHandler, @unchecked Sendable {
     var channel: Channel? { context?.channel }
     /// The client that said HELLO on this connection.
     private(set) var peer: NodeID?
-    /// Refs of the requests not answered yet: replies carry the ref on the wire.
-    private var pendingRefs: [RPCID: BlockRef] = [:]
+    /// Requests not answered yet: replies carry the ref on the wire; when each arrived and
+    /// whether it is a put, for the latency histograms.
+    private var pendingRefs: [RPCID: (ref: BlockRef, arrived: UInt64, put: Bool)] = [:]
     var needsFlush = false
     private var flushQueued = false
 
@@ -49,8 +50,10 @@ final class PeerServerHandler: ChannelInboundHandler, @unchecked Sendable {
                 return
             }
             switch msg {
-            case .putBlock(let rpc, let ref, _, _, _, _), .getBlock(let rpc, let ref), .getRange(let rpc, let ref, _, _):
-                pendingRefs[rpc] = ref
+            case .putBlock(let rpc, let ref, _, _, _, _):
+                pendingRefs[rpc] = (ref, NIODeadline.now().uptimeNanoseconds, true)
+            case .getBlock(let rpc, let ref), .getRange(let rpc, let ref, _, _):
+                pendingRefs[rpc] = (ref, NIODeadline.now().uptimeNanoseconds, false)
             default: break
             }
             server.received(from: peer, msg)
@@ -77,8 +80,9 @@ final class PeerServerHandler: ChannelInboundHandler, @unchecked Sendable {
         var replyRef: BlockRef?
         switch msg {
         case .putReply(let rpc, _), .getReply(let rpc, _):
-            guard let ref = pendingRefs.removeValue(forKey: rpc) else { return }  // not asked here
-            replyRef = ref
+            guard let p = pendingRefs.removeValue(forKey: rpc) else { return }  // not asked here
+            replyRef = p.ref
+            TorusMetrics.peerRequest(put: p.put, nanoseconds: NIODeadline.now().uptimeNanoseconds &- p.arrived)
         default: break
         }
         context.write(wrapOutboundOut(.message(msg, replyRef: replyRef)), promise: nil)

@@ -36,8 +36,10 @@ extension VolumeServer {
         }
     }
 
-    static func validName(_ name: String) -> Bool {
-        !name.isEmpty && name.utf8.count <= 64
+    /// 1-64 characters of a-z, A-Z, 0-9, '-', '_', '.', not starting with '-' (they appear in
+    /// metadata keys, NBD export names and command lines).
+    public static func validName(_ name: String) -> Bool {
+        !name.isEmpty && name.utf8.count <= 64 && !name.hasPrefix("-")
             && name.unicodeScalars.allSatisfy { ($0.properties.isASCIIHexDigit || ("a"..."z").contains($0) || ("A"..."Z").contains($0) || "-_.".unicodeScalars.contains($0)) }
     }
 

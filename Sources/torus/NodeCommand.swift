@@ -15,11 +15,19 @@ struct Node: ParsableCommand {
     @Option(help: "Size of the node's data file, e.g. 10GiB.") var size: String
     @Option(help: "Peer protocol listen address HOST:PORT (port 0: any).") var listen = "127.0.0.1:0"
     @Option(help: "Address other processes use to reach this node (default: the listen address).") var advertise: String?
-    @Option(help: "Failure domain (zone, rack or host); copies of a block go to distinct zones.") var zone = ""
+    @Option(help: "Failure domain (zone, rack or host; up to 64 of a-z, A-Z, 0-9, '-', '_', '.'); copies of a block go to distinct zones.")
+    var zone = ""
     @Option(name: .customLong("scrub-rate"), help: "Bytes per second of stored blocks verified against their checksums in the background (e.g. 4MiB); a bad copy is dropped and the collector copies it back. 0: off.")
     var scrubRate = "4MiB"
     @Option(help: metricsHelp) var metrics: String?
     @OptionGroup(title: "Logging") var logging: LoggingOptions
+
+    func validate() throws {
+        // The zone goes into the node's record in etcd, one `key=value` line each.
+        guard zone.isEmpty || VolumeServer.validName(zone) else {
+            throw ValidationError("--zone must be up to 64 characters of a-z, A-Z, 0-9, '-', '_', '.' (got \(zone.utf8.count) bytes)")
+        }
+    }
 
     func run() throws {
         logging.bootstrap()

@@ -1,5 +1,6 @@
 import ArgumentParser
 import TorusCore
+import TorusRuntime
 
 // Sizes (64KiB, 10GiB, a byte count) and durations (500ms, 5s, 10m, 0) of the options.
 // HOST:PORT endpoints are read by `HostPort` (TorusRuntime).
@@ -17,7 +18,16 @@ func parseSize(_ s: String, what: String) throws -> UInt64 {
 func parseVolumeSpec(_ v: String) throws -> (String, UInt64) {
     let parts = v.split(separator: ":", maxSplits: 1)
     guard parts.count == 2 else { throw ValidationError("--volume '\(v)' must be NAME:SIZE, e.g. vol1:10GiB") }
+    try checkVolumeName(String(parts[0]))
     return (String(parts[0]), try parseSize(String(parts[1]), what: "volume size"))
+}
+
+/// Refuses a volume name the cluster would refuse, before it goes into a request line.
+func checkVolumeName(_ name: String) throws {
+    guard VolumeServer.validName(name) else {
+        let shown = name.count > 80 ? String(name.prefix(80)) + "... (\(name.utf8.count) bytes)" : name
+        throw ValidationError("volume name '\(shown)' must be 1-64 characters of a-z, A-Z, 0-9, '-', '_', '.', not starting with '-'")
+    }
 }
 
 /// `--cache-size`: at least 4 MiB (room for a few blocks of any size), at most 64 GiB.

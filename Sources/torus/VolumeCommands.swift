@@ -32,9 +32,13 @@ struct Volume: ParsableCommand {
     /// The same requests straight against etcd (a `torus nbd serve` picks new volumes up).
     static func runOnMetadata(_ line: String, _ url: String) throws {
         let words = line.split(separator: " ").map(String.init)
+        guard let verb = words.first, verb == "list" || words.count >= 2 else {
+            say("torus: bad request '\(line)'")
+            throw ExitCode(1)
+        }
         do {
             let meta = try EtcdMetadataService(url: url)
-            switch words[0] {
+            switch verb {
             case "list":
                 for v in try ClusterCatalog.listVolumes(meta).sorted(by: { $0.name < $1.name }) { say(describe(v)) }
             case "info":
@@ -44,7 +48,8 @@ struct Volume: ParsableCommand {
                 say(describe(v))
             case "create":
                 let shape = try ClusterCatalog.config(meta)
-                say(describe(try ClusterCatalog.createVolume(meta, name: words[1], sizeBytes: UInt64(words[2])!, blockSize: shape.blockSize,
+                guard words.count == 3, let size = UInt64(words[2]) else { throw RuntimeError.badInput("bad request '\(line)'") }
+                say(describe(try ClusterCatalog.createVolume(meta, name: words[1], sizeBytes: size, blockSize: shape.blockSize,
                                                              replication: shape.replication, ifMissing: false)))
             case "delete":
                 guard try ClusterCatalog.listVolumes(meta).contains(where: { $0.name == words[1] }) else {
@@ -52,7 +57,8 @@ struct Volume: ParsableCommand {
                 }
                 try ClusterCatalog.deleteVolume(meta, name: words[1])
             case "resize":
-                let (old, new) = try ClusterCatalog.resizeVolume(meta, name: words[1], sizeBytes: UInt64(words[2])!)
+                guard words.count == 3, let size = UInt64(words[2]) else { throw RuntimeError.badInput("bad request '\(line)'") }
+                let (old, new) = try ClusterCatalog.resizeVolume(meta, name: words[1], sizeBytes: size)
                 say(describe(new) + (old.sizeBytes == new.sizeBytes ? " (unchanged)" : " (was \(old.sizeBytes))"))
             default:
                 throw RuntimeError.badInput("unknown request '\(line)'")
@@ -68,6 +74,7 @@ struct Volume: ParsableCommand {
         @Argument(help: "Volume name (a-z, A-Z, 0-9, '-', '_', '.').") var name: String
         @Argument(help: "Size, e.g. 10GiB.") var size: String
         @OptionGroup var target: Target
+        func validate() throws { try checkVolumeName(name) }
         func run() throws { try Volume.run("create \(name) \(try parseSize(size, what: "size"))", target) }
     }
 
@@ -81,6 +88,7 @@ struct Volume: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Show one volume.")
         @Argument var name: String
         @OptionGroup var target: Target
+        func validate() throws { try checkVolumeName(name) }
         func run() throws { try Volume.run("info \(name)", target) }
     }
 
@@ -95,6 +103,7 @@ struct Volume: ParsableCommand {
         @Argument var name: String
         @Argument(help: "New size, e.g. 20GiB (not smaller than the current size).") var size: String
         @OptionGroup var target: Target
+        func validate() throws { try checkVolumeName(name) }
         func run() throws { try Volume.run("resize \(name) \(try parseSize(size, what: "size"))", target) }
     }
 
@@ -103,6 +112,7 @@ struct Volume: ParsableCommand {
             abstract: "Delete a volume (the garbage collector reclaims its blocks on a later pass).")
         @Argument var name: String
         @OptionGroup var target: Target
+        func validate() throws { try checkVolumeName(name) }
         func run() throws { try Volume.run("delete \(name)", target) }
     }
 }

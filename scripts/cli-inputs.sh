@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Bad input on every subcommand, against a running `torus up` and a cluster in etcd: each
+# command must fail with a clear line ("Error: ..." from argument parsing, "torus: ...", or
+# "error: ..." from a running `torus up`)
+# and an exit status from 1 to 127, within 20 s. Never a trap, a hang or a success.
+# Usage: bash scripts/cli-inputs.sh   (needs etcd-server; builds torus release). Run by test.sh.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+e2e_begin cli
+start_etcd "$WORK" || exit 1
+PIDS+=("$ETCD_PID")
+META=$ETCD_URL
+"$BIN" init --metadata "$META" --replication 1 >/dev/null 2>&1 || bad "torus init"
+UP_PORT=$(free_port)
+"$BIN" up --data-dir "$WORK/up" --nodes 1 --replication 1 --disk-size 256MiB --volume v:16MiB \
+    --nbd "127.0.0.1:$UP_PORT" >"$WORK/up.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 1 100); do nbdinfo "nbd://127.0.0.1:$UP_PORT/v" >/dev/null 2>&1 && break; sleep 0.2; done
+
+LONG=$(printf 'n%.0s' $(seq 1 10000))
+checked=0
+refused() {  # ARGS...: the command must fail cleanly
+    local out rc
+    out=$(timeout 20 "$BIN" "$@" 2>&1 </dev/null); rc=$?
+    checked=$((checked + 1))
+    local shown
+    shown=$(printf '%q ' "$@" | cut -c1-120)
+    if [ $rc -eq 124 ]; then bad "hung: torus $shown"
+    elif [ $rc -eq 0 ]; then bad "accepted: torus $shown"
+    elif [ $rc -ge 128 ]; then bad "exit $rc (signal): torus $shown: $(echo "$out" | grep -m1 -E 'crashed|failure|Fatal')"
+    elif echo "$out" | grep -qE 'Program crashed|Fatal error|Backtracing'; then bad "crash text: torus $shown"
+    elif ! echo "$out" | grep -qE '^(Error: |torus: |error: )'; then bad "no clear line: torus $shown: $(echo "$out" | head -2)"
+    fi
+}
+
+"$BIN" volume create v 16MiB --metadata "$META" >/dev/null 2>&1 || bad "volume create v in etcd"
+for target in "--data-dir $WORK/up" "--metadata $META"; do
+    read -ra T <<<"$target"
+    for name in "a b" "" "$LONG" "a/b" "../x" "ä" "-" "x;y"; do
+        refused volume create "$name" 1GiB "${T[@]}"
+        refused volume info "$name" "${T[@]}"
+        refused volume resize "$name" 1GiB "${T[@]}"
+        refused volume delete "$name" "${T[@]}"
+    done
+    for size in 0 -1 10XB 99999999TiB "" 1.5GiB 4095 KiB; do
+        refused volume create ok1 "$size" "${T[@]}"
+        refused volume resize v "$size" "${T[@]}"
+    done
+    refused volume create v 16MiB "${T[@]}"  # exists
+    refused volume resize v 8MiB "${T[@]}"   # shrinking
+    refused volume info no-such-volume "${T[@]}"
+    refused volume delete no-such-volume "${T[@]}"
+done
+
+NOWHERE=etcd://nowhere:1
+for cmd in "volume list" "volume info v" "volume create x 1GiB" "volume resize v 2GiB" "volume delete v" \
+           "init" "peer list" "peer drain 1" "peer remove 1" "status" \
+           "node --data-dir $WORK/n --size 256MiB" "nbd serve --listen 127.0.0.1:$(free_port)"; do
+    read -ra C <<<"$cmd"
+    refused "${C[@]}" --metadata "$NOWHERE"
+done
+refused volume list --metadata "not-a-url"
+refused volume list --metadata "etcd://127.0.0.1:99999"
+refused peer drain abc --metadata "$META"
+refused peer remove -5 --metadata "$META"
+refused peer drain 999 --metadata "$META"
+refused node --metadata "$META" --data-dir "$WORK/n2" --size 0
+refused node --metadata "$META" --data-dir "$WORK/n2" --size 1GiB --listen nohost
+refused node --metadata "$META" --data-dir "$WORK/n2" --size 1GiB --zone "$LONG"
+refused node --metadata "$META" --data-dir "$WORK/n2" --size 1GiB --zone "$(printf 'z1\nstate=draining')"
+refused nbd serve --metadata "$META" --listen 127.0.0.1:99999
+refused nbd serve --metadata "$META" --cache-size 1KiB
+refused init --metadata "$META" --replication 0
+refused gc --data-dir "$WORK/nothing-here"
+refused volume list --data-dir "$WORK/nothing-here"
+refused up --data-dir "$WORK/up2" --nodes 0
+refused up --data-dir "$WORK/up2" --volume "a b:1GiB"
+refused up --data-dir "$WORK/up2" --volume "x:0"
+refused up --data-dir "$WORK/up2" --volume ":1GiB"
+refused up --data-dir "$WORK/up2" --replication 4 --nodes 3
+refused up --data-dir "$WORK/up2" --block-size 3KiB
+refused up --data-dir "$WORK/up2" --nbd "not an address"
+refused no-such-subcommand
+
+echo "cli: $checked commands with bad input, $fail not refused cleanly"
+[ $fail -eq 0 ] && echo "ok      every bad input refused with a clear line and an exit status below 128"
+[ $fail -eq 0 ]
