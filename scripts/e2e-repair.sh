@@ -58,6 +58,11 @@ copies=$(metric torus_repair_copies_total); rbytes=$(metric torus_repair_bytes_t
 [ "${copies:-0}" -gt 0 ] && [ "${rbytes:-0}" -gt 0 ] && [ "${short:-1}" = 0 ] \
     && ok "metrics: torus_repair_copies_total $copies, torus_repair_bytes_total $rbytes, torus_blocks_under_replicated 0" \
     || bad "metrics after the repair: copies=${copies:-none} bytes=${rbytes:-none} under-replicated=${short:-none}"
+writes=$(metric 'torus_nbd_request_duration_seconds_count{op="write"}')
+buckets=$(curl -s "http://127.0.0.1:$MPORT/metrics" | grep -c '^torus_nbd_request_duration_seconds_bucket{op="write",le=')
+[ "${writes:-0}" -gt 0 ] && [ "$buckets" -ge 16 ] \
+    && ok "metrics: NBD write latency histogram ($writes writes in $buckets buckets)" \
+    || bad "metrics: no NBD write latency histogram (count ${writes:-none}, $buckets buckets)"
 
 # A second node dies: with replication 3, every block still has a copy; a full verify read passes.
 kill -9 "${NODE_PIDS[3]}"
