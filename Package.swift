@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "TorusNBD", targets: ["TorusNBD"]),
         .executable(name: "torus-sim", targets: ["torus-sim"]),
         .executable(name: "torus", targets: ["torus"]),
+        .executable(name: "torus-fuzz", targets: ["torus-fuzz"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -66,6 +67,14 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Sources/torus"
+        ),
+        // Mutation fuzzing of the parsers (docs/fuzzing.md).
+        .executableTarget(
+            name: "torus-fuzz",
+            dependencies: ["TorusRuntime", "TorusNBD", "TorusScenario", "TorusCore",
+                           .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                           .product(name: "NIOCore", package: "swift-nio")],
+            path: "Sources/torus-fuzz"
         ),
         // The deterministic, fault-injecting simulator that drives the core.
         .target(name: "TorusSim", dependencies: ["TorusCore"], path: "Simulation/TorusSim",

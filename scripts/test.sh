@@ -79,6 +79,9 @@ swift run -c release torus-sim swarm --from 1 --runs "${TORUS_SWARM_RUNS:-100}" 
 echo "== interop: torus up with nbdinfo, nbdcopy, fio, qemu-img"
 bash scripts/interop.sh
 
+echo "== fuzzing: 100,000 mutated inputs each to the NBD server, the peer codec, scenario files, metadata values"
+bash scripts/fuzz.sh --inputs 100000
+
 echo "== bad input on every subcommand: refused with a clear line, never a trap or a hang"
 bash scripts/cli-inputs.sh
 

@@ -234,3 +234,9 @@ enum EtcdGateway {
                      version: kv.version.orZero, lease: kv.lease.orZero)
     }
 }
+
+/// Decodes an etcd JSON reply as the client would, for the fuzzer (`torus-fuzz metadata`):
+/// true if it decoded, false if it was refused as malformed. Never traps.
+public func etcdReplyDecodes(_ request: MetaRequest, status: Int, body: [UInt8]) -> Bool {
+    (try? EtcdGateway.decode(request, status: status, body: body)) != nil
+}
