@@ -29,8 +29,8 @@ refused() {  # ARGS...: the command must fail cleanly
     if [ $rc -eq 124 ]; then bad "hung: torus $shown"
     elif [ $rc -eq 0 ]; then bad "accepted: torus $shown"
     elif [ $rc -ge 128 ]; then bad "exit $rc (signal): torus $shown: $(echo "$out" | grep -m1 -E 'crashed|failure|Fatal')"
-    elif echo "$out" | grep -qE 'Program crashed|Fatal error|Backtracing'; then bad "crash text: torus $shown"
-    elif ! echo "$out" | grep -qE '^(Error: |torus: |error: )'; then bad "no clear line: torus $shown: $(echo "$out" | head -2)"
+    elif grep -qE 'Program crashed|Fatal error|Backtracing' <<<"$out"; then bad "crash text: torus $shown"
+    elif ! grep -qE '^(Error: |torus: |error: )' <<<"$out"; then bad "no clear line: torus $shown: $(echo "$out" | head -2)"
     fi
 }
 
