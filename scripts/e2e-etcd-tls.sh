@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end check of etcd over TLS with client-certificate authentication: a throwaway CA,
 # server and client certificates (openssl), etcd with --client-cert-auth, then `torus init`,
-# two `torus node`, `torus volume`, `torus nbd serve` (its volume watch streams over TLS) and
-# real NBD clients. Run by scripts/test.sh. Needs etcd-server, openssl, libnbd-bin.
+# two `torus node`, `torus volume`, `torus nbd serve` (its volume watch streams over TLS, and it
+# serves NBD over TLS with certificates from `torus certs`) and real NBD clients. Run by scripts/test.sh. Needs etcd-server, openssl, libnbd-bin.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -43,18 +43,26 @@ for _ in $(seq 1 50); do [ "$("$BIN" peer list --metadata "$META" 2>/dev/null | 
 [ "$("$BIN" peer list --metadata "$META" 2>/dev/null | grep -c alive)" = 2 ] && ok "two nodes registered over TLS" \
     || bad "peer list: $("$BIN" peer list --metadata "$META" 2>&1; tail -3 "$WORK/node-1.log")"
 "$BIN" volume create t1 32MiB --metadata "$META" >/dev/null 2>&1 && ok "volume create over TLS" || bad "volume create"
+# NBD over TLS too: `torus nbd serve` with a certificate from `torus certs`, clients with theirs.
+"$BIN" certs ca --dir "$C/nbd-ca" >/dev/null && "$BIN" certs issue --ca "$C/nbd-ca" --role server --host 127.0.0.1 --out "$C/nbd-server" >/dev/null \
+    && "$BIN" certs issue --ca "$C/nbd-ca" --role client --out "$C/nbd-client" >/dev/null || bad "torus certs"
 NBD_PORT=$(free_port)
-"$BIN" nbd serve --metadata "$META" --listen "127.0.0.1:$NBD_PORT" >>"$WORK/nbd.log" 2>&1 &
+"$BIN" nbd serve --metadata "$META" --listen "127.0.0.1:$NBD_PORT" --tls-cert "$C/nbd-server/server-cert.pem" \
+    --tls-key "$C/nbd-server/server-key.pem" --tls-client-ca "$C/nbd-ca/ca-cert.pem" >>"$WORK/nbd.log" 2>&1 &
 PIDS+=($!)
-for _ in $(seq 1 100); do nbdinfo "nbd://127.0.0.1:$NBD_PORT/t1" >/dev/null 2>&1 && break; sleep 0.2; done
+T="tls-certificates=$C/nbd-client"
+NBDS="nbds://127.0.0.1:$NBD_PORT"
+for _ in $(seq 1 100); do nbdinfo "$NBDS/t1?$T" >/dev/null 2>&1 && break; sleep 0.2; done
 head -c $((8 << 20)) /dev/urandom >"$WORK/in.img"
-nbdcopy --flush "$WORK/in.img" "nbd://127.0.0.1:$NBD_PORT/t1" && nbdcopy "nbd://127.0.0.1:$NBD_PORT/t1" "$WORK/out.img" \
-    && cmp -n $((8 << 20)) "$WORK/in.img" "$WORK/out.img" && ok "nbdcopy 8 MiB through nbd serve on a TLS etcd, byte-identical" \
+nbdcopy --flush "$WORK/in.img" "$NBDS/t1?$T" && nbdcopy "$NBDS/t1?$T" "$WORK/out.img" \
+    && cmp -n $((8 << 20)) "$WORK/in.img" "$WORK/out.img" && ok "nbdcopy 8 MiB over nbds:// through nbd serve on a TLS etcd, byte-identical" \
     || bad "nbdcopy: $(tail -3 "$WORK/nbd.log")"
+nbdinfo --size "nbd://127.0.0.1:$NBD_PORT/t1" >/dev/null 2>&1 && bad "nbd serve --tls-cert served a plain client" \
+    || ok "nbd serve with --tls-cert refuses a plain client"
 "$BIN" volume create t2 16MiB --metadata "$META" >/dev/null 2>&1
 found=0
-for _ in $(seq 1 50); do nbdinfo --list "nbd://127.0.0.1:$NBD_PORT" 2>/dev/null | grep -q 'export="t2"' && { found=1; break; }; sleep 0.1; done
-[ $found = 1 ] && ok "the volume watch streams over TLS: t2 is exported" || bad "t2 not exported: $(tail -3 "$WORK/nbd.log")"
+for _ in $(seq 1 50); do nbdinfo --list "$NBDS?$T" 2>/dev/null | grep -q 'export="t2"' && { found=1; break; }; sleep 0.1; done
+[ $found = 1 ] && ok "the volume watch streams over TLS: t2 is exported (listed over nbds://)" || bad "t2 not exported: $(tail -3 "$WORK/nbd.log")"
 "$BIN" status --metadata "$META" >"$WORK/status.log" 2>&1 && grep -q "health: OK" "$WORK/status.log" \
     && ok "torus status over TLS" || bad "status: $(cat "$WORK/status.log")"
 echo "e2e-tls: $pass passed, $fail failed"

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 . scripts/lib.sh
-install_missing libisal-dev libmimalloc-dev libnbd-bin python3-libnbd fio qemu-utils libcurl4-openssl-dev etcd-server etcd-client openssl curl
+install_missing libisal-dev libmimalloc-dev libnbd-bin python3-libnbd fio qemu-utils libcurl4-openssl-dev etcd-server etcd-client openssl curl fuse3
 
 echo "== code shape: files of at most 450 lines, functions of at most 80, no references outside the repo"
 python3 scripts/check-shape.py
@@ -78,6 +78,9 @@ swift run -c release torus-sim swarm --from 1 --runs "${TORUS_SWARM_RUNS:-100}" 
 
 echo "== interop: torus up with nbdinfo, nbdcopy, fio, qemu-img"
 bash scripts/interop.sh
+
+echo "== NBD over TLS: torus certs, torus up --tls, nbds:// with nbdinfo, nbdcopy, qemu-img, nbdfuse"
+bash scripts/nbd-tls.sh
 
 echo "== fuzzing: 100,000 mutated inputs each to the NBD server, the peer codec, scenario files, metadata values"
 bash scripts/fuzz.sh --inputs 100000

@@ -27,6 +27,9 @@ extension NBDServerConnection {
         header.removeAll(keepingCapacity: true)
         guard magic == NBDWire.ihaveopt else { return close("bad option magic", &out) }
 
+        if tls == .require && !tlsActive {
+            return handleOptionBeforeTLS(option, length: length, &out)
+        }
         switch option {
         case NBDWire.optAbort:
             // "NBD_OPT_ABORT": the server MUST reply with NBD_REP_ACK and SHOULD ignore any data;
@@ -49,6 +52,8 @@ extension NBDServerConnection {
             } else {
                 handleOption(option, [], &out)
             }
+        case NBDWire.optStartTLS:
+            handleStartTLS(length: length, &out)
         case NBDWire.optInfo, NBDWire.optGo:
             if length > limits.optionBytesMax {
                 // "NBD_REP_ERR_TOO_BIG: The request or the reply is too large to process."
@@ -58,9 +63,46 @@ extension NBDServerConnection {
             }
         default:
             // "Baseline": servers MUST reply NBD_REP_ERR_UNSUP to options they do not implement and
-            // MUST NOT fail to parse the next message. This includes NBD_OPT_STARTTLS ("NOTLS mode").
+            // MUST NOT fail to parse the next message.
             beginDiscard(length, then: .optionReply(option: option, type: NBDWire.repErrUnsup), &out)
         }
+    }
+
+    /// FORCEDTLS mode before the upgrade: "If the server receives any other option, including
+    /// NBD_OPT_INFO and unsupported options, it MUST reply with NBD_REP_ERR_TLS_REQD"; an
+    /// `NBD_OPT_EXPORT_NAME` "cannot error", so the session ends.
+    private mutating func handleOptionBeforeTLS(_ option: UInt32, length: Int, _ out: inout [NBDAction]) {
+        switch option {
+        case NBDWire.optAbort:
+            out.append(.send(NBDEncode.optionReply(option: option, type: NBDWire.repAck)))
+            // Not "client sent NBD_OPT_ABORT": a client turned away for want of TLS is worth a log line.
+            close(refusedForTLS ? "client gave up without TLS, which this server requires (NBD_OPT_ABORT)"
+                                : "client sent NBD_OPT_ABORT", &out)
+        case NBDWire.optStartTLS:
+            handleStartTLS(length: length, &out)
+        case NBDWire.optExportName:
+            close("NBD_OPT_EXPORT_NAME without TLS, which this server requires", &out)
+        default:
+            refusedForTLS = true
+            beginDiscard(length, then: .optionReply(option: option, type: NBDWire.repErrTLSRequired), &out)
+        }
+    }
+
+    /// "NBD_OPT_STARTTLS": no data allowed (`NBD_REP_ERR_INVALID`), refused once TLS is up
+    /// (`NBD_REP_ERR_INVALID`) and in NOTLS mode (`NBD_REP_ERR_UNSUP`); otherwise `NBD_REP_ACK`,
+    /// after which "all further data MUST be sent and received over TLS".
+    private mutating func handleStartTLS(length: Int, _ out: inout [NBDAction]) {
+        let option = NBDWire.optStartTLS
+        guard tls != .off else {
+            return beginDiscard(length, then: .optionReply(option: option, type: NBDWire.repErrUnsup), &out)
+        }
+        guard length == 0, !tlsActive else {
+            return beginDiscard(length, then: .optionReply(option: option, type: NBDWire.repErrInvalid), &out)
+        }
+        out.append(.send(NBDEncode.optionReply(option: option, type: NBDWire.repAck)))
+        out.append(.startTLS)
+        tlsActive = true
+        reader = .startingTLS
     }
 
     private mutating func beginCollect(option: UInt32, length: Int, _ out: inout [NBDAction]) {

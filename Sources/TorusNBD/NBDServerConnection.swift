@@ -1,6 +1,7 @@
 /// Sans-I/O NBD server protocol state machine for one client connection: bytes in, actions
-/// out. Fixed newstyle negotiation only, without TLS (`NBD_OPT_STARTTLS` is answered
-/// `NBD_REP_ERR_UNSUP` like any unknown option: the spec's NOTLS mode).
+/// out. Fixed newstyle negotiation only. TLS as the spec's "TLS support" sets out, per `tls`:
+/// the machine acknowledges `NBD_OPT_STARTTLS` and asks the driver (`.startTLS`) to run the
+/// handshake; the bytes it is fed afterwards are the decrypted stream.
 ///
 /// Driving it: call `start()` when the connection is accepted and send the greeting; feed every
 /// received byte to `receive(_:)`, in order, in chunks of any size; perform actions in the order
@@ -16,6 +17,8 @@ public struct NBDServerConnection: Sendable {
     public let limits: NBDLimits
     let lookup: @Sendable (String) -> NBDExport?
     let list: @Sendable () -> [NBDExport]
+    /// Whether and how `NBD_OPT_STARTTLS` is offered.
+    public let tls: NBDTLSMode
 
     /// Phase of the connection (for tests and diagnostics).
     public internal(set) var state: NBDServerState = .idle
@@ -23,6 +26,10 @@ public struct NBDServerConnection: Sendable {
     public internal(set) var export: NBDExport?
     /// Whether `NBD_OPT_STRUCTURED_REPLY` was negotiated.
     public internal(set) var structuredReplies = false
+    /// Whether the session was upgraded with `NBD_OPT_STARTTLS`.
+    public internal(set) var tlsActive = false
+    /// Whether an option was refused with `NBD_REP_ERR_TLS_REQD`.
+    var refusedForTLS = false
     /// Whether the client set `NBD_FLAG_C_NO_ZEROES`.
     public internal(set) var clientNoZeroes = false
     /// Why the connection closed, once `state == .closed`.
@@ -45,10 +52,12 @@ public struct NBDServerConnection: Sendable {
 
     public init(
         limits: NBDLimits = NBDLimits(),
+        tls: NBDTLSMode = .off,
         lookup: @escaping @Sendable (String) -> NBDExport?,
         list: @escaping @Sendable () -> [NBDExport]
     ) {
         self.limits = limits
+        self.tls = tls
         self.lookup = lookup
         self.list = list
     }
@@ -100,6 +109,8 @@ public struct NBDServerConnection: Sendable {
             close("received data before the greeting was sent", &out)
         case .awaitingClientFlags, .negotiating, .transmission:
             consume(bytes, owned: false, into: &out)
+            // The driver starts TLS when it performs `.startTLS`, before it feeds more bytes.
+            if case .startingTLS = reader { reader = .optionHeader }
         case .disconnecting, .closed:
             // "NBD_CMD_DISC": the client MUST NOT send anything after it; ignore whatever comes.
             break
@@ -155,6 +166,8 @@ public struct NBDServerConnection: Sendable {
         case writePayload(cookie: UInt64, offset: UInt64, length: Int, fua: Bool)
         /// Skipping bytes without storing them, then acting.
         case discard(remaining: Int, then: AfterDiscard)
+        /// `NBD_OPT_STARTTLS` acknowledged: nothing may follow in clear.
+        case startingTLS
         /// Closed or disconnecting: drop everything.
         case ignore
     }
@@ -184,6 +197,10 @@ public struct NBDServerConnection: Sendable {
             switch reader {
             case .idle, .ignore:
                 return
+            case .startingTLS:
+                // "The client MUST NOT send any option until it has received a final reply":
+                // cleartext bytes behind the STARTTLS option cannot be a TLS handshake.
+                return close("client sent data in clear after NBD_OPT_STARTTLS", &out)
             case .clientFlags:
                 guard fill(NBDWire.clientFlagsSize, from: &input) else { return }
                 handleClientFlags(&out)

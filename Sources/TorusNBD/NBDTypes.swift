@@ -106,8 +106,23 @@ public enum NBDAction: Sendable, Equatable {
     case execute(cookie: UInt64, NBDCommand)
     /// Negotiation finished for this export; requests for it follow.
     case enterTransmission(NBDExport)
+    /// `NBD_OPT_STARTTLS` was acknowledged: send everything before this action in clear, then
+    /// run the TLS handshake as the server. Every later byte, both ways, goes through TLS.
+    case startTLS
     /// Close the connection after sending everything that came before. Always the last action.
     case close(reason: String)
+}
+
+/// Whether a connection offers TLS ("TLS support" in the spec).
+public enum NBDTLSMode: String, Sendable, CaseIterable {
+    /// NOTLS mode: `NBD_OPT_STARTTLS` is answered `NBD_REP_ERR_UNSUP`.
+    case off
+    /// SELECTIVETLS mode with no TLS-only export: a client may upgrade, or go on in clear.
+    case allow
+    /// FORCEDTLS mode: before the upgrade, every option but `NBD_OPT_STARTTLS` and
+    /// `NBD_OPT_ABORT` is refused with `NBD_REP_ERR_TLS_REQD`; `NBD_OPT_EXPORT_NAME` (which
+    /// cannot be refused) ends the session.
+    case require
 }
 
 /// Where a connection is in its life.

@@ -45,6 +45,7 @@ enum NBDWire {
     static let optExportName: UInt32 = 1
     static let optAbort: UInt32 = 2
     static let optList: UInt32 = 3
+    static let optStartTLS: UInt32 = 5
     static let optInfo: UInt32 = 6
     static let optGo: UInt32 = 7
     static let optStructuredReply: UInt32 = 8
@@ -55,7 +56,9 @@ enum NBDWire {
     static let repServer: UInt32 = 2
     static let repInfo: UInt32 = 3
     static let repErrUnsup: UInt32 = 0x8000_0001
+    static let repErrPolicy: UInt32 = 0x8000_0002
     static let repErrInvalid: UInt32 = 0x8000_0003
+    static let repErrTLSRequired: UInt32 = 0x8000_0005
     static let repErrUnknown: UInt32 = 0x8000_0006
     static let repErrTooBig: UInt32 = 0x8000_0009
 

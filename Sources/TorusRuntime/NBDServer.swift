@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import TorusCore
 import TorusNBD
 
@@ -29,11 +30,14 @@ final class NBDConnectionHandler: ChannelDuplexHandler, @unchecked Sendable {
     private var client: Logger.MetadataValue = "-"
     /// NIO asked for a read that back-pressure holds back (see the type's notes).
     private var readHeld = false
+    /// What `NBD_OPT_STARTTLS` starts (nil: TLS is off).
+    private let tls: NBDServerTLS?
 
-    init(cluster: VolumeServer) {
+    init(cluster: VolumeServer, tls: NBDServerTLS?) {
         self.cluster = cluster
+        self.tls = tls
         let directory = cluster.volumeDirectory
-        connection = NBDServerConnection(lookup: { directory.lookup($0) }, list: { directory.all() })
+        connection = NBDServerConnection(tls: tls?.mode ?? .off, lookup: { directory.lookup($0) }, list: { directory.all() })
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -78,7 +82,14 @@ final class NBDConnectionHandler: ChannelDuplexHandler, @unchecked Sendable {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        if !closed { RuntimeLoggers.nbd.warning("closing the connection: \(error)", metadata: logMetadata) }
+        if case .uncleanShutdown = error as? NIOSSLError {
+            // The client closed its socket without TLS's close_notify: as plain as an EOF.
+            RuntimeLoggers.nbd.debug("client closed the TLS session without close_notify", metadata: logMetadata)
+        } else if case .handshakeFailed = error as? NIOSSLError {
+            RuntimeLoggers.nbd.notice("closing the connection: TLS handshake failed: \(TLSFiles.handshakeFailure(error))", metadata: logMetadata)
+        } else if !closed {
+            RuntimeLoggers.nbd.warning("closing the connection: \(error)", metadata: logMetadata)
+        }
         closed = true
         context.close(promise: nil)
     }
@@ -121,6 +132,11 @@ final class NBDConnectionHandler: ChannelDuplexHandler, @unchecked Sendable {
                 RuntimeLoggers.nbd.debug("client attached", metadata: logMetadata)
             case .execute(let cookie, let command):
                 execute(cookie, command, context: context)
+            case .startTLS:
+                // The acknowledgement leaves in clear; everything after it goes through TLS.
+                if wrote { context.flush() }
+                wrote = false
+                startTLS(context)
             case .close(let reason):
                 logClose(reason)
                 if wrote { context.flush() }
@@ -134,6 +150,18 @@ final class NBDConnectionHandler: ChannelDuplexHandler, @unchecked Sendable {
         // With nothing else in flight no other reply can join this one: send it now (QD1
         // latency); otherwise wait for the end of this turn of the loop.
         if connection.inFlight == 0 { context.flush() } else { flushSoon(context) }
+    }
+
+    private func startTLS(_ context: ChannelHandlerContext) {
+        guard let tls else { return }  // the connection offers STARTTLS only with `tls`
+        do {
+            try context.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.context), position: .first)
+            RuntimeLoggers.nbd.debug("starting TLS", metadata: logMetadata)
+        } catch {
+            RuntimeLoggers.nbd.warning("closing the connection: cannot start TLS: \(error)", metadata: logMetadata)
+            closed = true
+            context.close(promise: nil)
+        }
     }
 
     /// `address=` of the client, `volume=` of its export once it chose one.
@@ -228,15 +256,27 @@ final class NBDConnectionHandler: ChannelDuplexHandler, @unchecked Sendable {
     }
 }
 
+/// TLS for NBD clients (`NBD_OPT_STARTTLS`): the mode and the server's certificate.
+public struct NBDServerTLS: Sendable {
+    public var mode: NBDTLSMode
+    public var context: NIOSSLContext
+
+    public init(mode: NBDTLSMode, context: NIOSSLContext) {
+        self.mode = mode
+        self.context = context
+    }
+}
+
 /// The NBD listener: TCP (`host:port`) or a Unix socket path.
 public enum NBDServer {
-    public static func bind(_ address: String, cluster: VolumeServer, group: EventLoopGroup) -> EventLoopFuture<Channel> {
+    public static func bind(_ address: String, cluster: VolumeServer, group: EventLoopGroup,
+                            tls: NBDServerTLS? = nil) -> EventLoopFuture<Channel> {
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(NBDConnectionHandler(cluster: cluster))
+                    try channel.pipeline.syncOperations.addHandler(NBDConnectionHandler(cluster: cluster, tls: tls))
                 }
             }
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)

@@ -27,7 +27,10 @@ enum FuzzTarget: String, CaseIterable {
         limits.requestBytesMax = 1 << 20
         let export = NBDExport(name: "vol", size: 64 << 20, multiConn: true, payloadChunkBytes: 64 << 10)
         let readOnly = NBDExport(name: "ro", size: 1 << 20, readOnly: true)
-        var c = NBDServerConnection(limits: limits, lookup: { name in [export, readOnly].first { $0.name == name } },
+        // The first byte picks the TLS mode, so STARTTLS and the TLS_REQD refusals are fuzzed too
+        // (the machine sees the stream after the handshake as it would decrypted).
+        let tls = NBDTLSMode.allCases[Int(input.first ?? 0) % NBDTLSMode.allCases.count]
+        var c = NBDServerConnection(limits: limits, tls: tls, lookup: { name in [export, readOnly].first { $0.name == name } },
                                     list: { [export, readOnly] })
         var actions = c.start()
         var at = 0, steps = 0, commands = 0

@@ -28,6 +28,7 @@ struct NBD: ParsableCommand {
         @OptionGroup(title: "Write cache") var writeCache: WriteCacheOptions
         @OptionGroup(title: "Garbage collection and repair (not with --read-only)") var maintenance: MaintenanceOptions
         @Option(help: metricsHelp) var metrics: String?
+        @OptionGroup(title: "NBD over TLS") var tls: NBDTLSOptions
         @OptionGroup(title: "Logging") var logging: LoggingOptions
 
         func run() throws {
@@ -38,6 +39,11 @@ struct NBD: ParsableCommand {
             config.readOnly = readOnly
             try writeCache.apply(to: &config)
             try maintenance.apply(to: &config)
+            let nbdTLS: NBDServerTLS?
+            do { nbdTLS = try tls.load() } catch {
+                serverLog.error("cannot set up NBD over TLS: \(error)")
+                throw ExitCode(1)
+            }
             let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads ?? System.coreCount))
             let pool = NIOThreadPool(numberOfThreads: 4)
             pool.start()
@@ -46,13 +52,14 @@ struct NBD: ParsableCommand {
             let server: Channel
             do {
                 cluster = try VolumeServer.start(config, group: group, pool: pool).wait()
-                server = try NBDServer.bind(listen, cluster: cluster, group: cluster.loop).wait()
+                server = try NBDServer.bind(listen, cluster: cluster, group: cluster.loop, tls: nbdTLS).wait()
             } catch {
                 serverLog.error("cannot serve: \(error)")
                 throw ExitCode(1)
             }
-            serverLog.info("serving NBD on \(listen)")
-            logExports(cluster.exports().map { (name: $0.name, size: $0.size) }) { "nbd://\(listen)/\($0)" }
+            serverLog.info("serving NBD on \(listen)\(nbdTLS.map { " (TLS \($0.mode.rawValue))" } ?? "")")
+            let scheme = nbdTLS?.mode == .require ? "nbds" : "nbd"
+            logExports(cluster.exports().map { (name: $0.name, size: $0.size) }) { "\(scheme)://\(listen)/\($0)" }
             runUntilSignalled("the NBD server: flushing volumes") { flushAndClose(cluster, server) }
         }
     }

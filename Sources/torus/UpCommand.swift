@@ -1,6 +1,7 @@
 import ArgumentParser
 import NIOCore
 import NIOPosix
+import TorusNBD
 import TorusRuntime
 
 struct Up: ParsableCommand {
@@ -30,6 +31,7 @@ struct Up: ParsableCommand {
     @Flag(name: .customLong("peer-over-tcp"), help: "Send writer-to-node traffic over loopback TCP (the peer protocol) instead of handing it to the node in memory. Slower; for testing the wire path.")
     var peerOverTCP = false
     @Option(help: metricsHelp) var metrics: String?
+    @OptionGroup(title: "NBD over TLS") var tls: NBDTLSOptions
     @OptionGroup(title: "Garbage collection and repair") var maintenance: MaintenanceOptions
     @OptionGroup(title: "Logging") var logging: LoggingOptions
 
@@ -61,6 +63,11 @@ struct Up: ParsableCommand {
     func run() throws {
         logging.bootstrap()
         let config = try makeConfiguration()
+        let nbdTLS: NBDServerTLS?
+        do { nbdTLS = try tls.load() } catch {
+            serverLog.error("cannot set up NBD over TLS: \(error)")
+            throw ExitCode(1)
+        }
         // One loop per core: the volume writers on one, the storage nodes spread over the others.
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads ?? System.coreCount)
         let pool = NIOThreadPool(numberOfThreads: 4)
@@ -76,7 +83,7 @@ struct Up: ParsableCommand {
         }
         let server: Channel
         do {
-            server = try NBDServer.bind(nbd, cluster: cluster, group: cluster.loop).wait()
+            server = try NBDServer.bind(nbd, cluster: cluster, group: cluster.loop, tls: nbdTLS).wait()
         } catch {
             serverLog.error("cannot listen for NBD on \(nbd): \(error)")
             throw ExitCode(1)
@@ -87,17 +94,18 @@ struct Up: ParsableCommand {
             serverLog.error("cannot open the admin socket \(AdminServer.socketPath(dataDir: dataDir)): \(error)")
             throw ExitCode(1)
         }
-        printAttachHints(cluster.exports().map { (name: $0.name, size: $0.size) })
+        printAttachHints(cluster.exports().map { (name: $0.name, size: $0.size) }, tls: nbdTLS?.mode)
         if LoggingOptions.printsHints { say("Ctrl-C flushes every volume and stops.") }
 
         runUntilSignalled("the cluster: flushing volumes") { flushAndClose(cluster, server) }
     }
 
     /// The NBD URI of every volume (logged), and how to attach the first one (with text logs).
-    func printAttachHints(_ exports: [(name: String, size: UInt64)]) {
+    func printAttachHints(_ exports: [(name: String, size: UInt64)], tls: NBDTLSMode?) {
         let unix = nbd.hasPrefix("/") || nbd.hasPrefix("./")
-        let uri = { (name: String) in unix ? "nbd+unix:///\(name)?socket=\(nbd)" : "nbd://\(nbd)/\(name)" }
-        serverLog.info("serving NBD on \(nbd)")
+        let scheme = tls == .require ? "nbds" : "nbd"
+        let uri = { (name: String) in unix ? "\(scheme)+unix:///\(name)?socket=\(nbd)" : "\(scheme)://\(nbd)/\(name)" }
+        serverLog.info("serving NBD on \(nbd)\(tls.map { " (TLS \($0.rawValue))" } ?? "")")
         logExports(exports, uri: uri)
         if let first = exports.first, LoggingOptions.printsHints {
             let firstURI = uri(first.name)
@@ -105,7 +113,8 @@ struct Up: ParsableCommand {
             say("  nbdinfo \(firstURI)")
             say("  nbdcopy image.raw \(firstURI)      # write an image into the volume")
             say("  qemu-img info \(firstURI)")
-            if !unix {
+            if tls == .require { say("  (nbds:// clients add ?tls-certificates=DIR: see --help)") }
+            if !unix && tls != .require {
                 let endpoint = try? HostPort(parsing: nbd)
                 say("  sudo nbd-client \(endpoint?.host ?? "127.0.0.1") \(endpoint.map { "\($0.port)" } ?? "10809") -N \(first.name) /dev/nbd0   # Linux kernel client")
             }

@@ -30,8 +30,8 @@ struct NBDFuzzTests {
         return l
     }()
 
-    static func connection() -> NBDServerConnection {
-        NBDServerConnection(limits: limits, lookup: { name in exports.first { $0.name == name } }, list: { exports })
+    static func connection(tls: NBDTLSMode = .off) -> NBDServerConnection {
+        NBDServerConnection(limits: limits, tls: tls, lookup: { name in exports.first { $0.name == name } }, list: { exports })
     }
 
     /// A mostly valid client stream: flags, a few options, an export choice, some requests.
@@ -46,6 +46,7 @@ struct NBDFuzzTests {
             case 4: b += option(C.optGo, infoRequest("missing"))
             case 5: b += option(C.optGo, rng.bytes(rng.below(20)))
             case 6: b += option(C.optAbort)
+            case 7: b += option(C.optStartTLS, rng.chance(4) ? rng.bytes(3) : [])
             default: b += option(C.optInfo, infoRequest("disk"))
             }
         }
@@ -123,6 +124,8 @@ struct NBDFuzzTests {
                     validate(command)
                 case .send(let bytes):
                     #expect(!bytes.isEmpty)
+                case .startTLS:
+                    #expect(c.tlsActive && export == nil)
                 case .sendReply(let header, let parts):
                     #expect(header.count >= 16 && parts.contains { !$0.isEmpty })
                 }
@@ -196,7 +199,7 @@ struct NBDFuzzTests {
         for seed in UInt64(1)...2000 {
             let bytes = Self.input(seed)
             var rng = XorShift(seed: seed ^ 0xABCD_EF01)
-            var c = Self.connection()
+            var c = Self.connection(tls: NBDTLSMode.allCases[Int(seed % 3)])
             var checker = Checker()
             checker.check(c.start(), c, wasClosed: false)
             var rest = bytes[...]

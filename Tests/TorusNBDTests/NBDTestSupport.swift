@@ -19,6 +19,7 @@ enum C {
     static let repAck: UInt32 = 1, repServer: UInt32 = 2, repInfo: UInt32 = 3
     static let errUnsup: UInt32 = 0x8000_0001, errInvalid: UInt32 = 0x8000_0003
     static let errUnknown: UInt32 = 0x8000_0006, errTooBig: UInt32 = 0x8000_0009
+    static let errTLSRequired: UInt32 = 0x8000_0005
 
     static let infoExport: UInt16 = 0, infoName: UInt16 = 1, infoDescription: UInt16 = 2, infoBlockSize: UInt16 = 3
 
@@ -159,10 +160,11 @@ func smallLimits() -> NBDLimits {
 struct Harness {
     var exports: [NBDExport] = [disk, readOnlyDisk]
     var limits: NBDLimits = smallLimits()
+    var tls: NBDTLSMode = .off
 
     func connection() -> NBDServerConnection {
         let exports = self.exports
-        return NBDServerConnection(limits: limits, lookup: { name in exports.first { $0.name == name } },
+        return NBDServerConnection(limits: limits, tls: tls, lookup: { name in exports.first { $0.name == name } },
                                    list: { exports })
     }
 
