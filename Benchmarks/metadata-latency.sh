@@ -18,7 +18,7 @@ start_etcd "$WORK"
 PIDS+=("$ETCD_PID")
 META=$ETCD_URL
 EP=${ETCD_URL#etcd://127.0.0.1:}
-"$BIN" init --metadata "$META" --replication 2 >/dev/null
+"$BIN" init --metadata "$META" --replication 2 --insecure >/dev/null
 for i in 1 2 3; do
     "$BIN" node --metadata "$META" --data-dir "$WORK/n$i" --size 1GiB --zone "z$i" >"$WORK/n$i.log" 2>&1 &
     PIDS+=($!)

@@ -11,7 +11,7 @@ e2e_begin repair-bench
 for rate in "${RATES[@]}"; do
     mkdir -p "$WORK/etcd-$rate"; start_etcd "$WORK/etcd-$rate" >/dev/null || exit 1
     PIDS+=("$ETCD_PID"); META=$ETCD_URL
-    "$BIN" init --metadata "$META" --replication 3 >/dev/null 2>&1
+    "$BIN" init --metadata "$META" --replication 3 --insecure >/dev/null 2>&1
     NODES=()
     for i in 1 2 3 4; do
         "$BIN" node --metadata "$META" --data-dir "$WORK/$rate-node-$i" --size 1GiB --listen "127.0.0.1:$(free_port)" \

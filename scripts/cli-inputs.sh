@@ -11,7 +11,7 @@ e2e_begin cli
 start_etcd "$WORK" || exit 1
 PIDS+=("$ETCD_PID")
 META=$ETCD_URL
-"$BIN" init --metadata "$META" --replication 1 >/dev/null 2>&1 || bad "torus init"
+"$BIN" init --metadata "$META" --replication 1 --insecure >/dev/null 2>&1 || bad "torus init"
 UP_PORT=$(free_port)
 "$BIN" up --data-dir "$WORK/up" --nodes 1 --replication 1 --disk-size 256MiB --volume v:16MiB \
     --nbd "127.0.0.1:$UP_PORT" >"$WORK/up.log" 2>&1 &
@@ -55,7 +55,7 @@ done
 
 NOWHERE=etcd://nowhere:1
 for cmd in "volume list" "volume info v" "volume create x 1GiB" "volume resize v 2GiB" "volume delete v" \
-           "init" "peer list" "peer drain 1" "peer remove 1" "status" \
+           "init --insecure" "peer list" "peer drain 1" "peer remove 1" "status" \
            "node --data-dir $WORK/n --size 256MiB" "nbd serve --listen 127.0.0.1:$(free_port)"; do
     read -ra C <<<"$cmd"
     refused "${C[@]}" --metadata "$NOWHERE"
@@ -71,7 +71,29 @@ refused node --metadata "$META" --data-dir "$WORK/n2" --size 1GiB --zone "$LONG"
 refused node --metadata "$META" --data-dir "$WORK/n2" --size 1GiB --zone "$(printf 'z1\nstate=draining')"
 refused nbd serve --metadata "$META" --listen 127.0.0.1:99999
 refused nbd serve --metadata "$META" --cache-size 1KiB
-refused init --metadata "$META" --replication 0
+refused init --metadata "$META" --replication 0 --insecure
+refused init --metadata "$META"                           # neither --tls nor --insecure
+refused init --metadata "$META" --tls "$WORK/t" --insecure
+refused init --metadata "$META" --tls "$WORK/t"           # a cluster exists
+mkdir -p "$WORK/half" && touch "$WORK/half/ca-cert.pem"
+refused init --metadata "$META" --tls "$WORK/half" --force  # half a TLS directory
+"$BIN" certs ca --dir "$WORK/ca" >/dev/null && "$BIN" certs issue --ca "$WORK/ca" --role peer --out "$WORK/peer" >/dev/null \
+    || bad "torus certs"
+refused node --metadata "$META" --data-dir "$WORK/n3" --size 256MiB --peer-tls "$WORK/peer"   # the cluster is --insecure
+refused nbd serve --metadata "$META" --listen 127.0.0.1:$(free_port) --peer-tls "$WORK/peer"
+refused nbd serve --metadata "$META" --listen 127.0.0.1:$(free_port) --peer-tls "$WORK/nothing-here"
+refused nbd serve --metadata "$META" --listen 127.0.0.1:$(free_port) --tls require
+refused nbd serve --metadata "$META" --listen 127.0.0.1:$(free_port) --tls-cert "$WORK/peer/peer-cert.pem" --tls-key "$WORK/nothing"
+refused certs ca --dir "$WORK/ca"                           # exists
+refused certs ca --dir "$WORK/ca2" --days 0
+refused certs issue --ca "$WORK/ca" --role server --out "$WORK/s"    # no --host
+refused certs issue --ca "$WORK/ca" --role boss --out "$WORK/s"
+refused certs issue --ca "$WORK/ca" --role server --host "a b" --out "$WORK/s"
+refused certs issue --ca "$WORK/ca" --role server --host "1:2:3" --out "$WORK/s"
+refused certs issue --ca "$WORK/nothing-here" --role client --out "$WORK/s"
+refused certs issue --ca "$WORK/ca" --role peer --out "$WORK/peer"  # exists
+refused up --data-dir "$WORK/up2" --tls allow
+refused up --data-dir "$WORK/up2" --tls-key "$WORK/peer/peer-key.pem"
 refused gc --data-dir "$WORK/nothing-here"
 refused volume list --data-dir "$WORK/nothing-here"
 refused up --data-dir "$WORK/up2" --nodes 0

@@ -29,14 +29,17 @@ META=$ETCD_CLIENT_URL
 client=$ETCD_CLIENT_PORT
 
 # Without a client certificate etcd refuses us, and the error names the endpoint.
-out=$(TORUS_ETCD_CA="$C/ca.pem" timeout 30 "$BIN" init --metadata "$META" --replication 1 2>&1); rc=$?
+out=$(TORUS_ETCD_CA="$C/ca.pem" timeout 30 "$BIN" init --metadata "$META" --replication 1 --insecure 2>&1); rc=$?
 [ $rc -ne 0 ] && echo "$out" | grep -q "127.0.0.1:$client" && ok "without a client certificate: refused, naming the endpoint" \
     || bad "no client cert: rc=$rc: $out"
 export TORUS_ETCD_CA="$C/ca.pem" TORUS_ETCD_CERT="$C/client.pem" TORUS_ETCD_KEY="$C/client.key"
-"$BIN" init --metadata "$META" --replication 1 >"$WORK/init.log" 2>&1 && ok "torus init over TLS with a client certificate" \
-    || bad "init: $(cat "$WORK/init.log")"
+"$BIN" init --metadata "$META" --replication 1 --tls "$C/peer" >"$WORK/init.log" 2>&1 \
+    && ok "torus init --tls over TLS with a client certificate (peers over mutual TLS)" || bad "init: $(cat "$WORK/init.log")"
+out=$(timeout 30 "$BIN" node --metadata "$META" --data-dir "$WORK/node-x" --size 256MiB 2>&1); rc=$?
+[ $rc -ne 0 ] && echo "$out" | grep -q "requires mutual TLS between peers" && ok "a node without --peer-tls is refused on a --tls cluster" \
+    || bad "node without --peer-tls: rc=$rc: $out"
 for i in 1 2; do
-    "$BIN" node --metadata "$META" --data-dir "$WORK/node-$i" --size 256MiB --zone "z$i" >>"$WORK/node-$i.log" 2>&1 &
+    "$BIN" node --metadata "$META" --data-dir "$WORK/node-$i" --size 256MiB --zone "z$i" --peer-tls "$C/peer" >>"$WORK/node-$i.log" 2>&1 &
     PIDS+=($!)
 done
 for _ in $(seq 1 50); do [ "$("$BIN" peer list --metadata "$META" 2>/dev/null | grep -c alive)" = 2 ] && break; sleep 0.2; done
@@ -47,7 +50,7 @@ for _ in $(seq 1 50); do [ "$("$BIN" peer list --metadata "$META" 2>/dev/null | 
 "$BIN" certs ca --dir "$C/nbd-ca" >/dev/null && "$BIN" certs issue --ca "$C/nbd-ca" --role server --host 127.0.0.1 --out "$C/nbd-server" >/dev/null \
     && "$BIN" certs issue --ca "$C/nbd-ca" --role client --out "$C/nbd-client" >/dev/null || bad "torus certs"
 NBD_PORT=$(free_port)
-"$BIN" nbd serve --metadata "$META" --listen "127.0.0.1:$NBD_PORT" --tls-cert "$C/nbd-server/server-cert.pem" \
+"$BIN" nbd serve --metadata "$META" --listen "127.0.0.1:$NBD_PORT" --peer-tls "$C/peer" --tls-cert "$C/nbd-server/server-cert.pem" \
     --tls-key "$C/nbd-server/server-key.pem" --tls-client-ca "$C/nbd-ca/ca-cert.pem" >>"$WORK/nbd.log" 2>&1 &
 PIDS+=($!)
 T="tls-certificates=$C/nbd-client"
@@ -63,6 +66,20 @@ nbdinfo --size "nbd://127.0.0.1:$NBD_PORT/t1" >/dev/null 2>&1 && bad "nbd serve 
 found=0
 for _ in $(seq 1 50); do nbdinfo --list "$NBDS?$T" 2>/dev/null | grep -q 'export="t2"' && { found=1; break; }; sleep 0.1; done
 [ $found = 1 ] && ok "the volume watch streams over TLS: t2 is exported (listed over nbds://)" || bad "t2 not exported: $(tail -3 "$WORK/nbd.log")"
+# A node's port takes only TLS clients with a certificate of the cluster CA (openssl s_client as the client).
+NODE_PORT=$("$BIN" peer list --metadata "$META" 2>/dev/null | grep -o '127.0.0.1:[0-9]*' | head -1 | cut -d: -f2)
+"$BIN" certs ca --dir "$C/other-ca" >/dev/null && "$BIN" certs issue --ca "$C/other-ca" --role peer --out "$C/other-peer" >/dev/null
+handshake() {  # handshake CERT-ARGS...: true when a TLS session with the node stands for a second (TLS 1.3: a
+    # refused client certificate is answered with an alert after the client finished its handshake)
+    sleep 1 | timeout 10 openssl s_client -connect "127.0.0.1:$NODE_PORT" -CAfile "$C/peer/ca-cert.pem" "$@" >"$WORK/sclient.log" 2>&1 \
+        && ! grep -q "alert\|errno\|:error:" "$WORK/sclient.log"
+}
+handshake -cert "$C/peer/peer-cert.pem" -key "$C/peer/peer-key.pem" && ok "node port: a client with a peer certificate of the cluster gets a TLS session" \
+    || bad "s_client with the cluster's peer certificate: $(tail -5 "$WORK/sclient.log")"
+handshake && bad "node port: a TLS client without a certificate got a session" || ok "node port: a TLS client without a certificate is refused"
+handshake -cert "$C/other-peer/peer-cert.pem" -key "$C/other-peer/peer-key.pem" \
+    && bad "node port: a certificate of another CA got a session" || ok "node port: a peer certificate of another CA is refused"
+grep -q "TLS handshake failed" "$WORK"/node-*.log && ok "the node logs why it refused them" || bad "no refusal in the node logs"
 "$BIN" status --metadata "$META" >"$WORK/status.log" 2>&1 && grep -q "health: OK" "$WORK/status.log" \
     && ok "torus status over TLS" || bad "status: $(cat "$WORK/status.log")"
 echo "e2e-tls: $pass passed, $fail failed"

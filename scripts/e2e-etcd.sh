@@ -10,8 +10,8 @@ start_etcd "$WORK" || exit 1
 PIDS+=("$ETCD_PID")
 META=$ETCD_URL
 
-"$BIN" init --metadata "$META" --replication 2 >"$WORK/init.log" 2>&1 && ok "torus init" || bad "torus init: $(cat "$WORK/init.log")"
-"$BIN" init --metadata "$META" >"$WORK/init2.log" 2>&1 && bad "a second init was accepted" \
+"$BIN" init --metadata "$META" --replication 2 --insecure >"$WORK/init.log" 2>&1 && ok "torus init --insecure" || bad "torus init: $(cat "$WORK/init.log")"
+"$BIN" init --metadata "$META" --insecure >"$WORK/init2.log" 2>&1 && bad "a second init was accepted" \
     || { grep -q "already holds a cluster" "$WORK/init2.log" && ok "a second init is refused" || bad "second init: $(cat "$WORK/init2.log")"; }
 
 declare -a NODE_PIDS NODE_PORTS
@@ -143,7 +143,7 @@ done
 kill -STOP "$ETCD_PID"
 slow=""; silent=""; worst=0
 for cmd in "volume list" "volume info v1" "volume create v9 16MiB" "volume resize v1 512MiB" "volume delete v3" \
-           "peer list" "status" "init" \
+           "peer list" "status" "init --insecure" \
            "node --data-dir $WORK/node-x --size 256MiB" "nbd serve --listen 127.0.0.1:$(free_port)"; do
     start=$(date +%s)
     out=$(timeout 30 "$BIN" $cmd --metadata "$META" 2>&1); rc=$?

@@ -13,7 +13,7 @@ etcd_cluster 4 3
 
 "$BIN" volume create v1 256MiB --metadata "$META" >/dev/null 2>&1 || bad "volume create"
 PORT=$(free_port); MPORT=$(free_port)
-"$BIN" nbd serve --metadata "$META" --listen "127.0.0.1:$PORT" --gc-interval 2s --gc-grace 1s --repair-grace 60s \
+"$BIN" nbd serve --metadata "$META" --listen "127.0.0.1:$PORT" "${PEER_TLS[@]}" --gc-interval 2s --gc-grace 1s --repair-grace 60s \
     --repair-rate 0 --ring-settle 4s --metrics "127.0.0.1:$MPORT" >>"$WORK/nbd.log" 2>&1 &
 SERVER=$!; PIDS+=($!)
 URI="nbd://127.0.0.1:$PORT/v1"

@@ -103,6 +103,7 @@ e2e_begin() {
     BIN=$PWD/.build/release/torus
     WORK=$(mktemp -d "/tmp/torus-$1.XXXXXX")
     PIDS=()
+    PEER_TLS=()
     pass=0; fail=0
     trap 'for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done; wait 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$WORK"' EXIT
 }
@@ -123,21 +124,23 @@ seconds_until() {  # TIMEOUT COMMAND...: prints the seconds until COMMAND succee
 # The node binds a port of its own choosing (port 0) and registers it: a port picked here and
 # bound later could be taken in between (a CI run once lost its fourth node, most likely so).
 start_node() {
-    "$BIN" node --metadata "$META" --data-dir "$WORK/node-$1" --size 1GiB --listen "127.0.0.1:0" \
+    "$BIN" node --metadata "$META" --data-dir "$WORK/node-$1" --size 1GiB --listen "127.0.0.1:0" "${PEER_TLS[@]}" \
         >>"$WORK/node-$1.log" 2>&1 &
     NODE_PIDS[$1]=$!; PIDS+=($!); disown $!
 }
 # alive N: true when `torus peer list` shows N nodes alive.
 alive() { [ "$("$BIN" peer list --metadata "$META" 2>/dev/null | grep -c alive)" = "$1" ]; }
 
-# etcd_cluster NODES REPLICATION: after e2e_begin, an etcd in WORK (META), `torus init` at
-# REPLICATION and NODES `torus node`s, checked with ok / bad.
+# etcd_cluster NODES REPLICATION: after e2e_begin, an etcd in WORK (META), `torus init --tls` at
+# REPLICATION (peers speak mutual TLS; the array PEER_TLS holds the `--peer-tls DIR` every node
+# and `torus nbd serve` needs) and NODES `torus node`s, checked with ok / bad.
 etcd_cluster() {
     start_etcd "$WORK" || exit 1
     PIDS+=("$ETCD_PID")
     META=$ETCD_URL
-    "$BIN" init --metadata "$META" --replication "$2" >"$WORK/init.log" 2>&1 && ok "torus init (replication $2)" \
-        || bad "torus init: $(cat "$WORK/init.log")"
+    PEER_TLS=(--peer-tls "$WORK/peer-tls")
+    "$BIN" init --metadata "$META" --replication "$2" --tls "$WORK/peer-tls" >"$WORK/init.log" 2>&1 \
+        && ok "torus init --tls (replication $2, peers over mutual TLS)" || bad "torus init: $(cat "$WORK/init.log")"
     declare -g -a NODE_PIDS
     local i
     for i in $(seq 1 "$1"); do start_node "$i"; done
@@ -159,21 +162,23 @@ fio() {
 # bench_cluster BIN WORK: the deployed shape the benchmarks measure: an etcd, `torus init`
 # (replication 2), three `torus node` of 4 GiB (zones z1-z3), a 1 GiB volume `bench` and
 # `torus nbd serve --cache-size 128MiB` on a free port (BENCH_NBD_PORT); pids go to PIDS.
+# Peers speak plaintext, or mutual TLS with BENCH_PEER_TLS=1.
 bench_cluster() {
-    local bin=$1 work=$2 i
+    local bin=$1 work=$2 i tls=(--insecure) peer=()
+    [ -n "${BENCH_PEER_TLS:-}" ] && tls=(--tls "$work/peer-tls") && peer=(--peer-tls "$work/peer-tls")
     start_etcd "$work" >/dev/null || return 1
     PIDS+=("$ETCD_PID")
     META=$ETCD_URL
-    "$bin" init --metadata "$META" --replication 2 >/dev/null
+    "$bin" init --metadata "$META" --replication 2 "${tls[@]}" >/dev/null
     for i in 1 2 3; do
-        "$bin" node --metadata "$META" --data-dir "$work/node-$i" --size 4GiB --listen 127.0.0.1:0 --zone "z$i" \
+        "$bin" node --metadata "$META" --data-dir "$work/node-$i" --size 4GiB --listen 127.0.0.1:0 --zone "z$i" "${peer[@]}" \
             >"$work/node-$i.log" 2>&1 &
         PIDS+=($!)
     done
     for _ in $(seq 1 100); do [ "$("$bin" peer list --metadata "$META" 2>/dev/null | grep -c alive)" = 3 ] && break; sleep 0.2; done
     "$bin" volume create bench 1GiB --metadata "$META" >/dev/null
     BENCH_NBD_PORT=$(free_port)
-    "$bin" nbd serve --metadata "$META" --listen "127.0.0.1:$BENCH_NBD_PORT" --cache-size 128MiB >"$work/nbd.log" 2>&1 &
+    "$bin" nbd serve --metadata "$META" --listen "127.0.0.1:$BENCH_NBD_PORT" --cache-size 128MiB "${peer[@]}" >"$work/nbd.log" 2>&1 &
     PIDS+=($!)
 }
 

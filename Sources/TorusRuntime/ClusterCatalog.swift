@@ -13,9 +13,12 @@ public enum ClusterCatalog {
     public struct Config: Equatable, Sendable {
         public var blockSize: Int
         public var replication: Int
-        public init(blockSize: Int, replication: Int) {
+        /// Nodes and volume servers speak mutual TLS (`torus init --tls`); false: `--insecure`.
+        public var peerTLS: Bool
+        public init(blockSize: Int, replication: Int, peerTLS: Bool = false) {
             self.blockSize = blockSize
             self.replication = replication
+            self.peerTLS = peerTLS
         }
     }
 
@@ -48,7 +51,7 @@ public enum ClusterCatalog {
 
     /// Writes the cluster config and identity; refuses an existing cluster unless `force`.
     public static func initialize(_ meta: any MetadataService, _ config: Config, force: Bool) throws {
-        let text = "block-size=\(config.blockSize)\nreplication=\(config.replication)\n"
+        let text = "block-size=\(config.blockSize)\nreplication=\(config.replication)\npeer-tls=\(config.peerTLS ? "required" : "off")\n"
         let compares = force ? [] : [MetaCompare(key: configKey, result: .equal, target: .createRevision(0))]
         let r = try meta.apply(.txn(MetaTxn(compares: compares, success: [.put(key: configKey, value: Array(text.utf8), lease: 0)])),
                                now: SystemClock.now())
@@ -68,7 +71,8 @@ public enum ClusterCatalog {
               bs >= 4096, bs.nonzeroBitCount == 1, r >= 1 else {
             throw RuntimeError.metadata("\(meta.location): \(configKey) is malformed")
         }
-        return Config(blockSize: bs, replication: r)
+        // Clusters made before peer TLS have no such line: plaintext.
+        return Config(blockSize: bs, replication: r, peerTLS: fields["peer-tls"] == "required")
     }
 
     // MARK: Nodes

@@ -32,10 +32,11 @@ public final class NodeDaemon: @unchecked Sendable {
 
     /// Opens (or creates) the node and registers it; blocks until it serves.
     public static func start(metadata url: String, dataDir: String, sizeBytes: UInt64, listen: String, advertise: String?,
-                             zone: String, scrubBytesPerSecond: UInt64 = 4 << 20, group: EventLoopGroup,
-                             pool: NIOThreadPool) throws -> NodeDaemon {
+                             zone: String, scrubBytesPerSecond: UInt64 = 4 << 20, tls: PeerTLS? = nil,
+                             group: EventLoopGroup, pool: NIOThreadPool) throws -> NodeDaemon {
         let meta = try EtcdMetadataService(url: url)
         let shape = try ClusterCatalog.config(meta)
+        try PeerTLS.check(clusterRequiresTLS: shape.peerTLS, given: tls, location: meta.location)
         let clusterID = try VolumeServer.loadClusterID(meta)
         try makeDirectory(dataDir)
         let id = try loadOrAllocateID(dataDir + "/node.id", meta)
@@ -49,7 +50,7 @@ public final class NodeDaemon: @unchecked Sendable {
         }
         let (host, port) = (endpoint.host, endpoint.port)
         let server = StorageNodeServer(id: id, store: store, disk: disk, loop: group.next(), pool: pool,
-                                       clusterID: clusterID, inlineWriteMax: .max)
+                                       clusterID: clusterID, inlineWriteMax: .max, tls: tls)
         let bound = try server.loop.flatSubmit { server.start(host: host, port: port) }.wait()
         let address = advertise ?? "\(host):\(bound)"
         try ClusterCatalog.register(meta, ClusterCatalog.Member(id: id, address: address, zone: zone, capacityBytes: sizeBytes))

@@ -70,7 +70,7 @@ final class PeerServerHandler: ChannelInboundHandler, @unchecked Sendable {
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         // The writer at the other end retries its requests on a new connection.
-        server.logger.warning("closing a peer connection: \(error)", metadata: peerMetadata(context))
+        server.logger.warning("closing a peer connection: \(TLSFiles.describeConnectionError(error))", metadata: peerMetadata(context))
         context.close(promise: nil)
     }
 
@@ -201,7 +201,8 @@ final class PeerClientHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        RuntimeLoggers.peer.warning("closing the connection to the node: \(error)", metadata: linkMetadata(context.remoteAddress))
+        RuntimeLoggers.peer.warning("closing the connection to the node: \(TLSFiles.describeConnectionError(error))",
+                                    metadata: linkMetadata(context.remoteAddress))
         context.close(promise: nil)
     }
 
@@ -238,6 +239,7 @@ extension VolumeServer {
         link.queued.append(frame)
         guard !link.connecting, let address = nodeAddresses[node] else { return }
         link.connecting = true
+        let tls = config.peerTLS
         ClientBootstrap(group: loop)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelOption(.recvAllocator, value: PeerCodec.receiveAllocator)
@@ -247,6 +249,7 @@ extension VolumeServer {
                     try channel.pipeline.syncOperations.addHandlers(
                         PeerFrameReader(), PeerFrameEncoder(),
                         PeerClientHandler(owner: volume, node: node, link: link))
+                    try tls?.secureConnection(channel)
                 }
             }
             .connect(host: address.host, port: address.port)

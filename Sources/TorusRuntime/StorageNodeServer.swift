@@ -27,13 +27,16 @@ public final class StorageNodeServer: @unchecked Sendable {
     var scrubReported = StorageNode.ScrubStats()
     /// Writes up to this many bytes run on the event loop, the rest on `pool` (see `perform`).
     let inlineWriteMax: Int
+    /// Mutual TLS on accepted connections (`torus node --peer-tls`).
+    let tls: PeerTLS?
 
     /// `inlineWriteMax`: `torus node` (a loop of its own) writes every block inline; `torus up`
     /// (loops shared with the NBD server) only journal-sized writes.
     public init(id: NodeID, store: BlockStore, disk: FileDisk, loop: EventLoop, pool: NIOThreadPool,
                 clusterID: PeerClusterID, inlineWriteMax: Int = StorageNodeServer.journalWriteMax,
-                logger: Logger = TorusLogging.logger("node")) {
+                tls: PeerTLS? = nil, logger: Logger = TorusLogging.logger("node")) {
         self.inlineWriteMax = inlineWriteMax
+        self.tls = tls
         self.id = id
         node = StorageNode(id: id, store: store)
         self.disk = disk
@@ -76,6 +79,7 @@ public final class StorageNodeServer: @unchecked Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandlers(
                         PeerFrameReader(), PeerFrameEncoder(), PeerServerHandler(server: self))
+                    try self.tls?.secureAccepted(channel)
                 }
             }
             .bind(host: host, port: port)

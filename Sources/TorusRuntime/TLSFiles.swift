@@ -8,11 +8,12 @@ import Glibc
 public enum TLSFiles {
     /// A server context: `certificate` (a PEM chain, leaf first) and its `key`. With
     /// `clientCA`, every client must present a certificate that CA signed.
-    public static func serverContext(certificate: String, key: String, clientCA: String?) throws -> NIOSSLContext {
+    public static func serverContext(certificate: String, key: String, clientCA: String?,
+                                     minimum: TLSVersion = .tlsv12) throws -> NIOSSLContext {
         var config = TLSConfiguration.makeServerConfiguration(
             certificateChain: try chain(certificate).map { .certificate($0) }, privateKey: .privateKey(try privateKey(key)))
         // The NBD spec: "SHOULD NOT" offer versions older than 1.2 by default.
-        config.minimumTLSVersion = .tlsv12
+        config.minimumTLSVersion = minimum
         if let clientCA {
             config.certificateVerification = .noHostnameVerification
             config.trustRoots = .certificates(try chain(clientCA))
@@ -65,6 +66,12 @@ public enum TLSFiles {
         case "WRONG_VERSION_NUMBER", "HTTP_REQUEST": return "the peer does not speak TLS (\(reason))"
         default: return String(reason)
         }
+    }
+
+    /// A connection's error for a log line: TLS handshake failures in words.
+    public static func describeConnectionError(_ error: Error) -> String {
+        if case .handshakeFailed = error as? NIOSSLError { return "TLS handshake failed: \(handshakeFailure(error))" }
+        return "\(error)"
     }
 
     /// NIOSSL's errors without BoringSSL's stack dumps where a short word says it.

@@ -77,6 +77,7 @@ extension VolumeServer {
         return pool.runIfActive(eventLoop: loop) { () throws -> (any MetadataService, PeerClusterID, ClusterCatalog.Config, [ClusterCatalog.Member], UInt64) in
             let meta = try EtcdMetadataService(url: url)
             let shape = try ClusterCatalog.config(meta)
+            try PeerTLS.check(clusterRequiresTLS: shape.peerTLS, given: config.peerTLS, location: meta.location)
             let members = try ClusterCatalog.members(meta)
             let active = members.filter { !$0.draining }.count
             guard active >= shape.replication else {

@@ -36,6 +36,8 @@ public final class VolumeServer: @unchecked Sendable {
         /// handing messages to the node's event loop directly. Slower; tests use it to cover
         /// the wire path inside `torus up`.
         public var peerOverTCP = false
+        /// Mutual TLS to the storage nodes (`--peer-tls`; `torus nbd serve` on a `torus init --tls` cluster).
+        public var peerTLS: PeerTLS?
         /// Write-back cache of each volume's writer: dirty blocks, and written-back blocks until
         /// their replicas synced them. Half of it may be dirty, three quarters unsynced, before
         /// write-back and syncs start without waiting.

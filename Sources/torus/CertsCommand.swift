@@ -56,7 +56,7 @@ struct Certs: ParsableCommand {
             guard let r = CertificateIssuer.Role(rawValue: role) else {
                 throw ValidationError("--role must be server, client or peer (not '\(role)')")
             }
-            if r != .client && hosts.isEmpty { throw ValidationError("--role \(role) needs at least one --host (the name or address clients connect to)") }
+            if r == .server && hosts.isEmpty { throw ValidationError("--role server needs at least one --host (the name or address clients connect to)") }
             guard (1...36500).contains(days) else { throw ValidationError("--days must be between 1 and 36500") }
             for host in hosts { _ = try CertificateIssuer.generalName(host) }
         }
@@ -97,5 +97,25 @@ enum PEMFiles {
                 throw RuntimeError.badInput("cannot write \(path)")
             }
         }
+    }
+}
+
+extension Init {
+    /// `torus init --tls DIR`: a CA and a peer certificate in DIR unless it holds them already;
+    /// either way they must load.
+    static func preparePeerTLS(_ dir: String) throws {
+        let have = [PeerTLS.files.ca, PeerTLS.files.certificate, PeerTLS.files.key]
+            .filter { FileManager.default.fileExists(atPath: "\(dir)/\($0)") }
+        if have.isEmpty {
+            let ca = try CertificateIssuer.makeAuthority(name: "torus cluster CA", days: 3650)
+            let peer = try CertificateIssuer.issue(role: .peer, name: "torus peer", hosts: [], days: 3650,
+                                                   caCertificate: ca.certificate, caKey: ca.key)
+            try PEMFiles.write([("ca-cert.pem", ca.certificate, false), ("ca-key.pem", ca.key, true),
+                                ("peer-cert.pem", peer.certificate, false), ("peer-key.pem", peer.key, true)], in: dir, force: false)
+            say("torus: created a cluster CA and a peer certificate in \(dir)")
+        } else if have.count < 3 {
+            throw RuntimeError.badInput("\(dir) holds \(have.joined(separator: ", ")) but not all of ca-cert.pem, peer-cert.pem, peer-key.pem")
+        }
+        _ = try PeerTLS.load(directory: dir)
     }
 }

@@ -9,17 +9,31 @@ struct Init: ParsableCommand {
     @Option(help: ArgumentHelp("etcd endpoint(s): etcd://HOST:PORT[,HOST:PORT...] or https://HOST:PORT.", discussion: etcdTLSHelp)) var metadata: String
     @Option(help: "Copies of every block.") var replication = 2
     @Option(name: .customLong("block-size"), help: "Block size (power of two, 4KiB to 1MiB).") var blockSize = "64KiB"
+    @Option(name: .customLong("tls"), help: ArgumentHelp(
+        "Require mutual TLS between storage nodes and volume servers; DIR gets a new cluster CA and a peer certificate (kept if DIR already holds ca-cert.pem, peer-cert.pem and peer-key.pem).",
+        discussion: "Give DIR (ca-key.pem aside: it only signs more certificates) to every `torus node` and `torus nbd serve` as --peer-tls DIR."))
+    var tls: String?
+    @Flag(help: "Peers speak plaintext: anyone who can reach a node's port and knows the cluster id can read and write blocks. For tests and trusted networks.")
+    var insecure = false
     @Flag(help: "Overwrite the config of an existing cluster.") var force = false
 
+    func validate() throws {
+        guard (tls != nil) != insecure else {
+            throw ValidationError(insecure ? "--tls and --insecure exclude each other"
+                : "choose how peers talk: --tls DIR (mutual TLS between nodes and servers) or --insecure (plaintext, for tests)")
+        }
+    }
+
     func run() throws {
+        if let tls { try Self.preparePeerTLS(tls) }
         let bs = try parseSize(blockSize, what: "--block-size")
         guard bs >= 4096, bs <= 1 << 20, bs.nonzeroBitCount == 1 else {
             throw ValidationError("--block-size must be a power of two between 4KiB and 1MiB")
         }
         guard replication >= 1, replication <= 16 else { throw ValidationError("--replication must be between 1 and 16") }
         try onEtcd(metadata) { meta in
-            try ClusterCatalog.initialize(meta, .init(blockSize: Int(bs), replication: replication), force: force)
-            say("torus: cluster created in \(meta.location): block size \(bs), replication \(replication)")
+            try ClusterCatalog.initialize(meta, .init(blockSize: Int(bs), replication: replication, peerTLS: tls != nil), force: force)
+            say("torus: cluster created in \(meta.location): block size \(bs), replication \(replication), peers \(tls.map { "over mutual TLS (--peer-tls \($0))" } ?? "in plaintext (--insecure)")")
         }
     }
 }

@@ -29,6 +29,7 @@ struct NBD: ParsableCommand {
         @OptionGroup(title: "Garbage collection and repair (not with --read-only)") var maintenance: MaintenanceOptions
         @Option(help: metricsHelp) var metrics: String?
         @OptionGroup(title: "NBD over TLS") var tls: NBDTLSOptions
+        @Option(name: .customLong("peer-tls"), help: peerTLSHelp) var peerTLS: String?
         @OptionGroup(title: "Logging") var logging: LoggingOptions
 
         func run() throws {
@@ -40,8 +41,11 @@ struct NBD: ParsableCommand {
             try writeCache.apply(to: &config)
             try maintenance.apply(to: &config)
             let nbdTLS: NBDServerTLS?
-            do { nbdTLS = try tls.load() } catch {
-                serverLog.error("cannot set up NBD over TLS: \(error)")
+            do {
+                nbdTLS = try tls.load()
+                config.peerTLS = try peerTLS.map { try PeerTLS.load(directory: $0) }
+            } catch {
+                serverLog.error("cannot set up TLS: \(error)")
                 throw ExitCode(1)
             }
             let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads ?? System.coreCount))

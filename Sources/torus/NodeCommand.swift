@@ -19,6 +19,7 @@ struct Node: ParsableCommand {
     var zone = ""
     @Option(name: .customLong("scrub-rate"), help: "Bytes per second of stored blocks verified against their checksums in the background (e.g. 4MiB); a bad copy is dropped and the collector copies it back. 0: off.")
     var scrubRate = "4MiB"
+    @Option(name: .customLong("peer-tls"), help: peerTLSHelp) var peerTLS: String?
     @Option(help: metricsHelp) var metrics: String?
     @OptionGroup(title: "Logging") var logging: LoggingOptions
 
@@ -39,8 +40,10 @@ struct Node: ParsableCommand {
         let daemon: NodeDaemon
         do {
             let scrub = scrubRate == "0" ? 0 : try parseSize(scrubRate, what: "--scrub-rate")
+            let tls = try peerTLS.map { try PeerTLS.load(directory: $0) }
             daemon = try NodeDaemon.start(metadata: metadata, dataDir: dataDir, sizeBytes: bytes, listen: listen,
-                                          advertise: advertise, zone: zone, scrubBytesPerSecond: scrub, group: group, pool: pool)
+                                          advertise: advertise, zone: zone, scrubBytesPerSecond: scrub, tls: tls,
+                                          group: group, pool: pool)
         } catch {
             serverLog.error("cannot start the node: \(error)")
             throw ExitCode(1)

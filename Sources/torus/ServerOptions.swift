@@ -4,6 +4,10 @@ import TorusRuntime
 
 // Options shared by the commands that serve: `torus up`, `torus nbd serve` and `torus node`.
 
+let peerTLSHelp = ArgumentHelp(
+    "Directory with ca-cert.pem, peer-cert.pem and peer-key.pem: mutual TLS with the storage nodes. Required on a cluster made with `torus init --tls`, refused on one made with --insecure.",
+    discussion: "`torus init --tls DIR` writes such a directory; `torus certs issue --ca DIR --role peer --out OUT` issues more certificates of the same CA (one per host, say).")
+
 let metricsHelp = ArgumentHelp("Serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9100): NBD requests, repair, rebalancing, garbage collection, scrubbing, node usage. Off by default.")
 
 /// `--metrics HOST:PORT`: installs the Prometheus backend and listens, before anything is
