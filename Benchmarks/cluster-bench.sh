@@ -14,6 +14,8 @@
 #
 # Usage: bash Benchmarks/cluster-bench.sh [RUNTIME_SECONDS=10] [ROUNDS=3]
 #        JOBS_ONLY=REGEX ... runs only the jobs whose line (e.g. "randwrite 4k 1 --fsync=1") matches.
+#        CLUSTER_BENCH_PEER=torus-mtls ... measures the same shape with mutual TLS between peers
+#        (`torus init --tls`) in place of nbdkit: the ratio is then the cost of peer TLS.
 #        TORUS_BIN=/path/to/torus ... measures that binary instead of building this checkout
 #        (TORUS_BIN_NOTE="..." says in the results which build it is).
 # Prints the table and writes it to Benchmarks/results/cluster-DATE.txt.
@@ -34,11 +36,19 @@ trap cleanup EXIT
 
 bench_cluster "$BIN" "$WORK"
 TORUS_PORT=$BENCH_NBD_PORT
-truncate -s 1G "$WORK/file.img"
-NBDKIT_PORT=$(free_port)
-nbdkit --exit-with-parent -f -p "$NBDKIT_PORT" -e bench file "$WORK/file.img" >/dev/null 2>&1 &
-PIDS+=($!)
-declare -A URI=([nbdkit-file]="nbd://127.0.0.1:$NBDKIT_PORT/bench" [torus-3n-r2]="nbd://127.0.0.1:$TORUS_PORT/bench")
+PEER=${CLUSTER_BENCH_PEER:-nbdkit-file}
+if [ "$PEER" = torus-mtls ]; then  # a second cluster, peers over mutual TLS
+    mkdir -p "$WORK/mtls"
+    BENCH_PEER_TLS=1 bench_cluster "$BIN" "$WORK/mtls"
+    PEER_PORT=$BENCH_NBD_PORT
+else
+    PEER=nbdkit-file
+    truncate -s 1G "$WORK/file.img"
+    PEER_PORT=$(free_port)
+    nbdkit --exit-with-parent -f -p "$PEER_PORT" -e bench file "$WORK/file.img" >/dev/null 2>&1 &
+    PIDS+=($!)
+fi
+declare -A URI=([$PEER]="nbd://127.0.0.1:$PEER_PORT/bench" [torus-3n-r2]="nbd://127.0.0.1:$TORUS_PORT/bench")
 for t in "${!URI[@]}"; do
     for _ in $(seq 1 150); do nbdinfo "${URI[$t]}" >/dev/null 2>&1 && break; sleep 0.2; done
     nbdinfo "${URI[$t]}" >/dev/null || { echo "$t did not come up"; tail -5 "$WORK/nbd.log"; exit 1; }
@@ -72,8 +82,8 @@ print("\t".join([sys.argv[2], sys.argv[3], sys.argv[4].strip(), f"{iops:.0f}", f
 PY
 }
 for round in $(seq 1 "$ROUNDS"); do
-    order=(nbdkit-file torus-3n-r2)
-    [ $((round % 2)) = 0 ] && order=(torus-3n-r2 nbdkit-file)
+    order=("$PEER" torus-3n-r2)
+    [ $((round % 2)) = 0 ] && order=(torus-3n-r2 "$PEER")
     for job in "${JOBS[@]}"; do
         for t in "${order[@]}"; do run_job "$t" "$round" $job; done
     done
@@ -81,20 +91,28 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 mkdir -p Benchmarks/results
-OUT=Benchmarks/results/cluster-$(date -u +%Y-%m-%d-%H%M).txt
+OUT=Benchmarks/results/cluster$([ "$PEER" = torus-mtls ] && echo -mtls)-$(date -u +%Y-%m-%d-%H%M).txt
 {
     echo "# bash Benchmarks/cluster-bench.sh $RUNTIME $ROUNDS, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) vCPUs, ${TORUS_BIN_NOTE:-torus at $(git rev-parse --short HEAD)$(git diff --quiet || echo '+changes')}"
-    echo "# etcd + 3 torus node (replication 2) + torus nbd serve --cache-size 128MiB over TCP, 1 GiB volume, vs nbdkit file (1 GiB)"
-    python3 - "$RAW" <<'PY'
+    if [ "$PEER" = torus-mtls ]; then
+        echo "# etcd + 3 torus node (replication 2) + torus nbd serve --cache-size 128MiB over TCP, 1 GiB volume: torus init --insecure vs --tls (ratio: TLS / plaintext)"
+    else
+        echo "# etcd + 3 torus node (replication 2) + torus nbd serve --cache-size 128MiB over TCP, 1 GiB volume, vs nbdkit file (1 GiB)"
+    fi
+    python3 - "$RAW" "$PEER" <<'PY'
 import statistics, sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
+peer = sys.argv[2]
+# A ratio is always A / B: torus / nbdkit, or (with torus-mtls) TLS / plaintext.
+a, b = ("torus-3n-r2", peer) if peer == "nbdkit-file" else (peer, "torus-3n-r2")
+name = {"torus-3n-r2": "torus" if peer == "nbdkit-file" else "plain", "nbdkit-file": "nbdkit", "torus-mtls": "mTLS"}
 jobs = list(dict.fromkeys(r[2] for r in rows))
 val = {(r[0], r[1], r[2]): r for r in rows}
 rounds = sorted({r[1] for r in rows}, key=int)
-print(f'{"job":<30} {"torus IOPS":>11} {"nbdkit IOPS":>12} {"ratio":>7}  {"per round":<22} {"flush p50/p99 ms (torus | nbdkit)"}')
+print(f'{"job":<30} {name[a] + " IOPS":>11} {name[b] + " IOPS":>12} {"ratio":>7}  {"per round":<22} {"flush p50/p99 ms (" + name[a] + " | " + name[b] + ")"}')
 for job in jobs:
-    t = [float(val[("torus-3n-r2", r, job)][3]) for r in rounds]
-    n = [float(val[("nbdkit-file", r, job)][3]) for r in rounds]
+    t = [float(val[(a, r, job)][3]) for r in rounds]
+    n = [float(val[(b, r, job)][3]) for r in rounds]
     ratios = [a / b if b else 0 for a, b in zip(t, n)]
     flush = ""
     if job.split()[-1] == "fsync=1":
@@ -102,7 +120,7 @@ for job in jobs:
             p50 = statistics.median(float(val[(target, r, job)][5]) for r in rounds)
             p99 = statistics.median(float(val[(target, r, job)][6]) for r in rounds)
             return f"{p50:.2f}/{p99:.2f}"
-        flush = f"{lat('torus-3n-r2')} | {lat('nbdkit-file')}"
+        flush = f"{lat(a)} | {lat(b)}"
     print(f"{job:<30} {statistics.median(t):>11.0f} {statistics.median(n):>12.0f} {statistics.median(ratios):>6.2f}x  "
           f"{' '.join(f'{x:.2f}' for x in ratios):<22} {flush}")
 PY

@@ -94,6 +94,9 @@ bash scripts/e2e-etcd.sh
 echo "== end to end on etcd over TLS with client certificates"
 bash scripts/e2e-etcd-tls.sh
 
+echo "== end to end on etcd with user/password authentication (tokens that expire, an etcd restart)"
+bash scripts/e2e-etcd-auth.sh
+
 echo "== end to end: self-healing on etcd (4 nodes, replication 3, a node lost for good, then a second)"
 bash scripts/e2e-repair.sh
 

@@ -40,6 +40,8 @@ public enum EtcdClientError: Error, Hashable, Sendable, CustomStringConvertible 
     case invalidEndpoint(String, reason: String)
     /// A TLS file is missing or unreadable, or only one of certificate and key was given.
     case invalidTLS(String)
+    /// The user/password settings are incomplete or unreadable (`EtcdAuth.fromEnvironment`).
+    case invalidAuth(String)
     /// libcurl could not create or configure a handle.
     case curl(String)
     /// No endpoint could be reached, or one did not answer in time (`version` only).
@@ -53,12 +55,16 @@ public enum EtcdClientError: Error, Hashable, Sendable, CustomStringConvertible 
         switch self {
         case .invalidEndpoint(let e, let reason): return "invalid etcd endpoint \"\(e)\": \(reason)"
         case .invalidTLS(let reason): return "invalid etcd TLS settings: \(reason)"
+        case .invalidAuth(let reason): return "invalid etcd user settings: \(reason)"
         case .curl(let reason): return "libcurl: \(reason)"
         case .unavailable(let reason): return "etcd unavailable: \(reason)"
         case .malformedReply(let endpoint, let path, let reason):
             return "unexpected reply from \(endpoint)\(path): \(reason) (is this etcd 3.4+?)"
         case .server(let endpoint, let path, let status, let code, let message):
-            return "etcd at \(endpoint) rejected \(path) (HTTP \(status), code \(code)): \(message)"
+            let hint = message.contains("user name is empty") || message.contains("authentication failed")
+                ? " (etcd checks users: set \(EtcdAuth.environmentNames.user) and \(EtcdAuth.environmentNames.password) or \(EtcdAuth.environmentNames.passwordFile))"
+                : ""
+            return "etcd at \(endpoint) rejected \(path) (HTTP \(status), code \(code)): \(message)\(hint)"
         }
     }
 }
@@ -79,6 +85,8 @@ public final class EtcdClient: Sendable {
     public let timeout: Duration
     /// TLS settings (also used by watches, which open their own connections).
     public let tls: EtcdTLS?
+    /// User/password authentication (its token is shared with watches); nil: none.
+    public let auth: EtcdAuth?
 
     /// Attempts per call when earlier attempts surely did not reach etcd.
     public static let attemptsMax = 4
@@ -96,7 +104,8 @@ public final class EtcdClient: Sendable {
     ///   - endpoints: `http://host:port`, `https://host:port` or `etcd://host:port` (http, or
     ///     https when `tls` is given); at least one.
     ///   - timeout: bound on each attempt; must be positive.
-    public init(endpoints: [String], timeout: Duration, tls: EtcdTLS? = nil) throws {
+    public init(endpoints: [String], timeout: Duration, tls: EtcdTLS? = nil, auth: EtcdAuth? = nil) throws {
+        self.auth = auth
         guard !endpoints.isEmpty else { throw EtcdClientError.invalidEndpoint("", reason: "no endpoints given") }
         guard timeout > .zero else { throw EtcdClientError.invalidEndpoint(endpoints[0], reason: "timeout must be positive") }
         self.endpoints = try endpoints.map { try Self.normalize($0, tls: tls != nil) }
@@ -161,8 +170,31 @@ public final class EtcdClient: Sendable {
         var message: String
     }
 
-    /// One call with bounded retries of attempts that surely did not reach etcd.
+    /// One call, authenticated when `auth` is set: a missing token is fetched first, and a
+    /// token etcd rejects (expired, or etcd restarted) is fetched again and the call retried
+    /// once. A refused authentication comes back as its own reply (etcd's error, which `apply`
+    /// reports), not as unavailability.
     private func exchange(path: String, body: [UInt8]?) -> Result<Reply, TransportFailure> {
+        guard let auth, body != nil else { return send(path: path, body: body, token: nil) }
+        for attempt in 0..<2 {
+            if auth.token == nil || attempt > 0 {
+                switch send(path: "/v3/auth/authenticate", body: auth.request, token: nil) {
+                case .failure(let failure): return .failure(failure)
+                case .success(let reply):
+                    guard reply.status == 200, let token = EtcdAuth.token(in: reply.body) else { return .success(reply) }
+                    auth.token = token
+                }
+            }
+            let result = send(path: path, body: body, token: auth.token)
+            guard case .success(let reply) = result, EtcdAuth.rejectsToken(status: reply.status, body: reply.body),
+                  attempt == 0 else { return result }
+            RuntimeLoggers.metadata.info("etcd at \(reply.endpoint) rejected the auth token (expired, or etcd restarted): authenticating again as \(auth.user)")
+        }
+        preconditionFailure("unreachable: the second attempt returns")
+    }
+
+    /// One call with bounded retries of attempts that surely did not reach etcd.
+    private func send(path: String, body: [UInt8]?, token: String?) -> Result<Reply, TransportFailure> {
         let clock = ContinuousClock()
         let deadline = clock.now + timeout
         var tried: [String] = []
@@ -173,7 +205,7 @@ public final class EtcdClient: Sendable {
                 if clock.now + pause >= deadline { break }
                 Self.sleep(pause)
             }
-            let outcome = connection.withLock { c in c.perform(endpoints: endpoints, path: path, body: body) }
+            let outcome = connection.withLock { c in c.perform(endpoints: endpoints, path: path, body: body, token: token) }
             switch outcome {
             case .reply(let reply):
                 return .success(reply)
@@ -317,8 +349,21 @@ private struct CurlConnection: ~Copyable {
     }
 
     /// One attempt on the current endpoint: a POST of `body`, or a GET when it is nil.
-    mutating func perform(endpoints: [String], path: String, body: [UInt8]?) -> Outcome {
+    mutating func perform(endpoints: [String], path: String, body: [UInt8]?, token: String?) -> Outcome {
         let endpoint = endpoints[current % endpoints.count]
+        // With a token, the shared headers plus `Authorization` for this request only.
+        var withToken: UnsafeMutablePointer<curl_slist>?
+        if let token {
+            withToken = curl_slist_append(curl_slist_append(curl_slist_append(nil, "Content-Type: application/json"), "Expect:"),
+                                          "Authorization: \(token)")
+        }
+        defer {
+            if withToken != nil {
+                _ = torus_curl_setopt_pointer(handle, CURLOPT_HTTPHEADER, UnsafeMutableRawPointer(headers))
+                curl_slist_free_all(withToken)
+            }
+        }
+        if let withToken { _ = torus_curl_setopt_pointer(handle, CURLOPT_HTTPHEADER, UnsafeMutableRawPointer(withToken)) }
         let failure = setUp(url: endpoint + path, body: body)
         if let failure { return .notSent(endpoint: endpoint, error: failure) }
         let buffer = ReplyBuffer()

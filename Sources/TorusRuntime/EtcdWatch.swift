@@ -19,6 +19,8 @@ import TorusCore
 public final class EtcdWatch: MetadataWatch, @unchecked Sendable {
     let endpoints: [String]
     let tls: EtcdTLS?
+    /// Its current token goes with each connection (the service's clients refresh it).
+    let auth: EtcdAuth?
     let key: String
     let prefix: Bool
     let handler: MetadataWatchHandler
@@ -33,10 +35,11 @@ public final class EtcdWatch: MetadataWatch, @unchecked Sendable {
     static let backoffMax: Duration = .seconds(2)
 
     /// Starts watching at once (changes from `fromRevision`, 0 = from now).
-    public init(endpoints: [String], tls: EtcdTLS?, key: String, prefix: Bool, fromRevision: Int64,
+    public init(endpoints: [String], tls: EtcdTLS?, auth: EtcdAuth? = nil, key: String, prefix: Bool, fromRevision: Int64,
                 handler: @escaping MetadataWatchHandler) {
         self.endpoints = endpoints
         self.tls = tls
+        self.auth = auth
         self.key = key
         self.prefix = prefix
         self.handler = handler
@@ -116,6 +119,7 @@ final class WatchStream {
         var headers = curl_slist_append(nil, "Content-Type: application/json")
         defer { curl_slist_free_all(headers) }
         if let h = headers { headers = curl_slist_append(h, "Expect:") }
+        if let h = headers, let token = watch.auth?.token { headers = curl_slist_append(h, "Authorization: \(token)") }
         let errorBuffer = UnsafeMutablePointer<CChar>.allocate(capacity: Int(CURL_ERROR_SIZE) + 1)
         defer { errorBuffer.deallocate() }
         errorBuffer.initialize(repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
@@ -226,7 +230,7 @@ private let watchProgressCallback: torus_curl_xferinfo_fn = { user, _, _, _, _ i
 extension EtcdMetadataService {
     public func watch(key: String, prefix: Bool, fromRevision: Int64,
                       handler: @escaping MetadataWatchHandler) throws -> any MetadataWatch {
-        EtcdWatch(endpoints: client.endpoints, tls: client.tls, key: key, prefix: prefix,
+        EtcdWatch(endpoints: client.endpoints, tls: client.tls, auth: client.auth, key: key, prefix: prefix,
                   fromRevision: fromRevision, handler: handler)
     }
 }

@@ -43,8 +43,9 @@ public final class EtcdMetadataService: MetadataService {
         } else {
             endpoints = url.split(separator: ",").map(String.init)
         }
-        try self.init(client: EtcdClient(endpoints: endpoints, timeout: timeout, tls: tls),
-                      leaseClient: EtcdClient(endpoints: endpoints, timeout: timeout, tls: tls))
+        let auth = try EtcdAuth.fromEnvironment()
+        try self.init(client: EtcdClient(endpoints: endpoints, timeout: timeout, tls: tls, auth: auth),
+                      leaseClient: EtcdClient(endpoints: endpoints, timeout: timeout, tls: tls, auth: auth))
     }
 
     public func apply(_ request: MetaRequest, now: Instant) throws -> MetaResponse {
