@@ -39,6 +39,7 @@ TORUS_PORT=$BENCH_NBD_PORT
 PEER=${CLUSTER_BENCH_PEER:-nbdkit-file}
 if [ "$PEER" = torus-mtls ]; then  # a second cluster, peers over mutual TLS
     mkdir -p "$WORK/mtls"
+    unset ETCD_CLIENT_PORT ETCD_PEER_PORT  # a second etcd on ports of its own (start_etcd reuses set ones)
     BENCH_PEER_TLS=1 bench_cluster "$BIN" "$WORK/mtls"
     PEER_PORT=$BENCH_NBD_PORT
 else

@@ -164,21 +164,22 @@ fio() {
 # `torus nbd serve --cache-size 128MiB` on a free port (BENCH_NBD_PORT); pids go to PIDS.
 # Peers speak plaintext, or mutual TLS with BENCH_PEER_TLS=1.
 bench_cluster() {
-    local bin=$1 work=$2 i tls=(--insecure) peer=()
-    [ -n "${BENCH_PEER_TLS:-}" ] && tls=(--tls "$work/peer-tls") && peer=(--peer-tls "$work/peer-tls")
+    local bin=$1 work=$2 i
+    local -a tls=(--insecure) peer_tls=()
+    if [ -n "${BENCH_PEER_TLS:-}" ]; then tls=(--tls "$work/peer-tls"); peer_tls=(--peer-tls "$work/peer-tls"); fi
     start_etcd "$work" >/dev/null || return 1
     PIDS+=("$ETCD_PID")
     META=$ETCD_URL
     "$bin" init --metadata "$META" --replication 2 "${tls[@]}" >/dev/null
     for i in 1 2 3; do
-        "$bin" node --metadata "$META" --data-dir "$work/node-$i" --size 4GiB --listen 127.0.0.1:0 --zone "z$i" "${peer[@]}" \
+        "$bin" node --metadata "$META" --data-dir "$work/node-$i" --size 4GiB --listen 127.0.0.1:0 --zone "z$i" "${peer_tls[@]}" \
             >"$work/node-$i.log" 2>&1 &
         PIDS+=($!)
     done
     for _ in $(seq 1 100); do [ "$("$bin" peer list --metadata "$META" 2>/dev/null | grep -c alive)" = 3 ] && break; sleep 0.2; done
     "$bin" volume create bench 1GiB --metadata "$META" >/dev/null
     BENCH_NBD_PORT=$(free_port)
-    "$bin" nbd serve --metadata "$META" --listen "127.0.0.1:$BENCH_NBD_PORT" --cache-size 128MiB "${peer[@]}" >"$work/nbd.log" 2>&1 &
+    "$bin" nbd serve --metadata "$META" --listen "127.0.0.1:$BENCH_NBD_PORT" --cache-size 128MiB "${peer_tls[@]}" >"$work/nbd.log" 2>&1 &
     PIDS+=($!)
 }
 

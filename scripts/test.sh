@@ -79,9 +79,6 @@ swift run -c release torus-sim swarm --from 1 --runs "${TORUS_SWARM_RUNS:-100}" 
 echo "== interop: torus up with nbdinfo, nbdcopy, fio, qemu-img"
 bash scripts/interop.sh
 
-echo "== NBD over TLS: torus certs, torus up --tls, nbds:// with nbdinfo, nbdcopy, qemu-img, nbdfuse"
-bash scripts/nbd-tls.sh
-
 echo "== fuzzing: 100,000 mutated inputs each to the NBD server, the peer codec, scenario files, metadata values"
 bash scripts/fuzz.sh --inputs 100000
 
@@ -90,6 +87,9 @@ bash scripts/cli-inputs.sh
 
 echo "== end to end: etcd, torus init, 3 torus node, torus nbd serve, real NBD clients"
 bash scripts/e2e-etcd.sh
+
+echo "== NBD over TLS: torus certs, torus up --tls, nbds:// with nbdinfo, nbdcopy, qemu-img, nbdfuse"
+bash scripts/nbd-tls.sh
 
 echo "== end to end on etcd over TLS with client certificates"
 bash scripts/e2e-etcd-tls.sh
