@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end check of etcd's user/password authentication: etcd with `auth enable` and a
 # 3-second token TTL, then `torus init`, two `torus node`, `torus volume`, `torus nbd serve`
-# (its watches) with TORUS_ETCD_USER and TORUS_ETCD_PASSWORD(_FILE); tokens that expire while
+# (its watches) with --etcd-user or TORUS_ETCD_USER, and TORUS_ETCD_PASSWORD(_FILE); tokens that expire while
 # the cluster runs are fetched again; wrong or missing credentials get one clear line.
 # Run by scripts/test.sh. Needs etcd-server, etcd-client, libnbd-bin.
 set -uo pipefail
@@ -25,13 +25,15 @@ expect_refused() {  # expect_refused WHAT TEXT ENV...: `torus status` with ENV f
 }
 expect_refused "no credentials" "user name is empty\|permission denied\|authentication"
 expect_refused "a wrong password" "authentication failed" TORUS_ETCD_USER=torus TORUS_ETCD_PASSWORD=wrong
+out=$(TORUS_ETCD_PASSWORD=wrong timeout 30 "$BIN" volume list --metadata "$META" --etcd-user torus 2>&1)
+[ $? -ne 0 ] && echo "$out" | grep -q "authentication failed" && ok "--etcd-user with a wrong password: refused" || bad "--etcd-user, wrong password: $out"
 expect_refused "a user without a password" "neither TORUS_ETCD_PASSWORD nor" TORUS_ETCD_USER=torus
 expect_refused "an unreadable password file" "cannot read TORUS_ETCD_PASSWORD_FILE" TORUS_ETCD_USER=torus TORUS_ETCD_PASSWORD_FILE=$WORK/none
 
 printf 's3cret\n' >"$WORK/password"; chmod 600 "$WORK/password"
-export TORUS_ETCD_USER=torus TORUS_ETCD_PASSWORD_FILE=$WORK/password
-"$BIN" init --metadata "$META" --replication 2 --insecure >"$WORK/init.log" 2>&1 && ok "torus init as user torus (password from a file)" \
-    || bad "init: $(cat "$WORK/init.log")"
+TORUS_ETCD_PASSWORD=s3cret "$BIN" init --metadata "$META" --replication 2 --insecure --etcd-user torus >"$WORK/init.log" 2>&1 \
+    && ok "torus init --etcd-user torus (password from TORUS_ETCD_PASSWORD)" || bad "init: $(cat "$WORK/init.log")"
+export TORUS_ETCD_USER=torus TORUS_ETCD_PASSWORD_FILE=$WORK/password  # the rest: user and password file from the environment
 for i in 1 2; do start_node "$i"; done
 seconds_until 20 alive 2 >/dev/null && ok "two nodes registered and alive as user torus" || bad "peer list: $("$BIN" peer list --metadata "$META" 2>&1)"
 "$BIN" volume create v1 64MiB --metadata "$META" >/dev/null 2>&1 && ok "volume create" || bad "volume create"

@@ -49,6 +49,8 @@ public struct NBDServerConnection: Sendable {
     /// Requests handed out with `.execute` and not yet completed, by cookie (lookups only; never
     /// iterated, so it cannot influence output order).
     var pending: [UInt64: Pending] = [:]
+    /// Bytes of the READs and WRITEs in `pending` (see `NBDLimits.inFlightBytesMax`).
+    public internal(set) var heldBytes = 0
 
     public init(
         limits: NBDLimits = NBDLimits(),
@@ -70,7 +72,7 @@ public struct NBDServerConnection: Sendable {
     public var bufferedBytes: Int { header.count + chunkedBytes + data.count + backlog.count }
 
     /// Whether the driver should keep reading from the socket. False before `start()`, while
-    /// `inFlight` is at `limits.inFlightMax` (back-pressure), after `NBD_CMD_DISC` and once closed.
+    /// `inFlight` is at `limits.inFlightMax` or `heldBytes` at `limits.inFlightBytesMax` (back-pressure), after `NBD_CMD_DISC` and once closed.
     public var wantsInput: Bool {
         switch state {
         case .awaitingClientFlags, .negotiating: true
@@ -129,6 +131,7 @@ public struct NBDServerConnection: Sendable {
     /// being joined).
     public mutating func completed(cookie: UInt64, parts result: Result<[ArraySlice<UInt8>], NBDErrno>) -> [NBDAction] {
         guard let request = pending.removeValue(forKey: cookie) else { return [] }
+        heldBytes -= request.heldBytes
         var out: [NBDAction] = []
         guard state == .transmission || state == .disconnecting else { return out }
         switch result {
@@ -181,10 +184,13 @@ public struct NBDServerConnection: Sendable {
         var isRead: Bool
         var offset: UInt64
         var length: Int
+        /// Read or write bytes counted in `heldBytes` (set by `execute`).
+        var heldBytes = 0
     }
 
     var pausedAtInFlightLimit: Bool {
-        state == .transmission && header.isEmpty && pending.count >= limits.inFlightMax
+        state == .transmission && header.isEmpty
+            && (pending.count >= limits.inFlightMax || heldBytes >= limits.inFlightBytesMax)
             && { if case .requestHeader = reader { true } else { false } }()
     }
 
@@ -296,7 +302,7 @@ public struct NBDServerConnection: Sendable {
             backlog.append(contentsOf: input)
         }
         if backlog.count > limits.bufferedBytesMax {
-            close("client exceeded \(limits.inFlightMax) requests in flight and the driver kept reading", &out)
+            close("client exceeded \(limits.inFlightMax) requests or \(limits.inFlightBytesMax) bytes in flight and the driver kept reading", &out)
         }
     }
 

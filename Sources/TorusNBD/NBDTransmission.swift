@@ -148,6 +148,14 @@ extension NBDServerConnection {
     }
 
     mutating func execute(cookie: UInt64, _ command: NBDCommand, _ request: Pending, _ out: inout [NBDAction]) {
+        var request = request
+        // What the request pins until it completes: a read's reply, a write's payload.
+        switch command {
+        case .read(_, let length): request.heldBytes = length
+        case .write: request.heldBytes = request.length
+        default: request.heldBytes = 0
+        }
+        heldBytes += request.heldBytes
         pending[cookie] = request
         out.append(.execute(cookie: cookie, command))
     }

@@ -50,6 +50,10 @@ public struct NBDLimits: Hashable, Sendable {
     /// Requests executing at once. At the limit the connection stops parsing (see
     /// `NBDServerConnection.wantsInput`).
     public var inFlightMax = 256
+    /// Bytes of READ and WRITE requests executing at once (replies to produce, payloads held).
+    /// At the limit the connection stops parsing, so a connection pins at most this plus one
+    /// request: without it, 256 reads of 32 MiB would be 8 GiB.
+    public var inFlightBytesMax = 128 << 20
 
     public init() {}
 

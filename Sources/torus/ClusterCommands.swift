@@ -7,6 +7,7 @@ struct Init: ParsableCommand {
         abstract: "Create a cluster in etcd (block size and replication of its volumes).",
         discussion: "Refuses to touch a cluster that already exists unless --force is given.")
     @Option(help: ArgumentHelp("etcd endpoint(s): etcd://HOST:PORT[,HOST:PORT...] or https://HOST:PORT.", discussion: etcdTLSHelp)) var metadata: String
+    @OptionGroup var etcdUser: EtcdUserOption
     @Option(help: "Copies of every block.") var replication = 2
     @Option(name: .customLong("block-size"), help: "Block size (power of two, 4KiB to 1MiB).") var blockSize = "64KiB"
     @Option(name: .customLong("tls"), help: ArgumentHelp(
@@ -48,6 +49,7 @@ struct Status: ParsableCommand {
             2 DEGRADED or UNAVAILABLE, 1 when etcd cannot be read.
             """)
     @Option(help: ArgumentHelp("etcd endpoint(s): etcd://HOST:PORT[,HOST:PORT...] or https://HOST:PORT.", discussion: etcdTLSHelp)) var metadata: String
+    @OptionGroup var etcdUser: EtcdUserOption
 
     func run() throws {
         let status: ClusterCatalog.Status
@@ -80,6 +82,7 @@ struct Peer: ParsableCommand {
     struct List: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List the ring's nodes and whether they are alive.")
         @Option(help: ArgumentHelp("etcd endpoint(s): etcd://HOST:PORT[,HOST:PORT...] or https://HOST:PORT.", discussion: etcdTLSHelp)) var metadata: String
+        @OptionGroup var etcdUser: EtcdUserOption
 
         func run() throws {
             try onEtcd(metadata) { meta in
@@ -105,6 +108,7 @@ struct Peer: ParsableCommand {
                 """)
         @Argument(help: "The node's id (`torus peer list`).") var id: UInt32
         @Option(help: ArgumentHelp("etcd endpoint(s): etcd://HOST:PORT[,HOST:PORT...] or https://HOST:PORT.", discussion: etcdTLSHelp)) var metadata: String
+        @OptionGroup var etcdUser: EtcdUserOption
 
         func run() throws {
             try onEtcd(metadata) { meta in
@@ -127,6 +131,7 @@ struct Peer: ParsableCommand {
         @Argument(help: "The node's id (`torus peer list`).") var id: UInt32
         @Flag(help: "Remove the node even if it was not drained (it is dead, or its data may be lost).") var force = false
         @Option(help: ArgumentHelp("etcd endpoint(s): etcd://HOST:PORT[,HOST:PORT...] or https://HOST:PORT.", discussion: etcdTLSHelp)) var metadata: String
+        @OptionGroup var etcdUser: EtcdUserOption
 
         func run() throws {
             try onEtcd(metadata) { meta in

@@ -21,6 +21,7 @@ struct NBD: ParsableCommand {
                 through an etcd watch.
                 """)
         @Option(help: ArgumentHelp("etcd endpoint(s): etcd://HOST:PORT[,HOST:PORT...] or https://HOST:PORT.", discussion: etcdTLSHelp)) var metadata: String
+        @OptionGroup var etcdUser: EtcdUserOption
         @Option(help: "NBD listen address: HOST:PORT, or a Unix socket path.") var listen = "127.0.0.1:10809"
         @Option(help: "Event-loop threads (default: one per core).") var threads: Int?
         @Flag(name: .customLong("read-only"), help: "Export every volume read-only, without taking writer locks.")

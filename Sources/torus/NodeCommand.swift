@@ -11,6 +11,7 @@ struct Node: ParsableCommand {
             key under a lease while it runs. SIGINT/SIGTERM stop it cleanly.
             """)
     @Option(help: ArgumentHelp("etcd endpoint(s): etcd://HOST:PORT[,HOST:PORT...] or https://HOST:PORT.", discussion: etcdTLSHelp)) var metadata: String
+    @OptionGroup var etcdUser: EtcdUserOption
     @Option(name: .customLong("data-dir"), help: "Directory for this node's data.") var dataDir: String
     @Option(help: "Size of the node's data file, e.g. 10GiB.") var size: String
     @Option(help: "Peer protocol listen address HOST:PORT (port 0: any).") var listen = "127.0.0.1:0"

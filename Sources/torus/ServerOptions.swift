@@ -2,6 +2,10 @@ import ArgumentParser
 import NIOCore
 import TorusRuntime
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 // Options shared by the commands that serve: `torus up`, `torus nbd serve` and `torus node`.
 
 let peerTLSHelp = ArgumentHelp(
@@ -68,5 +72,21 @@ struct WriteCacheOptions: ParsableArguments {
         config.writebackDelay = try parseDuration(writebackDelay, what: "--writeback-delay")
         guard config.writebackDelay <= .seconds(600) else { throw ValidationError("--writeback-delay must be at most 10m") }
         config.durableWrites = durableWrites
+    }
+}
+
+/// `--etcd-user`: the user of an etcd with auth enabled, for every command that reads etcd. The
+/// password stays out of argv (and `ps`): TORUS_ETCD_PASSWORD or TORUS_ETCD_PASSWORD_FILE.
+struct EtcdUserOption: ParsableArguments {
+    @Option(name: .customLong("etcd-user"), help: ArgumentHelp(
+        "User of an etcd with authentication enabled (default: TORUS_ETCD_USER).",
+        discussion: "The password comes from TORUS_ETCD_PASSWORD, or the first line of the file TORUS_ETCD_PASSWORD_FILE names."))
+    var user: String?
+
+    /// Hands the user to the etcd client (`EtcdAuth.fromEnvironment`) before any command runs.
+    func validate() throws {
+        guard let user else { return }
+        guard !user.isEmpty else { throw ValidationError("--etcd-user must not be empty") }
+        setenv(EtcdAuth.environmentNames.user, user, 1)
     }
 }

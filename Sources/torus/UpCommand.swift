@@ -25,6 +25,7 @@ struct Up: ParsableCommand {
     @Option(name: .customLong("disk-size"), help: "Size of each node's data file (preallocated).") var diskSize = "2GiB"
     @Option(help: ArgumentHelp("Keep the metadata in etcd (etcd://HOST:PORT[,HOST:PORT...] or https://...) instead of the embedded store in --data-dir.", discussion: etcdTLSHelp))
     var metadata: String?
+    @OptionGroup var etcdUser: EtcdUserOption
     @Option(help: "Event-loop threads: the volume writers and NBD use one, the storage nodes are spread over all (default: one per core).")
     var threads: Int?
     @OptionGroup(title: "Write cache") var writeCache: WriteCacheOptions

@@ -11,6 +11,7 @@ struct Volume: ParsableCommand {
         @Option(name: .customLong("data-dir"), help: "The --data-dir of the running `torus up`.") var dataDir = "./torus-data"
         @Option(help: ArgumentHelp("Work on the cluster in etcd (etcd://HOST:PORT or https://HOST:PORT) instead of a running `torus up`.", discussion: etcdTLSHelp))
         var metadata: String?
+        @OptionGroup var etcdUser: EtcdUserOption
     }
 
     static func run(_ line: String, _ target: Target) throws {

@@ -349,4 +349,35 @@ struct NBDTransmissionTests {
         #expect(closed)
         #expect(c.state == .closed)
     }
+
+    @Test("at the in-flight byte limit parsing pauses too: big reads cannot pin more than the limit and one request")
+    func inFlightByteLimit() {
+        var limits = smallLimits()
+        limits.inFlightBytesMax = 100 << 10  // with requestBytesMax 64 KiB: two reads of 60 KiB reach it
+        let lh = Harness(limits: limits)
+        let big = 60 << 10
+        let reqs = request(C.read, cookie: 1, length: UInt32(big)) + request(C.read, cookie: 2, length: UInt32(big))
+            + request(C.read, cookie: 3, length: UInt32(big)) + request(C.flush, cookie: 4)
+        let o = lh.run([
+            .receive(goHandshake() + reqs),
+            .complete(1, .success([UInt8](repeating: 1, count: big))),
+            .complete(2, .success([UInt8](repeating: 2, count: big))),
+        ])
+        #expect(Array(o.steps[0].suffix(2)) == [.execute(cookie: 1, .read(offset: 0, length: big)),
+                                                 .execute(cookie: 2, .read(offset: 0, length: big))])
+        // Cookie 1 done: 60 KiB held, under the limit, so read 3 runs; it brings 120 KiB, so the flush waits.
+        #expect(o.steps[1].last == .execute(cookie: 3, .read(offset: 0, length: big)))
+        #expect(o.steps[2].last == .execute(cookie: 4, .flush))
+        #expect(o.inFlight == 2)
+
+        var c = lh.connection()
+        _ = c.start()
+        _ = c.receive((goHandshake() + reqs)[...])
+        #expect(c.heldBytes == 2 * big && c.inFlight == 2 && !c.wantsInput)
+        _ = c.completed(cookie: 2, result: .success([UInt8](repeating: 2, count: big)))
+        #expect(c.heldBytes == 2 * big && c.inFlight == 2)  // read 3 took its place
+        _ = c.completed(cookie: 1, result: .failure(.EIO))
+        _ = c.completed(cookie: 3, result: .success([UInt8](repeating: 3, count: big)))
+        #expect(c.heldBytes == 0 && c.wantsInput)
+    }
 }

@@ -211,7 +211,7 @@ extension BlockStore {
             // Deleted and put again while the read was in flight: read the new slot.
             return issueRead(PendingRead(id: read.id, ref: read.ref, putSeq: e.putSeq, range: read.range), e, &out)
         }
-        if let sectors = read.sectors, case let .success(bytes) = result {
+        if let sectors = read.sectors, let range = read.range, case let .success(bytes) = result {
             guard let sums = sectorSums.lookup(slot: e.slot, blockCRC: e.crc) else {
                 return issueRead(read, e, &out)  // the table moved on meanwhile: read the whole block
             }
@@ -222,7 +222,7 @@ extension BlockStore {
             })
             if good {
                 let skip = sectors.lowerBound * size
-                return reply(.get(read.id, .success(Array(bytes[read.range!.lowerBound - skip..<read.range!.upperBound - skip]))), &out)
+                return reply(.get(read.id, .success(Array(bytes[range.lowerBound - skip..<range.upperBound - skip]))), &out)
             }
             removeFromIndex(read.ref)
             return reply(.get(read.id, .failure(.corrupt(read.ref))), &out)
