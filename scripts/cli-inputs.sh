@@ -73,6 +73,7 @@ refused nbd serve --metadata "$META" --listen 127.0.0.1:99999
 refused nbd serve --metadata "$META" --cache-size 1KiB
 refused init --metadata "$META" --replication 0 --insecure
 refused init --metadata "$META"                           # neither --tls nor --insecure
+refused volume list --metadata "$META" --etcd-user ""
 refused init --metadata "$META" --tls "$WORK/t" --insecure
 refused init --metadata "$META" --tls "$WORK/t"           # a cluster exists
 mkdir -p "$WORK/half" && touch "$WORK/half/ca-cert.pem"
