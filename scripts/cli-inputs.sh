@@ -76,6 +76,7 @@ refused init --metadata "$META"                           # neither --tls nor --
 refused volume list --metadata "$META" --etcd-user ""
 refused init --metadata "$META" --tls "$WORK/t" --insecure
 refused init --metadata "$META" --tls "$WORK/t"           # a cluster exists
+[ -e "$WORK/t" ] && bad "init --tls on an existing cluster wrote $WORK/t before refusing"
 mkdir -p "$WORK/half" && touch "$WORK/half/ca-cert.pem"
 refused init --metadata "$META" --tls "$WORK/half" --force  # half a TLS directory
 "$BIN" certs ca --dir "$WORK/ca" >/dev/null && "$BIN" certs issue --ca "$WORK/ca" --role peer --out "$WORK/peer" >/dev/null \

@@ -62,6 +62,11 @@ public enum ClusterCatalog {
         _ = try VolumeServer.loadClusterID(meta)
     }
 
+    /// Whether `torus init` has run on this store.
+    public static func exists(_ meta: any MetadataService) throws -> Bool {
+        try !VolumeServer.readKey(meta, configKey).isEmpty
+    }
+
     public static func config(_ meta: any MetadataService) throws -> Config {
         guard let kv = try VolumeServer.readKey(meta, configKey).first else {
             throw RuntimeError.badInput("\(meta.location) holds no cluster: run `torus init --metadata ...` first")

@@ -26,13 +26,17 @@ struct Init: ParsableCommand {
     }
 
     func run() throws {
-        if let tls { try Self.preparePeerTLS(tls) }
         let bs = try parseSize(blockSize, what: "--block-size")
         guard bs >= 4096, bs <= 1 << 20, bs.nonzeroBitCount == 1 else {
             throw ValidationError("--block-size must be a power of two between 4KiB and 1MiB")
         }
         guard replication >= 1, replication <= 16 else { throw ValidationError("--replication must be between 1 and 16") }
         try onEtcd(metadata) { meta in
+            // Refused before any file is written (the transaction below still settles a race).
+            if try !force && ClusterCatalog.exists(meta) {
+                throw RuntimeError.badInput("\(meta.location) already holds a cluster (\(ClusterCatalog.configKey) exists); use --force to overwrite its config")
+            }
+            if let tls { try Self.preparePeerTLS(tls) }
             try ClusterCatalog.initialize(meta, .init(blockSize: Int(bs), replication: replication, peerTLS: tls != nil), force: force)
             say("torus: cluster created in \(meta.location): block size \(bs), replication \(replication), peers \(tls.map { "over mutual TLS (--peer-tls \($0))" } ?? "in plaintext (--insecure)")")
         }
