@@ -81,6 +81,7 @@ handshake -cert "$C/other-peer/peer-cert.pem" -key "$C/other-peer/peer-key.pem" 
     && bad "node port: a certificate of another CA got a session" || ok "node port: a peer certificate of another CA is refused"
 grep -q "TLS handshake failed" "$WORK"/node-*.log && ok "the node logs why it refused them" || bad "no refusal in the node logs"
 "$BIN" status --metadata "$META" >"$WORK/status.log" 2>&1 && grep -q "health: OK" "$WORK/status.log" \
+    && grep -q "peers over mutual TLS" "$WORK/status.log" \
     && ok "torus status over TLS" || bad "status: $(cat "$WORK/status.log")"
 echo "e2e-tls: $pass passed, $fail failed"
 [ $fail -eq 0 ]

@@ -8,7 +8,7 @@ extension Status {
         let members = status.members
         let up = members.filter { status.alive.contains($0.id) }
         say("cluster: \(location), block size \(humanBytes(UInt64(status.config.blockSize))), replication \(status.config.replication), "
-            + "\(members.count) node(s), \(up.count) alive")
+            + "\(members.count) node(s), \(up.count) alive, peers \(status.config.peerTLS ? "over mutual TLS" : "in plaintext (--insecure)")")
         say("")
         let (used, capacity, nodeWarnings) = showNodes(status)
         var warnings = nodeWarnings
