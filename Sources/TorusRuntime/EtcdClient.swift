@@ -176,21 +176,23 @@ public final class EtcdClient: Sendable {
     /// reports), not as unavailability.
     private func exchange(path: String, body: [UInt8]?) -> Result<Reply, TransportFailure> {
         guard let auth, body != nil else { return send(path: path, body: body, token: nil) }
-        for attempt in 0..<2 {
-            if auth.token == nil || attempt > 0 {
-                switch send(path: "/v3/auth/authenticate", body: auth.request, token: nil) {
-                case .failure(let failure): return .failure(failure)
-                case .success(let reply):
-                    guard reply.status == 200, let token = EtcdAuth.token(in: reply.body) else { return .success(reply) }
-                    auth.token = token
-                }
-            }
-            let result = send(path: path, body: body, token: auth.token)
-            guard case .success(let reply) = result, EtcdAuth.rejectsToken(status: reply.status, body: reply.body),
-                  attempt == 0 else { return result }
-            RuntimeLoggers.metadata.info("etcd at \(reply.endpoint) rejected the auth token (expired, or etcd restarted): authenticating again as \(auth.user)")
+        if auth.token == nil, let refused = authenticate(auth) { return refused }
+        let result = send(path: path, body: body, token: auth.token)
+        guard case .success(let reply) = result, EtcdAuth.rejectsToken(status: reply.status, body: reply.body) else { return result }
+        RuntimeLoggers.metadata.info("etcd at \(reply.endpoint) rejected the auth token (expired, or etcd restarted): authenticating again as \(auth.user)")
+        if let refused = authenticate(auth) { return refused }
+        return send(path: path, body: body, token: auth.token)
+    }
+
+    /// Fetches a token into `auth`; nil on success, else what to answer the call with.
+    private func authenticate(_ auth: EtcdAuth) -> Result<Reply, TransportFailure>? {
+        switch send(path: "/v3/auth/authenticate", body: auth.request, token: nil) {
+        case .failure(let failure): return .failure(failure)
+        case .success(let reply):
+            guard reply.status == 200, let token = EtcdAuth.token(in: reply.body) else { return .success(reply) }
+            auth.token = token
+            return nil
         }
-        preconditionFailure("unreachable: the second attempt returns")
     }
 
     /// One call with bounded retries of attempts that surely did not reach etcd.
@@ -258,6 +260,15 @@ public final class EtcdClient: Sendable {
     }
 }
 
+/// The headers of every gateway request (JSON, no 100-continue round trip), with the auth token
+/// when there is one; nil when libcurl could not allocate them. Free with `curl_slist_free_all`.
+func etcdRequestHeaders(token: String?) -> UnsafeMutablePointer<curl_slist>? {
+    var list = curl_slist_append(nil, "Content-Type: application/json")
+    if let l = list { list = curl_slist_append(l, "Expect:") }
+    if let l = list, let token { list = curl_slist_append(l, "Authorization: \(token)") }
+    return list
+}
+
 /// libcurl's process-wide initialization, run once (Swift globals initialize exactly once,
 /// thread-safely) before the first handle is created.
 private let curlGlobalInit: Bool = torus_curl_global_init() == CURLE_OK
@@ -297,10 +308,7 @@ private struct CurlConnection: ~Copyable {
 
     init(timeoutMs: Int, connectTimeoutMs: Int, tls: EtcdTLS?) throws {
         guard let handle = curl_easy_init() else { throw EtcdClientError.curl("curl_easy_init failed") }
-        var list = curl_slist_append(nil, "Content-Type: application/json")
-        if let l = list { list = curl_slist_append(l, "Expect:") }  // no 100-continue round trip
-        guard let headers = list else {
-            curl_slist_free_all(list)
+        guard let headers = etcdRequestHeaders(token: nil) else {
             curl_easy_cleanup(handle)
             throw EtcdClientError.curl("curl_slist_append failed")
         }
@@ -352,11 +360,7 @@ private struct CurlConnection: ~Copyable {
     mutating func perform(endpoints: [String], path: String, body: [UInt8]?, token: String?) -> Outcome {
         let endpoint = endpoints[current % endpoints.count]
         // With a token, the shared headers plus `Authorization` for this request only.
-        var withToken: UnsafeMutablePointer<curl_slist>?
-        if let token {
-            withToken = curl_slist_append(curl_slist_append(curl_slist_append(nil, "Content-Type: application/json"), "Expect:"),
-                                          "Authorization: \(token)")
-        }
+        let withToken = token.flatMap { etcdRequestHeaders(token: $0) }
         defer {
             if withToken != nil {
                 _ = torus_curl_setopt_pointer(handle, CURLOPT_HTTPHEADER, UnsafeMutableRawPointer(headers))

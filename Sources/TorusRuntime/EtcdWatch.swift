@@ -116,10 +116,8 @@ final class WatchStream {
     func perform(url: String) -> String {
         guard let handle = curl_easy_init() else { return "curl_easy_init failed" }
         defer { curl_easy_cleanup(handle) }
-        var headers = curl_slist_append(nil, "Content-Type: application/json")
+        let headers = etcdRequestHeaders(token: watch.auth?.token)
         defer { curl_slist_free_all(headers) }
-        if let h = headers { headers = curl_slist_append(h, "Expect:") }
-        if let h = headers, let token = watch.auth?.token { headers = curl_slist_append(h, "Authorization: \(token)") }
         let errorBuffer = UnsafeMutablePointer<CChar>.allocate(capacity: Int(CURL_ERROR_SIZE) + 1)
         defer { errorBuffer.deallocate() }
         errorBuffer.initialize(repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
