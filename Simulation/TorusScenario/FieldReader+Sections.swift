@@ -105,7 +105,7 @@ extension FieldReader {
     }
 
     func workload(_ node: Node, into o: inout SimOptions) throws(ScenarioError) {
-        let w = try mapping(node, "workload", known: ["queue-depth", "duration", "think-time", "mix", "pattern", "max-size"])
+        let w = try mapping(node, "workload", known: ["queue-depth", "duration", "think-time", "mix", "pattern", "max-size", "snapshots"])
         if let n = w["pattern"] {
             let text = try string(n, "workload.pattern")
             guard text == "random" || text == "sequential" else { throw fail(n, "workload.pattern", "expected random or sequential, got '\(text)'") }
@@ -119,6 +119,7 @@ extension FieldReader {
         if let n = w["queue-depth"] { o.queueDepth = try int(n, "workload.queue-depth", 1...1024) }
         if let n = w["duration"] { o.duration = try duration(n, "workload.duration") }
         if let n = w["think-time"] { o.thinkTimeMean = try duration(n, "workload.think-time") }
+        if let n = w["snapshots"] { o.snapshotInterval = try duration(n, "workload.snapshots") }
         if let n = w["mix"] {
             let m = try mapping(n, "workload.mix", known: ["read", "write", "fua", "trim", "flush"])
             var mix = SimOptions.OpMix(read: 0, write: 0, fua: 0, trim: 0, flush: 0)

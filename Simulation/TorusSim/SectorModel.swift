@@ -117,6 +117,18 @@ struct SectorModel {
         }
     }
 
+    /// The values a read of sector `s` may return now: the newest completed write (and, while
+    /// that one may not have applied, the ones before it), else a durable candidate.
+    func allowedNow(sector s: Int) -> [UInt64] {
+        var out: [UInt64] = []
+        for p in sectors[s].pending.reversed() {
+            if !out.contains(p.value) { out.append(p.value) }
+            if !p.maybe { return out }
+        }
+        for b in sectors[s].base where !out.contains(b) { out.append(b) }
+        return out
+    }
+
     /// The completion sequence a flush issued now covers.
     var flushMark: UInt64 { completionSeq }
 

@@ -75,6 +75,8 @@ public struct SimOptions: Sendable {
     public var checkGarbage = true
     /// Every node verifies one stored block this often (nil: no scrubbing).
     public var scrubInterval: Nanoseconds?
+    /// The writer takes a snapshot this often during the load (nil: never).
+    public var snapshotInterval: Nanoseconds?
     /// The convergence check counts only copies whose bytes on disk match their checksum
     /// (otherwise it trusts the index).
     public var verifyCopies = false

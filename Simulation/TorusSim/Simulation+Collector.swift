@@ -9,6 +9,7 @@ extension Simulation {
         guard var config = options.collector else { return }
         config.canaryIgnoresHorizon = options.canary == .gcIgnoresHorizon
         config.canaryLeaks = options.canary == .gcLeaks
+        config.canaryIgnoresSnapshots = options.canary == .gcIgnoresSnapshots
         // The collector learns the volumes from their info keys (as `torus volume create` writes them).
         for vs in vols {
             let put = MetaTxn(compares: [], success: [.put(key: VolumeInfo.infoKey(vs.volume.name), value: vs.volume.encoded(), lease: 0)],
@@ -55,6 +56,12 @@ extension Simulation {
     /// Oracle: the collector never deletes a block a live writer may still read or commit.
     func checkCollectorDelete(_ refs: [BlockRef], on node: NodeID) {
         for ref in refs {
+            if let snapshot = snapshotReaching(ref) {
+                violation = SectorModel.Violation(
+                    promise: .durability,
+                    detail: "the collector deleted \(ref) on \(Self.name(UInt64(node.raw))), which snapshot \(snapshot) reaches")
+                return
+            }
             for vs in vols {
                 guard let c = vs.client, c.mayNeed(ref) else { continue }
                 violation = SectorModel.Violation(
@@ -85,7 +92,8 @@ extension Simulation {
             queue.push(now + (options.collector?.grace ?? .zero) + Nanoseconds.milliseconds(10), .finalCheck(.collect))
             return
         }
-        checkNoGarbage()
+        checkSnapshots()
+        if violation == nil { checkNoGarbage() }
         if violation == nil && lostRingMembers == 0 && options.checkConvergence { checkPlacement() }
         finalPhase = nil
         queue = EventQueue()
@@ -107,6 +115,7 @@ extension Simulation {
     func checkNoGarbage() {
         var live: Set<BlockRef> = []
         for vs in vols { if let c = vs.client { live.formUnion(c.committedRefs); live.formUnion(c.liveLogRefs) } }
+        live.formUnion(snapshotLiveRefs())
         var leaked = 0
         var first: (BlockRef, Int)?
         for n in slots.indices {

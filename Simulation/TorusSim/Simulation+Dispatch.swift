@@ -74,6 +74,8 @@ extension Simulation {
         case .ringUpdate(let vol):
             traceEvent(.ringUpdate, UInt64(vol))
             deliverRing(volume: vol)
+        case .snapshot(let vol):
+            snapshotTimer(volume: vol)
         }
     }
 

@@ -98,7 +98,8 @@ extension Simulation {
                 queue.push(now + Nanoseconds.milliseconds(100), .finalCheck(.settle))
                 return
             }
-            if collector != nil && options.checkGarbage {
+            checkSnapshots()
+            if collector != nil && options.checkGarbage && violation == nil {
                 finalPhase = .collect
                 finalStep(.collect)
                 return

@@ -47,6 +47,9 @@ extension Simulation {
         /// Fencing checker: the highest epoch granted, and the last committed head.
         var grantedEpoch: UInt64 = 0
         var lastCommit: (epoch: UInt64, generation: UInt64)?
+        /// Snapshots asked for, in order, and the refs of each one known taken (the oracle's).
+        var snapshots: [SnapshotModel] = []
+        var snapshotRefs: [String: Set<BlockRef>] = [:]
 
         init(volume: VolumeInfo, clientID: NodeID) {
             self.volume = volume
@@ -92,11 +95,12 @@ extension Simulation {
     var allIdle: Bool { vols.allSatisfy { $0.inflight.isEmpty } }
 
     struct InflightOp {
-        enum Kind { case read, write(fua: Bool), trim, flush(mark: UInt64) }
+        enum Kind { case read, write(fua: Bool), trim, flush(mark: UInt64), snapshot(Int) }
         var kind: Kind
         var slot: Int
         var firstSector: UInt64
         var sectorCount: Int
         var value: UInt64
+        var isSnapshot: Bool { if case .snapshot = kind { true } else { false } }
     }
 }

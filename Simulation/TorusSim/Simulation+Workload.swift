@@ -55,10 +55,11 @@ extension Simulation {
             switch op.kind {
             case .write, .trim:
                 for k in 0..<op.sectorCount { inFlightWrites.append((op.firstSector + UInt64(k), op.value == 0 ? 0 : op.value)) }
-            case .read, .flush: break
+            case .read, .flush, .snapshot: break
             }
         }
         model.writerCrashed(inFlight: inFlightWrites)
+        snapshotsLoseWriter()
         inflight.removeAll()
         for i in sectorBusy.indices { sectorBusy[i] = 0 }
         repairs += client!.stats.readRepairs
@@ -204,6 +205,7 @@ extension Simulation {
         } else if roll < trimEnd {
             inflight[id] = InflightOp(kind: .trim, slot: slot, firstSector: first, sectorCount: count, value: 0)
             for k in 0..<count { sectorBusy[Int(first) + k] = 2 }
+            snapshotsSeeWrite(firstSector: first, count: count, value: 0)
             handleClient(client!.submit(id, .trim(offset: offset, length: count * SectorModel.sectorSize), now: writerNow()))
         } else {
             let fua = roll >= writeEnd
@@ -212,6 +214,7 @@ extension Simulation {
             let data = SectorModel.writeBytes(value: value, first: first, count: count)
             inflight[id] = InflightOp(kind: .write(fua: fua), slot: slot, firstSector: first, sectorCount: count, value: value)
             for k in 0..<count { sectorBusy[Int(first) + k] = 2 }
+            snapshotsSeeWrite(firstSector: first, count: count, value: value)
             handleClient(client!.submit(id, .write(offset: offset, data: data, fua: fua), now: writerNow()))
         }
     }
@@ -219,6 +222,12 @@ extension Simulation {
     func opCompleted(_ id: OpID, _ result: Result<VolumeOpResult, VolumeError>) {
         guard let op = inflight.removeValue(forKey: id) else { return }
         opsCompleted += 1
+        if case .snapshot(let k) = op.kind {
+            if case .failure(let e) = result, case .noSpace = e { noSpaceErrors += 1 }
+            if case .success = result { snapshotCompleted(k, ok: true) } else { snapshotCompleted(k, ok: false) }
+            if finalPhase == .waitIdle && allIdle { finalStep(.powerLoss) }
+            return
+        }
         if livenessFrom != nil && finalPhase == nil {
             if case .success = result { livenessOps += 1 }
             if case (.flush, .success) = (op.kind, result) { livenessFlushes += 1 }
@@ -258,6 +267,8 @@ extension Simulation {
             if case .noSpace = e { noSpaceErrors += 1 }
         case (.read, .success(.done)):
             preconditionFailure("read completed without data")
+        case (.snapshot, _):
+            preconditionFailure("snapshots complete above")
         }
         if finalPhase == .readBack {
             finalReadNext()

@@ -30,6 +30,7 @@ public final class Simulation {
         case collectorMeta(MetaRequestID, MetaRequest)
         case collectorMetaReply(MetaRequestID, MetaResponse)
         case ringUpdate(volume: Int)
+        case snapshot(volume: Int)
     }
 
     enum Heal {
@@ -234,6 +235,7 @@ public final class Simulation {
         }
         queue.push(now + Nanoseconds.milliseconds(100), .leaseTick)
         if options.faults { queue.push(now + nextFaultDelay(), .fault) }
+        if let every = options.snapshotInterval { for i in vols.indices { queue.push(now + every, .snapshot(volume: i)) } }
         for (i, f) in options.schedule.enumerated() { queue.push(Instant.zero + f.at, .scheduled(i)) }
         queue.push(Instant.zero + options.duration, options.livenessDuration.value > 0 ? .endOfSafety : .endOfLoad)
         startCollector()

@@ -31,22 +31,35 @@ extension Collector {
         guard case .success(let bytes) = result, CRC32C.checksum(bytes) == f.crc else { return sendFetch(f) }
         let id = f.volume
         switch f.kind {
+        // A clone's map names blocks of its origin too: `f.ref.volume` wrote this one.
         case .root:
-            guard let (_, pages) = BlockMapCodec.decodeRoot(bytes, volume: id) else { return sendFetch(f) }
+            guard let (_, pages) = BlockMapCodec.decodeRoot(bytes, volume: f.ref.volume, reader: id) else { return sendFetch(f) }
             for (p, e) in pages.enumerated() {
                 guard let e else { continue }
                 let ref = e.ref(volume: id, index: BlockRef.mapIndexBase + UInt64(p))
-                volumes[id]!.reachable[ref] = e.crc
+                // Snapshots share most pages with the head: each page is read once.
+                guard markReachable(ref, crc: e.crc) else { continue }
                 startFetch(volume: id, kind: .page(p), ref: ref, crc: e.crc)
             }
         case .page(let p):
-            guard let entries = BlockMapCodec.decodePage(bytes, volume: id, page: UInt64(p)) else { return sendFetch(f) }
+            guard let entries = BlockMapCodec.decodePage(bytes, volume: f.ref.volume, page: UInt64(p), reader: id) else { return sendFetch(f) }
             let base = p * BlockMapCodec.entriesPerPage(blockSize: volumes[id]!.info.blockSize)
             for (i, e) in entries.enumerated() {
-                if let e { volumes[id]!.reachable[e.ref(volume: id, index: UInt64(base + i))] = e.crc }
+                if let e { markReachable(e.ref(volume: id, index: UInt64(base + i)), crc: e.crc) }
             }
         }
         fetchDone(id)
+    }
+
+    /// Records that a committed map reaches `ref` (under the volume that wrote it); false if
+    /// it was already known.
+    @discardableResult
+    mutating func markReachable(_ ref: BlockRef, crc: UInt32) -> Bool {
+        if volumes[ref.volume] != nil {
+            return volumes[ref.volume]!.reachable.updateValue(crc, forKey: ref) == nil
+        }
+        // A clone's origin that is gone from the metadata: never collected while reached.
+        return orphansReached.updateValue(crc, forKey: ref) == nil
     }
 
     mutating func fetchDone(_ volume: UInt64) {
@@ -57,6 +70,7 @@ extension Collector {
         if volumes.values.contains(where: \.failed) && remarks < config.attemptsMax {
             remarks += 1
             volumes = [:]
+            orphansReached = [:]
             stage = .metadata
             sendMetadata(attempts: 0)
             return

@@ -33,11 +33,14 @@ extension Collector {
         var infos: [String: VolumeInfo] = [:]
         var epochs: [String: UInt64] = [:]
         var heads: [String: VolumeHead] = [:]
+        var snapshots: [String: [SnapshotRecord]] = [:]
         for kv in kvs {
-            let rest = kv.key.dropFirst(VolumeInfo.volumesPrefix.count)
-            guard let slash = rest.lastIndex(of: "/") else { continue }
-            let name = String(rest[..<slash])
-            switch rest[rest.index(after: slash)...] {
+            guard let (name, field) = VolumeInfo.splitKey(kv.key) else { continue }
+            if field.hasPrefix("snapshots/") {
+                if let s = SnapshotRecord.decode(kv.value) { snapshots[name, default: []].append(s) } else { metadataDoubtful = true }
+                continue
+            }
+            switch field {
             case "info":
                 if let i = VolumeInfo.decode(kv.value), i.name == name { infos[name] = i } else { metadataDoubtful = true }
             case "epoch":
@@ -52,16 +55,21 @@ extension Collector {
             var v = VolumeState(info: info)
             v.epochKey = epochs[name] ?? 0
             v.head = heads[name]
+            // A snapshot of an older volume of the same name keeps nothing of this one.
+            v.snapshots = (snapshots[name] ?? []).filter { $0.volumeID == info.id }
             volumes[info.id] = v
         }
         // Two names with one id would make the map ambiguous: collect nothing of either.
         if Set(infos.values.map(\.id)).count != infos.count { metadataDoubtful = true }
         stage = .marking
         for id in volumes.keys.sorted() {
-            guard let root = volumes[id]!.head?.root else { continue }
-            let ref = root.ref(volume: id, index: BlockRef.rootIndex)
-            volumes[id]!.reachable[ref] = root.crc
-            startFetch(volume: id, kind: .root, ref: ref, crc: root.crc)
+            // The head's map and every snapshot's: what any of them reaches is kept.
+            let roots = (volumes[id]!.head?.root).map { [$0] } ?? []
+            for root in roots + (config.canaryIgnoresSnapshots ? [] : volumes[id]!.snapshots.map(\.root)) {
+                let ref = root.ref(volume: id, index: BlockRef.rootIndex)
+                markReachable(ref, crc: root.crc)
+                startFetch(volume: id, kind: .root, ref: ref, crc: root.crc)
+            }
         }
         if rpcs.isEmpty { sweep() }
     }

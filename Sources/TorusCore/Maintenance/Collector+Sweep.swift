@@ -20,9 +20,21 @@ extension Collector {
         return ref.epoch < epochKey
     }
 
+    /// A clone whose maps could not be read may name blocks of its origins: those volumes are
+    /// left out of this pass too.
+    mutating func skipOriginsOfFailed() {
+        var origins = volumes.values.filter(\.failed).map(\.info.origin)
+        while let o = origins.popLast() {
+            guard o != 0, let v = volumes[o], !v.failed else { continue }
+            volumes[o]!.failed = true
+            origins.append(v.info.origin)
+        }
+    }
+
     mutating func sweep() {
         var deletes: [NodeID: [BlockRef]] = [:]
         var seen: [NodeID: [BlockRef: Instant]] = [:]
+        skipOriginsOfFailed()
         stats.volumesSkipped += volumes.values.filter(\.failed).count
         for node in inventory.keys.sorted() {
             var since: [BlockRef: Instant] = [:]
@@ -32,7 +44,7 @@ extension Collector {
                     garbage = !v.failed && v.reachable[ref] == nil
                         && (config.canaryIgnoresHorizon || Self.isCollectible(ref, epochKey: v.epochKey, head: v.head))
                 } else {
-                    garbage = !metadataDoubtful
+                    garbage = !metadataDoubtful && orphansReached[ref] == nil
                 }
                 guard garbage else {
                     // A volume left out of this pass keeps what earlier passes found (garbage stays garbage).

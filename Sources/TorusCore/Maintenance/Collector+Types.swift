@@ -13,7 +13,9 @@ extension Collector {
         var info: VolumeInfo
         var epochKey: UInt64 = 0
         var head: VolumeHead?
-        /// Every ref the committed head reaches, with the CRC-32C its map names.
+        var snapshots: [SnapshotRecord] = []
+        /// Every ref of this volume that a committed map (its head's, a snapshot's, a clone's)
+        /// reaches, with the CRC-32C the map names.
         var reachable: [BlockRef: UInt32] = [:]
         var fetchesLeft = 0
         var failed = false
@@ -103,6 +105,8 @@ public struct CollectorConfig: Sendable {
     /// Injected bugs for checking the simulator's checkers. Never set in production.
     public var canaryIgnoresHorizon = false
     public var canaryLeaks = false
+    /// Injected bug: marking skips snapshot roots, so their blocks look like garbage.
+    public var canaryIgnoresSnapshots = false
     public init() {}
 }
 

@@ -39,6 +39,8 @@ public struct Collector: Sendable {
     var metaRequest: (id: MetaRequestID, deadline: Instant, attempts: Int)?
     var nextMeta: UInt64 = 1
     var volumes: [UInt64: VolumeState] = [:]
+    /// Refs that clones' maps reach under a volume id no info names (kept, never collected).
+    var orphansReached: [BlockRef: UInt32] = [:]
     /// Some key under the volumes prefix did not decode: deleted-volume garbage is not
     /// collected this pass (a corrupt info must not look like a deleted volume).
     var metadataDoubtful = false
@@ -228,6 +230,7 @@ public struct Collector: Sendable {
         inventory = [:]
         listing = [:]
         volumes = [:]
+        orphansReached = [:]
         nextPassAt = now + config.passInterval
     }
 

@@ -1,18 +1,35 @@
 /// Where one version of a block lives: its ref's (epoch, sequence) plus the CRC32C of its bytes,
 /// so a reader verifies end to end that it got exactly the content the map names.
+///
+/// A clone's map also names blocks of the volume it was cloned from: `origin` is that volume's
+/// id (0: the volume whose map this is). Such blocks are shared, never deleted by the clone.
 public struct MapEntry: Hashable, Sendable {
     public var epoch: UInt64
     public var sequence: UInt64
     public var crc: UInt32
-    public init(epoch: UInt64, sequence: UInt64, crc: UInt32) {
+    public var origin: UInt64
+    public init(epoch: UInt64, sequence: UInt64, crc: UInt32, origin: UInt64 = 0) {
         self.epoch = epoch
         self.sequence = sequence
         self.crc = crc
+        self.origin = origin
     }
+    /// The ref this entry names in the map of `volume`.
     public func ref(volume: UInt64, index: UInt64) -> BlockRef {
-        BlockRef(volume: volume, epoch: epoch, sequence: sequence, index: index)
+        BlockRef(volume: origin != 0 ? origin : volume, epoch: epoch, sequence: sequence, index: index)
+    }
+    /// The same entry as read by the map of `reader`, when it was stored in the map of `owner`.
+    public func seen(from owner: UInt64, by reader: UInt64) -> MapEntry {
+        let absolute = origin != 0 ? origin : owner
+        var e = self
+        e.origin = absolute == reader ? 0 : absolute
+        return e
     }
     static let encodedSize = 24
+    /// Flag word of an entry naming another volume's block: this bit plus the volume id.
+    static let foreignFlag: UInt32 = 0x8000_0000
+    /// Volume ids a map entry can name (the flag word keeps 31 bits for them).
+    public static let originMax: UInt64 = UInt64(foreignFlag) - 1
 }
 
 /// The volume's block map as copy-on-write pages.
@@ -37,7 +54,9 @@ public enum BlockMapCodec {
         return w.bytes
     }
 
-    public static func decodePage(_ bytes: [UInt8], volume: UInt64, page: UInt64) -> [MapEntry?]? {
+    /// Decodes a page of `volume`'s map; `reader` (default: the same volume) is the volume
+    /// whose map names the page (a clone reading its origin's page), so origins are its own.
+    public static func decodePage(_ bytes: [UInt8], volume: UInt64, page: UInt64, reader: UInt64? = nil) -> [MapEntry?]? {
         var r = ByteReader(bytes)
         guard r.u32() == pageMagic, r.u64() == volume, r.u64() == page, let n = r.u32() else { return nil }
         guard r.raw(headerSize - 24) != nil, Int(n) <= r.remaining / MapEntry.encodedSize else { return nil }
@@ -47,7 +66,12 @@ public enum BlockMapCodec {
             guard let e = decode(&r) else { return nil }
             out.append(e)
         }
-        return out
+        return normalized(out, owner: volume, reader: reader)
+    }
+
+    static func normalized(_ entries: [MapEntry?], owner: UInt64, reader: UInt64?) -> [MapEntry?] {
+        guard let reader, reader != owner || entries.contains(where: { $0?.origin == owner }) else { return entries }
+        return entries.map { $0?.seen(from: owner, by: reader) }
     }
 
     public static func encodeRoot(volume: UInt64, generation: UInt64, pages: [MapEntry?], blockSize: Int) -> [UInt8] {
@@ -60,7 +84,7 @@ public enum BlockMapCodec {
         return w.bytes
     }
 
-    public static func decodeRoot(_ bytes: [UInt8], volume: UInt64) -> (generation: UInt64, pages: [MapEntry?])? {
+    public static func decodeRoot(_ bytes: [UInt8], volume: UInt64, reader: UInt64? = nil) -> (generation: UInt64, pages: [MapEntry?])? {
         var r = ByteReader(bytes)
         guard r.u32() == rootMagic, r.u64() == volume, let g = r.u64(), let n = r.u32() else { return nil }
         guard r.raw(headerSize - 24) != nil, Int(n) <= r.remaining / MapEntry.encodedSize else { return nil }
@@ -69,12 +93,13 @@ public enum BlockMapCodec {
             guard let e = decode(&r) else { return nil }
             out.append(e)
         }
-        return (g, out)
+        return (g, normalized(out, owner: volume, reader: reader))
     }
 
     private static func encode(_ e: MapEntry?, into w: inout ByteWriter) {
         if let e {
-            w.u64(e.epoch); w.u64(e.sequence); w.u32(e.crc); w.u32(1)
+            precondition(e.origin <= MapEntry.originMax, "origin volume id \(e.origin) does not fit a map entry")
+            w.u64(e.epoch); w.u64(e.sequence); w.u32(e.crc); w.u32(e.origin == 0 ? 1 : MapEntry.foreignFlag | UInt32(e.origin))
         } else {
             w.u64(0); w.u64(0); w.u32(0); w.u32(0)
         }
@@ -85,137 +110,9 @@ public enum BlockMapCodec {
         switch f {
         case 0: return .some(nil)
         case 1: return .some(MapEntry(epoch: e, sequence: s, crc: c))
+        case let f where f & MapEntry.foreignFlag != 0 && f != MapEntry.foreignFlag:
+            return .some(MapEntry(epoch: e, sequence: s, crc: c, origin: UInt64(f & ~MapEntry.foreignFlag)))
         default: return nil
         }
-    }
-}
-
-/// A volume's checkpoint, stored in the metadata store and replaced only by compare-and-swap:
-/// which root is current, its generation, the writer epoch that wrote it, and the log segment
-/// whose records continue it (docs/design.md, "The commit log").
-public struct VolumeHead: Hashable, Sendable {
-    public var epoch: UInt64
-    public var generation: UInt64
-    public var root: MapEntry?
-    /// Garbage-collection floor: no later commit of this epoch names a block of this epoch with
-    /// a smaller sequence that this head does not name (0: unknown, collect nothing of this epoch).
-    public var floor: UInt64
-    /// The segment FLUSHes append to after this checkpoint (nil: heads from before the log).
-    public var log: LogSegment?
-    static let magic: UInt32 = 0x5448_4544  // "THED"
-
-    public init(epoch: UInt64, generation: UInt64, root: MapEntry?, floor: UInt64 = 0, log: LogSegment? = nil) {
-        self.epoch = epoch
-        self.generation = generation
-        self.root = root
-        self.floor = floor
-        self.log = log
-    }
-
-    public func encoded() -> [UInt8] {
-        var w = ByteWriter(capacity: 64)
-        w.u32(Self.magic); w.u64(epoch); w.u64(generation)
-        if let root {
-            w.u8(1); w.u64(root.epoch); w.u64(root.sequence); w.u32(root.crc)
-        } else {
-            w.u8(0)
-        }
-        if floor > 0 || log != nil { w.u64(floor) }
-        if let log { log.encode(into: &w) }
-        w.u32(CRC32C.checksum(w.bytes))
-        return w.bytes
-    }
-
-    public static func decode(_ bytes: [UInt8]) -> VolumeHead? {
-        guard let body = checksummedBody(bytes) else { return nil }
-        var r = ByteReader(body)
-        guard r.u32() == magic, let e = r.u64(), let g = r.u64(), let has = r.u8() else { return nil }
-        var root: MapEntry?
-        if has != 0 {
-            guard let re = r.u64(), let rs = r.u64(), let rc = r.u32() else { return nil }
-            root = MapEntry(epoch: re, sequence: rs, crc: rc)
-        }
-        // Heads written before the floor existed end here; before the log, after the floor.
-        let floor = r.remaining >= 8 ? r.u64()! : 0
-        var log: LogSegment?
-        if r.remaining > 0 {
-            guard let l = LogSegment.decode(from: &r) else { return nil }
-            log = l
-        }
-        return VolumeHead(epoch: e, generation: g, root: root, floor: floor, log: log)
-    }
-}
-
-/// A volume's static description, stored under its name in the metadata store.
-public struct VolumeInfo: Hashable, Sendable {
-    public var name: String
-    public var id: UInt64
-    public var sizeBytes: UInt64
-    public var blockSize: Int
-    public var replication: Int
-
-    public init(name: String, id: UInt64, sizeBytes: UInt64, blockSize: Int, replication: Int) {
-        self.name = name
-        self.id = id
-        self.sizeBytes = sizeBytes
-        self.blockSize = blockSize
-        self.replication = replication
-    }
-
-    public var blockCount: UInt64 { (sizeBytes + UInt64(blockSize) - 1) / UInt64(blockSize) }
-    public var pageCount: Int {
-        Int((blockCount + UInt64(BlockMapCodec.entriesPerPage(blockSize: blockSize)) - 1)
-            / UInt64(BlockMapCodec.entriesPerPage(blockSize: blockSize)))
-    }
-
-    static let infoMagic: UInt32 = 0x5456_4F4C  // "TVOL"
-
-    /// The stored form of a volume's description (checksummed).
-    public func encoded() -> [UInt8] {
-        var w = ByteWriter(capacity: 64)
-        w.u32(Self.infoMagic); w.u64(id); w.u64(sizeBytes); w.u32(UInt32(blockSize)); w.u32(UInt32(replication))
-        let name = Array(self.name.utf8)
-        w.u32(UInt32(name.count)); w.raw(name)
-        w.u32(CRC32C.checksum(w.bytes))
-        return w.bytes
-    }
-
-    public static func decode(_ bytes: [UInt8]) -> VolumeInfo? {
-        guard let body = checksummedBody(bytes) else { return nil }
-        var r = ByteReader(body)
-        guard r.u32() == infoMagic, let id = r.u64(), let size = r.u64(), let bs = r.u32(), let rep = r.u32(),
-              let n = r.u32(), let name = r.raw(Int(n)), bs > 0, rep > 0 else { return nil }
-        return VolumeInfo(name: String(decoding: name, as: UTF8.self), id: id, sizeBytes: size, blockSize: Int(bs),
-                          replication: Int(rep))
-    }
-
-    public static func infoKey(_ name: String) -> String { "/torus/volumes/\(name)/info" }
-    public static let volumesPrefix = "/torus/volumes/"
-
-    /// Metadata keys of this volume (documented in docs/metadata.md once the etcd layer lands).
-    public static func headKey(_ name: String) -> String { "/torus/volumes/\(name)/head" }
-    public static func lockKey(_ name: String) -> String { "/torus/volumes/\(name)/lock" }
-    public static func epochKey(_ name: String) -> String { "/torus/volumes/\(name)/epoch" }
-}
-
-/// The bytes before a trailing CRC32C, or nil when the checksum does not match.
-func checksummedBody(_ bytes: [UInt8]) -> ArraySlice<UInt8>? {
-    guard bytes.count >= 8 else { return nil }
-    let body = bytes[..<(bytes.count - 4)]
-    var tail = ByteReader(bytes[(bytes.count - 4)...])
-    return tail.u32() == CRC32C.checksum(body) ? body : nil
-}
-
-/// Little helpers for storing integers as metadata values.
-public enum MetaValue {
-    public static func u64(_ v: UInt64) -> [UInt8] {
-        var w = ByteWriter(capacity: 8)
-        w.u64(v)
-        return w.bytes
-    }
-    public static func u64(_ b: [UInt8]) -> UInt64? {
-        guard b.count == 8 else { return nil }
-        var r = ByteReader(b)
-        return r.u64()
     }
 }

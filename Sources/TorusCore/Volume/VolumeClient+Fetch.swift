@@ -116,7 +116,7 @@ extension VolumeClient {
 
     mutating func fetched(_ block: UInt64, _ f: Fetch, _ data: [UInt8]) {
         if block >= BlockRef.mapIndexBase {
-            mapBlockFetched(block, data)
+            mapBlockFetched(block, data, owner: f.ref.volume)
             return
         }
         let stale = config.readOnly && entries[Int(block)]?.ref(volume: info.id, index: block) != f.ref

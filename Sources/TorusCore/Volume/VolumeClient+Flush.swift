@@ -55,8 +55,10 @@ extension VolumeClient {
             flush = f
             return advanceSync()
         }
-        let changed = dirtyPages.sorted()
+        var changed = dirtyPages.sorted()
         dirtyPages.removeAll()
+        // A snapshot needs a checkpoint of its own even when nothing changed.
+        if changed.isEmpty && f.takesSnapshot { changed = [0] }
         if changed.isEmpty {
             // Nothing new since the last commit: everything completed is already durable.
             flush = nil
@@ -136,7 +138,10 @@ extension VolumeClient {
             flush = f
             return
         }
-        f.head = VolumeHead(epoch: epoch, generation: generation + 1, root: f.newRoot, floor: f.floor, log: f.newSegment)
+        // A snapshot keeps every block written so far: writers leave them to the collector.
+        let mark = f.takesSnapshot ? SnapshotMark(epoch: epoch, sequence: nextSequence) : keepBelow
+        f.head = VolumeHead(epoch: epoch, generation: generation + 1, root: f.newRoot, floor: f.floor, log: f.newSegment,
+                            keepBelow: mark)
         f.stage = .commit
         flush = f
         if config.canary == .ackFlushBeforeCommit {
@@ -160,9 +165,14 @@ extension VolumeClient {
             MetaCompare(key: VolumeInfo.headKey(info.name), result: .equal, target: .modRevision(headModRevision)),
         ]
         if config.canary == .skipEpochCompare { compares.removeFirst() }
+        var puts: [MetaOp] = [.put(key: VolumeInfo.headKey(info.name), value: f.head!.encoded(), lease: 0)]
+        for name in f.snapshotNames {
+            let record = SnapshotRecord(volumeID: info.id, root: f.newRoot!, generation: f.head!.generation, sizeBytes: info.sizeBytes)
+            puts.append(.put(key: VolumeInfo.snapshotKey(info.name, name), value: record.encoded(), lease: 0))
+        }
         let txn = MetaTxn(
             compares: compares,
-            success: [.put(key: VolumeInfo.headKey(info.name), value: f.head!.encoded(), lease: 0)],
+            success: puts,
             failure: [.range(key: VolumeInfo.headKey(info.name), prefix: false),
                       .range(key: VolumeInfo.epochKey(info.name), prefix: false)]
         )
@@ -200,7 +210,7 @@ extension VolumeClient {
             }
             headModRevision = headKV.modRevision
             generation = max(generation, theirs.generation)
-            flush!.head = VolumeHead(epoch: epoch, generation: generation + 1, root: f.newRoot, floor: f.floor, log: f.newSegment)
+            flush!.head!.generation = generation + 1
             sendCommit()
         } else {
             let theirs = epochKV.flatMap { MetaValue.u64($0.value) }.map(String.init) ?? "none"
@@ -212,6 +222,7 @@ extension VolumeClient {
         stats.commits += 1
         headModRevision = revision
         generation += 1
+        keepBelow = f.head?.keepBelow ?? keepBelow
         // Garbage: the old versions of every block this commit replaced, old pages, old root.
         var garbage: [BlockRef] = []
         for p in f.snapshotPages {

@@ -4,6 +4,7 @@ extension VolumeClient {
         let (offset, length): (UInt64, Int)
         switch op {
         case .flush: return nil
+        case .snapshot: return config.readOnly ? .readOnly(volume: info.name) : nil
         case .read(let o, let l): (offset, length) = (o, l)
         case .trim(let o, let l):
             if config.readOnly { return .readOnly(volume: info.name) }
@@ -35,6 +36,9 @@ extension VolumeClient {
             out.append(.complete(id, .success(.done)))  // nothing is ever dirty
         case .flush:
             flushQueue.append(FlushWaiter(op: id))
+            pumpFlush()
+        case .snapshot(let name):
+            flushQueue.append(FlushWaiter(op: id, snapshot: name))
             pumpFlush()
         case .read(let offset, let length):
             let pieces = split(id, offset, length)

@@ -53,7 +53,7 @@ extension VolumeClient {
     mutating func commitSnapshot() {
         var f = flush!
         if f.early != nil { return finishEarlyRecord() }
-        if let seg = segment, !checkpointDue, let record = logRecord(for: f) {
+        if let seg = segment, !checkpointDue, !f.takesSnapshot, let record = logRecord(for: f) {
             guard now < leaseValidUntil else {
                 // Nothing sent: the flush simply fails, and a later one may succeed once renewed.
                 return failFlush(.leaseNotRenewed(volume: info.name))

@@ -6,7 +6,7 @@
 extension VolumeClient {
     /// Called while the flush waits for write-backs: sends its record now if it can.
     mutating func sendRecordEarly(_ targets: FlushTargets) {
-        guard config.oneRoundFlush, phase == .ready, var f = flush, f.early == nil, append == nil,
+        guard config.oneRoundFlush, phase == .ready, var f = flush, f.early == nil, append == nil, !f.takesSnapshot,
               let seg = segment, !checkpointDue, now < leaseValidUntil else { return }
         // Cheap test first: every remaining target needs a write-back in flight.
         guard targets.blocks.count - targets.cursor <= writebacks.count else { return }

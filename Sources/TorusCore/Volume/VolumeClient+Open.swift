@@ -102,6 +102,7 @@ extension VolumeClient {
         headModRevision = kv.modRevision
         generation = h.generation
         rootEntry = h.root
+        keepBelow = h.keepBelow
         // A writer seals and replays the head's log segment once the map is loaded; a reader
         // follows it.
         if !config.readOnly, let seg = h.log { recovery = LogRecovery(segment: seg, head: h) }
@@ -167,10 +168,12 @@ extension VolumeClient {
         sendGet(key)
     }
 
-    mutating func mapBlockFetched(_ key: UInt64, _ data: [UInt8]) {
+    /// A map block arrived; `owner` is the volume that wrote it (a clone's map starts out as
+    /// its origin's).
+    mutating func mapBlockFetched(_ key: UInt64, _ data: [UInt8], owner: UInt64) {
         if key == BlockRef.rootIndex {
             // A root written before the volume grew names fewer pages; the rest are empty.
-            guard let root = BlockMapCodec.decodeRoot(data, volume: info.id) else {
+            guard let root = BlockMapCodec.decodeRoot(data, volume: owner, reader: info.id) else {
                 becomeFenced("root block is undecodable")
                 return
             }
@@ -198,7 +201,7 @@ extension VolumeClient {
             return
         }
         let p = Int(key - BlockRef.mapIndexBase)
-        guard let page = BlockMapCodec.decodePage(data, volume: info.id, page: UInt64(p)) else {
+        guard let page = BlockMapCodec.decodePage(data, volume: owner, page: UInt64(p), reader: info.id) else {
             becomeFenced("map page \(p) is undecodable")
             return
         }

@@ -44,6 +44,8 @@ public struct VolumeClient: Sendable {
     var rootEntry: MapEntry?
     var dirtyPages: Set<Int> = []
     var headModRevision: Int64 = 0
+    /// Our blocks below this may be named by a snapshot: never deleted here (`deleteRefs`).
+    public internal(set) var keepBelow: SnapshotMark?
 
     // Commit log (docs/design.md, "The commit log"; `VolumeClient+Log.swift`).
     /// The segment FLUSHes append to: nil until this writer's first checkpoint, and after an
@@ -204,6 +206,14 @@ public struct VolumeClient: Sendable {
     /// with `config.readOnly` just the head and the map.
     public mutating func start(now: Instant) -> [ClientOutput] {
         begin(now)
+        if let root = config.snapshotRoot {
+            // A snapshot: its root is fixed, no head to read or follow.
+            precondition(config.readOnly, "a snapshot is served read-only")
+            rootEntry = root
+            open = .loadRoot
+            startMapFetch(BlockRef.rootIndex, root)
+            return finish()
+        }
         if config.readOnly { open = .readHead }
         openStep()
         return finish()
@@ -268,7 +278,7 @@ public struct VolumeClient: Sendable {
             openStep()
         }
         if let at = recovery?.retryAt, at <= now { recoveryRetry() }
-        if config.readOnly && phase == .ready && !refreshing && now >= nextRefreshAt { startRefresh() }
+        if config.readOnly && config.snapshotRoot == nil && phase == .ready && !refreshing && now >= nextRefreshAt { startRefresh() }
         if phase != .fenced && leaseID != 0 && now >= nextKeepAliveAt && !keepAliveInFlight { sendKeepAlive() }
         if phase == .ready { scheduleWriteback(ageOnly: true) }
         checkpointIfIdle()
@@ -348,11 +358,20 @@ public struct VolumeClient: Sendable {
     }
 
     mutating func deleteRefs(_ refs: [BlockRef]) {
+        let refs = refs.filter { !isShared($0) }
         guard !refs.isEmpty else { return }
         if !unsynced.isEmpty { for r in refs where unsynced[r] != nil { setUnsynced(r, []) } }
         var perNode: [NodeID: [BlockRef]] = [:]
         for r in refs { for n in deleteCandidates(r) { perNode[n, default: []].append(r) } }
         for n in perNode.keys.sorted() { out.append(.send(to: n, .deleteBlocks(perNode[n]!))) }
+    }
+
+    /// A block another map may name: an origin's block in a clone's map, or one of ours that a
+    /// snapshot may keep. The collector decides about those (docs/snapshots.md).
+    func isShared(_ ref: BlockRef) -> Bool {
+        if ref.volume != info.id { return true }
+        guard !ref.isLogBlock, let mark = keepBelow, config.canary != .writerIgnoresSnapshots else { return false }
+        return mark.precedes(ref)
     }
 
     mutating func becomeFenced(_ reason: String) {

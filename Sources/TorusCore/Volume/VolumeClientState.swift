@@ -120,6 +120,8 @@ extension VolumeClient {
 
     struct FlushWaiter: Sendable {
         var op: OpID
+        /// A snapshot to keep of this flush's checkpoint.
+        var snapshot: String?
     }
 
     /// The blocks a flush waits for, in block order, with the version each must reach.
@@ -214,6 +216,9 @@ extension VolumeClient {
         var newSegment: LogSegment?
         /// One round: the record was sent while blocks it names were still being written back.
         var early: EarlyRecord?
+        /// Snapshots this flush keeps: it commits by checkpoint.
+        var snapshotNames: [String] { Array(Set(waiters.compactMap(\.snapshot))).sorted() }
+        var takesSnapshot: Bool { waiters.contains { $0.snapshot != nil } }
     }
 
     /// The record a one-round FLUSH sent ahead of its blocks' durability.

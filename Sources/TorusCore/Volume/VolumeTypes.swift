@@ -26,6 +26,9 @@ public enum VolumeOp: Sendable {
     case flush
     /// Unmaps the range; it reads back as zeros.
     case trim(offset: UInt64, length: Int)
+    /// A flush that commits by checkpoint and keeps that checkpoint as snapshot `name` (its
+    /// key written in the same head transaction). The caller makes sure the name is free.
+    case snapshot(name: String)
 }
 
 extension VolumeOp {
@@ -155,6 +158,8 @@ public struct VolumeClientConfig: Sendable {
     /// it serves the last committed state, re-read every `readOnlyRefresh`. Writes and trims
     /// fail with `.readOnly`; a flush has nothing to do.
     public var readOnly = false
+    /// With `readOnly`: serve this snapshot root instead of the head (it never changes).
+    public var snapshotRoot: MapEntry?
     public var readOnlyRefresh = Nanoseconds.seconds(1)
     /// A FLUSH commits by checkpoint (map pages, root, head CAS in the metadata store) instead
     /// of a log append once this many records or this much time passed since the last one.
@@ -189,6 +194,10 @@ public struct VolumeClientConfig: Sendable {
         case gcIgnoresHorizon = "gc-ignores-horizon"
         /// The garbage collector finds garbage but never deletes it (space leaks).
         case gcLeaks = "gc-leaks"
+        /// The garbage collector does not mark snapshot roots: their blocks look like garbage.
+        case gcIgnoresSnapshots = "gc-ignores-snapshots"
+        /// The writer deletes the blocks it replaces even when a snapshot may still name them.
+        case writerIgnoresSnapshots = "writer-ignores-snapshots"
         /// Acknowledge a log append once one node of the segment made it durable, not all.
         case ackBeforeLogReplicas = "ack-before-log-replicas"
         /// Storage nodes accept log records from epochs below their seal (fencing broken).
