@@ -133,10 +133,8 @@ public enum ClusterCatalog {
             default: break
             }
         }
-        let volumes = vols.filter { $0.key.hasSuffix("/info") }.compactMap { VolumeInfo.decode($0.value) }.sorted { $0.name < $1.name }
-        let locked = Set(vols.filter { $0.key.hasSuffix("/lock") }.map {
-            String($0.key.dropFirst(VolumeInfo.volumesPrefix.count).dropLast("/lock".count))
-        })
+        let volumes = vols.filter { VolumeInfo.splitKey($0.key)?.field == "info" }.compactMap { VolumeInfo.decode($0.value) }.sorted { $0.name < $1.name }
+        let locked = Set(vols.compactMap { kv in VolumeInfo.splitKey(kv.key).flatMap { $0.field == "lock" ? $0.volume : nil } })
         return Status(config: config, members: members, alive: alive, usage: usage, volumes: volumes, openForWriting: locked,
                       maintenance: maintenance.first.map { parse($0.value) } ?? [:])
     }
@@ -273,7 +271,7 @@ public enum ClusterCatalog {
         guard case .txn(let t) = r, case .range(let kvs) = t.results.first else {
             throw RuntimeError.metadata("\(meta.location): unexpected reply listing volumes: \(r)")
         }
-        return kvs.filter { $0.key.hasSuffix("/info") }.compactMap { VolumeInfo.decode($0.value) }
+        return kvs.filter { VolumeInfo.splitKey($0.key)?.field == "info" }.compactMap { VolumeInfo.decode($0.value) }
     }
 
     /// Creates a volume; with `ifMissing`, an existing volume of that name is returned instead.
@@ -344,6 +342,13 @@ public enum ClusterCatalog {
 
     /// Deletes a volume's metadata (its blocks stay on the nodes until garbage collection).
     public static func deleteVolume(_ meta: any MetadataService, name: String) throws {
+        let volumes = try listVolumes(meta)
+        if let v = volumes.first(where: { $0.name == name }) {
+            let clones = volumes.filter { $0.origin == v.id }.map(\.name).sorted()
+            guard clones.isEmpty else {
+                throw RuntimeError.badInput("volume '\(name)' has clones that share its blocks (\(clones.joined(separator: ", "))): delete them first")
+            }
+        }
         let r = try meta.apply(.txn(MetaTxn(success: [.delete(key: "/torus/volumes/\(name)/", prefix: true)])), now: SystemClock.now())
         if case .error(let e) = r { throw RuntimeError.metadata("\(meta.location): deleting volume \(name): \(e)") }
     }

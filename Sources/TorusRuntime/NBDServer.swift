@@ -76,6 +76,7 @@ final class NBDConnectionHandler: ChannelDuplexHandler, @unchecked Sendable {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        if let e = export { cluster.volumeDirectory.detach(e.name) }
         if !closed { RuntimeLoggers.nbd.debug("connection closed by the client", metadata: logMetadata) }
         closed = true
         context.fireChannelInactive()
@@ -129,6 +130,7 @@ final class NBDConnectionHandler: ChannelDuplexHandler, @unchecked Sendable {
             case .enterTransmission(let e):
                 export = e
                 generation = cluster.volumeDirectory.generation(e.name)
+                cluster.volumeDirectory.attach(e.name)
                 RuntimeLoggers.nbd.debug("client attached", metadata: logMetadata)
             case .execute(let cookie, let command):
                 execute(cookie, command, context: context)

@@ -14,4 +14,9 @@ public final class VolumeDirectory: @unchecked Sendable {
     public func bumpGeneration(_ name: String) { lock.withLock { generations[name, default: 0] += 1 } }
     public func generation(_ name: String) -> Int { lock.withLock { generations[name] ?? 0 } }
     public func all() -> [NBDExport] { lock.withLock { exports.values.sorted { $0.name < $1.name } } }
+    /// NBD connections in transmission on each export (a rollback refuses a volume in use).
+    private var attached: [String: Int] = [:]
+    public func attach(_ name: String) { lock.withLock { attached[name, default: 0] += 1 } }
+    public func detach(_ name: String) { lock.withLock { attached[name, default: 1] -= 1 } }
+    public func connections(_ name: String) -> Int { lock.withLock { attached[name] ?? 0 } }
 }

@@ -25,8 +25,12 @@ extension VolumeServer {
         case .events(let events):
             for e in events {
                 let key = e.kv.key
-                guard key.hasPrefix(VolumeInfo.volumesPrefix), key.hasSuffix("/info") else { continue }
-                let name = String(key.dropFirst(VolumeInfo.volumesPrefix.count).dropLast("/info".count))
+                guard let (name, field) = VolumeInfo.splitKey(key) else { continue }
+                if field.hasPrefix("snapshots/") || field.hasPrefix("requests/") {
+                    snapshotKeyChanged(volume: name, field: field, e)
+                    continue
+                }
+                guard field == "info" else { continue }
                 switch e.kind {
                 case .put:
                     guard let info = VolumeInfo.decode(e.kv.value) else {
@@ -45,11 +49,12 @@ extension VolumeServer {
             RuntimeLoggers.volume.notice("volumes: \(reason); re-reading the volume list")
             listVolumes().whenSuccess { infos in
                 let listed = Set(infos.map(\.name))
-                for name in self.volumes.keys.sorted() where !listed.contains(name) {
+                for name in self.volumes.keys.sorted() where !listed.contains(name) && !name.contains("@") {
                     RuntimeLoggers.volume.info("no longer in \(self.meta.location); no longer serving it", metadata: ["volume": "\(name)"])
                     self.stopServing(name, reason: "volume '\(name)' was deleted")
                 }
                 for info in infos { self.reconcile(info) }
+                self.serveSnapshots()
             }
         }
     }

@@ -19,7 +19,7 @@ extension VolumeServer {
             return self.loop.makeSucceededFuture(infos)
         }.flatMap { infos in
             EventLoopFuture.andAllSucceed(infos.map { self.openVolume($0) }, on: self.loop)
-        }
+        }.always { _ in self.serveSnapshots() }
     }
 
     public func listVolumes() -> EventLoopFuture<[VolumeInfo]> {
@@ -43,30 +43,33 @@ extension VolumeServer {
             && name.unicodeScalars.allSatisfy { ($0.properties.isASCIIHexDigit || ("a"..."z").contains($0) || ("A"..."Z").contains($0) || "-_.".unicodeScalars.contains($0)) }
     }
 
-    func openVolume(_ info: VolumeInfo) -> EventLoopFuture<Void> {
+    /// Serves a volume (or, with `snapshotRoot`, a snapshot read-only as `VOL@SNAP`).
+    func openVolume(_ info: VolumeInfo, snapshotRoot: MapEntry? = nil) -> EventLoopFuture<Void> {
         if volumes[info.name] != nil { return loop.makeSucceededVoidFuture() }
         let name = info.name
-        let host = VolumeHost(client: makeWriter(info), adapter: ByteRangeAdapter(sectorSize: 4096, volumeSize: info.sizeBytes),
+        let host = VolumeHost(client: makeWriter(info, snapshotRoot: snapshotRoot), adapter: ByteRangeAdapter(sectorSize: 4096, volumeSize: info.sizeBytes),
                               loop: loop, tick: { self.writerTicked(name, $0) }) { node, link, msg in
             self.clientReceived(name, from: node, via: link, msg)
         }
         let ready = loop.makePromise(of: Void.self)
         host.ready = ready
         volumes[info.name] = host
-        directory.set(export(info))
+        directory.set(export(info, readOnly: snapshotRoot != nil))
         handleClient(info.name, host.client.start(now: SystemClock.now()))
         return ready.futureResult
     }
 
-    func export(_ info: VolumeInfo) -> NBDExport {
-        NBDExport(name: info.name, size: info.sizeBytes, readOnly: config.readOnly, multiConn: true,
-                  description: "torus volume \(info.name)" + (config.readOnly ? " (read-only)" : ""),
+    func export(_ info: VolumeInfo, readOnly snapshot: Bool = false) -> NBDExport {
+        let readOnly = config.readOnly || snapshot
+        return NBDExport(name: info.name, size: info.sizeBytes, readOnly: readOnly, multiConn: true,
+                  description: (snapshot ? "torus snapshot \(info.name)" : "torus volume \(info.name)") + (readOnly ? " (read-only)" : ""),
                   payloadChunkBytes: info.blockSize)
     }
 
-    func makeWriter(_ info: VolumeInfo) -> VolumeClient {
+    func makeWriter(_ info: VolumeInfo, snapshotRoot: MapEntry? = nil) -> VolumeClient {
         var cfg = VolumeClientConfig()
-        cfg.readOnly = config.readOnly
+        cfg.readOnly = config.readOnly || snapshotRoot != nil
+        cfg.snapshotRoot = snapshotRoot
         cfg.leaseTTLSeconds = 10
         // Figures behind these settings: docs/runtime.md, "Writer settings".
         // Enough write-backs in flight to keep a node's group commit busy.
@@ -103,7 +106,7 @@ extension VolumeServer {
         loop.scheduleTask(in: .seconds(1)) {
             guard self.volumes[name] === host, host.generation == generation else { return }
             RuntimeLoggers.volume.info("opening a new writer", metadata: ["volume": "\(name)"])
-            host.client = self.makeWriter(host.client.info)
+            host.client = self.makeWriter(host.client.info, snapshotRoot: host.client.config.snapshotRoot)
             self.handleClient(name, host.client.start(now: SystemClock.now()))
         }
     }
@@ -134,6 +137,8 @@ extension VolumeServer {
             host.pending[id]!.fail(RuntimeError.badInput(reason))
         }
         host.pending.removeAll()
+        for (_, p) in host.snapshotOps { p.fail(RuntimeError.badInput(reason)) }
+        host.snapshotOps.removeAll()
         if host.client.leaseID != 0 {
             _ = metaApply(.leaseRevoke(id: host.client.leaseID))
         }

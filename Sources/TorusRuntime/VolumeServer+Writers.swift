@@ -11,6 +11,9 @@ extension VolumeServer {
         var adapter: ByteRangeAdapter
         var pending: [UInt64: EventLoopPromise<[ArraySlice<UInt8>]>] = [:]
         var nextRequest: UInt64 = 1
+        /// Snapshot ops, numbered apart from the adapter's.
+        var snapshotOps: [OpID: EventLoopPromise<Void>] = [:]
+        var nextSnapshotOp: UInt64 = 1 << 62
         /// The ticks the writer asked for; each calls `tick` (the server's `writerTicked`).
         private(set) lazy var ticks = TickScheduler(loop: loop) { [weak self] in
             if let self { self.tick(self) }
@@ -100,6 +103,13 @@ extension VolumeServer {
             case .timer(let at):
                 host.ticks.request(at)
             case .complete(let op, let result):
+                if let p = host.snapshotOps.removeValue(forKey: op) {
+                    switch result {
+                    case .success: p.succeed(())
+                    case .failure(let e): p.fail(e)
+                    }
+                    continue
+                }
                 performAdapter(volume, host.adapter.opCompleted(op, result))
             case .phaseChanged(let phase):
                 let wasOpen = host.ready == nil

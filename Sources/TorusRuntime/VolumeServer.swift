@@ -94,6 +94,8 @@ public final class VolumeServer: @unchecked Sendable {
     /// Where writers reach each node of the ring.
     var nodeAddresses: [NodeID: (host: String, port: Int)] = [:]
     var volumes: [String: VolumeHost] = [:]
+    /// Snapshots being taken here (VOL@SNAP): a second request for one is refused.
+    var snapshotsUnderWay: Set<String> = []
     /// The garbage collector (none when read-only or with `gcInterval` nil).
     var collectorHost: CollectorHost?
     var leaseTimer: RepeatedTask?

@@ -1,0 +1,140 @@
+import Logging
+import NIOCore
+import TorusCore
+
+/// Snapshots where the volumes are served: taking one through the writer, rolling back,
+/// serving each snapshot read-only as `VOL@SNAP`, and requests from other processes
+/// (`/torus/volumes/VOL/requests/ID`, docs/snapshots.md).
+extension VolumeServer {
+    /// Takes snapshot `name` of `volume`: a flush that commits by checkpoint and writes the
+    /// snapshot's key in the same transaction, so it holds every write completed before.
+    public func createSnapshot(volume: String, name: String) -> EventLoopFuture<SnapshotCatalog.Entry> {
+        loop.assertInEventLoop()
+        guard SnapshotRecord.validName(name) else {
+            return loop.makeFailedFuture(RuntimeError.badInput(
+                "snapshot name '\(name)' must be 1-64 characters of a-z, A-Z, 0-9, '-', '_', '.', not starting with '-' or '.'"))
+        }
+        guard let host = volumes[volume], host.client.config.snapshotRoot == nil else {
+            return loop.makeFailedFuture(RuntimeError.badInput("no volume named '\(volume)'"))
+        }
+        guard !config.readOnly else {
+            return loop.makeFailedFuture(RuntimeError.badInput("this server serves '\(volume)' read-only: take snapshots where its writer runs"))
+        }
+        let key = "\(volume)@\(name)"
+        guard snapshotsUnderWay.insert(key).inserted else {
+            return loop.makeFailedFuture(RuntimeError.badInput("snapshot \(key) is already being taken"))
+        }
+        let meta = self.meta
+        return metaPool.runIfActive(eventLoop: loop) { try SnapshotCatalog.list(meta, volume: volume).contains { $0.name == name } }
+            .flatMap { exists -> EventLoopFuture<Void> in
+                guard !exists else { return self.loop.makeFailedFuture(RuntimeError.badInput("snapshot \(key) already exists")) }
+                guard let host = self.volumes[volume] else {
+                    return self.loop.makeFailedFuture(RuntimeError.badInput("no volume named '\(volume)'"))
+                }
+                let id = OpID(host.nextSnapshotOp)
+                host.nextSnapshotOp += 1
+                let done = self.loop.makePromise(of: Void.self)
+                host.snapshotOps[id] = done
+                self.handleClient(volume, host.client.submit(id, .snapshot(name: name), now: SystemClock.now()))
+                return done.futureResult
+            }
+            .flatMap { self.metaPool.runIfActive(eventLoop: self.loop) { try SnapshotCatalog.find(meta, volume: volume, name: name) } }
+            .map { entry in
+                RuntimeLoggers.volume.info("snapshot \(name) taken (generation \(entry.record.generation))", metadata: ["volume": "\(volume)"])
+                self.serveSnapshot(entry)
+                return entry
+            }
+            .always { _ in self.snapshotsUnderWay.remove(key) }
+    }
+
+    /// Rolls `volume` back to a snapshot: its writer stops (its NBD clients are disconnected;
+    /// without `force` a volume in use is refused), the head takes the snapshot's root, and a
+    /// new writer opens it. Writes not flushed before are gone, as the user asked.
+    public func rollback(volume: String, to snapshot: String, force: Bool) -> EventLoopFuture<Void> {
+        loop.assertInEventLoop()
+        guard let host = volumes[volume], host.client.config.snapshotRoot == nil, !config.readOnly else {
+            return loop.makeFailedFuture(RuntimeError.badInput("no volume named '\(volume)' is served for writing here"))
+        }
+        let users = directory.connections(volume)
+        guard force || users == 0 else {
+            return loop.makeFailedFuture(RuntimeError.badInput(
+                "volume '\(volume)' is in use by \(users) NBD connection(s): disconnect them, or use --force to cut them off"))
+        }
+        let meta = self.meta, info = host.client.info
+        return metaPool.runIfActive(eventLoop: loop) { try SnapshotCatalog.find(meta, volume: volume, name: snapshot) }
+            .flatMap { entry -> EventLoopFuture<Void> in
+                guard entry.record.sizeBytes <= info.sizeBytes else {
+                    return self.loop.makeFailedFuture(RuntimeError.badInput("snapshot is larger than the volume"))
+                }
+                let cut = users > 0 ? " and \(users) NBD connection(s)" : ""
+                RuntimeLoggers.volume.notice("rolling back to snapshot \(snapshot): stopping the writer\(cut)", metadata: ["volume": "\(volume)"])
+                self.stopServing(volume, reason: "volume '\(volume)' is being rolled back to \(snapshot)")
+                return self.metaPool.runIfActive(eventLoop: self.loop) { try SnapshotCatalog.rollback(meta, volume: volume, snapshot: snapshot) }
+            }
+            .flatMap {
+                RuntimeLoggers.volume.notice("rolled back to snapshot \(snapshot); opening a new writer", metadata: ["volume": "\(volume)"])
+                return self.openVolume(info)
+            }
+            .flatMapError { e in
+                // Serve the volume again whatever happened (a failed rollback left its head as it was).
+                if self.volumes[volume] == nil { return self.openVolume(info).flatMapThrowing { throw e } }
+                return self.loop.makeFailedFuture(e)
+            }
+    }
+
+    /// Serves every snapshot in the store read-only (and stops serving deleted ones).
+    func serveSnapshots() {
+        let meta = self.meta
+        metaPool.runIfActive(eventLoop: loop) { try SnapshotCatalog.list(meta) }.whenComplete { result in
+            guard case .success(let entries) = result else { return }
+            let names = Set(entries.map { "\($0.volume)@\($0.name)" })
+            for name in self.volumes.keys.sorted() where name.contains("@") && !names.contains(name) {
+                self.stopServing(name, reason: "snapshot \(name) was deleted")
+            }
+            for e in entries { self.serveSnapshot(e) }
+        }
+    }
+
+    func serveSnapshot(_ e: SnapshotCatalog.Entry) {
+        let name = "\(e.volume)@\(e.name)"
+        guard volumes[name] == nil, let source = volumes[e.volume]?.client.info, source.id == e.record.volumeID else { return }
+        let info = VolumeInfo(name: name, id: source.id, sizeBytes: e.record.sizeBytes, blockSize: source.blockSize,
+                              replication: source.replication, origin: source.origin)
+        openVolume(info, snapshotRoot: e.record.root).whenFailure { error in
+            RuntimeLoggers.volume.warning("snapshot \(name) cannot be served: \(error)", metadata: ["volume": "\(e.volume)"])
+        }
+    }
+
+    /// A change under `/torus/volumes/VOL/snapshots/` or `/requests/`.
+    func snapshotKeyChanged(volume: String, field: Substring, _ event: MetaWatchEvent) {
+        if field.hasPrefix("snapshots/") {
+            let name = "\(volume)@\(field.dropFirst("snapshots/".count))"
+            if event.kind == .delete { stopServing(name, reason: "snapshot \(name) was deleted") } else { serveSnapshots() }
+            return
+        }
+        guard event.kind == .put, !config.readOnly, let host = volumes[volume], host.client.phase == .ready,
+              host.client.config.snapshotRoot == nil else { return }
+        let text = String(decoding: event.kv.value, as: UTF8.self)
+        let words = text.split(separator: " ").map(String.init)
+        let done: EventLoopFuture<Void>
+        switch (words.first, words.count) {
+        case ("snapshot", 2): done = createSnapshot(volume: volume, name: words[1]).map { _ in }
+        case ("rollback", 2), ("rollback", 3): done = rollback(volume: volume, to: words[1], force: words.count == 3 && words[2] == "force")
+        default: return  // an answer ("error: ...") or something this version does not know
+        }
+        let key = event.kv.key, revision = event.kv.createRevision, meta = self.meta
+        done.whenComplete { result in
+            // The answer: the request key deleted (done) or replaced by the error, unless its
+            // requester gave up and deleted it meanwhile.
+            let op: MetaOp
+            switch result {
+            case .success: op = .delete(key: key, prefix: false)
+            case .failure(let e): op = .put(key: key, value: Array("error: \(e)".utf8), lease: 0)
+            }
+            _ = self.metaPool.runIfActive(eventLoop: self.loop) {
+                try meta.apply(.txn(MetaTxn(compares: [MetaCompare(key: key, result: .equal, target: .createRevision(revision))], success: [op])),
+                               now: SystemClock.now())
+            }
+        }
+    }
+}
