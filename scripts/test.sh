@@ -97,6 +97,9 @@ bash scripts/e2e-etcd-tls.sh
 echo "== end to end on etcd with user/password authentication (tokens that expire, an etcd restart)"
 bash scripts/e2e-etcd-auth.sh
 
+echo "== end to end: snapshots, clones and rollback on etcd and on torus up (stamped data, the collector reclaiming)"
+bash scripts/e2e-snapshots.sh
+
 echo "== end to end: self-healing on etcd (4 nodes, replication 3, a node lost for good, then a second)"
 bash scripts/e2e-repair.sh
 

@@ -36,6 +36,7 @@ public enum AdminServer {
 
 @Sendable public func describe(_ v: VolumeInfo) -> String {
     "\(v.name) size=\(v.sizeBytes) block-size=\(v.blockSize) replication=\(v.replication) id=\(v.id)"
+        + (v.origin != 0 ? " clone-of=\(v.origin)" : "")
 }
 
 final class AdminHandler: ChannelInboundHandler, @unchecked Sendable {
@@ -78,7 +79,19 @@ final class AdminHandler: ChannelInboundHandler, @unchecked Sendable {
                     throw RuntimeError.badInput("no volume named '\(words[1])'")
                 }
                 return [describe(v)]
+            }.flatMap { lines in
+                self.cluster.listSnapshots(volume: words[1]).map { lines + self.cluster.describeSnapshots($0) }
             }
+        case ("snapshot-create", 3):
+            return cluster.createSnapshot(volume: words[1], name: words[2]).map { self.cluster.describeSnapshots([$0]) }
+        case ("snapshot-list", 1), ("snapshot-list", 2):
+            return cluster.listSnapshots(volume: words.count == 2 ? words[1] : nil).map { self.cluster.describeSnapshots($0) }
+        case ("snapshot-delete", 3):
+            return cluster.deleteSnapshot(volume: words[1], name: words[2]).map { [] }
+        case ("snapshot-rollback", 3), ("snapshot-rollback", 4):
+            return cluster.rollback(volume: words[1], to: words[2], force: words.count == 4 && words[3] == "force").map { [] }
+        case ("clone", 4):
+            return cluster.cloneVolume(volume: words[1], snapshot: words[2], as: words[3]).map { [describe($0)] }
         case ("create", 3):
             guard let size = UInt64(words[2]) else {
                 return cluster.loop.makeFailedFuture(RuntimeError.badInput("size '\(words[2])' is not a byte count"))
@@ -109,7 +122,7 @@ final class AdminHandler: ChannelInboundHandler, @unchecked Sendable {
     /// they failed (the caller is told why); reads are not logged.
     private static func logRequest(_ line: String, _ result: Result<[String], Error>) {
         let words = line.split(separator: " ")
-        guard let verb = words.first, ["create", "resize", "delete", "gc"].contains(verb) else { return }
+        guard let verb = words.first, ["create", "resize", "delete", "gc", "snapshot-create", "snapshot-delete", "snapshot-rollback", "clone"].contains(verb) else { return }
         var metadata: Logger.Metadata = [:]
         if verb != "gc", words.count > 1 { metadata["volume"] = "\(words[1])" }
         switch result {

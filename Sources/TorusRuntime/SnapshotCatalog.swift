@@ -78,18 +78,25 @@ public enum SnapshotCatalog {
         return info
     }
 
-    /// Points the volume's head at the snapshot's root (no writer may hold it: the caller
-    /// stopped its own). The log segment of the old head is left behind, never replayed.
+    /// Points the volume's head at the snapshot's root, under a new epoch (no writer may hold
+    /// the volume: the caller stopped its own). The new epoch fences any writer of the old
+    /// one, and the old head's log segment is left behind, never replayed; the collector
+    /// reclaims what only the old head reached.
     public static func rollback(_ meta: any MetadataService, volume: String, snapshot: String) throws {
         let snap = try find(meta, volume: volume, name: snapshot)
         for _ in 0..<50 {
             let heads = try range(meta, VolumeInfo.headKey(volume), "reading the head of \(volume)")
+            let epochs = try range(meta, VolumeInfo.epochKey(volume), "reading the epoch of \(volume)")
             guard let kv = heads.first, let head = VolumeHead.decode(kv.value) else {
                 throw RuntimeError.metadata("\(meta.location): the head of '\(volume)' is missing or corrupt")
             }
-            let new = VolumeHead(epoch: head.epoch, generation: head.generation + 1, root: snap.record.root, keepBelow: head.keepBelow)
-            let txn = MetaTxn(compares: [.modRevision(VolumeInfo.headKey(volume), is: kv.modRevision), .absent(VolumeInfo.lockKey(volume))],
-                              success: [.put(key: VolumeInfo.headKey(volume), value: new.encoded(), lease: 0)])
+            let epoch = max(head.epoch, epochs.first.flatMap { MetaValue.u64($0.value) } ?? 0) + 1
+            let new = VolumeHead(epoch: epoch, generation: head.generation + 1, root: snap.record.root, keepBelow: head.keepBelow)
+            let txn = MetaTxn(compares: [.modRevision(VolumeInfo.headKey(volume), is: kv.modRevision),
+                                         .modRevision(VolumeInfo.epochKey(volume), is: epochs.first?.modRevision ?? 0),
+                                         .absent(VolumeInfo.lockKey(volume))],
+                              success: [.put(key: VolumeInfo.epochKey(volume), value: MetaValue.u64(epoch), lease: 0),
+                                        .put(key: VolumeInfo.headKey(volume), value: new.encoded(), lease: 0)])
             if try apply(meta, txn, "rolling \(volume) back") { return }
             // The lock of the writer just stopped goes with its lease: wait for it.
             usleep(100_000)

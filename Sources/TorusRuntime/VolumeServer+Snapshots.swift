@@ -116,25 +116,87 @@ extension VolumeServer {
               host.client.config.snapshotRoot == nil else { return }
         let text = String(decoding: event.kv.value, as: UTF8.self)
         let words = text.split(separator: " ").map(String.init)
-        let done: EventLoopFuture<Void>
+        let done: EventLoopFuture<[String]>
         switch (words.first, words.count) {
-        case ("snapshot", 2): done = createSnapshot(volume: volume, name: words[1]).map { _ in }
-        case ("rollback", 2), ("rollback", 3): done = rollback(volume: volume, to: words[1], force: words.count == 3 && words[2] == "force")
-        default: return  // an answer ("error: ...") or something this version does not know
+        case ("snapshot", 2): done = createSnapshot(volume: volume, name: words[1]).map { self.describeSnapshots([$0]) }
+        case ("rollback", 2), ("rollback", 3):
+            done = rollback(volume: volume, to: words[1], force: words.count == 3 && words[2] == "force").map { [] }
+        case ("space", 1): done = listSnapshots(volume: volume).map { self.describeSnapshots($0) }
+        default: return  // an answer ("ok ...", "error: ...") or something this version does not know
         }
         let key = event.kv.key, revision = event.kv.createRevision, meta = self.meta
         done.whenComplete { result in
-            // The answer: the request key deleted (done) or replaced by the error, unless its
-            // requester gave up and deleted it meanwhile.
-            let op: MetaOp
+            // The answer replaces the request (its requester reads it, then deletes the key),
+            // unless the requester gave up and deleted it meanwhile.
+            let answer: String
             switch result {
-            case .success: op = .delete(key: key, prefix: false)
-            case .failure(let e): op = .put(key: key, value: Array("error: \(e)".utf8), lease: 0)
+            case .success(let lines): answer = (["ok"] + lines).joined(separator: "\n")
+            case .failure(let e): answer = "error: \(e)"
             }
+            let op = MetaOp.put(key: key, value: Array(answer.utf8), lease: 0)
             _ = self.metaPool.runIfActive(eventLoop: self.loop) {
                 try meta.apply(.txn(MetaTxn(compares: [MetaCompare(key: key, result: .equal, target: .createRevision(revision))], success: [op])),
                                now: SystemClock.now())
             }
+        }
+    }
+}
+
+/// Listing, deleting, cloning and space, where the volumes are served.
+extension VolumeServer {
+    public func listSnapshots(volume: String?) -> EventLoopFuture<[SnapshotCatalog.Entry]> {
+        let meta = self.meta
+        return metaPool.runIfActive(eventLoop: loop) {
+            if let volume, !(try ClusterCatalog.listVolumes(meta).contains { $0.name == volume }) {
+                throw RuntimeError.badInput("no volume named '\(volume)'")
+            }
+            return try SnapshotCatalog.list(meta, volume: volume)
+        }
+    }
+
+    public func deleteSnapshot(volume: String, name: String) -> EventLoopFuture<Void> {
+        let meta = self.meta
+        return metaPool.runIfActive(eventLoop: loop) { try SnapshotCatalog.delete(meta, volume: volume, name: name) }
+            .map { self.stopServing("\(volume)@\(name)", reason: "snapshot \(volume)@\(name) was deleted") }
+    }
+
+    public func cloneVolume(volume: String, snapshot: String, as newName: String) -> EventLoopFuture<VolumeInfo> {
+        let meta = self.meta
+        return metaPool.runIfActive(eventLoop: loop) { try SnapshotCatalog.clone(meta, volume: volume, snapshot: snapshot, as: newName) }
+            .flatMap { info in self.openVolume(info).map { info } }
+    }
+
+    /// Bytes of each snapshot of `volume` that no other map reaches (the volume's head, its
+    /// other snapshots, clones): what deleting it would free. Read from the maps served here.
+    public func snapshotSpace(volume: String) -> [String: UInt64] {
+        loop.assertInEventLoop()
+        guard let live = volumes[volume]?.client, live.config.snapshotRoot == nil else { return [:] }
+        let prefix = volume + "@"
+        let snaps = volumes.filter { $0.key.hasPrefix(prefix) && $0.value.client.phase == .ready }.sorted { $0.key < $1.key }
+        let others = volumes.filter { !$0.key.contains("@") && $0.value.client.info.origin == live.info.id }.map(\.value.client)
+        var out: [String: UInt64] = [:]
+        for (name, host) in snaps {
+            let snap = host.client
+            var exclusive: UInt64 = 0
+            for i in 0..<snap.committedBlockCount {
+                guard let ref = snap.committedBlock(i), ref.volume == live.info.id else { continue }
+                let shared = (i < live.committedBlockCount && live.committedBlock(i) == ref)
+                    || snaps.contains { $0.key != name && i < $0.value.client.committedBlockCount && $0.value.client.committedBlock(i) == ref }
+                    || others.contains { i < $0.committedBlockCount && $0.committedBlock(i) == ref }
+                if !shared { exclusive += UInt64(live.info.blockSize) }
+            }
+            out[String(name.dropFirst(prefix.count))] = exclusive
+        }
+        return out
+    }
+
+    /// One line per snapshot for `torus snapshot list` and `torus volume info`.
+    public func describeSnapshots(_ entries: [SnapshotCatalog.Entry]) -> [String] {
+        var space: [String: [String: UInt64]] = [:]
+        for v in Set(entries.map(\.volume)) { space[v] = snapshotSpace(volume: v) }
+        return entries.map { e in
+            let exclusive = space[e.volume]?[e.name].map { " exclusive=\($0)" } ?? ""
+            return "\(e.volume)@\(e.name) size=\(e.record.sizeBytes) generation=\(e.record.generation) revision=\(e.revision)\(exclusive)"
         }
     }
 }

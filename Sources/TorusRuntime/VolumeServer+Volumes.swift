@@ -118,9 +118,12 @@ extension VolumeServer {
         guard volumes[name] != nil else {
             return loop.makeFailedFuture(RuntimeError.badInput("no volume named '\(name)'"))
         }
-        stopServing(name, reason: "volume '\(name)' was deleted")
         let meta = self.meta
-        return metaPool.runIfActive(eventLoop: loop) { try ClusterCatalog.deleteVolume(meta, name: name) }
+        return metaPool.runIfActive(eventLoop: loop) { try ClusterCatalog.deleteVolume(meta, name: name) }.map {
+            for n in self.volumes.keys.sorted() where n == name || n.hasPrefix(name + "@") {
+                self.stopServing(n, reason: "volume '\(name)' was deleted")
+            }
+        }
     }
 
     /// Stops serving a volume: its NBD connections close, requests in flight fail, its writer

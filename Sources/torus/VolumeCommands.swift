@@ -4,7 +4,7 @@ import TorusRuntime
 struct Volume: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Create, list, inspect, grow and delete volumes (of a running `torus up`, or in etcd with --metadata).",
-        subcommands: [Create.self, List.self, Info.self, Resize.self, Delete.self]
+        subcommands: [Create.self, List.self, Info.self, Resize.self, Clone.self, Delete.self]
     )
 
     struct Target: ParsableArguments {
@@ -47,6 +47,19 @@ struct Volume: ParsableCommand {
                     throw RuntimeError.badInput("no volume named '\(words[1])'")
                 }
                 say(describe(v))
+                // The server that writes the volume knows the snapshots' exclusive bytes.
+                let snaps = try SnapshotCatalog.list(meta, volume: v.name)
+                if !snaps.isEmpty {
+                    do {
+                        for l in try SnapshotRequests.ask(meta, volume: v.name, "space", timeoutSeconds: 10) { say(l) }
+                    } catch {
+                        for s in snaps { say(SnapshotRequests.describe(s) + " exclusive=unknown") }
+                        say("torus: exclusive bytes unknown: \(error)")
+                    }
+                }
+            case "clone":
+                guard words.count == 4 else { throw RuntimeError.badInput("bad request '\(line)'") }
+                say(describe(try SnapshotCatalog.clone(meta, volume: words[1], snapshot: words[2], as: words[3])))
             case "create":
                 let shape = try ClusterCatalog.config(meta)
                 guard words.count == 3, let size = UInt64(words[2]) else { throw RuntimeError.badInput("bad request '\(line)'") }
@@ -108,9 +121,29 @@ struct Volume: ParsableCommand {
         func run() throws { try Volume.run("resize \(name) \(try parseSize(size, what: "size"))", target) }
     }
 
+    struct Clone: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Make a new writable volume from a snapshot (VOL@SNAP), sharing its blocks until they are written.",
+            discussion: """
+                Cloning copies no block, whatever the size. The source volume cannot be deleted                 while the clone exists (the clone's map names its blocks); the snapshot can.
+                """)
+        @Argument(help: "The snapshot, as VOLUME@SNAPSHOT.") var source: String
+        @Argument(help: "The new volume's name.") var name: String
+        @OptionGroup var target: Target
+        func validate() throws {
+            _ = try splitSnapshotRef(source)
+            try checkVolumeName(name)
+        }
+        func run() throws {
+            let (volume, snapshot) = try splitSnapshotRef(source)
+            try Volume.run("clone \(volume) \(snapshot) \(name)", target)
+        }
+    }
+
     struct Delete: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Delete a volume (the garbage collector reclaims its blocks on a later pass).")
+            abstract: "Delete a volume and its snapshots (the garbage collector reclaims their blocks on a later pass).",
+            discussion: "Refused while clones of the volume exist: they share its blocks.")
         @Argument var name: String
         @OptionGroup var target: Target
         func validate() throws { try checkVolumeName(name) }

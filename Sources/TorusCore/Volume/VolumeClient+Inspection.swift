@@ -49,6 +49,13 @@ extension VolumeClient {
         }
     }
 
+    /// The data block each index of the committed map names (nil: never written or trimmed),
+    /// as an absolute ref (a clone's shared blocks carry their origin volume).
+    public func committedBlock(_ index: Int) -> BlockRef? {
+        committed[index].map { $0.ref(volume: info.id, index: UInt64(index)) }
+    }
+    public var committedBlockCount: Int { committed.count }
+
     /// Every block the committed head reaches: data blocks, map pages and the root (for
     /// the simulator's convergence checker and, later, garbage collection).
     public var committedRefs: [BlockRef] {
