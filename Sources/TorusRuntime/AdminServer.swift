@@ -34,6 +34,10 @@ public enum AdminServer {
     }
 }
 
+@Sendable public func describeSnapshot(_ e: SnapshotCatalog.Entry) -> String {
+    "\(e.volume)@\(e.name) size=\(e.record.sizeBytes) generation=\(e.record.generation) revision=\(e.revision)"
+}
+
 @Sendable public func describe(_ v: VolumeInfo) -> String {
     "\(v.name) size=\(v.sizeBytes) block-size=\(v.blockSize) replication=\(v.replication) id=\(v.id)"
         + (v.origin != 0 ? " clone-of=\(v.origin)" : "")
@@ -83,7 +87,7 @@ final class AdminHandler: ChannelInboundHandler, @unchecked Sendable {
                 self.cluster.listSnapshots(volume: words[1]).map { lines + self.cluster.describeSnapshots($0) }
             }
         case ("snapshot-create", 3):
-            return cluster.createSnapshot(volume: words[1], name: words[2]).map { self.cluster.describeSnapshots([$0]) }
+            return cluster.createSnapshot(volume: words[1], name: words[2]).map { [describeSnapshot($0)] }
         case ("snapshot-list", 1), ("snapshot-list", 2):
             return cluster.listSnapshots(volume: words.count == 2 ? words[1] : nil).map { self.cluster.describeSnapshots($0) }
         case ("snapshot-delete", 3):

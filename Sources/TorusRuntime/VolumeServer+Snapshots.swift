@@ -24,7 +24,7 @@ extension VolumeServer {
         guard snapshotsUnderWay.insert(key).inserted else {
             return loop.makeFailedFuture(RuntimeError.badInput("snapshot \(key) is already being taken"))
         }
-        let meta = self.meta
+        let meta = self.meta, started = SystemClock.now()
         return metaPool.runIfActive(eventLoop: loop) { try SnapshotCatalog.list(meta, volume: volume).contains { $0.name == name } }
             .flatMap { exists -> EventLoopFuture<Void> in
                 guard !exists else { return self.loop.makeFailedFuture(RuntimeError.badInput("snapshot \(key) already exists")) }
@@ -40,8 +40,9 @@ extension VolumeServer {
             }
             .flatMap { self.metaPool.runIfActive(eventLoop: self.loop) { try SnapshotCatalog.find(meta, volume: volume, name: name) } }
             .map { entry in
-                RuntimeLoggers.volume.info("snapshot \(name) taken (generation \(entry.record.generation))", metadata: ["volume": "\(volume)"])
-                self.serveSnapshot(entry)
+                let ms = (SystemClock.now() - started).value / 1_000_000
+                RuntimeLoggers.volume.info("snapshot \(name) taken in \(ms) ms (generation \(entry.record.generation))", metadata: ["volume": "\(volume)"])
+                self.loop.scheduleTask(in: .milliseconds(20)) { self.serveSnapshot(entry) }
                 return entry
             }
             .always { _ in self.snapshotsUnderWay.remove(key) }
@@ -118,7 +119,7 @@ extension VolumeServer {
         let words = text.split(separator: " ").map(String.init)
         let done: EventLoopFuture<[String]>
         switch (words.first, words.count) {
-        case ("snapshot", 2): done = createSnapshot(volume: volume, name: words[1]).map { self.describeSnapshots([$0]) }
+        case ("snapshot", 2): done = createSnapshot(volume: volume, name: words[1]).map { [describeSnapshot($0)] }
         case ("rollback", 2), ("rollback", 3):
             done = rollback(volume: volume, to: words[1], force: words.count == 3 && words[2] == "force").map { [] }
         case ("space", 1): done = listSnapshots(volume: volume).map { self.describeSnapshots($0) }
@@ -161,9 +162,19 @@ extension VolumeServer {
     }
 
     public func cloneVolume(volume: String, snapshot: String, as newName: String) -> EventLoopFuture<VolumeInfo> {
-        let meta = self.meta
+        let meta = self.meta, started = SystemClock.now()
+        // The clone is exported at once; requests wait while its writer loads the map (that
+        // part grows with the size, the clone itself does not).
         return metaPool.runIfActive(eventLoop: loop) { try SnapshotCatalog.clone(meta, volume: volume, snapshot: snapshot, as: newName) }
-            .flatMap { info in self.openVolume(info).map { info } }
+            .map { info in
+                let ms = (SystemClock.now() - started).value / 1_000_000
+                RuntimeLoggers.volume.info("cloned from \(volume)@\(snapshot) in \(ms) ms", metadata: ["volume": "\(newName)"])
+                // Opened just after the reply: a writer's map arrays take O(blocks) to allocate.
+                self.loop.scheduleTask(in: .milliseconds(20)) {
+                    self.openVolume(info).whenFailure { RuntimeLoggers.volume.error("clone cannot be served: \($0)", metadata: ["volume": "\(newName)"]) }
+                }
+                return info
+            }
     }
 
     /// Bytes of each snapshot of `volume` that no other map reaches (the volume's head, its
@@ -194,9 +205,6 @@ extension VolumeServer {
     public func describeSnapshots(_ entries: [SnapshotCatalog.Entry]) -> [String] {
         var space: [String: [String: UInt64]] = [:]
         for v in Set(entries.map(\.volume)) { space[v] = snapshotSpace(volume: v) }
-        return entries.map { e in
-            let exclusive = space[e.volume]?[e.name].map { " exclusive=\($0)" } ?? ""
-            return "\(e.volume)@\(e.name) size=\(e.record.sizeBytes) generation=\(e.record.generation) revision=\(e.revision)\(exclusive)"
-        }
+        return entries.map { e in describeSnapshot(e) + (space[e.volume]?[e.name].map { " exclusive=\($0)" } ?? "") }
     }
 }

@@ -119,9 +119,7 @@ enum SnapshotRequests {
         }
     }
 
-    static func describe(_ e: SnapshotCatalog.Entry) -> String {
-        "\(e.volume)@\(e.name) size=\(e.record.sizeBytes) generation=\(e.record.generation) revision=\(e.revision)"
-    }
+    static func describe(_ e: SnapshotCatalog.Entry) -> String { describeSnapshot(e) }
 
     /// Puts a request under the volume's key and waits for the server's answer ("ok" and
     /// lines, or "error: ..."); the request is deleted either way.
