@@ -23,6 +23,7 @@ struct SnapshotTests {
         var bad = page
         bad[BlockMapCodec.headerSize + 20 ..< BlockMapCodec.headerSize + 24] = [0, 0, 0, 0x80]
         #expect(BlockMapCodec.decodePage(bad, volume: 5, page: 0) == nil)
+        #expect(MemoryLayout<MapEntry>.stride == 24, "a map holds one entry per block: keep them small")
     }
 
     @Test("heads carry a clone's origin root and a snapshot mark; old heads decode without them")

@@ -7,11 +7,20 @@ public struct MapEntry: Hashable, Sendable {
     public var epoch: UInt64
     public var sequence: UInt64
     public var crc: UInt32
-    public var origin: UInt64
+    /// Stored in 32 bits (a volume's map holds one entry per block: 24 bytes, not 32).
+    private var originID: UInt32
+    public var origin: UInt64 {
+        get { UInt64(originID) }
+        set {
+            precondition(newValue <= Self.originMax, "origin volume id \(newValue) does not fit a map entry")
+            originID = UInt32(newValue)
+        }
+    }
     public init(epoch: UInt64, sequence: UInt64, crc: UInt32, origin: UInt64 = 0) {
         self.epoch = epoch
         self.sequence = sequence
         self.crc = crc
+        originID = 0
         self.origin = origin
     }
     /// The ref this entry names in the map of `volume`.
@@ -98,7 +107,6 @@ public enum BlockMapCodec {
 
     private static func encode(_ e: MapEntry?, into w: inout ByteWriter) {
         if let e {
-            precondition(e.origin <= MapEntry.originMax, "origin volume id \(e.origin) does not fit a map entry")
             w.u64(e.epoch); w.u64(e.sequence); w.u32(e.crc); w.u32(e.origin == 0 ? 1 : MapEntry.foreignFlag | UInt32(e.origin))
         } else {
             w.u64(0); w.u64(0); w.u32(0); w.u32(0)

@@ -29,7 +29,7 @@ public struct SnapshotRecord: Hashable, Sendable {
         guard let body = checksummedBody(bytes) else { return nil }
         var r = ByteReader(body)
         guard r.u32() == magic, let v = r.u64(), let g = r.u64(), let size = r.u64(),
-              let e = r.u64(), let s = r.u64(), let c = r.u32(), let o = r.u64(), r.remaining == 0 else { return nil }
+              let e = r.u64(), let s = r.u64(), let c = r.u32(), let o = r.u64(), o <= MapEntry.originMax, r.remaining == 0 else { return nil }
         return SnapshotRecord(volumeID: v, root: MapEntry(epoch: e, sequence: s, crc: c, origin: o), generation: g, sizeBytes: size)
     }
 

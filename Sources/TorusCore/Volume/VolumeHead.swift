@@ -54,7 +54,7 @@ public struct VolumeHead: Hashable, Sendable {
             guard let re = r.u64(), let rs = r.u64(), let rc = r.u32() else { return nil }
             root = MapEntry(epoch: re, sequence: rs, crc: rc)
             if flags & rootHasOrigin != 0 {
-                guard let o = r.u64(), o != 0 else { return nil }
+                guard let o = r.u64(), o != 0, o <= MapEntry.originMax else { return nil }
                 root!.origin = o
             }
         } else if flags & rootHasOrigin != 0 {
