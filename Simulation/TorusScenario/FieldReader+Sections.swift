@@ -105,7 +105,7 @@ extension FieldReader {
     }
 
     func workload(_ node: Node, into o: inout SimOptions) throws(ScenarioError) {
-        let w = try mapping(node, "workload", known: ["queue-depth", "duration", "think-time", "mix", "pattern", "max-size", "snapshots"])
+        let w = try mapping(node, "workload", known: ["queue-depth", "duration", "think-time", "mix", "pattern", "max-size", "snapshots", "clone-after", "rollbacks"])
         if let n = w["pattern"] {
             let text = try string(n, "workload.pattern")
             guard text == "random" || text == "sequential" else { throw fail(n, "workload.pattern", "expected random or sequential, got '\(text)'") }
@@ -120,6 +120,11 @@ extension FieldReader {
         if let n = w["duration"] { o.duration = try duration(n, "workload.duration") }
         if let n = w["think-time"] { o.thinkTimeMean = try duration(n, "workload.think-time") }
         if let n = w["snapshots"] { o.snapshotInterval = try duration(n, "workload.snapshots") }
+        if let n = w["clone-after"] { o.cloneAfter = try duration(n, "workload.clone-after") }
+        if let n = w["rollbacks"] { o.rollbackInterval = try duration(n, "workload.rollbacks") }
+        if (o.cloneAfter != nil || o.rollbackInterval != nil) && o.snapshotInterval == nil {
+            throw fail(node, "workload", "'clone-after' and 'rollbacks' need 'snapshots' (they use the newest snapshot)")
+        }
         if let n = w["mix"] {
             let m = try mapping(n, "workload.mix", known: ["read", "write", "fua", "trim", "flush"])
             var mix = SimOptions.OpMix(read: 0, write: 0, fua: 0, trim: 0, flush: 0)

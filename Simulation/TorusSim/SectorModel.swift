@@ -43,6 +43,12 @@ struct SectorModel {
         sectors = Array(repeating: Sector(), count: sectorCount)
     }
 
+    /// A volume whose every sector holds one of `base[s]` durably (a clone, or a volume rolled
+    /// back, from a snapshot's model).
+    init(base: [[UInt64]]) {
+        sectors = base.map { Sector(base: $0) }
+    }
+
     // MARK: Data patterns
 
     static func fill(value: UInt64, sector: UInt64) -> UInt64 { StableHasher.mix(value, sector) | 1 }

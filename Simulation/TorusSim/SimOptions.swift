@@ -77,6 +77,11 @@ public struct SimOptions: Sendable {
     public var scrubInterval: Nanoseconds?
     /// The writer takes a snapshot this often during the load (nil: never).
     public var snapshotInterval: Nanoseconds?
+    /// With snapshots: this long into the load, vol0's newest snapshot is cloned into a new
+    /// volume with its own writer and load (nil: never).
+    public var cloneAfter: Nanoseconds?
+    /// With snapshots: vol0 is rolled back to its newest snapshot this often (nil: never).
+    public var rollbackInterval: Nanoseconds?
     /// The convergence check counts only copies whose bytes on disk match their checksum
     /// (otherwise it trusts the index).
     public var verifyCopies = false

@@ -76,6 +76,10 @@ extension Simulation {
             deliverRing(volume: vol)
         case .snapshot(let vol):
             snapshotTimer(volume: vol)
+        case .clone(let vol):
+            cloneNewestSnapshot(of: vol)
+        case .rollback(let vol):
+            rollbackTimer(volume: vol)
         }
     }
 

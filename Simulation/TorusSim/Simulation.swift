@@ -31,6 +31,8 @@ public final class Simulation {
         case collectorMetaReply(MetaRequestID, MetaResponse)
         case ringUpdate(volume: Int)
         case snapshot(volume: Int)
+        case clone(volume: Int)
+        case rollback(volume: Int)
     }
 
     enum Heal {
@@ -236,6 +238,8 @@ public final class Simulation {
         queue.push(now + Nanoseconds.milliseconds(100), .leaseTick)
         if options.faults { queue.push(now + nextFaultDelay(), .fault) }
         if let every = options.snapshotInterval { for i in vols.indices { queue.push(now + every, .snapshot(volume: i)) } }
+        if let at = options.cloneAfter { queue.push(now + at, .clone(volume: 0)) }
+        if let every = options.rollbackInterval { queue.push(now + every, .rollback(volume: 0)) }
         for (i, f) in options.schedule.enumerated() { queue.push(Instant.zero + f.at, .scheduled(i)) }
         queue.push(Instant.zero + options.duration, options.livenessDuration.value > 0 ? .endOfSafety : .endOfLoad)
         startCollector()

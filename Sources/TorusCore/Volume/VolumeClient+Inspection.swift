@@ -80,7 +80,8 @@ extension VolumeClient {
     /// arrived may already have made them garbage), refs an unknown-outcome commit named (only
     /// kept from our own deletes), and map pages that the next commit rewrites anyway.
     public func mayNeed(_ ref: BlockRef) -> Bool {
-        guard ref.volume == info.id, phase != .fenced else { return false }
+        guard phase != .fenced else { return false }
+        if ref.volume != info.id { return mayNeedShared(ref) }
         if ref.index == BlockRef.sealIndex { return ref.epoch == epoch }
         if ref.index == BlockRef.logIndex {
             // Our segment, the one a checkpoint under way opens, and the one being recovered.
@@ -105,6 +106,21 @@ extension VolumeClient {
         let i = Int(ref.index)
         guard i < entries.count else { return false }
         return same(entries[i]) || (flush.map { i < $0.snapshot.count && same($0.snapshot.entry(i, committed: committed)) } ?? false)
+    }
+
+    /// A clone's block of its origin: needed while its map names it (or a read fetches it).
+    func mayNeedShared(_ ref: BlockRef) -> Bool {
+        if fetches.values.contains(where: { $0.ref == ref }) { return true }
+        // The root and pages a commit under way replaces may be garbage once it lands.
+        if ref.index == BlockRef.rootIndex { return flush?.commitSent != true && rootEntry?.ref(volume: info.id, index: ref.index) == ref }
+        if ref.isLogBlock { return false }
+        if ref.index >= BlockRef.mapIndexBase {
+            let p = Int(ref.index - BlockRef.mapIndexBase)
+            let rewritten = dirtyPages.contains(p) || (flush?.snapshotPages.contains(p) ?? false)
+            return p < pageRefs.count && !rewritten && pageRefs[p]?.ref(volume: info.id, index: ref.index) == ref
+        }
+        let i = Int(ref.index)
+        return i < entries.count && entries[i]?.ref(volume: info.id, index: ref.index) == ref
     }
 
     /// A one-line account of what the client is waiting for (for liveness failure reports).
