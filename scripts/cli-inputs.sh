@@ -51,10 +51,34 @@ for target in "--data-dir $WORK/up" "--metadata $META"; do
     refused volume resize v 8MiB "${T[@]}"   # shrinking
     refused volume info no-such-volume "${T[@]}"
     refused volume delete no-such-volume "${T[@]}"
+    for name in "a b" "" "$LONG" "a/b" "-x" ".x" "x@y" "ä"; do
+        refused snapshot create v "$name" "${T[@]}"
+        refused snapshot delete v "$name" "${T[@]}"
+        refused snapshot rollback v "$name" "${T[@]}"
+        refused volume clone "v@$name" c2 "${T[@]}"
+    done
+    refused volume clone v c2 "${T[@]}"                 # no @SNAP
+    refused volume clone v@a@b c2 "${T[@]}"
+    refused volume clone v@no-such c2 "${T[@]}"
+    refused volume clone no-such@s c2 "${T[@]}"
+    refused snapshot delete v no-such "${T[@]}"
+    refused snapshot rollback v no-such "${T[@]}"
+    refused snapshot list no-such-volume "${T[@]}"
+    refused snapshot create no-such-volume s "${T[@]}"
+    refused snapshot create v s --timeout 0 "${T[@]}"
 done
+# On torus up: a name taken twice, a clone onto an existing volume, deleting a volume with clones.
+"$BIN" snapshot create v s1 --data-dir "$WORK/up" >/dev/null 2>&1 || bad "snapshot create on torus up"
+refused snapshot create v s1 --data-dir "$WORK/up"
+refused volume clone v@s1 v --data-dir "$WORK/up"
+"$BIN" volume clone v@s1 vc --data-dir "$WORK/up" >/dev/null 2>&1 || bad "volume clone on torus up"
+refused volume delete v --data-dir "$WORK/up"
+# On etcd without a `torus nbd serve`: nobody answers, and the command says so.
+refused snapshot create v s2 --metadata "$META" --timeout 2
 
 NOWHERE=etcd://nowhere:1
 for cmd in "volume list" "volume info v" "volume create x 1GiB" "volume resize v 2GiB" "volume delete v" \
+           "snapshot list" "snapshot create v s" "snapshot delete v s" "volume clone v@s c" \
            "init --insecure" "peer list" "peer drain 1" "peer remove 1" "status" \
            "node --data-dir $WORK/n --size 256MiB" "nbd serve --listen 127.0.0.1:$(free_port)"; do
     read -ra C <<<"$cmd"

@@ -21,14 +21,19 @@ struct Snapshot: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Take a snapshot of a volume (it may be in use).")
         @Argument(help: "The volume.") var volume: String
         @Argument(help: "The snapshot's name (a-z, A-Z, 0-9, '-', '_', '.').") var name: String
+        @Option(help: "With --metadata: seconds to wait for the server that writes the volume to answer.") var timeout = 60
         @OptionGroup var target: Volume.Target
         func validate() throws {
             try checkVolumeName(volume)
             try checkSnapshotName(name)
+            guard timeout > 0 else { throw ValidationError("--timeout must be at least 1 second") }
         }
         func run() throws {
             try SnapshotRequests.run(target, admin: "snapshot-create \(volume) \(name)") { meta in
-                try SnapshotRequests.ask(meta, volume: volume, "snapshot \(name)")
+                if try SnapshotCatalog.list(meta, volume: volume).contains(where: { $0.name == name }) {
+                    throw RuntimeError.badInput("snapshot \(volume)@\(name) already exists")
+                }
+                return try SnapshotRequests.ask(meta, volume: volume, "snapshot \(name)", timeoutSeconds: timeout)
             }
         }
     }
@@ -77,14 +82,17 @@ struct Snapshot: ParsableCommand {
         @Argument var volume: String
         @Argument var name: String
         @Flag(help: "Disconnect the volume's NBD clients and roll back anyway.") var force = false
+        @Option(help: "With --metadata: seconds to wait for the server that writes the volume to answer.") var timeout = 60
         @OptionGroup var target: Volume.Target
         func validate() throws {
             try checkVolumeName(volume)
             try checkSnapshotName(name)
+            guard timeout > 0 else { throw ValidationError("--timeout must be at least 1 second") }
         }
         func run() throws {
             try SnapshotRequests.run(target, admin: "snapshot-rollback \(volume) \(name)" + (force ? " force" : "")) { meta in
-                try SnapshotRequests.ask(meta, volume: volume, "rollback \(name)" + (force ? " force" : ""))
+                _ = try SnapshotCatalog.find(meta, volume: volume, name: name)
+                return try SnapshotRequests.ask(meta, volume: volume, "rollback \(name)" + (force ? " force" : ""), timeoutSeconds: timeout)
             }
         }
     }
