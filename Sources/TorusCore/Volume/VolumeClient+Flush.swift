@@ -211,6 +211,9 @@ extension VolumeClient {
             headModRevision = headKV.modRevision
             generation = max(generation, theirs.generation)
             flush!.head!.generation = generation + 1
+            // That commit may have kept a snapshot: its mark holds from now on.
+            if let m = theirs.keepBelow, keepBelow.map({ $0 < m }) ?? true { keepBelow = m }
+            if let m = keepBelow, flush!.head!.keepBelow.map({ $0 < m }) ?? true { flush!.head!.keepBelow = m }
             sendCommit()
         } else {
             let theirs = epochKV.flatMap { MetaValue.u64($0.value) }.map(String.init) ?? "none"
