@@ -17,23 +17,35 @@ struct Snapshot: ParsableCommand {
         subcommands: [Create.self, List.self, Delete.self, Rollback.self]
     )
 
-    struct Create: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Take a snapshot of a volume (it may be in use).")
+    /// VOLUME SNAPSHOT, the arguments of create, delete and rollback.
+    struct Names: ParsableArguments {
         @Argument(help: "The volume.") var volume: String
         @Argument(help: "The snapshot's name (a-z, A-Z, 0-9, '-', '_', '.').") var name: String
-        @Option(help: "With --metadata: seconds to wait for the server that writes the volume to answer.") var timeout = 60
-        @OptionGroup var target: Volume.Target
         func validate() throws {
             try checkVolumeName(volume)
             try checkSnapshotName(name)
-            guard timeout > 0 else { throw ValidationError("--timeout must be at least 1 second") }
         }
+    }
+
+    /// How long a request on etcd waits for the volume's server.
+    struct Wait: ParsableArguments {
+        @Option(help: "With --metadata: seconds to wait for the server that writes the volume to answer.") var timeout = 60
+        func validate() throws { guard timeout > 0 else { throw ValidationError("--timeout must be at least 1 second") } }
+    }
+
+    struct Create: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Take a snapshot of a volume (it may be in use).")
+        @OptionGroup var names: Names
+        @OptionGroup var wait: Wait
+        @OptionGroup var target: Volume.Target
+        var volume: String { names.volume }
+        var name: String { names.name }
         func run() throws {
             try SnapshotRequests.run(target, admin: "snapshot-create \(volume) \(name)") { meta in
                 if try SnapshotCatalog.list(meta, volume: volume).contains(where: { $0.name == name }) {
                     throw RuntimeError.badInput("snapshot \(volume)@\(name) already exists")
                 }
-                return try SnapshotRequests.ask(meta, volume: volume, "snapshot \(name)", timeoutSeconds: timeout)
+                return try SnapshotRequests.ask(meta, volume: volume, "snapshot \(name)", timeoutSeconds: wait.timeout)
             }
         }
     }
@@ -56,13 +68,10 @@ struct Snapshot: ParsableCommand {
     struct Delete: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Delete a snapshot (the garbage collector reclaims the blocks only it kept on a later pass).")
-        @Argument var volume: String
-        @Argument var name: String
+        @OptionGroup var names: Names
         @OptionGroup var target: Volume.Target
-        func validate() throws {
-            try checkVolumeName(volume)
-            try checkSnapshotName(name)
-        }
+        var volume: String { names.volume }
+        var name: String { names.name }
         func run() throws {
             try SnapshotRequests.run(target, admin: "snapshot-delete \(volume) \(name)") { meta in
                 try SnapshotCatalog.delete(meta, volume: volume, name: name)
@@ -79,20 +88,16 @@ struct Snapshot: ParsableCommand {
                 connected to the volume; --force disconnects them first (their writes not yet \
                 flushed are lost, as on a power cut). The snapshot itself stays.
                 """)
-        @Argument var volume: String
-        @Argument var name: String
+        @OptionGroup var names: Names
         @Flag(help: "Disconnect the volume's NBD clients and roll back anyway.") var force = false
-        @Option(help: "With --metadata: seconds to wait for the server that writes the volume to answer.") var timeout = 60
+        @OptionGroup var wait: Wait
         @OptionGroup var target: Volume.Target
-        func validate() throws {
-            try checkVolumeName(volume)
-            try checkSnapshotName(name)
-            guard timeout > 0 else { throw ValidationError("--timeout must be at least 1 second") }
-        }
+        var volume: String { names.volume }
+        var name: String { names.name }
         func run() throws {
             try SnapshotRequests.run(target, admin: "snapshot-rollback \(volume) \(name)" + (force ? " force" : "")) { meta in
                 _ = try SnapshotCatalog.find(meta, volume: volume, name: name)
-                return try SnapshotRequests.ask(meta, volume: volume, "rollback \(name)" + (force ? " force" : ""), timeoutSeconds: timeout)
+                return try SnapshotRequests.ask(meta, volume: volume, "rollback \(name)" + (force ? " force" : ""), timeoutSeconds: wait.timeout)
             }
         }
     }
