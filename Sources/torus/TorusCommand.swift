@@ -10,7 +10,7 @@ struct TorusCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "torus",
         abstract: "Distributed block storage: pooled node disks, replicated volumes, served over NBD.",
-        subcommands: [Up.self, Volume.self, Snapshot.self, Init.self, Node.self, NBD.self, Peer.self, Status.self, GC.self, Certs.self]
+        subcommands: [Up.self, Volume.self, Snapshot.self, Attach.self, Detach.self, Init.self, Node.self, NBD.self, Peer.self, Status.self, GC.self, Certs.self]
     )
 
     static func main() {

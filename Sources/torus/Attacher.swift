@@ -1,0 +1,117 @@
+import Foundation
+
+/// Makes an NBD export a block device on this host, through the kernel's NBD client where the
+/// kernel has one, else through libnbd's nbdfuse and a loop device; optionally with a
+/// filesystem mounted on it. Every step that succeeded is undone if a later one fails, so a
+/// failed attach leaves nothing behind (docs/attach.md).
+struct Attacher {
+    var volume: String
+    var uri: String
+    var readOnly: Bool
+    var fs: String?
+    var mount: String?
+    var via: Attachment.Via
+    private var undo: [() -> Void] = []
+
+    init(volume: String, uri: String, readOnly: Bool, fs: String?, mount: String?, via: Attachment.Via) {
+        self.volume = volume
+        self.uri = uri
+        self.readOnly = readOnly
+        self.fs = fs
+        self.mount = mount
+        self.via = via
+    }
+
+    mutating func attach() throws -> Attachment {
+        do {
+            var a = try device()
+            if let mount { try mountFilesystem(&a, at: mount) }
+            try a.save()
+            return a
+        } catch {
+            for step in undo.reversed() { step() }
+            throw error
+        }
+    }
+
+    /// The export as a device: /dev/nbdN, or /dev/loopN over an nbdfuse file.
+    private mutating func device() throws -> Attachment {
+        var a = Attachment(volume: volume, uri: uri, device: "", via: via, readOnly: readOnly)
+        if via == .kernel {
+            a.device = try kernelDevice()
+            return a
+        }
+        let dir = Attachment.directory + "/" + volume + "-" + String(UInt32.random(in: 0...UInt32.max), radix: 16)
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        undo.append { try? FileManager.default.removeItem(atPath: dir); try? FileManager.default.removeItem(atPath: dir + ".pid") }
+        let pid = try startNBDFuse(dir: dir)
+        undo.append {
+            _ = try? HostTools.status("fusermount3", ["-u", dir])
+            if kill(pid, 0) == 0 { kill(pid, SIGKILL) }
+        }
+        a.fuseDir = dir
+        a.pid = pid
+        a.device = try HostTools.run("losetup", ["--find", "--show", "--direct-io=on"] + (readOnly ? ["--read-only"] : []) + [dir + "/disk"])
+        let dev = a.device
+        undo.append { _ = try? HostTools.status("losetup", ["-d", dev]) }
+        return a
+    }
+
+    /// nbdfuse in its own session (it outlives this command), ready once its pid file exists.
+    private func startNBDFuse(dir: String) throws -> Int32 {
+        guard let nbdfuse = HostTools.find("nbdfuse") else { throw RuntimeFailure("nbdfuse is not installed (Debian: nbdfuse)") }
+        let log = dir + ".log", pidFile = dir + ".pid"
+        let setsid = HostTools.find("setsid") ?? "/usr/bin/setsid"
+        try HostTools.spawnDetached(setsid, ["-f", nbdfuse] + (readOnly ? ["-r"] : []) + ["-P", pidFile, dir + "/disk", uri], log: log)
+        for _ in 0..<300 {
+            if let text = try? String(contentsOfFile: pidFile, encoding: .utf8), let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)),
+               FileManager.default.fileExists(atPath: dir + "/disk") {
+                return pid
+            }
+            usleep(50_000)
+        }
+        let said = (try? String(contentsOfFile: log, encoding: .utf8))?.split(separator: "\n").last.map(String.init) ?? "no output"
+        throw RuntimeFailure("nbdfuse could not attach \(uri): \(said)")
+    }
+
+    /// A free /dev/nbdN connected with nbd-client (it reconnects if the server restarts).
+    private mutating func kernelDevice() throws -> String {
+        guard let u = URLComponents(string: uri), u.scheme == "nbd", let host = u.host else {
+            throw RuntimeFailure("the kernel NBD client needs an nbd://HOST:PORT/EXPORT address, not \(uri)")
+        }
+        let export = String(u.path.dropFirst())
+        let count = ((try? FileManager.default.contentsOfDirectory(atPath: "/sys/block")) ?? []).filter { $0.hasPrefix("nbd") }.count
+        guard let n = (0..<count).first(where: { !FileManager.default.fileExists(atPath: "/sys/block/nbd\($0)/pid") }) else {
+            throw RuntimeFailure("every /dev/nbd device is in use (modprobe nbd nbds_max=N for more)")
+        }
+        let dev = "/dev/nbd\(n)"
+        try HostTools.run("nbd-client", [host, String(u.port ?? 10809), dev, "-N", export, "-persist"] + (readOnly ? ["-readonly"] : []))
+        undo.append { _ = try? HostTools.status("nbd-client", ["-d", dev]) }
+        return dev
+    }
+
+    /// Makes the filesystem if the device is empty (never over another one), mounts it, and
+    /// grows it to the device (a volume resized since it was made).
+    private mutating func mountFilesystem(_ a: inout Attachment, at dir: String) throws {
+        let found = try HostTools.status("blkid", ["-p", "-o", "value", "-s", "TYPE", a.device])
+        var type = found.status == 0 ? found.output : ""
+        if let fs, type.isEmpty {
+            guard !readOnly else { throw RuntimeFailure("\(volume) holds no filesystem, and a read-only attach cannot make one") }
+            try HostTools.run(fs == "xfs" ? "mkfs.xfs" : "mkfs.ext4", ["-q", a.device], timeoutSeconds: 600)
+            type = fs
+        } else if let fs, type != fs {
+            throw RuntimeFailure("\(volume) holds a \(type) filesystem, not \(fs): refusing to format it (attach with --fs \(type))")
+        } else if type.isEmpty {
+            throw RuntimeFailure("\(volume) holds no filesystem: give --fs ext4 or --fs xfs to make one")
+        }
+        // A snapshot of a mounted filesystem needs its journal replayed, which a read-only device cannot take.
+        let options = readOnly ? ["-o", type == "xfs" ? "ro,norecovery" : "ro,noload"] : []
+        try HostTools.run("mount", options + ["-t", type, a.device, dir])
+        undo.append { _ = try? HostTools.status("umount", [dir]) }
+        a.mount = dir
+        a.fs = type
+        if !readOnly {
+            if type == "xfs" { try HostTools.run("xfs_growfs", [dir]) } else if type == "ext4" { try HostTools.run("resize2fs", [a.device], timeoutSeconds: 600) }
+        }
+    }
+}
