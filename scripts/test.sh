@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 . scripts/lib.sh
-install_missing libisal-dev libmimalloc-dev libnbd-bin python3-libnbd fio qemu-utils libcurl4-openssl-dev etcd-server etcd-client openssl curl fuse3
+install_missing libisal-dev libmimalloc-dev libnbd-bin python3-libnbd fio qemu-utils libcurl4-openssl-dev etcd-server etcd-client openssl curl fuse3 e2fsprogs
 
 echo "== code shape: files of at most 450 lines, functions of at most 80, no references outside the repo"
 python3 scripts/check-shape.py
@@ -99,6 +99,9 @@ bash scripts/e2e-etcd-auth.sh
 
 echo "== end to end: snapshots, clones and rollback on etcd and on torus up (stamped data, the collector reclaiming)"
 bash scripts/e2e-snapshots.sh
+
+echo "== torus attach / detach: nbdfuse + loop + ext4, snapshots read-only, growth, bad input, a server that dies"
+bash scripts/attach.sh
 
 echo "== end to end: self-healing on etcd (4 nodes, replication 3, a node lost for good, then a second)"
 bash scripts/e2e-repair.sh

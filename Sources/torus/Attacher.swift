@@ -43,7 +43,7 @@ struct Attacher {
         }
         let dir = Attachment.directory + "/" + volume + "-" + String(UInt32.random(in: 0...UInt32.max), radix: 16)
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        undo.append { try? FileManager.default.removeItem(atPath: dir); try? FileManager.default.removeItem(atPath: dir + ".pid") }
+        undo.append { for suffix in ["", ".pid", ".log"] { try? FileManager.default.removeItem(atPath: dir + suffix) } }
         let pid = try startNBDFuse(dir: dir)
         undo.append {
             _ = try? HostTools.status("fusermount3", ["-u", dir])
@@ -104,14 +104,28 @@ struct Attacher {
         } else if type.isEmpty {
             throw RuntimeFailure("\(volume) holds no filesystem: give --fs ext4 or --fs xfs to make one")
         }
+        if type == "ext4" && !readOnly { try growExt4(a.device) }
         // A snapshot of a mounted filesystem needs its journal replayed, which a read-only device cannot take.
         let options = readOnly ? ["-o", type == "xfs" ? "ro,norecovery" : "ro,noload"] : []
         try HostTools.run("mount", options + ["-t", type, a.device, dir])
         undo.append { _ = try? HostTools.status("umount", [dir]) }
         a.mount = dir
         a.fs = type
-        if !readOnly {
-            if type == "xfs" { try HostTools.run("xfs_growfs", [dir]) } else if type == "ext4" { try HostTools.run("resize2fs", [a.device], timeoutSeconds: 600) }
+        if type == "xfs" && !readOnly { try HostTools.run("xfs_growfs", [dir]) }
+    }
+
+    /// Grows an ext4 smaller than its device (the volume was resized), before it is mounted:
+    /// offline, after the check resize2fs demands (online growth fails on small filesystems).
+    private func growExt4(_ device: String) throws {
+        let header = try HostTools.run("dumpe2fs", ["-h", device])
+        func field(_ name: String) -> UInt64? {
+            header.split(separator: "\n").first { $0.hasPrefix(name + ":") }
+                .flatMap { UInt64($0.dropFirst(name.count + 1).trimmingCharacters(in: .whitespaces)) }
         }
+        guard let blocks = field("Block count"), let size = field("Block size"),
+              let bytes = UInt64(try HostTools.run("blockdev", ["--getsize64", device])), blocks * size + size <= bytes else { return }
+        let check = try HostTools.status("e2fsck", ["-f", "-p", device], timeoutSeconds: 600)
+        guard check.status <= 1 else { throw RuntimeFailure("e2fsck found errors on \(volume) (status \(check.status)): \(check.output.split(separator: "\n").last ?? "")") }
+        try HostTools.run("resize2fs", [device], timeoutSeconds: 600)
     }
 }
