@@ -103,6 +103,10 @@ bash scripts/e2e-snapshots.sh
 echo "== torus attach / detach: nbdfuse + loop + ext4, snapshots read-only, growth, bad input, a server that dies"
 bash scripts/attach.sh
 
+echo "== PostgreSQL on a Torus volume (etcd cluster with a node SIGKILLed under pgbench, then on torus up)"
+bash scripts/postgres-demo.sh etcd 20
+bash scripts/postgres-demo.sh up 20
+
 echo "== end to end: self-healing on etcd (4 nodes, replication 3, a node lost for good, then a second)"
 bash scripts/e2e-repair.sh
 
