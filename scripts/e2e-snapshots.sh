@@ -87,7 +87,7 @@ kill -INT "$SERVER"; wait "$SERVER" 2>/dev/null
 
 # The same on `torus up` (admin socket).
 UPDIR="$WORK/up"; UPORT=$(free_port)
-"$BIN" up --data-dir "$UPDIR" --nbd "127.0.0.1:$UPORT" --volume u1:64MiB >"$WORK/up.log" 2>&1 &
+"$BIN" up --data-dir "$UPDIR" --nbd "127.0.0.1:$UPORT" --volume u1:64MiB --gc-grace 1s >"$WORK/up.log" 2>&1 &
 UP=$!; PIDS+=($!)
 U="nbd://127.0.0.1:$UPORT"
 seconds_until 30 nbdinfo "$U/u1" >/dev/null && ok "torus up serves u1" || bad "torus up: $(tail -5 "$WORK/up.log")"
@@ -100,6 +100,14 @@ check "torus up: u1@s1 holds the first write" "$U/u1@s1" "0:$BLOCKS:1"
 "$BIN" volume info u1 --data-dir "$UPDIR" 2>&1 | grep -q "u1@s1 .*exclusive=" && ok "torus up: volume info lists u1@s1 with its exclusive bytes" || bad "torus up volume info"
 "$BIN" volume delete u2 --data-dir "$UPDIR" >/dev/null 2>&1 && "$BIN" snapshot delete u1 s1 --data-dir "$UPDIR" >/dev/null 2>&1 \
     && ! "$BIN" snapshot list --data-dir "$UPDIR" 2>&1 | grep -q "u1@s1" && ok "torus up: clone and snapshot deleted" || bad "torus up deletes"
+# torus gc: the first pass finds what only the clone and the snapshot kept, the next deletes it.
+"$BIN" gc --data-dir "$UPDIR" >/dev/null 2>&1; sleep 1.5
+"$BIN" gc --data-dir "$UPDIR" >"$WORK/gc.log" 2>&1
+gc_before=$(grep -o '(\([0-9]*\) ->' "$WORK/gc.log" | tr -dc 0-9); gc_after=$(grep -o -- '-> [0-9]* bytes' "$WORK/gc.log" | tr -dc 0-9)
+[ -n "$gc_before" ] && [ -n "$gc_after" ] && [ "$gc_after" -lt "$gc_before" ] \
+    && ok "torus up: torus gc reclaims what the rollback, the clone and the snapshot left: $(grep 'blocks in use' "$WORK/gc.log")" \
+    || bad "torus gc: $(cat "$WORK/gc.log")"
+check "torus up: u1 intact after the collection" "$U/u1" "0:$BLOCKS:1"
 kill -INT "$UP"; wait "$UP" 2>/dev/null
 echo "e2e-snapshots: $pass passed, $fail failed"
 [ $fail -eq 0 ]
