@@ -60,6 +60,8 @@ extension Simulation {
             guard collector != nil, left.count > 1 else { return }
             let i = volume ?? left[Int(faultRandom.below(UInt64(left.count)))]
             guard !vols[i].deleted else { return }
+            // As `torus volume delete` does: a volume with clones is refused.
+            guard !vols.contains(where: { !$0.deleted && $0.volume.origin == vols[i].volume.id }) else { return }
             deleteVolume(i)
         case .joinNode:
             if random { guard ringChanges < Self.ringChangesMax else { return } }

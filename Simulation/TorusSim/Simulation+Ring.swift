@@ -93,6 +93,9 @@ extension Simulation {
         crashWriter()
         if paused != nil { dropPaused() }
         vols[i].deleted = true
+        // Its snapshots go with its keys.
+        vols[i].snapshotRefs = [:]
+        for k in vols[i].snapshots.indices { vols[i].snapshots[k].outcome = .deleted }
         let id = volume.id
         deletedVolumeBlocks += slots.reduce(0) { n, s in n + (s.node?.store.refs.filter { $0.volume == id }.count ?? 0) }
         vols[i].readBackDone = true

@@ -141,7 +141,9 @@ extension Simulation {
               let root = BlockMapCodec.decodeRoot(rootBytes, volume: rootRef.volume, reader: info.id) else { return nil }
         var refs: Set<BlockRef> = [rootRef]
         let perPage = BlockMapCodec.entriesPerPage(blockSize: info.blockSize)
-        var entries = [MapEntry?](repeating: nil, count: Int(record.sizeBytes / UInt64(info.blockSize)))
+        // The last block may be partial: it counts.
+        let blocks = (record.sizeBytes + UInt64(info.blockSize) - 1) / UInt64(info.blockSize)
+        var entries = [MapEntry?](repeating: nil, count: Int(blocks))
         for (p, pe) in root.pages.enumerated() {
             guard let pe else { continue }
             let pageRef = pe.ref(volume: info.id, index: BlockRef.mapIndexBase + UInt64(p))

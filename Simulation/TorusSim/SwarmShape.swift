@@ -75,6 +75,13 @@ extension SimOptions {
             o.faultMix[.latentError] = nil
             o.misdirectedWriteProbability = 0
         }
+        // A third of the seeds take snapshots; some of those clone one or roll back to them.
+        // Only with the collector: it alone reclaims what deleted snapshots kept.
+        if r.chance(0.33) && o.collector != nil {
+            o.snapshotInterval = .milliseconds(300 + r.below(2000))
+            if r.chance(0.3) { o.cloneAfter = .milliseconds(1000 + r.below(5000)) }
+            if r.chance(0.3) { o.rollbackInterval = .milliseconds(1000 + r.below(4000)) }
+        }
         return o
     }
 
@@ -88,5 +95,8 @@ extension SimOptions {
             + (volumes > 1 ? " volumes=\(volumes)" : "")
             + (sequential ? " sequential" : "") + (opSizeMax != 64 << 10 ? " max-size=\(opSizeMax >> 10)KiB" : "")
             + (collector.map { " gc=every~\($0.passInterval.value / 1_000_000)ms,grace=\($0.grace.value / 1_000_000)ms" } ?? "")
+            + (snapshotInterval.map { " snapshots=every~\($0.value / 1_000_000)ms" } ?? "")
+            + (cloneAfter.map { " clone-after=\($0.value / 1_000_000)ms" } ?? "")
+            + (rollbackInterval.map { " rollbacks=every~\($0.value / 1_000_000)ms" } ?? "")
     }
 }

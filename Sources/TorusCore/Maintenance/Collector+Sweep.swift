@@ -9,8 +9,12 @@ extension Collector {
         // Nothing committed yet: no log to replay, and older epochs are fenced.
         guard let head else { return ref.epoch < epochKey }
         if ref.index == BlockRef.logIndex {
-            // Records of the head's segment and anything newer (a checkpoint under way) are live.
+            // Records of the head's segment and of the current epoch (a checkpoint under way)
+            // are live. An epoch between the head's and the current one was fenced before its
+            // checkpoint landed (its CAS compares the epoch key): no head will name its segment.
+            // (Its blocks stayed forever once a rollback left a head without a log.)
             return ref.epoch < head.epoch || (ref.epoch == head.epoch && ref.sequence < (head.log?.start ?? 0))
+                || (ref.epoch > head.epoch && ref.epoch < epochKey)
         }
         // Epochs before the checkpoint's: no record left names them.
         if ref.epoch < head.epoch { return true }
