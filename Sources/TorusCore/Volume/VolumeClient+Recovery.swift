@@ -376,6 +376,10 @@ extension VolumeClient {
         if job.needed == 0 && job.inFlight == 0 {
             recovery!.copies[ref] = nil
             copiesDone()
+        } else if job.inFlight == 0 {
+            // Copies still needed and none under way (an earlier put failed and took its
+            // target off the list): try the next node, or fail the round (swarm seed 1601).
+            sendCopy(ref)
         }
     }
 
