@@ -40,6 +40,7 @@ extension Collector {
         var seen: [NodeID: [BlockRef: Instant]] = [:]
         skipOriginsOfFailed()
         stats.volumesSkipped += volumes.values.filter(\.failed).count
+        let draining = Set(ring.members.filter(\.draining).map(\.node))
         for node in inventory.keys.sorted() {
             var since: [BlockRef: Instant] = [:]
             for ref in inventory[node]! {
@@ -49,6 +50,13 @@ extension Collector {
                         && (config.canaryIgnoresHorizon || Self.isCollectible(ref, epochKey: v.epochKey, head: v.head))
                 } else {
                     garbage = !metadataDoubtful && orphansReached[ref] == nil
+                }
+                // A block no map reaches yet that a writer may still commit (a log record
+                // names it, or a flush is under way) keeps its draining node in the ring, as a
+                // reachable one does (`planRepairs`): it has no other copy to move (swarm
+                // seed 1264, replication 1). Log blocks are the writer's to move.
+                if !garbage && draining.contains(node) && !ref.isLogBlock && volumes[ref.volume]?.reachable[ref] == nil {
+                    passDraining[node, default: 0] += 1
                 }
                 guard garbage else {
                     // A volume left out of this pass keeps what earlier passes found (garbage stays garbage).
