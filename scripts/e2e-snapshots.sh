@@ -45,6 +45,20 @@ nbdcopy "$N/v1@during" "$WORK/during-1.img" && nbdcopy "$N/v1@during" "$WORK/dur
 snap list >"$WORK/list.log" 2>&1 && [ "$(grep -c '^v1@' "$WORK/list.log")" = 2 ] && ok "snapshot list: $(tr '\n' ';' <"$WORK/list.log")" \
     || bad "snapshot list: $(cat "$WORK/list.log")"
 
+# fio's own check: data written with crc32c verify headers, a snapshot, the data overwritten;
+# fio --verify_only passes on the snapshot and (the control) fails on the overwritten volume.
+"$BIN" volume create f1 32MiB --metadata "$META" >/dev/null 2>&1 && seconds_until 15 nbdinfo "$N/f1" >/dev/null || bad "volume f1"
+FJ=(--name=snapw --ioengine=nbd --rw=write --bs=64k --size=32m --verify=crc32c --randseed=1234)
+fio "${FJ[@]}" --uri="$N/f1" --do_verify=0 --end_fsync=1 --output="$WORK/fio-w.txt" >/dev/null 2>&1 \
+    && snap create f1 fio >/dev/null 2>&1 \
+    && fio --name=over --ioengine=nbd --uri="$N/f1" --rw=write --bs=64k --size=32m --end_fsync=1 --output="$WORK/fio-o.txt" >/dev/null 2>&1 \
+    || bad "fio writes and snapshot of f1"
+seconds_until 10 exports "$PORT" "f1@fio" >/dev/null || bad "f1@fio not exported"
+fio "${FJ[@]}" --uri="$N/f1@fio" --verify_only --output="$WORK/fio-v.txt" >/dev/null 2>&1 \
+    && ok "fio --verify_only (crc32c) passes on f1@fio after f1 was overwritten" || bad "fio verify of f1@fio: $(grep -i err "$WORK/fio-v.txt" | head -3)"
+fio "${FJ[@]}" --uri="$N/f1" --verify_only --output="$WORK/fio-c.txt" >/dev/null 2>&1 \
+    && bad "the control passed: fio verify on the overwritten f1" || ok "the control: the same verify fails on the overwritten f1"
+
 # Clones share the snapshot's blocks until written.
 "$BIN" volume clone v1@before c1 --metadata "$META" >"$WORK/clone.log" 2>&1 && ok "volume clone v1@before c1: $(cat "$WORK/clone.log")" \
     || bad "clone: $(cat "$WORK/clone.log")"
