@@ -22,12 +22,7 @@ extension Simulation {
         let id = (vols.map(\.volume.id).max() ?? 0) + 1
         let info = VolumeInfo(name: "\(source.name)-clone\(vols.count)", id: id, sizeBytes: record.sizeBytes, blockSize: source.blockSize,
                               replication: source.replication, origin: source.id)
-        var root = record.root
-        if root.origin == 0 { root.origin = source.id }
-        let head = VolumeHead(epoch: 0, generation: record.generation, root: root)
-        let txn = MetaTxn(compares: [.absent(VolumeInfo.infoKey(info.name))],
-                          success: [.put(key: VolumeInfo.headKey(info.name), value: head.encoded(), lease: 0),
-                                    .put(key: VolumeInfo.infoKey(info.name), value: info.encoded(), lease: 0)])
+        let txn = SnapshotTransactions.clone(info, from: record)
         guard case .txn(let r)? = store.handle(.txn(txn), now: now), r.succeeded else { return }
         let vs = VolumeSim(volume: info, clientID: NodeID(Self.writerBase(volume: vols.count)))
         vs.model = SectorModel(base: vols[i].snapshots[k].allowed)
@@ -57,17 +52,11 @@ extension Simulation {
               case .txn(let got)? = store.handle(.txn(MetaTxn(success: [.range(key: VolumeInfo.headKey(volume.name), prefix: false),
                                                                        .range(key: VolumeInfo.epochKey(volume.name), prefix: false)])), now: now),
               got.results.count == 2, case .range(let heads) = got.results[0], case .range(let epochs) = got.results[1],
-              let kv = heads.first, let head = VolumeHead.decode(kv.value) else {
+              let kv = heads.first,
+              let (txn, epoch) = SnapshotTransactions.rollback(volume: volume.name, head: kv, epochKey: epochs.first, to: record) else {
             traceNote("rollback   \(volume.name): the metadata store cannot be read; the writer reopens as it was")
             return
         }
-        let epoch = max(head.epoch, epochs.first.flatMap { MetaValue.u64($0.value) } ?? 0) + 1
-        let new = VolumeHead(epoch: epoch, generation: head.generation + 1, root: record.root, keepBelow: head.keepBelow)
-        let txn = MetaTxn(compares: [.modRevision(VolumeInfo.headKey(volume.name), is: kv.modRevision),
-                                     .modRevision(VolumeInfo.epochKey(volume.name), is: epochs.first?.modRevision ?? 0),
-                                     .absent(VolumeInfo.lockKey(volume.name))],
-                          success: [.put(key: VolumeInfo.epochKey(volume.name), value: MetaValue.u64(epoch), lease: 0),
-                                    .put(key: VolumeInfo.headKey(volume.name), value: new.encoded(), lease: 0)])
         guard case .txn(let r)? = store.handle(.txn(txn), now: now), r.succeeded else {
             traceNote("rollback   \(volume.name): refused (the lock is still held); the writer reopens as it was")
             return

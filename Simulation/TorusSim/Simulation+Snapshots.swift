@@ -14,7 +14,8 @@ extension Simulation {
         guard !v.deleted, client?.phase == .ready, !inflight.values.contains(where: \.isSnapshot) else { return }
         deleteOldestSnapshot()
         var busy: [(sector: Int, value: UInt64)] = []
-        for op in inflight.values {
+        for id in inflight.keys.sorted() {  // in op order: the model's lists, hence its reports, never depend on hashing
+            let op = inflight[id]!
             switch op.kind {
             case .write: for k in 0..<op.sectorCount { busy.append((Int(op.firstSector) + k, op.value)) }
             case .trim: for k in 0..<op.sectorCount { busy.append((Int(op.firstSector) + k, 0)) }

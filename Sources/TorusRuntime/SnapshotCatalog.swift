@@ -59,16 +59,11 @@ public enum SnapshotCatalog {
         guard id <= MapEntry.originMax else { throw RuntimeError.badInput("volume ids are exhausted (\(id)): a clone could not name its origin") }
         let info = VolumeInfo(name: newName, id: id, sizeBytes: snap.record.sizeBytes, blockSize: source.blockSize,
                               replication: source.replication, origin: source.id)
-        var root = snap.record.root
-        if root.origin == 0 { root.origin = source.id }
-        let head = VolumeHead(epoch: 0, generation: snap.record.generation, root: root)
-        let txn = MetaTxn(
-            compares: [MetaCompare(key: counter, result: .equal, target: .modRevision(c.first?.modRevision ?? 0)),
-                       .absent(VolumeInfo.infoKey(newName)),
+        let txn = SnapshotTransactions.clone(
+            info, from: snap.record,
+            compares: [.modRevision(counter, is: c.first?.modRevision ?? 0),
                        MetaCompare(key: VolumeInfo.snapshotKey(volume, snapshot), result: .equal, target: .createRevision(snap.revision))],
-            success: [.put(key: counter, value: MetaValue.u64(id), lease: 0),
-                      .put(key: VolumeInfo.headKey(newName), value: head.encoded(), lease: 0),
-                      .put(key: VolumeInfo.infoKey(newName), value: info.encoded(), lease: 0)])
+            puts: [.put(key: counter, value: MetaValue.u64(id), lease: 0)])
         guard try apply(meta, txn, "cloning \(volume)@\(snapshot)") else {
             if try ClusterCatalog.listVolumes(meta).contains(where: { $0.name == newName }) {
                 throw RuntimeError.badInput("volume '\(newName)' already exists")
@@ -87,16 +82,10 @@ public enum SnapshotCatalog {
         for _ in 0..<50 {
             let heads = try range(meta, VolumeInfo.headKey(volume), "reading the head of \(volume)")
             let epochs = try range(meta, VolumeInfo.epochKey(volume), "reading the epoch of \(volume)")
-            guard let kv = heads.first, let head = VolumeHead.decode(kv.value) else {
+            guard let kv = heads.first,
+                  let (txn, _) = SnapshotTransactions.rollback(volume: volume, head: kv, epochKey: epochs.first, to: snap.record) else {
                 throw RuntimeError.metadata("\(meta.location): the head of '\(volume)' is missing or corrupt")
             }
-            let epoch = max(head.epoch, epochs.first.flatMap { MetaValue.u64($0.value) } ?? 0) + 1
-            let new = VolumeHead(epoch: epoch, generation: head.generation + 1, root: snap.record.root, keepBelow: head.keepBelow)
-            let txn = MetaTxn(compares: [.modRevision(VolumeInfo.headKey(volume), is: kv.modRevision),
-                                         .modRevision(VolumeInfo.epochKey(volume), is: epochs.first?.modRevision ?? 0),
-                                         .absent(VolumeInfo.lockKey(volume))],
-                              success: [.put(key: VolumeInfo.epochKey(volume), value: MetaValue.u64(epoch), lease: 0),
-                                        .put(key: VolumeInfo.headKey(volume), value: new.encoded(), lease: 0)])
             if try apply(meta, txn, "rolling \(volume) back") { return }
             // The lock of the writer just stopped goes with its lease: wait for it.
             usleep(100_000)
