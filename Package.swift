@@ -1,4 +1,4 @@
-// swift-tools-version:6.0
+// swift-tools-version:6.1
 import PackageDescription
 
 let package = Package(
@@ -11,9 +11,17 @@ let package = Package(
         .executable(name: "torus-sim", targets: ["torus-sim"]),
         .executable(name: "torus", targets: ["torus"]),
         .executable(name: "torus-fuzz", targets: ["torus-fuzz"]),
+        .executable(name: "torus-fuse", targets: ["torus-fuse"]),
     ],
+    // `GRPC` adds the gRPC API and the CSI driver to `torus` (`swift build --traits GRPC`). Off by
+    // default: gRPC's HTTP/2 transport takes minutes to build on two cores.
+    traits: [.trait(name: "GRPC", description: "the gRPC API (torus nbd serve --grpc) and the CSI driver (torus csi)")],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/grpc/grpc-swift-2", from: "2.4.3"),
+        .package(url: "https://github.com/grpc/grpc-swift-nio-transport", from: "2.9.2"),
+        .package(url: "https://github.com/grpc/grpc-swift-protobuf", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
@@ -61,11 +69,26 @@ let package = Package(
             ],
             path: "Sources/TorusRuntime"
         ),
+        // The gRPC API and the CSI driver (proto/; generated code from scripts/gen-proto.sh).
+        // Empty unless the GRPC trait is on: every file is inside `#if GRPC`.
+        .target(
+            name: "TorusAPI",
+            dependencies: [
+                "TorusRuntime", "TorusCore",
+                .product(name: "GRPCCore", package: "grpc-swift-2", condition: .when(traits: ["GRPC"])),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport", condition: .when(traits: ["GRPC"])),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf", condition: .when(traits: ["GRPC"])),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf", condition: .when(traits: ["GRPC"])),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/TorusAPI"
+        ),
         // The `torus` command line.
         .executableTarget(
             name: "torus",
             dependencies: [
-                "TorusRuntime", "TorusCore", "TorusNBD",
+                "TorusRuntime", "TorusCore", "TorusNBD", "TorusAPI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -76,6 +99,11 @@ let package = Package(
             ],
             path: "Sources/torus"
         ),
+        // An NBD export as a file through FUSE, for `torus attach`'s loop device (libfuse3 and
+        // libnbd, Debian libfuse3-dev and libnbd-dev); unlike nbdfuse it follows a resize.
+        .executableTarget(name: "torus-fuse", path: "Sources/torus-fuse",
+                          cSettings: [.define("_FILE_OFFSET_BITS", to: "64")],
+                          linkerSettings: [.linkedLibrary("fuse3"), .linkedLibrary("nbd"), .linkedLibrary("pthread")]),
         // Mutation fuzzing of the parsers (docs/fuzzing.md).
         .executableTarget(
             name: "torus-fuzz",

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 . scripts/lib.sh
-install_missing libisal-dev libmimalloc-dev libnbd-bin python3-libnbd fio qemu-utils libcurl4-openssl-dev etcd-server etcd-client openssl curl fuse3 e2fsprogs
+install_missing libisal-dev libmimalloc-dev libnbd-bin python3-libnbd fio qemu-utils libcurl4-openssl-dev etcd-server etcd-client openssl curl fuse3 e2fsprogs protobuf-compiler
 
 echo "== code shape: files of at most 450 lines, functions of at most 80, no references outside the repo"
 python3 scripts/check-shape.py
@@ -112,3 +112,9 @@ bash scripts/e2e-repair.sh
 
 echo "== end to end: rebalancing on etcd (a fifth node joins, a node is drained and removed, I/O throughout)"
 bash scripts/e2e-rebalance.sh
+
+echo "== the gRPC API (built with the GRPC trait): generated code, the Python suite, the Python and Go examples"
+bash scripts/api-test.sh
+
+echo "== Kubernetes manifests: kubernetes-validate --strict for 1.29 and 1.34, snapshot objects, negative controls"
+bash scripts/validate-manifests.sh

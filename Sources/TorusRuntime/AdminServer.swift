@@ -80,7 +80,7 @@ final class AdminHandler: ChannelInboundHandler, @unchecked Sendable {
         case ("info", 2):
             return cluster.listVolumes().flatMapThrowing { vols in
                 guard let v = vols.first(where: { $0.name == words[1] }) else {
-                    throw RuntimeError.badInput("no volume named '\(words[1])'")
+                    throw RuntimeError.notFound("no volume named '\(words[1])'")
                 }
                 return [describe(v)]
             }.flatMap { lines in

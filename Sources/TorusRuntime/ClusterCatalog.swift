@@ -292,7 +292,7 @@ public enum ClusterCatalog {
         }
         if let kv = existing.first, let info = VolumeInfo.decode(kv.value) {
             if ifMissing { return info }
-            throw RuntimeError.badInput("volume '\(name)' already exists")
+            throw RuntimeError.exists("volume '\(name)' already exists")
         }
         let id = (c.first.flatMap { MetaValue.u64($0.value) } ?? 0) + 1
         let info = VolumeInfo(name: name, id: id, sizeBytes: sizeBytes, blockSize: blockSize, replication: replication)
@@ -318,11 +318,11 @@ public enum ClusterCatalog {
         }
         for _ in 0..<20 {
             guard let kv = try VolumeServer.readKey(meta, VolumeInfo.infoKey(name)).first else {
-                throw RuntimeError.badInput("no volume named '\(name)'")
+                throw RuntimeError.notFound("no volume named '\(name)'")
             }
             guard let old = VolumeInfo.decode(kv.value) else { throw RuntimeError.metadata("\(meta.location): \(kv.key) is corrupt") }
             if sizeBytes < old.sizeBytes {
-                throw RuntimeError.badInput("volume '\(name)' is \(old.sizeBytes) bytes; shrinking it to \(sizeBytes) would drop the data past the new end, "
+                throw RuntimeError.refused("volume '\(name)' is \(old.sizeBytes) bytes; shrinking it to \(sizeBytes) would drop the data past the new end, "
                     + "so it is not supported (create a smaller volume and copy what you need)")
             }
             var new = old
@@ -346,7 +346,7 @@ public enum ClusterCatalog {
         if let v = volumes.first(where: { $0.name == name }) {
             let clones = volumes.filter { $0.origin == v.id }.map(\.name).sorted()
             guard clones.isEmpty else {
-                throw RuntimeError.badInput("volume '\(name)' has clones that share its blocks (\(clones.joined(separator: ", "))): delete them first")
+                throw RuntimeError.refused("volume '\(name)' has clones that share its blocks (\(clones.joined(separator: ", "))): delete them first")
             }
         }
         let r = try meta.apply(.txn(MetaTxn(success: [.delete(key: "/torus/volumes/\(name)/", prefix: true)])), now: SystemClock.now())

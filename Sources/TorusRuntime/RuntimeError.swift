@@ -5,12 +5,18 @@ import Glibc
 /// What the runtime fails with: a message for the operator, by kind.
 public enum RuntimeError: Error, CustomStringConvertible {
     case badInput(String)
+    /// The named volume or snapshot does not exist.
+    case notFound(String)
+    /// The name is taken.
+    case exists(String)
+    /// Refused in the current state (clones share the blocks, clients are connected, shrinking).
+    case refused(String)
     case metadata(String)
     case io(String)
 
     public var description: String {
         switch self {
-        case .badInput(let s), .metadata(let s), .io(let s): s
+        case .badInput(let s), .notFound(let s), .exists(let s), .refused(let s), .metadata(let s), .io(let s): s
         }
     }
 }

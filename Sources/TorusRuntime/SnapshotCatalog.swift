@@ -29,10 +29,10 @@ public enum SnapshotCatalog {
 
     public static func find(_ meta: any MetadataService, volume: String, name: String) throws -> Entry {
         guard try ClusterCatalog.listVolumes(meta).contains(where: { $0.name == volume }) else {
-            throw RuntimeError.badInput("no volume named '\(volume)'")
+            throw RuntimeError.notFound("no volume named '\(volume)'")
         }
         guard let e = try list(meta, volume: volume).first(where: { $0.name == name }) else {
-            throw RuntimeError.badInput("volume '\(volume)' has no snapshot '\(name)'")
+            throw RuntimeError.notFound("volume '\(volume)' has no snapshot '\(name)'")
         }
         return e
     }
@@ -51,7 +51,7 @@ public enum SnapshotCatalog {
         }
         let snap = try find(meta, volume: volume, name: snapshot)
         guard let source = try ClusterCatalog.listVolumes(meta).first(where: { $0.name == volume }) else {
-            throw RuntimeError.badInput("no volume named '\(volume)'")
+            throw RuntimeError.notFound("no volume named '\(volume)'")
         }
         let counter = "/torus/next-volume-id"
         let c = try range(meta, counter, "reading \(counter)")
@@ -66,7 +66,7 @@ public enum SnapshotCatalog {
             puts: [.put(key: counter, value: MetaValue.u64(id), lease: 0)])
         guard try apply(meta, txn, "cloning \(volume)@\(snapshot)") else {
             if try ClusterCatalog.listVolumes(meta).contains(where: { $0.name == newName }) {
-                throw RuntimeError.badInput("volume '\(newName)' already exists")
+                throw RuntimeError.exists("volume '\(newName)' already exists")
             }
             throw RuntimeError.metadata("\(volume)@\(snapshot) or the volume list changed while cloning; try again")
         }
@@ -90,7 +90,7 @@ public enum SnapshotCatalog {
             // The lock of the writer just stopped goes with its lease: wait for it.
             usleep(100_000)
         }
-        throw RuntimeError.badInput("volume '\(volume)' is held by a writer (its lock is taken): stop it and try again")
+        throw RuntimeError.refused("volume '\(volume)' is held by a writer (its lock is taken): stop it and try again")
     }
 
     static func range(_ meta: any MetadataService, _ key: String, _ what: String) throws -> [MetaKeyValue] {

@@ -15,21 +15,21 @@ extension VolumeServer {
                 "snapshot name '\(name)' must be 1-64 characters of a-z, A-Z, 0-9, '-', '_', '.', not starting with '-' or '.'"))
         }
         guard let host = volumes[volume], host.client.config.snapshotRoot == nil else {
-            return loop.makeFailedFuture(RuntimeError.badInput("no volume named '\(volume)'"))
+            return loop.makeFailedFuture(RuntimeError.notFound("no volume named '\(volume)'"))
         }
         guard !config.readOnly else {
-            return loop.makeFailedFuture(RuntimeError.badInput("this server serves '\(volume)' read-only: take snapshots where its writer runs"))
+            return loop.makeFailedFuture(RuntimeError.refused("this server serves '\(volume)' read-only: take snapshots where its writer runs"))
         }
         let key = "\(volume)@\(name)"
         guard snapshotsUnderWay.insert(key).inserted else {
-            return loop.makeFailedFuture(RuntimeError.badInput("snapshot \(key) is already being taken"))
+            return loop.makeFailedFuture(RuntimeError.exists("snapshot \(key) is already being taken"))
         }
         let meta = self.meta, started = SystemClock.now()
         return metaPool.runIfActive(eventLoop: loop) { try SnapshotCatalog.list(meta, volume: volume).contains { $0.name == name } }
             .flatMap { exists -> EventLoopFuture<Void> in
-                guard !exists else { return self.loop.makeFailedFuture(RuntimeError.badInput("snapshot \(key) already exists")) }
+                guard !exists else { return self.loop.makeFailedFuture(RuntimeError.exists("snapshot \(key) already exists")) }
                 guard let host = self.volumes[volume] else {
-                    return self.loop.makeFailedFuture(RuntimeError.badInput("no volume named '\(volume)'"))
+                    return self.loop.makeFailedFuture(RuntimeError.notFound("no volume named '\(volume)'"))
                 }
                 let id = OpID(host.nextSnapshotOp)
                 host.nextSnapshotOp += 1
@@ -54,11 +54,11 @@ extension VolumeServer {
     public func rollback(volume: String, to snapshot: String, force: Bool) -> EventLoopFuture<Void> {
         loop.assertInEventLoop()
         guard let host = volumes[volume], host.client.config.snapshotRoot == nil, !config.readOnly else {
-            return loop.makeFailedFuture(RuntimeError.badInput("no volume named '\(volume)' is served for writing here"))
+            return loop.makeFailedFuture(RuntimeError.notFound("no volume named '\(volume)' is served for writing here"))
         }
         let users = directory.connections(volume)
         guard force || users == 0 else {
-            return loop.makeFailedFuture(RuntimeError.badInput(
+            return loop.makeFailedFuture(RuntimeError.refused(
                 "volume '\(volume)' is in use by \(users) NBD connection(s): disconnect them, or use --force to cut them off"))
         }
         let meta = self.meta, info = host.client.info
@@ -149,7 +149,7 @@ extension VolumeServer {
         let meta = self.meta
         return metaPool.runIfActive(eventLoop: loop) {
             if let volume, !(try ClusterCatalog.listVolumes(meta).contains { $0.name == volume }) {
-                throw RuntimeError.badInput("no volume named '\(volume)'")
+                throw RuntimeError.notFound("no volume named '\(volume)'")
             }
             return try SnapshotCatalog.list(meta, volume: volume)
         }

@@ -44,7 +44,7 @@ extension VolumeServer {
     }
 
     /// Serves a volume (or, with `snapshotRoot`, a snapshot read-only as `VOL@SNAP`).
-    func openVolume(_ info: VolumeInfo, snapshotRoot: MapEntry? = nil) -> EventLoopFuture<Void> {
+    public func openVolume(_ info: VolumeInfo, snapshotRoot: MapEntry? = nil) -> EventLoopFuture<Void> {
         if volumes[info.name] != nil { return loop.makeSucceededVoidFuture() }
         let name = info.name
         let host = VolumeHost(client: makeWriter(info, snapshotRoot: snapshotRoot), adapter: ByteRangeAdapter(sectorSize: 4096, volumeSize: info.sizeBytes),
@@ -116,7 +116,7 @@ extension VolumeServer {
     public func deleteVolume(name: String) -> EventLoopFuture<Void> {
         loop.assertInEventLoop()
         guard volumes[name] != nil else {
-            return loop.makeFailedFuture(RuntimeError.badInput("no volume named '\(name)'"))
+            return loop.makeFailedFuture(RuntimeError.notFound("no volume named '\(name)'"))
         }
         let meta = self.meta
         return metaPool.runIfActive(eventLoop: loop) { try ClusterCatalog.deleteVolume(meta, name: name) }.map {

@@ -49,7 +49,7 @@ extension VolumeServer {
     public func submit(volume: String, _ request: ByteRangeAdapter.Request) -> EventLoopFuture<[ArraySlice<UInt8>]> {
         loop.assertInEventLoop()
         guard let host = volumes[volume] else {
-            return loop.makeFailedFuture(RuntimeError.badInput("no volume named '\(volume)'"))
+            return loop.makeFailedFuture(RuntimeError.notFound("no volume named '\(volume)'"))
         }
         let id = host.nextRequest
         host.nextRequest += 1

@@ -9,8 +9,9 @@ struct Attach: ParsableCommand {
             Uses the kernel's NBD client (nbd-client, /dev/nbdN) where the kernel has NBD, else \
             libnbd's nbdfuse and a loop device with direct I/O (/dev/loopN). With --mount, a \
             filesystem is mounted too: made first if the volume is empty and --fs says which, \
-            grown to the volume if it was resized. A volume attached for writing cannot be \
-            attached again. Needs root. `torus detach` undoes it. More: docs/attach.md.
+            grown to the volume if it was resized. `torus volume resize` grows the devices \
+            attached on its host, online (--grow does it on another host). A volume attached for \
+            writing cannot be attached again. Needs root. `torus detach` undoes it. More: docs/attach.md.
             """)
 
     @Argument(help: "The volume, or VOL@SNAP for a snapshot (with --read-only).") var volume: String?
@@ -21,9 +22,15 @@ struct Attach: ParsableCommand {
     @Option(help: "A full NBD URI instead of --nbd and the volume name (e.g. another server's export).") var uri: String?
     @Option(help: "auto (the kernel's NBD client if it is there, else nbdfuse), kernel, or fuse.") var via = "auto"
     @Flag(help: "List what is attached on this host.") var list = false
+    @Flag(help: "Grow the attached device of VOLUME (and the filesystem mounted on it) to the volume's size, after `torus volume resize` on another host.")
+    var grow = false
 
     func validate() throws {
         if list { return }
+        if grow {
+            guard let volume else { throw ValidationError("--grow needs the volume whose device to grow") }
+            return try checkVolumeName(volume)
+        }
         guard let volume else { throw ValidationError("give the volume to attach (or --list)") }
         let parts = volume.split(separator: "@", omittingEmptySubsequences: false).map(String.init)
         guard parts.count <= 2 else { throw ValidationError("expected VOLUME or VOLUME@SNAPSHOT, got '\(volume)'") }
@@ -43,6 +50,14 @@ struct Attach: ParsableCommand {
             let all = Attachment.all()
             if all.isEmpty { say("nothing attached") }
             for a in all { say(a.summary) }
+            return
+        }
+        if grow {
+            guard geteuid() == 0 else { say("torus: attach --grow needs root: run it with sudo"); throw ExitCode(1) }
+            let lines = AttachGrowth.growAll(volume: volume!)
+            if lines.isEmpty { say("torus: \(volume!) is not attached for writing on this host") }
+            for l in lines { say(l) }
+            if lines.isEmpty || lines.contains(where: { $0.hasPrefix("torus:") }) { throw ExitCode(1) }
             return
         }
         do {

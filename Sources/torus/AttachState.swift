@@ -9,9 +9,11 @@ struct Attachment: Equatable {
     var device: String
     var via: Via
     var readOnly: Bool
-    /// fuse: the nbdfuse mount point (holding the file `disk`) and its process.
+    /// fuse: the FUSE mount point (holding the file `disk`), its process, and which helper it
+    /// is (torus-fuse, which follows a resize, or libnbd's nbdfuse).
     var fuseDir = ""
     var pid: Int32 = 0
+    var helper = ""
     /// The filesystem `attach` mounted, if any.
     var mount = ""
     var fs = ""
@@ -21,7 +23,7 @@ struct Attachment: Equatable {
 
     func encoded() -> String {
         ["volume=\(volume)", "uri=\(uri)", "device=\(device)", "via=\(via.rawValue)", "read-only=\(readOnly)",
-         "fuse=\(fuseDir)", "pid=\(pid)", "mount=\(mount)", "fs=\(fs)"].joined(separator: "\n") + "\n"
+         "fuse=\(fuseDir)", "pid=\(pid)", "helper=\(helper)", "mount=\(mount)", "fs=\(fs)"].joined(separator: "\n") + "\n"
     }
 
     static func decode(_ text: String) -> Attachment? {
@@ -32,7 +34,8 @@ struct Attachment: Equatable {
         }
         guard let volume = f["volume"], let uri = f["uri"], let device = f["device"], let via = f["via"].flatMap(Via.init) else { return nil }
         return Attachment(volume: volume, uri: uri, device: device, via: via, readOnly: f["read-only"] == "true",
-                          fuseDir: f["fuse"] ?? "", pid: Int32(f["pid"] ?? "") ?? 0, mount: f["mount"] ?? "", fs: f["fs"] ?? "")
+                          fuseDir: f["fuse"] ?? "", pid: Int32(f["pid"] ?? "") ?? 0, helper: f["helper"] ?? "nbdfuse",
+                          mount: f["mount"] ?? "", fs: f["fs"] ?? "")
     }
 
     func save() throws {
@@ -53,9 +56,9 @@ struct Attachment: Equatable {
     var alive: Bool { via == .kernel || (pid > 0 && kill(pid, 0) == 0) }
 
     var summary: String {
-        var s = "\(volume) \(device) \(readOnly ? "read-only" : "read-write") via \(via == .fuse ? "nbdfuse + loop" : "kernel NBD") from \(uri)"
+        var s = "\(volume) \(device) \(readOnly ? "read-only" : "read-write") via \(via == .fuse ? "\(helper) + loop" : "kernel NBD") from \(uri)"
         if !mount.isEmpty { s += ", \(fs.isEmpty ? "mounted" : fs) at \(mount)" }
-        if via == .fuse { s += alive ? ", nbdfuse pid \(pid)" : ", nbdfuse DEAD (pid \(pid)): detach it" }
+        if via == .fuse { s += alive ? ", \(helper) pid \(pid)" : ", \(helper) DEAD (pid \(pid)): detach it" }
         return s
     }
 }

@@ -44,34 +44,44 @@ struct Attacher {
         let dir = Attachment.directory + "/" + volume + "-" + String(UInt32.random(in: 0...UInt32.max), radix: 16)
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         undo.append { for suffix in ["", ".pid", ".log"] { try? FileManager.default.removeItem(atPath: dir + suffix) } }
-        let pid = try startNBDFuse(dir: dir)
+        let (pid, helper) = try startNBDFuse(dir: dir)
         undo.append {
             _ = try? HostTools.status("fusermount3", ["-u", dir])
             if kill(pid, 0) == 0 { kill(pid, SIGKILL) }
         }
         a.fuseDir = dir
         a.pid = pid
+        a.helper = helper
         a.device = try HostTools.run("losetup", ["--find", "--show", "--direct-io=on"] + (readOnly ? ["--read-only"] : []) + [dir + "/disk"])
         let dev = a.device
         undo.append { _ = try? HostTools.status("losetup", ["-d", dev]) }
         return a
     }
 
-    /// nbdfuse in its own session (it outlives this command), ready once its pid file exists.
-    private func startNBDFuse(dir: String) throws -> Int32 {
-        guard let nbdfuse = HostTools.find("nbdfuse") else { throw RuntimeFailure("nbdfuse is not installed (Debian: nbdfuse)") }
+    /// The FUSE helper in its own session (it outlives this command), ready once its pid file
+    /// exists: torus-fuse (beside this executable) if it is there, else libnbd's nbdfuse.
+    private func startNBDFuse(dir: String) throws -> (pid: Int32, helper: String) {
         let log = dir + ".log", pidFile = dir + ".pid"
         let setsid = HostTools.find("setsid") ?? "/usr/bin/setsid"
-        try HostTools.spawnDetached(setsid, ["-f", nbdfuse] + (readOnly ? ["-r"] : []) + ["-P", pidFile, dir + "/disk", uri], log: log)
+        let helper: String
+        if let own = HostTools.besideSelf("torus-fuse") {
+            helper = "torus-fuse"
+            try HostTools.spawnDetached(setsid, ["-f", own] + (readOnly ? ["-r"] : []) + ["-P", pidFile, dir, uri], log: log)
+        } else if let nbdfuse = HostTools.find("nbdfuse") {
+            helper = "nbdfuse"
+            try HostTools.spawnDetached(setsid, ["-f", nbdfuse] + (readOnly ? ["-r"] : []) + ["-P", pidFile, dir + "/disk", uri], log: log)
+        } else {
+            throw RuntimeFailure("neither torus-fuse (built with torus) nor nbdfuse (Debian: nbdfuse) is installed")
+        }
         for _ in 0..<300 {
             if let text = try? String(contentsOfFile: pidFile, encoding: .utf8), let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)),
                FileManager.default.fileExists(atPath: dir + "/disk") {
-                return pid
+                return (pid, helper)
             }
             usleep(50_000)
         }
         let said = (try? String(contentsOfFile: log, encoding: .utf8))?.split(separator: "\n").last.map(String.init) ?? "no output"
-        throw RuntimeFailure("nbdfuse could not attach \(uri): \(said)")
+        throw RuntimeFailure("\(helper) could not attach \(uri): \(said)")
     }
 
     /// A free /dev/nbdN connected with nbd-client (it reconnects if the server restarts).

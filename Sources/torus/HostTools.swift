@@ -73,6 +73,16 @@ enum HostTools {
         return nil
     }
 
+    /// A program installed beside this executable (as `swift build` and the image put
+    /// torus-fuse), or in the usual directories.
+    static func besideSelf(_ tool: String) -> String? {
+        if let me = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") {
+            let path = (me as NSString).deletingLastPathComponent + "/" + tool
+            if FileManager.default.isExecutableFile(atPath: path) { return path }
+        }
+        return find(tool)
+    }
+
     static func package(_ tool: String) -> String {
         switch tool {
         case "nbdfuse": "nbdfuse"

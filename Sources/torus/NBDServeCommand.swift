@@ -30,6 +30,7 @@ struct NBD: ParsableCommand {
         @OptionGroup(title: "Garbage collection and repair (not with --read-only)") var maintenance: MaintenanceOptions
         @Option(help: metricsHelp) var metrics: String?
         @OptionGroup(title: "NBD over TLS") var tls: NBDTLSOptions
+        @OptionGroup(title: "gRPC API") var api: APIOptions
         @Option(name: .customLong("peer-tls"), help: peerTLSHelp) var peerTLS: String?
         @OptionGroup(title: "Logging") var logging: LoggingOptions
 
@@ -62,6 +63,7 @@ struct NBD: ParsableCommand {
                 serverLog.error("cannot serve: \(error)")
                 throw ExitCode(1)
             }
+            try api.serve(cluster, tls: tls)
             serverLog.info("serving NBD on \(listen)\(nbdTLS.map { " (TLS \($0.mode.rawValue))" } ?? "")")
             let scheme = nbdTLS?.mode == .require ? "nbds" : "nbd"
             logExports(cluster.exports().map { (name: $0.name, size: $0.size) }) { "\(scheme)://\(listen)/\($0)" }

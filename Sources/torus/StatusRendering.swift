@@ -97,41 +97,33 @@ extension Status {
     /// Prints the collector's state (`/torus/maintenance/status`); true when its last pass
     /// found every committed block with all its copies.
     static func showMaintenance(_ m: [String: String]) -> Bool {
-        guard let time = m["time"].flatMap({ Int($0) }) else {
-            say("redundancy: unknown (no collector pass recorded yet; `torus nbd serve` runs them)")
-            return false
-        }
-        let age = max(0, SystemClock.wallSeconds() - time)
+        let state = Redundancy(maintenance: m)
+        let age = max(0, SystemClock.wallSeconds() - (m["time"].flatMap { Int($0) } ?? 0))
         let copiedTotal = m["copied-total"] ?? "0"
         let bytesTotal = UInt64(m["bytes-copied-total"] ?? "0") ?? 0
-        if m["repairing"] == "true" {
+        let totals = "\(copiedTotal) blocks (\(humanBytes(bytesTotal))) copied by the collector since its server started"
+        switch state {
+        case .unknown:
+            say("redundancy: unknown (no collector pass recorded yet; `torus nbd serve` runs them)")
+        case .repairing:
             let rate = UInt64(m["repair-rate"] ?? "0") ?? 0
             let eta = Int(m["repair-eta"] ?? "-1") ?? -1
             say("repair: \(m["repair-copied"] ?? "?") of \(m["repair-total"] ?? "?") blocks copied "
                 + "(\(humanBytes(UInt64(m["repair-bytes"] ?? "0") ?? 0))) at \(humanBytes(rate))/s"
                 + (eta >= 0 ? ", about \(eta) s left" : "") + " (as of \(age) s ago)")
-            return false
-        }
-        let short = Int(m["short"] ?? "") ?? -1
-        let complete = m["last-pass-complete"] == "true" && m["nodes-skipped"] != nil
-        let totals = "\(copiedTotal) blocks (\(humanBytes(bytesTotal))) copied by the collector since its server started"
-        if short == 0 && complete && m["volumes-skipped"] == "0" && (m["nodes-resting"] ?? "0") != "0" {
+        case .waiting:
             say("redundancy: waiting: \(m["nodes-resting"]!) node(s) silent for less than the repair grace are assumed to keep "
                 + "their copies (collector pass \(age) s ago); \(totals)")
-            return false
-        }
-        if short == 0 && complete && m["volumes-skipped"] == "0" {
+        case .full:
             say("redundancy: full: every committed block has all its copies (collector pass \(age) s ago); \(totals)")
-            return true
-        }
-        if short > 0 {
+        case .short:
             let lost = Int(m["unrepairable"] ?? "0") ?? 0
-            say("redundancy: \(short) committed blocks short of copies at the last pass (\(age) s ago)"
+            say("redundancy: \(m["short"]!) committed blocks short of copies at the last pass (\(age) s ago)"
                 + (lost > 0 ? ", \(lost) with no copy on any node that answered" : "") + "; \(totals)")
-        } else {
+        case .incomplete:
             say("redundancy: not known: the last collector pass (\(age) s ago) could not read every volume; \(totals)")
         }
-        return false
+        return state == .full
     }
 
     private static func pad(_ s: String, _ width: Int) -> String {

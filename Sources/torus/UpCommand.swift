@@ -33,6 +33,7 @@ struct Up: ParsableCommand {
     var peerOverTCP = false
     @Option(help: metricsHelp) var metrics: String?
     @OptionGroup(title: "NBD over TLS") var tls: NBDTLSOptions
+    @OptionGroup(title: "gRPC API") var api: APIOptions
     @OptionGroup(title: "Garbage collection and repair") var maintenance: MaintenanceOptions
     @OptionGroup(title: "Logging") var logging: LoggingOptions
 
@@ -95,6 +96,7 @@ struct Up: ParsableCommand {
             serverLog.error("cannot open the admin socket \(AdminServer.socketPath(dataDir: dataDir)): \(error)")
             throw ExitCode(1)
         }
+        try api.serve(cluster, tls: tls)
         printAttachHints(cluster.exports().map { (name: $0.name, size: $0.size) }, tls: nbdTLS?.mode)
         if LoggingOptions.printsHints { say("Ctrl-C flushes every volume and stops.") }
 

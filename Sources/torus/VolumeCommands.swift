@@ -112,13 +112,19 @@ struct Volume: ParsableCommand {
             discussion: """
                 The servers exporting the volume pick the new size up at once (they watch the \
                 metadata store). NBD clients learn an export's size when they connect, so \
-                reconnect them to use the new space.
+                reconnect them to use the new space. Devices `torus attach` made on this host \
+                grow online, with the filesystems it mounted (`torus attach --grow` on others).
                 """)
         @Argument var name: String
         @Argument(help: "New size, e.g. 20GiB (not smaller than the current size).") var size: String
         @OptionGroup var target: Target
         func validate() throws { try checkVolumeName(name) }
-        func run() throws { try Volume.run("resize \(name) \(try parseSize(size, what: "size"))", target) }
+        func run() throws {
+            try Volume.run("resize \(name) \(try parseSize(size, what: "size"))", target)
+            let lines = AttachGrowth.growAll(volume: name)
+            for l in lines { say(l) }
+            if lines.contains(where: { $0.hasPrefix("torus:") }) { throw ExitCode(1) }
+        }
     }
 
     struct Clone: ParsableCommand {

@@ -1,0 +1,92 @@
+"""Fixtures of the gRPC API tests: stubs generated from proto/ and a `torus up --grpc` server.
+
+Run by scripts/api-test.sh (which builds torus with the GRPC trait and sets TORUS_BIN).
+"""
+import os, shutil, signal, socket, subprocess, sys, tempfile, time
+
+import grpc
+import pytest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+def generate_stubs():
+    """Generates the Python stubs of proto/torus/v1 into a temporary directory and imports them."""
+    from grpc_tools import protoc
+    out = tempfile.mkdtemp(prefix="torus-api-stubs.")
+    protos = sorted(os.path.join("torus", "v1", f) for f in os.listdir(os.path.join(ROOT, "proto", "torus", "v1")))
+    import grpc_tools
+    include = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
+    rc = protoc.main(["protoc", f"-I{os.path.join(ROOT, 'proto')}", f"-I{include}", f"--python_out={out}",
+                      f"--grpc_python_out={out}", *protos])
+    assert rc == 0, f"protoc failed ({rc})"
+    sys.path.insert(0, out)
+
+
+generate_stubs()
+from torus.v1 import blocks_pb2, blocks_pb2_grpc, cluster_pb2, cluster_pb2_grpc  # noqa: E402
+from torus.v1 import snapshots_pb2, snapshots_pb2_grpc, volumes_pb2, volumes_pb2_grpc  # noqa: E402
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Server:
+    """A `torus up` with the gRPC API on loopback; restartable after a SIGKILL."""
+
+    def __init__(self, extra=()):
+        self.bin = os.environ.get("TORUS_BIN", os.path.join(ROOT, ".build-grpc", "release", "torus"))
+        self.dir = tempfile.mkdtemp(prefix="torus-api.")
+        self.port = free_port()
+        self.extra = list(extra)
+        self.proc = None
+        self.start()
+
+    def start(self):
+        log = open(os.path.join(self.dir, "up.log"), "ab")
+        self.proc = subprocess.Popen(
+            [self.bin, "up", "--data-dir", os.path.join(self.dir, "data"), "--nodes", "3", "--replication", "2",
+             "--nbd", f"127.0.0.1:{free_port()}", "--grpc", f"127.0.0.1:{self.port}", "--volume", "v0:64MiB",
+             "--gc-interval", "2s", "--gc-grace", "500ms", *self.extra],
+            stdout=log, stderr=subprocess.STDOUT)
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}", options=[
+            ("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)])
+        deadline = time.time() + 60
+        while True:
+            try:
+                cluster_pb2_grpc.ClusterServiceStub(self.channel).GetStatus(cluster_pb2.GetStatusRequest(), timeout=2)
+                break
+            except grpc.RpcError:
+                if self.proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError("torus up did not serve the API:\n" + self.log())
+                time.sleep(0.2)
+        self.volumes = volumes_pb2_grpc.VolumeServiceStub(self.channel)
+        self.snapshots = snapshots_pb2_grpc.SnapshotServiceStub(self.channel)
+        self.cluster = cluster_pb2_grpc.ClusterServiceStub(self.channel)
+        self.blocks = blocks_pb2_grpc.BlockServiceStub(self.channel)
+
+    def log(self):
+        with open(os.path.join(self.dir, "up.log"), errors="replace") as f:
+            return f.read()[-4000:]
+
+    def kill(self, sig=signal.SIGKILL):
+        self.channel.close()
+        self.proc.send_signal(sig)
+        self.proc.wait(timeout=60)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.kill(signal.SIGTERM)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def server():
+    s = Server()
+    yield s
+    s.stop()
