@@ -12,6 +12,7 @@ bash scripts/gen-proto.sh --check
 
 echo "== build torus with the gRPC API (release, .build-grpc)"
 swift build -c release --traits GRPC --scratch-path .build-grpc --product torus
+swift build -c release --traits GRPC --scratch-path .build-grpc --product torus-fuse
 export TORUS_BIN=$PWD/.build-grpc/release/torus
 
 python3 -c 'import grpc, grpc_tools, pytest' 2>/dev/null ||

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 . scripts/lib.sh
-install_missing libisal-dev libmimalloc-dev libnbd-bin python3-libnbd fio qemu-utils libcurl4-openssl-dev etcd-server etcd-client openssl curl fuse3 e2fsprogs protobuf-compiler
+install_missing libisal-dev libmimalloc-dev libnbd-bin python3-libnbd fio qemu-utils libcurl4-openssl-dev etcd-server etcd-client openssl curl fuse3 e2fsprogs xfsprogs libfuse3-dev libnbd-dev protobuf-compiler
 
 echo "== code shape: files of at most 450 lines, functions of at most 80, no references outside the repo"
 python3 scripts/check-shape.py
@@ -115,6 +115,9 @@ bash scripts/e2e-rebalance.sh
 
 echo "== the gRPC API (built with the GRPC trait): generated code, the Python suite, the Python and Go examples"
 bash scripts/api-test.sh
+
+echo "== the CSI driver: the upstream sanity suite's checks, with real loop devices and mounts"
+bash scripts/csi-test.sh
 
 echo "== Kubernetes manifests: kubernetes-validate --strict for 1.29 and 1.34, snapshot objects, negative controls"
 bash scripts/validate-manifests.sh

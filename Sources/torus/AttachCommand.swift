@@ -67,7 +67,7 @@ struct Attach: ParsableCommand {
             try checkFree(volume)
             if let mount { try checkMountPoint(mount) }
             try checkExport(uri)
-            var attacher = Attacher(volume: volume, uri: uri, readOnly: readOnly, fs: fs, mount: mount, via: try chooseVia())
+            var attacher = Attacher(volume: volume, uri: uri, readOnly: readOnly, fs: fs, mount: mount, via: try Self.chooseVia(via))
             let a = try attacher.attach()
             say(a.device)
             if !a.mount.isEmpty { say("torus: \(a.fs) mounted at \(a.mount)") }
@@ -105,7 +105,7 @@ struct Attach: ParsableCommand {
         }
     }
 
-    func chooseVia() throws -> Attachment.Via {
+    static func chooseVia(_ via: String) throws -> Attachment.Via {
         let kernel = HostTools.find("nbd-client") != nil && (FileManager.default.fileExists(atPath: "/sys/block/nbd0")
             || (try? HostTools.status("modprobe", ["nbd"]))?.status == 0 && FileManager.default.fileExists(atPath: "/sys/block/nbd0"))
         switch via {

@@ -17,13 +17,15 @@ struct Attachment: Equatable {
     /// The filesystem `attach` mounted, if any.
     var mount = ""
     var fs = ""
+    /// The CSI staging path this attachment serves (the CSI node plugin's), if any.
+    var stage = ""
 
     static var directory: String { ProcessInfo.processInfo.environment["TORUS_ATTACH_DIR"] ?? "/run/torus/attach" }
     var stateFile: String { Self.directory + "/" + (device as NSString).lastPathComponent + ".state" }
 
     func encoded() -> String {
         ["volume=\(volume)", "uri=\(uri)", "device=\(device)", "via=\(via.rawValue)", "read-only=\(readOnly)",
-         "fuse=\(fuseDir)", "pid=\(pid)", "helper=\(helper)", "mount=\(mount)", "fs=\(fs)"].joined(separator: "\n") + "\n"
+         "fuse=\(fuseDir)", "pid=\(pid)", "helper=\(helper)", "mount=\(mount)", "fs=\(fs)", "stage=\(stage)"].joined(separator: "\n") + "\n"
     }
 
     static func decode(_ text: String) -> Attachment? {
@@ -35,7 +37,7 @@ struct Attachment: Equatable {
         guard let volume = f["volume"], let uri = f["uri"], let device = f["device"], let via = f["via"].flatMap(Via.init) else { return nil }
         return Attachment(volume: volume, uri: uri, device: device, via: via, readOnly: f["read-only"] == "true",
                           fuseDir: f["fuse"] ?? "", pid: Int32(f["pid"] ?? "") ?? 0, helper: f["helper"] ?? "nbdfuse",
-                          mount: f["mount"] ?? "", fs: f["fs"] ?? "")
+                          mount: f["mount"] ?? "", fs: f["fs"] ?? "", stage: f["stage"] ?? "")
     }
 
     func save() throws {

@@ -11,6 +11,8 @@ struct Attacher {
     var fs: String?
     var mount: String?
     var via: Attachment.Via
+    /// The CSI staging path, recorded with the attachment.
+    var stage = ""
     private var undo: [() -> Void] = []
 
     init(volume: String, uri: String, readOnly: Bool, fs: String?, mount: String?, via: Attachment.Via) {
@@ -37,6 +39,7 @@ struct Attacher {
     /// The export as a device: /dev/nbdN, or /dev/loopN over an nbdfuse file.
     private mutating func device() throws -> Attachment {
         var a = Attachment(volume: volume, uri: uri, device: "", via: via, readOnly: readOnly)
+        a.stage = stage
         if via == .kernel {
             a.device = try kernelDevice()
             return a

@@ -10,7 +10,9 @@ struct TorusCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "torus",
         abstract: "Distributed block storage: pooled node disks, replicated volumes, served over NBD.",
-        subcommands: [Up.self, Volume.self, Snapshot.self, Attach.self, Detach.self, Init.self, Node.self, NBD.self, Peer.self, Status.self, GC.self, Certs.self]
+        version: torusVersion,
+        subcommands: [Up.self, Volume.self, Snapshot.self, Attach.self, Detach.self, Init.self, Node.self, NBD.self, Peer.self, Status.self, GC.self, Certs.self,
+                      CSI.self]
     )
 
     static func main() {
@@ -19,6 +21,9 @@ struct TorusCommand: ParsableCommand {
         main(nil)
     }
 }
+
+/// The release (`torus --version`, the CSI driver's vendor version).
+let torusVersion = "0.2.0"
 
 /// How `https://` etcd endpoints get their TLS files (shown in every --metadata help).
 let etcdTLSHelp = "For https:// endpoints set TORUS_ETCD_CA (CA bundle), and TORUS_ETCD_CERT and TORUS_ETCD_KEY (client certificate and key) when etcd checks client certificates."

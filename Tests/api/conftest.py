@@ -2,7 +2,7 @@
 
 Run by scripts/api-test.sh (which builds torus with the GRPC trait and sets TORUS_BIN).
 """
-import os, shutil, signal, socket, subprocess, sys, tempfile, time
+import atexit, os, shutil, signal, socket, subprocess, sys, tempfile, time
 
 import grpc
 import pytest
@@ -21,6 +21,7 @@ def generate_stubs():
                       f"--grpc_python_out={out}", *protos])
     assert rc == 0, f"protoc failed ({rc})"
     sys.path.insert(0, out)
+    atexit.register(shutil.rmtree, out, True)
 
 
 generate_stubs()

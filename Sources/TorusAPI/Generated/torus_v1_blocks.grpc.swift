@@ -26,78 +26,78 @@ import GRPCProtobuf
 
 /// Namespace containing generated types for the "torus.v1.BlockService" service.
 @available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
-internal enum Torus_V1_BlockService: Sendable {
+public enum Torus_V1_BlockService: Sendable {
     /// Service descriptor for the "torus.v1.BlockService" service.
-    internal static let descriptor = GRPCCore.ServiceDescriptor(fullyQualifiedService: "torus.v1.BlockService")
+    public static let descriptor = GRPCCore.ServiceDescriptor(fullyQualifiedService: "torus.v1.BlockService")
     /// Namespace for method metadata.
-    internal enum Method: Sendable {
+    public enum Method: Sendable {
         /// Namespace for "Read" metadata.
-        internal enum Read: Sendable {
+        public enum Read: Sendable {
             /// Request type for "Read".
-            internal typealias Input = Torus_V1_ReadRequest
+            public typealias Input = Torus_V1_ReadRequest
             /// Response type for "Read".
-            internal typealias Output = Torus_V1_ReadResponse
+            public typealias Output = Torus_V1_ReadResponse
             /// Descriptor for "Read".
-            internal static let descriptor = GRPCCore.MethodDescriptor(
+            public static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "torus.v1.BlockService"),
                 method: "Read",
                 type: .unary
             )
         }
         /// Namespace for "Write" metadata.
-        internal enum Write: Sendable {
+        public enum Write: Sendable {
             /// Request type for "Write".
-            internal typealias Input = Torus_V1_WriteRequest
+            public typealias Input = Torus_V1_WriteRequest
             /// Response type for "Write".
-            internal typealias Output = Torus_V1_WriteResponse
+            public typealias Output = Torus_V1_WriteResponse
             /// Descriptor for "Write".
-            internal static let descriptor = GRPCCore.MethodDescriptor(
+            public static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "torus.v1.BlockService"),
                 method: "Write",
                 type: .unary
             )
         }
         /// Namespace for "Flush" metadata.
-        internal enum Flush: Sendable {
+        public enum Flush: Sendable {
             /// Request type for "Flush".
-            internal typealias Input = Torus_V1_FlushRequest
+            public typealias Input = Torus_V1_FlushRequest
             /// Response type for "Flush".
-            internal typealias Output = Torus_V1_FlushResponse
+            public typealias Output = Torus_V1_FlushResponse
             /// Descriptor for "Flush".
-            internal static let descriptor = GRPCCore.MethodDescriptor(
+            public static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "torus.v1.BlockService"),
                 method: "Flush",
                 type: .unary
             )
         }
         /// Namespace for "Trim" metadata.
-        internal enum Trim: Sendable {
+        public enum Trim: Sendable {
             /// Request type for "Trim".
-            internal typealias Input = Torus_V1_TrimRequest
+            public typealias Input = Torus_V1_TrimRequest
             /// Response type for "Trim".
-            internal typealias Output = Torus_V1_TrimResponse
+            public typealias Output = Torus_V1_TrimResponse
             /// Descriptor for "Trim".
-            internal static let descriptor = GRPCCore.MethodDescriptor(
+            public static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "torus.v1.BlockService"),
                 method: "Trim",
                 type: .unary
             )
         }
         /// Namespace for "Stream" metadata.
-        internal enum Stream: Sendable {
+        public enum Stream: Sendable {
             /// Request type for "Stream".
-            internal typealias Input = Torus_V1_BlockRequest
+            public typealias Input = Torus_V1_BlockRequest
             /// Response type for "Stream".
-            internal typealias Output = Torus_V1_BlockResponse
+            public typealias Output = Torus_V1_BlockResponse
             /// Descriptor for "Stream".
-            internal static let descriptor = GRPCCore.MethodDescriptor(
+            public static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "torus.v1.BlockService"),
                 method: "Stream",
                 type: .bidirectionalStreaming
             )
         }
         /// Descriptors for all methods in the "torus.v1.BlockService" service.
-        internal static let descriptors: [GRPCCore.MethodDescriptor] = [
+        public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Read.descriptor,
             Write.descriptor,
             Flush.descriptor,
@@ -110,7 +110,7 @@ internal enum Torus_V1_BlockService: Sendable {
 @available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
 extension GRPCCore.ServiceDescriptor {
     /// Service descriptor for the "torus.v1.BlockService" service.
-    internal static let torus_v1_BlockService = GRPCCore.ServiceDescriptor(fullyQualifiedService: "torus.v1.BlockService")
+    public static let torus_v1_BlockService = GRPCCore.ServiceDescriptor(fullyQualifiedService: "torus.v1.BlockService")
 }
 
 // MARK: torus.v1.BlockService (server)
@@ -134,7 +134,7 @@ extension Torus_V1_BlockService {
     /// > Errors: NOT_FOUND (no such volume), INVALID_ARGUMENT (misaligned, beyond the end, too long),
     /// > RESOURCE_EXHAUSTED (no space), PERMISSION_DENIED (read-only), UNAVAILABLE (metadata outage,
     /// > lease not renewed), ABORTED (this server's writer was fenced), DATA_LOSS (no verified copy).
-    internal protocol StreamingServiceProtocol: GRPCCore.RegistrableRPCService {
+    public protocol StreamingServiceProtocol: GRPCCore.RegistrableRPCService {
         /// Handle the "Read" method.
         ///
         /// - Parameters:
@@ -223,7 +223,7 @@ extension Torus_V1_BlockService {
     /// > Errors: NOT_FOUND (no such volume), INVALID_ARGUMENT (misaligned, beyond the end, too long),
     /// > RESOURCE_EXHAUSTED (no space), PERMISSION_DENIED (read-only), UNAVAILABLE (metadata outage,
     /// > lease not renewed), ABORTED (this server's writer was fenced), DATA_LOSS (no verified copy).
-    internal protocol ServiceProtocol: Torus_V1_BlockService.StreamingServiceProtocol {
+    public protocol ServiceProtocol: Torus_V1_BlockService.StreamingServiceProtocol {
         /// Handle the "Read" method.
         ///
         /// - Parameters:
@@ -310,7 +310,7 @@ extension Torus_V1_BlockService {
     /// > Errors: NOT_FOUND (no such volume), INVALID_ARGUMENT (misaligned, beyond the end, too long),
     /// > RESOURCE_EXHAUSTED (no space), PERMISSION_DENIED (read-only), UNAVAILABLE (metadata outage,
     /// > lease not renewed), ABORTED (this server's writer was fenced), DATA_LOSS (no verified copy).
-    internal protocol SimpleServiceProtocol: Torus_V1_BlockService.ServiceProtocol {
+    public protocol SimpleServiceProtocol: Torus_V1_BlockService.ServiceProtocol {
         /// Handle the "Read" method.
         ///
         /// - Parameters:
@@ -391,7 +391,7 @@ extension Torus_V1_BlockService {
 // Default implementation of 'registerMethods(with:)'.
 @available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
 extension Torus_V1_BlockService.StreamingServiceProtocol {
-    internal func registerMethods<Transport>(with router: inout GRPCCore.RPCRouter<Transport>) where Transport: GRPCCore.ServerTransport {
+    public func registerMethods<Transport>(with router: inout GRPCCore.RPCRouter<Transport>) where Transport: GRPCCore.ServerTransport {
         router.registerHandler(
             forMethod: Torus_V1_BlockService.Method.Read.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Torus_V1_ReadRequest>(),
@@ -453,7 +453,7 @@ extension Torus_V1_BlockService.StreamingServiceProtocol {
 // Default implementation of streaming methods from 'StreamingServiceProtocol'.
 @available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
 extension Torus_V1_BlockService.ServiceProtocol {
-    internal func read(
+    public func read(
         request: GRPCCore.StreamingServerRequest<Torus_V1_ReadRequest>,
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Torus_V1_ReadResponse> {
@@ -464,7 +464,7 @@ extension Torus_V1_BlockService.ServiceProtocol {
         return GRPCCore.StreamingServerResponse(single: response)
     }
 
-    internal func write(
+    public func write(
         request: GRPCCore.StreamingServerRequest<Torus_V1_WriteRequest>,
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Torus_V1_WriteResponse> {
@@ -475,7 +475,7 @@ extension Torus_V1_BlockService.ServiceProtocol {
         return GRPCCore.StreamingServerResponse(single: response)
     }
 
-    internal func flush(
+    public func flush(
         request: GRPCCore.StreamingServerRequest<Torus_V1_FlushRequest>,
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Torus_V1_FlushResponse> {
@@ -486,7 +486,7 @@ extension Torus_V1_BlockService.ServiceProtocol {
         return GRPCCore.StreamingServerResponse(single: response)
     }
 
-    internal func trim(
+    public func trim(
         request: GRPCCore.StreamingServerRequest<Torus_V1_TrimRequest>,
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Torus_V1_TrimResponse> {
@@ -501,7 +501,7 @@ extension Torus_V1_BlockService.ServiceProtocol {
 // Default implementation of methods from 'ServiceProtocol'.
 @available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
 extension Torus_V1_BlockService.SimpleServiceProtocol {
-    internal func read(
+    public func read(
         request: GRPCCore.ServerRequest<Torus_V1_ReadRequest>,
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.ServerResponse<Torus_V1_ReadResponse> {
@@ -514,7 +514,7 @@ extension Torus_V1_BlockService.SimpleServiceProtocol {
         )
     }
 
-    internal func write(
+    public func write(
         request: GRPCCore.ServerRequest<Torus_V1_WriteRequest>,
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.ServerResponse<Torus_V1_WriteResponse> {
@@ -527,7 +527,7 @@ extension Torus_V1_BlockService.SimpleServiceProtocol {
         )
     }
 
-    internal func flush(
+    public func flush(
         request: GRPCCore.ServerRequest<Torus_V1_FlushRequest>,
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.ServerResponse<Torus_V1_FlushResponse> {
@@ -540,7 +540,7 @@ extension Torus_V1_BlockService.SimpleServiceProtocol {
         )
     }
 
-    internal func trim(
+    public func trim(
         request: GRPCCore.ServerRequest<Torus_V1_TrimRequest>,
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.ServerResponse<Torus_V1_TrimResponse> {
@@ -553,7 +553,7 @@ extension Torus_V1_BlockService.SimpleServiceProtocol {
         )
     }
 
-    internal func stream(
+    public func stream(
         request: GRPCCore.StreamingServerRequest<Torus_V1_BlockRequest>,
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Torus_V1_BlockResponse> {
@@ -585,7 +585,7 @@ extension Torus_V1_BlockService {
     /// > Errors: NOT_FOUND (no such volume), INVALID_ARGUMENT (misaligned, beyond the end, too long),
     /// > RESOURCE_EXHAUSTED (no space), PERMISSION_DENIED (read-only), UNAVAILABLE (metadata outage,
     /// > lease not renewed), ABORTED (this server's writer was fenced), DATA_LOSS (no verified copy).
-    internal protocol ClientProtocol: Sendable {
+    public protocol ClientProtocol: Sendable {
         /// Call the "Read" method.
         ///
         /// - Parameters:
@@ -697,14 +697,14 @@ extension Torus_V1_BlockService {
     /// > Errors: NOT_FOUND (no such volume), INVALID_ARGUMENT (misaligned, beyond the end, too long),
     /// > RESOURCE_EXHAUSTED (no space), PERMISSION_DENIED (read-only), UNAVAILABLE (metadata outage,
     /// > lease not renewed), ABORTED (this server's writer was fenced), DATA_LOSS (no verified copy).
-    internal struct Client<Transport>: ClientProtocol where Transport: GRPCCore.ClientTransport {
+    public struct Client<Transport>: ClientProtocol where Transport: GRPCCore.ClientTransport {
         private let client: GRPCCore.GRPCClient<Transport>
 
         /// Creates a new client wrapping the provided `GRPCCore.GRPCClient`.
         ///
         /// - Parameters:
         ///   - client: A `GRPCCore.GRPCClient` providing a communication channel to the service.
-        internal init(wrapping client: GRPCCore.GRPCClient<Transport>) {
+        public init(wrapping client: GRPCCore.GRPCClient<Transport>) {
             self.client = client
         }
 
@@ -719,7 +719,7 @@ extension Torus_V1_BlockService {
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
-        internal func read<Result>(
+        public func read<Result>(
             request: GRPCCore.ClientRequest<Torus_V1_ReadRequest>,
             serializer: some GRPCCore.MessageSerializer<Torus_V1_ReadRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Torus_V1_ReadResponse>,
@@ -749,7 +749,7 @@ extension Torus_V1_BlockService {
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
-        internal func write<Result>(
+        public func write<Result>(
             request: GRPCCore.ClientRequest<Torus_V1_WriteRequest>,
             serializer: some GRPCCore.MessageSerializer<Torus_V1_WriteRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Torus_V1_WriteResponse>,
@@ -779,7 +779,7 @@ extension Torus_V1_BlockService {
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
-        internal func flush<Result>(
+        public func flush<Result>(
             request: GRPCCore.ClientRequest<Torus_V1_FlushRequest>,
             serializer: some GRPCCore.MessageSerializer<Torus_V1_FlushRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Torus_V1_FlushResponse>,
@@ -809,7 +809,7 @@ extension Torus_V1_BlockService {
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
-        internal func trim<Result>(
+        public func trim<Result>(
             request: GRPCCore.ClientRequest<Torus_V1_TrimRequest>,
             serializer: some GRPCCore.MessageSerializer<Torus_V1_TrimRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Torus_V1_TrimResponse>,
@@ -843,7 +843,7 @@ extension Torus_V1_BlockService {
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
-        internal func stream<Result>(
+        public func stream<Result>(
             request: GRPCCore.StreamingClientRequest<Torus_V1_BlockRequest>,
             serializer: some GRPCCore.MessageSerializer<Torus_V1_BlockRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Torus_V1_BlockResponse>,
@@ -874,7 +874,7 @@ extension Torus_V1_BlockService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    internal func read<Result>(
+    public func read<Result>(
         request: GRPCCore.ClientRequest<Torus_V1_ReadRequest>,
         options: GRPCCore.CallOptions = .defaults,
         onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Torus_V1_ReadResponse>) async throws -> Result = { response in
@@ -899,7 +899,7 @@ extension Torus_V1_BlockService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    internal func write<Result>(
+    public func write<Result>(
         request: GRPCCore.ClientRequest<Torus_V1_WriteRequest>,
         options: GRPCCore.CallOptions = .defaults,
         onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Torus_V1_WriteResponse>) async throws -> Result = { response in
@@ -924,7 +924,7 @@ extension Torus_V1_BlockService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    internal func flush<Result>(
+    public func flush<Result>(
         request: GRPCCore.ClientRequest<Torus_V1_FlushRequest>,
         options: GRPCCore.CallOptions = .defaults,
         onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Torus_V1_FlushResponse>) async throws -> Result = { response in
@@ -949,7 +949,7 @@ extension Torus_V1_BlockService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    internal func trim<Result>(
+    public func trim<Result>(
         request: GRPCCore.ClientRequest<Torus_V1_TrimRequest>,
         options: GRPCCore.CallOptions = .defaults,
         onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Torus_V1_TrimResponse>) async throws -> Result = { response in
@@ -978,7 +978,7 @@ extension Torus_V1_BlockService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    internal func stream<Result>(
+    public func stream<Result>(
         request: GRPCCore.StreamingClientRequest<Torus_V1_BlockRequest>,
         options: GRPCCore.CallOptions = .defaults,
         onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Torus_V1_BlockResponse>) async throws -> Result
@@ -1006,7 +1006,7 @@ extension Torus_V1_BlockService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    internal func read<Result>(
+    public func read<Result>(
         _ message: Torus_V1_ReadRequest,
         metadata: GRPCCore.Metadata = [:],
         options: GRPCCore.CallOptions = .defaults,
@@ -1035,7 +1035,7 @@ extension Torus_V1_BlockService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    internal func write<Result>(
+    public func write<Result>(
         _ message: Torus_V1_WriteRequest,
         metadata: GRPCCore.Metadata = [:],
         options: GRPCCore.CallOptions = .defaults,
@@ -1064,7 +1064,7 @@ extension Torus_V1_BlockService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    internal func flush<Result>(
+    public func flush<Result>(
         _ message: Torus_V1_FlushRequest,
         metadata: GRPCCore.Metadata = [:],
         options: GRPCCore.CallOptions = .defaults,
@@ -1093,7 +1093,7 @@ extension Torus_V1_BlockService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    internal func trim<Result>(
+    public func trim<Result>(
         _ message: Torus_V1_TrimRequest,
         metadata: GRPCCore.Metadata = [:],
         options: GRPCCore.CallOptions = .defaults,
@@ -1127,7 +1127,7 @@ extension Torus_V1_BlockService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    internal func stream<Result>(
+    public func stream<Result>(
         metadata: GRPCCore.Metadata = [:],
         options: GRPCCore.CallOptions = .defaults,
         requestProducer producer: @Sendable @escaping (GRPCCore.RPCWriter<Torus_V1_BlockRequest>) async throws -> Void,

@@ -36,137 +36,137 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
-nonisolated struct Torus_V1_ReadRequest: Sendable {
+public nonisolated struct Torus_V1_ReadRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var volume: String = String()
+  public var volume: String = String()
 
-  var offset: UInt64 = 0
+  public var offset: UInt64 = 0
 
   /// At most 32 MiB.
-  var length: UInt32 = 0
+  public var length: UInt32 = 0
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  public init() {}
 }
 
-nonisolated struct Torus_V1_ReadResponse: Sendable {
+public nonisolated struct Torus_V1_ReadResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var data: Data = Data()
+  public var data: Data = Data()
 
-  var generation: UInt64 = 0
+  public var generation: UInt64 = 0
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  public init() {}
 }
 
-nonisolated struct Torus_V1_WriteRequest: Sendable {
+public nonisolated struct Torus_V1_WriteRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var volume: String = String()
+  public var volume: String = String()
 
-  var offset: UInt64 = 0
+  public var offset: UInt64 = 0
 
-  var data: Data = Data()
+  public var data: Data = Data()
 
   /// Durable before the reply (forced unit access).
-  var fua: Bool = false
+  public var fua: Bool = false
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  public init() {}
 }
 
-nonisolated struct Torus_V1_WriteResponse: Sendable {
+public nonisolated struct Torus_V1_WriteResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var generation: UInt64 = 0
+  public var generation: UInt64 = 0
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  public init() {}
 }
 
-nonisolated struct Torus_V1_FlushRequest: Sendable {
+public nonisolated struct Torus_V1_FlushRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var volume: String = String()
+  public var volume: String = String()
 
   /// Fail with ABORTED unless the writer is still this generation (0: no check).
-  var expectGeneration: UInt64 = 0
+  public var expectGeneration: UInt64 = 0
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  public init() {}
 }
 
-nonisolated struct Torus_V1_FlushResponse: Sendable {
+public nonisolated struct Torus_V1_FlushResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var generation: UInt64 = 0
+  public var generation: UInt64 = 0
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  public init() {}
 }
 
-nonisolated struct Torus_V1_TrimRequest: Sendable {
+public nonisolated struct Torus_V1_TrimRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var volume: String = String()
+  public var volume: String = String()
 
-  var offset: UInt64 = 0
+  public var offset: UInt64 = 0
 
-  var length: UInt32 = 0
+  public var length: UInt32 = 0
 
-  var fua: Bool = false
+  public var fua: Bool = false
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  public init() {}
 }
 
-nonisolated struct Torus_V1_TrimResponse: Sendable {
+public nonisolated struct Torus_V1_TrimResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var generation: UInt64 = 0
+  public var generation: UInt64 = 0
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  public init() {}
 }
 
 /// One request of a stream. Offsets and lengths are in bytes, multiples of 512.
-nonisolated struct Torus_V1_BlockRequest: Sendable {
+public nonisolated struct Torus_V1_BlockRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Echoed in the response; responses may come in any order.
-  var id: UInt64 = 0
+  public var id: UInt64 = 0
 
-  var op: Torus_V1_BlockRequest.OneOf_Op? = nil
+  public var op: Torus_V1_BlockRequest.OneOf_Op? = nil
 
-  var read: Torus_V1_ReadRequest {
+  public var read: Torus_V1_ReadRequest {
     get {
       if case .read(let v)? = op {return v}
       return Torus_V1_ReadRequest()
@@ -174,7 +174,7 @@ nonisolated struct Torus_V1_BlockRequest: Sendable {
     set {op = .read(newValue)}
   }
 
-  var write: Torus_V1_WriteRequest {
+  public var write: Torus_V1_WriteRequest {
     get {
       if case .write(let v)? = op {return v}
       return Torus_V1_WriteRequest()
@@ -182,7 +182,7 @@ nonisolated struct Torus_V1_BlockRequest: Sendable {
     set {op = .write(newValue)}
   }
 
-  var flush: Torus_V1_FlushRequest {
+  public var flush: Torus_V1_FlushRequest {
     get {
       if case .flush(let v)? = op {return v}
       return Torus_V1_FlushRequest()
@@ -190,7 +190,7 @@ nonisolated struct Torus_V1_BlockRequest: Sendable {
     set {op = .flush(newValue)}
   }
 
-  var trim: Torus_V1_TrimRequest {
+  public var trim: Torus_V1_TrimRequest {
     get {
       if case .trim(let v)? = op {return v}
       return Torus_V1_TrimRequest()
@@ -198,9 +198,9 @@ nonisolated struct Torus_V1_BlockRequest: Sendable {
     set {op = .trim(newValue)}
   }
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  nonisolated enum OneOf_Op: Equatable, Sendable {
+  public nonisolated enum OneOf_Op: Equatable, Sendable {
     case read(Torus_V1_ReadRequest)
     case write(Torus_V1_WriteRequest)
     case flush(Torus_V1_FlushRequest)
@@ -208,29 +208,29 @@ nonisolated struct Torus_V1_BlockRequest: Sendable {
 
   }
 
-  init() {}
+  public init() {}
 }
 
-nonisolated struct Torus_V1_BlockResponse: Sendable {
+public nonisolated struct Torus_V1_BlockResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var id: UInt64 = 0
+  public var id: UInt64 = 0
 
   /// Data of a read.
-  var data: Data = Data()
+  public var data: Data = Data()
 
   /// 0 (OK) or a gRPC status code, with its message.
-  var code: Int32 = 0
+  public var code: Int32 = 0
 
-  var message: String = String()
+  public var message: String = String()
 
-  var generation: UInt64 = 0
+  public var generation: UInt64 = 0
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  public init() {}
 }
 
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
@@ -238,10 +238,10 @@ nonisolated struct Torus_V1_BlockResponse: Sendable {
 fileprivate nonisolated let _protobuf_package = "torus.v1"
 
 nonisolated extension Torus_V1_ReadRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".ReadRequest"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}volume\0\u{1}offset\0\u{1}length\0")
+  public static let protoMessageName: String = _protobuf_package + ".ReadRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}volume\0\u{1}offset\0\u{1}length\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -255,7 +255,7 @@ nonisolated extension Torus_V1_ReadRequest: SwiftProtobuf.Message, SwiftProtobuf
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.volume.isEmpty {
       try visitor.visitSingularStringField(value: self.volume, fieldNumber: 1)
     }
@@ -268,7 +268,7 @@ nonisolated extension Torus_V1_ReadRequest: SwiftProtobuf.Message, SwiftProtobuf
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Torus_V1_ReadRequest, rhs: Torus_V1_ReadRequest) -> Bool {
+  public static func ==(lhs: Torus_V1_ReadRequest, rhs: Torus_V1_ReadRequest) -> Bool {
     if lhs.volume != rhs.volume {return false}
     if lhs.offset != rhs.offset {return false}
     if lhs.length != rhs.length {return false}
@@ -278,10 +278,10 @@ nonisolated extension Torus_V1_ReadRequest: SwiftProtobuf.Message, SwiftProtobuf
 }
 
 nonisolated extension Torus_V1_ReadResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".ReadResponse"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}data\0\u{1}generation\0")
+  public static let protoMessageName: String = _protobuf_package + ".ReadResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}data\0\u{1}generation\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -294,7 +294,7 @@ nonisolated extension Torus_V1_ReadResponse: SwiftProtobuf.Message, SwiftProtobu
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.data.isEmpty {
       try visitor.visitSingularBytesField(value: self.data, fieldNumber: 1)
     }
@@ -304,7 +304,7 @@ nonisolated extension Torus_V1_ReadResponse: SwiftProtobuf.Message, SwiftProtobu
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Torus_V1_ReadResponse, rhs: Torus_V1_ReadResponse) -> Bool {
+  public static func ==(lhs: Torus_V1_ReadResponse, rhs: Torus_V1_ReadResponse) -> Bool {
     if lhs.data != rhs.data {return false}
     if lhs.generation != rhs.generation {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
@@ -313,10 +313,10 @@ nonisolated extension Torus_V1_ReadResponse: SwiftProtobuf.Message, SwiftProtobu
 }
 
 nonisolated extension Torus_V1_WriteRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".WriteRequest"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}volume\0\u{1}offset\0\u{1}data\0\u{1}fua\0")
+  public static let protoMessageName: String = _protobuf_package + ".WriteRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}volume\0\u{1}offset\0\u{1}data\0\u{1}fua\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -331,7 +331,7 @@ nonisolated extension Torus_V1_WriteRequest: SwiftProtobuf.Message, SwiftProtobu
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.volume.isEmpty {
       try visitor.visitSingularStringField(value: self.volume, fieldNumber: 1)
     }
@@ -347,7 +347,7 @@ nonisolated extension Torus_V1_WriteRequest: SwiftProtobuf.Message, SwiftProtobu
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Torus_V1_WriteRequest, rhs: Torus_V1_WriteRequest) -> Bool {
+  public static func ==(lhs: Torus_V1_WriteRequest, rhs: Torus_V1_WriteRequest) -> Bool {
     if lhs.volume != rhs.volume {return false}
     if lhs.offset != rhs.offset {return false}
     if lhs.data != rhs.data {return false}
@@ -358,10 +358,10 @@ nonisolated extension Torus_V1_WriteRequest: SwiftProtobuf.Message, SwiftProtobu
 }
 
 nonisolated extension Torus_V1_WriteResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".WriteResponse"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}generation\0")
+  public static let protoMessageName: String = _protobuf_package + ".WriteResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}generation\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -373,14 +373,14 @@ nonisolated extension Torus_V1_WriteResponse: SwiftProtobuf.Message, SwiftProtob
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if self.generation != 0 {
       try visitor.visitSingularUInt64Field(value: self.generation, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Torus_V1_WriteResponse, rhs: Torus_V1_WriteResponse) -> Bool {
+  public static func ==(lhs: Torus_V1_WriteResponse, rhs: Torus_V1_WriteResponse) -> Bool {
     if lhs.generation != rhs.generation {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -388,10 +388,10 @@ nonisolated extension Torus_V1_WriteResponse: SwiftProtobuf.Message, SwiftProtob
 }
 
 nonisolated extension Torus_V1_FlushRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".FlushRequest"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}volume\0\u{3}expect_generation\0")
+  public static let protoMessageName: String = _protobuf_package + ".FlushRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}volume\0\u{3}expect_generation\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -404,7 +404,7 @@ nonisolated extension Torus_V1_FlushRequest: SwiftProtobuf.Message, SwiftProtobu
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.volume.isEmpty {
       try visitor.visitSingularStringField(value: self.volume, fieldNumber: 1)
     }
@@ -414,7 +414,7 @@ nonisolated extension Torus_V1_FlushRequest: SwiftProtobuf.Message, SwiftProtobu
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Torus_V1_FlushRequest, rhs: Torus_V1_FlushRequest) -> Bool {
+  public static func ==(lhs: Torus_V1_FlushRequest, rhs: Torus_V1_FlushRequest) -> Bool {
     if lhs.volume != rhs.volume {return false}
     if lhs.expectGeneration != rhs.expectGeneration {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
@@ -423,10 +423,10 @@ nonisolated extension Torus_V1_FlushRequest: SwiftProtobuf.Message, SwiftProtobu
 }
 
 nonisolated extension Torus_V1_FlushResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".FlushResponse"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}generation\0")
+  public static let protoMessageName: String = _protobuf_package + ".FlushResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}generation\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -438,14 +438,14 @@ nonisolated extension Torus_V1_FlushResponse: SwiftProtobuf.Message, SwiftProtob
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if self.generation != 0 {
       try visitor.visitSingularUInt64Field(value: self.generation, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Torus_V1_FlushResponse, rhs: Torus_V1_FlushResponse) -> Bool {
+  public static func ==(lhs: Torus_V1_FlushResponse, rhs: Torus_V1_FlushResponse) -> Bool {
     if lhs.generation != rhs.generation {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -453,10 +453,10 @@ nonisolated extension Torus_V1_FlushResponse: SwiftProtobuf.Message, SwiftProtob
 }
 
 nonisolated extension Torus_V1_TrimRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".TrimRequest"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}volume\0\u{1}offset\0\u{1}length\0\u{1}fua\0")
+  public static let protoMessageName: String = _protobuf_package + ".TrimRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}volume\0\u{1}offset\0\u{1}length\0\u{1}fua\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -471,7 +471,7 @@ nonisolated extension Torus_V1_TrimRequest: SwiftProtobuf.Message, SwiftProtobuf
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.volume.isEmpty {
       try visitor.visitSingularStringField(value: self.volume, fieldNumber: 1)
     }
@@ -487,7 +487,7 @@ nonisolated extension Torus_V1_TrimRequest: SwiftProtobuf.Message, SwiftProtobuf
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Torus_V1_TrimRequest, rhs: Torus_V1_TrimRequest) -> Bool {
+  public static func ==(lhs: Torus_V1_TrimRequest, rhs: Torus_V1_TrimRequest) -> Bool {
     if lhs.volume != rhs.volume {return false}
     if lhs.offset != rhs.offset {return false}
     if lhs.length != rhs.length {return false}
@@ -498,10 +498,10 @@ nonisolated extension Torus_V1_TrimRequest: SwiftProtobuf.Message, SwiftProtobuf
 }
 
 nonisolated extension Torus_V1_TrimResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".TrimResponse"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}generation\0")
+  public static let protoMessageName: String = _protobuf_package + ".TrimResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}generation\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -513,14 +513,14 @@ nonisolated extension Torus_V1_TrimResponse: SwiftProtobuf.Message, SwiftProtobu
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if self.generation != 0 {
       try visitor.visitSingularUInt64Field(value: self.generation, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Torus_V1_TrimResponse, rhs: Torus_V1_TrimResponse) -> Bool {
+  public static func ==(lhs: Torus_V1_TrimResponse, rhs: Torus_V1_TrimResponse) -> Bool {
     if lhs.generation != rhs.generation {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -528,10 +528,10 @@ nonisolated extension Torus_V1_TrimResponse: SwiftProtobuf.Message, SwiftProtobu
 }
 
 nonisolated extension Torus_V1_BlockRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".BlockRequest"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}read\0\u{1}write\0\u{1}flush\0\u{1}trim\0")
+  public static let protoMessageName: String = _protobuf_package + ".BlockRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}read\0\u{1}write\0\u{1}flush\0\u{1}trim\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -595,7 +595,7 @@ nonisolated extension Torus_V1_BlockRequest: SwiftProtobuf.Message, SwiftProtobu
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -625,7 +625,7 @@ nonisolated extension Torus_V1_BlockRequest: SwiftProtobuf.Message, SwiftProtobu
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Torus_V1_BlockRequest, rhs: Torus_V1_BlockRequest) -> Bool {
+  public static func ==(lhs: Torus_V1_BlockRequest, rhs: Torus_V1_BlockRequest) -> Bool {
     if lhs.id != rhs.id {return false}
     if lhs.op != rhs.op {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
@@ -634,10 +634,10 @@ nonisolated extension Torus_V1_BlockRequest: SwiftProtobuf.Message, SwiftProtobu
 }
 
 nonisolated extension Torus_V1_BlockResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".BlockResponse"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}data\0\u{1}code\0\u{1}message\0\u{1}generation\0")
+  public static let protoMessageName: String = _protobuf_package + ".BlockResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}data\0\u{1}code\0\u{1}message\0\u{1}generation\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -653,7 +653,7 @@ nonisolated extension Torus_V1_BlockResponse: SwiftProtobuf.Message, SwiftProtob
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if self.id != 0 {
       try visitor.visitSingularUInt64Field(value: self.id, fieldNumber: 1)
     }
@@ -672,7 +672,7 @@ nonisolated extension Torus_V1_BlockResponse: SwiftProtobuf.Message, SwiftProtob
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Torus_V1_BlockResponse, rhs: Torus_V1_BlockResponse) -> Bool {
+  public static func ==(lhs: Torus_V1_BlockResponse, rhs: Torus_V1_BlockResponse) -> Bool {
     if lhs.id != rhs.id {return false}
     if lhs.data != rhs.data {return false}
     if lhs.code != rhs.code {return false}

@@ -18,26 +18,26 @@ import GRPCProtobuf
 
 /// Namespace containing generated types for the "torus.v1.ClusterService" service.
 @available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
-internal enum Torus_V1_ClusterService: Sendable {
+public enum Torus_V1_ClusterService: Sendable {
     /// Service descriptor for the "torus.v1.ClusterService" service.
-    internal static let descriptor = GRPCCore.ServiceDescriptor(fullyQualifiedService: "torus.v1.ClusterService")
+    public static let descriptor = GRPCCore.ServiceDescriptor(fullyQualifiedService: "torus.v1.ClusterService")
     /// Namespace for method metadata.
-    internal enum Method: Sendable {
+    public enum Method: Sendable {
         /// Namespace for "GetStatus" metadata.
-        internal enum GetStatus: Sendable {
+        public enum GetStatus: Sendable {
             /// Request type for "GetStatus".
-            internal typealias Input = Torus_V1_GetStatusRequest
+            public typealias Input = Torus_V1_GetStatusRequest
             /// Response type for "GetStatus".
-            internal typealias Output = Torus_V1_GetStatusResponse
+            public typealias Output = Torus_V1_GetStatusResponse
             /// Descriptor for "GetStatus".
-            internal static let descriptor = GRPCCore.MethodDescriptor(
+            public static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "torus.v1.ClusterService"),
                 method: "GetStatus",
                 type: .unary
             )
         }
         /// Descriptors for all methods in the "torus.v1.ClusterService" service.
-        internal static let descriptors: [GRPCCore.MethodDescriptor] = [
+        public static let descriptors: [GRPCCore.MethodDescriptor] = [
             GetStatus.descriptor
         ]
     }
@@ -46,7 +46,7 @@ internal enum Torus_V1_ClusterService: Sendable {
 @available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
 extension GRPCCore.ServiceDescriptor {
     /// Service descriptor for the "torus.v1.ClusterService" service.
-    internal static let torus_v1_ClusterService = GRPCCore.ServiceDescriptor(fullyQualifiedService: "torus.v1.ClusterService")
+    public static let torus_v1_ClusterService = GRPCCore.ServiceDescriptor(fullyQualifiedService: "torus.v1.ClusterService")
 }
 
 // MARK: torus.v1.ClusterService (server)
@@ -64,7 +64,7 @@ extension Torus_V1_ClusterService {
     ///
     /// Where possible, prefer using the stricter, less-verbose ``ServiceProtocol``
     /// or ``SimpleServiceProtocol`` instead.
-    internal protocol StreamingServiceProtocol: GRPCCore.RegistrableRPCService {
+    public protocol StreamingServiceProtocol: GRPCCore.RegistrableRPCService {
         /// Handle the "GetStatus" method.
         ///
         /// - Parameters:
@@ -87,7 +87,7 @@ extension Torus_V1_ClusterService {
     /// trailing response metadata. If you don't need these then consider using
     /// the ``SimpleServiceProtocol``. If you need fine grained control over your RPCs then
     /// use ``StreamingServiceProtocol``.
-    internal protocol ServiceProtocol: Torus_V1_ClusterService.StreamingServiceProtocol {
+    public protocol ServiceProtocol: Torus_V1_ClusterService.StreamingServiceProtocol {
         /// Handle the "GetStatus" method.
         ///
         /// - Parameters:
@@ -108,7 +108,7 @@ extension Torus_V1_ClusterService {
     /// This is the highest level protocol for the service. The API is the easiest to use but
     /// doesn't provide access to request or response metadata. If you need access to these
     /// then use ``ServiceProtocol`` instead.
-    internal protocol SimpleServiceProtocol: Torus_V1_ClusterService.ServiceProtocol {
+    public protocol SimpleServiceProtocol: Torus_V1_ClusterService.ServiceProtocol {
         /// Handle the "GetStatus" method.
         ///
         /// - Parameters:
@@ -128,7 +128,7 @@ extension Torus_V1_ClusterService {
 // Default implementation of 'registerMethods(with:)'.
 @available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
 extension Torus_V1_ClusterService.StreamingServiceProtocol {
-    internal func registerMethods<Transport>(with router: inout GRPCCore.RPCRouter<Transport>) where Transport: GRPCCore.ServerTransport {
+    public func registerMethods<Transport>(with router: inout GRPCCore.RPCRouter<Transport>) where Transport: GRPCCore.ServerTransport {
         router.registerHandler(
             forMethod: Torus_V1_ClusterService.Method.GetStatus.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Torus_V1_GetStatusRequest>(),
@@ -146,7 +146,7 @@ extension Torus_V1_ClusterService.StreamingServiceProtocol {
 // Default implementation of streaming methods from 'StreamingServiceProtocol'.
 @available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
 extension Torus_V1_ClusterService.ServiceProtocol {
-    internal func getStatus(
+    public func getStatus(
         request: GRPCCore.StreamingServerRequest<Torus_V1_GetStatusRequest>,
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Torus_V1_GetStatusResponse> {
@@ -161,7 +161,7 @@ extension Torus_V1_ClusterService.ServiceProtocol {
 // Default implementation of methods from 'ServiceProtocol'.
 @available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
 extension Torus_V1_ClusterService.SimpleServiceProtocol {
-    internal func getStatus(
+    public func getStatus(
         request: GRPCCore.ServerRequest<Torus_V1_GetStatusRequest>,
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.ServerResponse<Torus_V1_GetStatusResponse> {
@@ -183,7 +183,7 @@ extension Torus_V1_ClusterService {
     ///
     /// You don't need to implement this protocol directly, use the generated
     /// implementation, ``Client``.
-    internal protocol ClientProtocol: Sendable {
+    public protocol ClientProtocol: Sendable {
         /// Call the "GetStatus" method.
         ///
         /// - Parameters:
@@ -209,14 +209,14 @@ extension Torus_V1_ClusterService {
     /// The ``Client`` provides an implementation of ``ClientProtocol`` which wraps
     /// a `GRPCCore.GRPCCClient`. The underlying `GRPCClient` provides the long-lived
     /// means of communication with the remote peer.
-    internal struct Client<Transport>: ClientProtocol where Transport: GRPCCore.ClientTransport {
+    public struct Client<Transport>: ClientProtocol where Transport: GRPCCore.ClientTransport {
         private let client: GRPCCore.GRPCClient<Transport>
 
         /// Creates a new client wrapping the provided `GRPCCore.GRPCClient`.
         ///
         /// - Parameters:
         ///   - client: A `GRPCCore.GRPCClient` providing a communication channel to the service.
-        internal init(wrapping client: GRPCCore.GRPCClient<Transport>) {
+        public init(wrapping client: GRPCCore.GRPCClient<Transport>) {
             self.client = client
         }
 
@@ -231,7 +231,7 @@ extension Torus_V1_ClusterService {
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
-        internal func getStatus<Result>(
+        public func getStatus<Result>(
             request: GRPCCore.ClientRequest<Torus_V1_GetStatusRequest>,
             serializer: some GRPCCore.MessageSerializer<Torus_V1_GetStatusRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Torus_V1_GetStatusResponse>,
@@ -264,7 +264,7 @@ extension Torus_V1_ClusterService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    internal func getStatus<Result>(
+    public func getStatus<Result>(
         request: GRPCCore.ClientRequest<Torus_V1_GetStatusRequest>,
         options: GRPCCore.CallOptions = .defaults,
         onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Torus_V1_GetStatusResponse>) async throws -> Result = { response in
@@ -294,7 +294,7 @@ extension Torus_V1_ClusterService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    internal func getStatus<Result>(
+    public func getStatus<Result>(
         _ message: Torus_V1_GetStatusRequest,
         metadata: GRPCCore.Metadata = [:],
         options: GRPCCore.CallOptions = .defaults,

@@ -23,70 +23,70 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
-nonisolated struct Torus_V1_Node: Sendable {
+public nonisolated struct Torus_V1_Node: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var id: UInt32 = 0
+  public var id: UInt32 = 0
 
-  var address: String = String()
+  public var address: String = String()
 
-  var zone: String = String()
+  public var zone: String = String()
 
-  var alive: Bool = false
+  public var alive: Bool = false
 
-  var draining: Bool = false
+  public var draining: Bool = false
 
-  var usedBytes: UInt64 = 0
+  public var usedBytes: UInt64 = 0
 
-  var capacityBytes: UInt64 = 0
+  public var capacityBytes: UInt64 = 0
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  public init() {}
 }
 
-nonisolated struct Torus_V1_GetStatusRequest: Sendable {
+public nonisolated struct Torus_V1_GetStatusRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  public init() {}
 }
 
-nonisolated struct Torus_V1_GetStatusResponse: Sendable {
+public nonisolated struct Torus_V1_GetStatusResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var replication: UInt32 = 0
+  public var replication: UInt32 = 0
 
-  var blockSize: UInt32 = 0
+  public var blockSize: UInt32 = 0
 
-  var ringVersion: UInt64 = 0
+  public var ringVersion: UInt64 = 0
 
-  var nodes: [Torus_V1_Node] = []
+  public var nodes: [Torus_V1_Node] = []
 
-  var volumes: [Torus_V1_Volume] = []
+  public var volumes: [Torus_V1_Volume] = []
 
-  var usedBytes: UInt64 = 0
+  public var usedBytes: UInt64 = 0
 
-  var capacityBytes: UInt64 = 0
+  public var capacityBytes: UInt64 = 0
 
   /// "full" when every committed block has its copies, else what is short (the collector's
   /// last pass), e.g. "repairing".
-  var redundancy: String = String()
+  public var redundancy: String = String()
 
   /// The maintenance record of the last collector pass and repair, field by field
   /// (e.g. "repair-remaining", "rebalance-moved"), as `torus status` reads it.
-  var maintenance: Dictionary<String,String> = [:]
+  public var maintenance: Dictionary<String,String> = [:]
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  public init() {}
 }
 
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
@@ -94,10 +94,10 @@ nonisolated struct Torus_V1_GetStatusResponse: Sendable {
 fileprivate nonisolated let _protobuf_package = "torus.v1"
 
 nonisolated extension Torus_V1_Node: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".Node"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}address\0\u{1}zone\0\u{1}alive\0\u{1}draining\0\u{3}used_bytes\0\u{3}capacity_bytes\0")
+  public static let protoMessageName: String = _protobuf_package + ".Node"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}address\0\u{1}zone\0\u{1}alive\0\u{1}draining\0\u{3}used_bytes\0\u{3}capacity_bytes\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -115,7 +115,7 @@ nonisolated extension Torus_V1_Node: SwiftProtobuf.Message, SwiftProtobuf._Messa
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if self.id != 0 {
       try visitor.visitSingularUInt32Field(value: self.id, fieldNumber: 1)
     }
@@ -140,7 +140,7 @@ nonisolated extension Torus_V1_Node: SwiftProtobuf.Message, SwiftProtobuf._Messa
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Torus_V1_Node, rhs: Torus_V1_Node) -> Bool {
+  public static func ==(lhs: Torus_V1_Node, rhs: Torus_V1_Node) -> Bool {
     if lhs.id != rhs.id {return false}
     if lhs.address != rhs.address {return false}
     if lhs.zone != rhs.zone {return false}
@@ -154,29 +154,29 @@ nonisolated extension Torus_V1_Node: SwiftProtobuf.Message, SwiftProtobuf._Messa
 }
 
 nonisolated extension Torus_V1_GetStatusRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".GetStatusRequest"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+  public static let protoMessageName: String = _protobuf_package + ".GetStatusRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     // Load everything into unknown fields
     while try decoder.nextFieldNumber() != nil {}
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Torus_V1_GetStatusRequest, rhs: Torus_V1_GetStatusRequest) -> Bool {
+  public static func ==(lhs: Torus_V1_GetStatusRequest, rhs: Torus_V1_GetStatusRequest) -> Bool {
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
 }
 
 nonisolated extension Torus_V1_GetStatusResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".GetStatusResponse"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}replication\0\u{3}block_size\0\u{3}ring_version\0\u{1}nodes\0\u{1}volumes\0\u{3}used_bytes\0\u{3}capacity_bytes\0\u{1}redundancy\0\u{1}maintenance\0")
+  public static let protoMessageName: String = _protobuf_package + ".GetStatusResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}replication\0\u{3}block_size\0\u{3}ring_version\0\u{1}nodes\0\u{1}volumes\0\u{3}used_bytes\0\u{3}capacity_bytes\0\u{1}redundancy\0\u{1}maintenance\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -196,7 +196,7 @@ nonisolated extension Torus_V1_GetStatusResponse: SwiftProtobuf.Message, SwiftPr
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if self.replication != 0 {
       try visitor.visitSingularUInt32Field(value: self.replication, fieldNumber: 1)
     }
@@ -227,7 +227,7 @@ nonisolated extension Torus_V1_GetStatusResponse: SwiftProtobuf.Message, SwiftPr
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Torus_V1_GetStatusResponse, rhs: Torus_V1_GetStatusResponse) -> Bool {
+  public static func ==(lhs: Torus_V1_GetStatusResponse, rhs: Torus_V1_GetStatusResponse) -> Bool {
     if lhs.replication != rhs.replication {return false}
     if lhs.blockSize != rhs.blockSize {return false}
     if lhs.ringVersion != rhs.ringVersion {return false}

@@ -18,78 +18,78 @@ import GRPCProtobuf
 
 /// Namespace containing generated types for the "torus.v1.SnapshotService" service.
 @available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
-internal enum Torus_V1_SnapshotService: Sendable {
+public enum Torus_V1_SnapshotService: Sendable {
     /// Service descriptor for the "torus.v1.SnapshotService" service.
-    internal static let descriptor = GRPCCore.ServiceDescriptor(fullyQualifiedService: "torus.v1.SnapshotService")
+    public static let descriptor = GRPCCore.ServiceDescriptor(fullyQualifiedService: "torus.v1.SnapshotService")
     /// Namespace for method metadata.
-    internal enum Method: Sendable {
+    public enum Method: Sendable {
         /// Namespace for "CreateSnapshot" metadata.
-        internal enum CreateSnapshot: Sendable {
+        public enum CreateSnapshot: Sendable {
             /// Request type for "CreateSnapshot".
-            internal typealias Input = Torus_V1_CreateSnapshotRequest
+            public typealias Input = Torus_V1_CreateSnapshotRequest
             /// Response type for "CreateSnapshot".
-            internal typealias Output = Torus_V1_CreateSnapshotResponse
+            public typealias Output = Torus_V1_CreateSnapshotResponse
             /// Descriptor for "CreateSnapshot".
-            internal static let descriptor = GRPCCore.MethodDescriptor(
+            public static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "torus.v1.SnapshotService"),
                 method: "CreateSnapshot",
                 type: .unary
             )
         }
         /// Namespace for "ListSnapshots" metadata.
-        internal enum ListSnapshots: Sendable {
+        public enum ListSnapshots: Sendable {
             /// Request type for "ListSnapshots".
-            internal typealias Input = Torus_V1_ListSnapshotsRequest
+            public typealias Input = Torus_V1_ListSnapshotsRequest
             /// Response type for "ListSnapshots".
-            internal typealias Output = Torus_V1_ListSnapshotsResponse
+            public typealias Output = Torus_V1_ListSnapshotsResponse
             /// Descriptor for "ListSnapshots".
-            internal static let descriptor = GRPCCore.MethodDescriptor(
+            public static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "torus.v1.SnapshotService"),
                 method: "ListSnapshots",
                 type: .unary
             )
         }
         /// Namespace for "DeleteSnapshot" metadata.
-        internal enum DeleteSnapshot: Sendable {
+        public enum DeleteSnapshot: Sendable {
             /// Request type for "DeleteSnapshot".
-            internal typealias Input = Torus_V1_DeleteSnapshotRequest
+            public typealias Input = Torus_V1_DeleteSnapshotRequest
             /// Response type for "DeleteSnapshot".
-            internal typealias Output = Torus_V1_DeleteSnapshotResponse
+            public typealias Output = Torus_V1_DeleteSnapshotResponse
             /// Descriptor for "DeleteSnapshot".
-            internal static let descriptor = GRPCCore.MethodDescriptor(
+            public static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "torus.v1.SnapshotService"),
                 method: "DeleteSnapshot",
                 type: .unary
             )
         }
         /// Namespace for "Rollback" metadata.
-        internal enum Rollback: Sendable {
+        public enum Rollback: Sendable {
             /// Request type for "Rollback".
-            internal typealias Input = Torus_V1_RollbackRequest
+            public typealias Input = Torus_V1_RollbackRequest
             /// Response type for "Rollback".
-            internal typealias Output = Torus_V1_RollbackResponse
+            public typealias Output = Torus_V1_RollbackResponse
             /// Descriptor for "Rollback".
-            internal static let descriptor = GRPCCore.MethodDescriptor(
+            public static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "torus.v1.SnapshotService"),
                 method: "Rollback",
                 type: .unary
             )
         }
         /// Namespace for "CloneVolume" metadata.
-        internal enum CloneVolume: Sendable {
+        public enum CloneVolume: Sendable {
             /// Request type for "CloneVolume".
-            internal typealias Input = Torus_V1_CloneVolumeRequest
+            public typealias Input = Torus_V1_CloneVolumeRequest
             /// Response type for "CloneVolume".
-            internal typealias Output = Torus_V1_CloneVolumeResponse
+            public typealias Output = Torus_V1_CloneVolumeResponse
             /// Descriptor for "CloneVolume".
-            internal static let descriptor = GRPCCore.MethodDescriptor(
+            public static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "torus.v1.SnapshotService"),
                 method: "CloneVolume",
                 type: .unary
             )
         }
         /// Descriptors for all methods in the "torus.v1.SnapshotService" service.
-        internal static let descriptors: [GRPCCore.MethodDescriptor] = [
+        public static let descriptors: [GRPCCore.MethodDescriptor] = [
             CreateSnapshot.descriptor,
             ListSnapshots.descriptor,
             DeleteSnapshot.descriptor,
@@ -102,7 +102,7 @@ internal enum Torus_V1_SnapshotService: Sendable {
 @available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
 extension GRPCCore.ServiceDescriptor {
     /// Service descriptor for the "torus.v1.SnapshotService" service.
-    internal static let torus_v1_SnapshotService = GRPCCore.ServiceDescriptor(fullyQualifiedService: "torus.v1.SnapshotService")
+    public static let torus_v1_SnapshotService = GRPCCore.ServiceDescriptor(fullyQualifiedService: "torus.v1.SnapshotService")
 }
 
 // MARK: torus.v1.SnapshotService (server)
@@ -125,7 +125,7 @@ extension Torus_V1_SnapshotService {
     /// >
     /// > Errors: NOT_FOUND (volume or snapshot), ALREADY_EXISTS (name taken), INVALID_ARGUMENT,
     /// > FAILED_PRECONDITION (rollback with clients connected and no force), UNAVAILABLE.
-    internal protocol StreamingServiceProtocol: GRPCCore.RegistrableRPCService {
+    public protocol StreamingServiceProtocol: GRPCCore.RegistrableRPCService {
         /// Handle the "CreateSnapshot" method.
         ///
         /// - Parameters:
@@ -209,7 +209,7 @@ extension Torus_V1_SnapshotService {
     /// >
     /// > Errors: NOT_FOUND (volume or snapshot), ALREADY_EXISTS (name taken), INVALID_ARGUMENT,
     /// > FAILED_PRECONDITION (rollback with clients connected and no force), UNAVAILABLE.
-    internal protocol ServiceProtocol: Torus_V1_SnapshotService.StreamingServiceProtocol {
+    public protocol ServiceProtocol: Torus_V1_SnapshotService.StreamingServiceProtocol {
         /// Handle the "CreateSnapshot" method.
         ///
         /// - Parameters:
@@ -291,7 +291,7 @@ extension Torus_V1_SnapshotService {
     /// >
     /// > Errors: NOT_FOUND (volume or snapshot), ALREADY_EXISTS (name taken), INVALID_ARGUMENT,
     /// > FAILED_PRECONDITION (rollback with clients connected and no force), UNAVAILABLE.
-    internal protocol SimpleServiceProtocol: Torus_V1_SnapshotService.ServiceProtocol {
+    public protocol SimpleServiceProtocol: Torus_V1_SnapshotService.ServiceProtocol {
         /// Handle the "CreateSnapshot" method.
         ///
         /// - Parameters:
@@ -367,7 +367,7 @@ extension Torus_V1_SnapshotService {
 // Default implementation of 'registerMethods(with:)'.
 @available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
 extension Torus_V1_SnapshotService.StreamingServiceProtocol {
-    internal func registerMethods<Transport>(with router: inout GRPCCore.RPCRouter<Transport>) where Transport: GRPCCore.ServerTransport {
+    public func registerMethods<Transport>(with router: inout GRPCCore.RPCRouter<Transport>) where Transport: GRPCCore.ServerTransport {
         router.registerHandler(
             forMethod: Torus_V1_SnapshotService.Method.CreateSnapshot.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Torus_V1_CreateSnapshotRequest>(),
@@ -429,7 +429,7 @@ extension Torus_V1_SnapshotService.StreamingServiceProtocol {
 // Default implementation of streaming methods from 'StreamingServiceProtocol'.
 @available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
 extension Torus_V1_SnapshotService.ServiceProtocol {
-    internal func createSnapshot(
+    public func createSnapshot(
         request: GRPCCore.StreamingServerRequest<Torus_V1_CreateSnapshotRequest>,
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Torus_V1_CreateSnapshotResponse> {
@@ -440,7 +440,7 @@ extension Torus_V1_SnapshotService.ServiceProtocol {
         return GRPCCore.StreamingServerResponse(single: response)
     }
 
-    internal func listSnapshots(
+    public func listSnapshots(
         request: GRPCCore.StreamingServerRequest<Torus_V1_ListSnapshotsRequest>,
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Torus_V1_ListSnapshotsResponse> {
@@ -451,7 +451,7 @@ extension Torus_V1_SnapshotService.ServiceProtocol {
         return GRPCCore.StreamingServerResponse(single: response)
     }
 
-    internal func deleteSnapshot(
+    public func deleteSnapshot(
         request: GRPCCore.StreamingServerRequest<Torus_V1_DeleteSnapshotRequest>,
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Torus_V1_DeleteSnapshotResponse> {
@@ -462,7 +462,7 @@ extension Torus_V1_SnapshotService.ServiceProtocol {
         return GRPCCore.StreamingServerResponse(single: response)
     }
 
-    internal func rollback(
+    public func rollback(
         request: GRPCCore.StreamingServerRequest<Torus_V1_RollbackRequest>,
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Torus_V1_RollbackResponse> {
@@ -473,7 +473,7 @@ extension Torus_V1_SnapshotService.ServiceProtocol {
         return GRPCCore.StreamingServerResponse(single: response)
     }
 
-    internal func cloneVolume(
+    public func cloneVolume(
         request: GRPCCore.StreamingServerRequest<Torus_V1_CloneVolumeRequest>,
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Torus_V1_CloneVolumeResponse> {
@@ -488,7 +488,7 @@ extension Torus_V1_SnapshotService.ServiceProtocol {
 // Default implementation of methods from 'ServiceProtocol'.
 @available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
 extension Torus_V1_SnapshotService.SimpleServiceProtocol {
-    internal func createSnapshot(
+    public func createSnapshot(
         request: GRPCCore.ServerRequest<Torus_V1_CreateSnapshotRequest>,
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.ServerResponse<Torus_V1_CreateSnapshotResponse> {
@@ -501,7 +501,7 @@ extension Torus_V1_SnapshotService.SimpleServiceProtocol {
         )
     }
 
-    internal func listSnapshots(
+    public func listSnapshots(
         request: GRPCCore.ServerRequest<Torus_V1_ListSnapshotsRequest>,
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.ServerResponse<Torus_V1_ListSnapshotsResponse> {
@@ -514,7 +514,7 @@ extension Torus_V1_SnapshotService.SimpleServiceProtocol {
         )
     }
 
-    internal func deleteSnapshot(
+    public func deleteSnapshot(
         request: GRPCCore.ServerRequest<Torus_V1_DeleteSnapshotRequest>,
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.ServerResponse<Torus_V1_DeleteSnapshotResponse> {
@@ -527,7 +527,7 @@ extension Torus_V1_SnapshotService.SimpleServiceProtocol {
         )
     }
 
-    internal func rollback(
+    public func rollback(
         request: GRPCCore.ServerRequest<Torus_V1_RollbackRequest>,
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.ServerResponse<Torus_V1_RollbackResponse> {
@@ -540,7 +540,7 @@ extension Torus_V1_SnapshotService.SimpleServiceProtocol {
         )
     }
 
-    internal func cloneVolume(
+    public func cloneVolume(
         request: GRPCCore.ServerRequest<Torus_V1_CloneVolumeRequest>,
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.ServerResponse<Torus_V1_CloneVolumeResponse> {
@@ -567,7 +567,7 @@ extension Torus_V1_SnapshotService {
     /// >
     /// > Errors: NOT_FOUND (volume or snapshot), ALREADY_EXISTS (name taken), INVALID_ARGUMENT,
     /// > FAILED_PRECONDITION (rollback with clients connected and no force), UNAVAILABLE.
-    internal protocol ClientProtocol: Sendable {
+    public protocol ClientProtocol: Sendable {
         /// Call the "CreateSnapshot" method.
         ///
         /// - Parameters:
@@ -674,14 +674,14 @@ extension Torus_V1_SnapshotService {
     /// >
     /// > Errors: NOT_FOUND (volume or snapshot), ALREADY_EXISTS (name taken), INVALID_ARGUMENT,
     /// > FAILED_PRECONDITION (rollback with clients connected and no force), UNAVAILABLE.
-    internal struct Client<Transport>: ClientProtocol where Transport: GRPCCore.ClientTransport {
+    public struct Client<Transport>: ClientProtocol where Transport: GRPCCore.ClientTransport {
         private let client: GRPCCore.GRPCClient<Transport>
 
         /// Creates a new client wrapping the provided `GRPCCore.GRPCClient`.
         ///
         /// - Parameters:
         ///   - client: A `GRPCCore.GRPCClient` providing a communication channel to the service.
-        internal init(wrapping client: GRPCCore.GRPCClient<Transport>) {
+        public init(wrapping client: GRPCCore.GRPCClient<Transport>) {
             self.client = client
         }
 
@@ -696,7 +696,7 @@ extension Torus_V1_SnapshotService {
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
-        internal func createSnapshot<Result>(
+        public func createSnapshot<Result>(
             request: GRPCCore.ClientRequest<Torus_V1_CreateSnapshotRequest>,
             serializer: some GRPCCore.MessageSerializer<Torus_V1_CreateSnapshotRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Torus_V1_CreateSnapshotResponse>,
@@ -726,7 +726,7 @@ extension Torus_V1_SnapshotService {
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
-        internal func listSnapshots<Result>(
+        public func listSnapshots<Result>(
             request: GRPCCore.ClientRequest<Torus_V1_ListSnapshotsRequest>,
             serializer: some GRPCCore.MessageSerializer<Torus_V1_ListSnapshotsRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Torus_V1_ListSnapshotsResponse>,
@@ -756,7 +756,7 @@ extension Torus_V1_SnapshotService {
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
-        internal func deleteSnapshot<Result>(
+        public func deleteSnapshot<Result>(
             request: GRPCCore.ClientRequest<Torus_V1_DeleteSnapshotRequest>,
             serializer: some GRPCCore.MessageSerializer<Torus_V1_DeleteSnapshotRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Torus_V1_DeleteSnapshotResponse>,
@@ -786,7 +786,7 @@ extension Torus_V1_SnapshotService {
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
-        internal func rollback<Result>(
+        public func rollback<Result>(
             request: GRPCCore.ClientRequest<Torus_V1_RollbackRequest>,
             serializer: some GRPCCore.MessageSerializer<Torus_V1_RollbackRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Torus_V1_RollbackResponse>,
@@ -816,7 +816,7 @@ extension Torus_V1_SnapshotService {
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
-        internal func cloneVolume<Result>(
+        public func cloneVolume<Result>(
             request: GRPCCore.ClientRequest<Torus_V1_CloneVolumeRequest>,
             serializer: some GRPCCore.MessageSerializer<Torus_V1_CloneVolumeRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Torus_V1_CloneVolumeResponse>,
@@ -849,7 +849,7 @@ extension Torus_V1_SnapshotService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    internal func createSnapshot<Result>(
+    public func createSnapshot<Result>(
         request: GRPCCore.ClientRequest<Torus_V1_CreateSnapshotRequest>,
         options: GRPCCore.CallOptions = .defaults,
         onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Torus_V1_CreateSnapshotResponse>) async throws -> Result = { response in
@@ -874,7 +874,7 @@ extension Torus_V1_SnapshotService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    internal func listSnapshots<Result>(
+    public func listSnapshots<Result>(
         request: GRPCCore.ClientRequest<Torus_V1_ListSnapshotsRequest>,
         options: GRPCCore.CallOptions = .defaults,
         onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Torus_V1_ListSnapshotsResponse>) async throws -> Result = { response in
@@ -899,7 +899,7 @@ extension Torus_V1_SnapshotService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    internal func deleteSnapshot<Result>(
+    public func deleteSnapshot<Result>(
         request: GRPCCore.ClientRequest<Torus_V1_DeleteSnapshotRequest>,
         options: GRPCCore.CallOptions = .defaults,
         onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Torus_V1_DeleteSnapshotResponse>) async throws -> Result = { response in
@@ -924,7 +924,7 @@ extension Torus_V1_SnapshotService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    internal func rollback<Result>(
+    public func rollback<Result>(
         request: GRPCCore.ClientRequest<Torus_V1_RollbackRequest>,
         options: GRPCCore.CallOptions = .defaults,
         onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Torus_V1_RollbackResponse>) async throws -> Result = { response in
@@ -949,7 +949,7 @@ extension Torus_V1_SnapshotService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    internal func cloneVolume<Result>(
+    public func cloneVolume<Result>(
         request: GRPCCore.ClientRequest<Torus_V1_CloneVolumeRequest>,
         options: GRPCCore.CallOptions = .defaults,
         onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Torus_V1_CloneVolumeResponse>) async throws -> Result = { response in
@@ -979,7 +979,7 @@ extension Torus_V1_SnapshotService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    internal func createSnapshot<Result>(
+    public func createSnapshot<Result>(
         _ message: Torus_V1_CreateSnapshotRequest,
         metadata: GRPCCore.Metadata = [:],
         options: GRPCCore.CallOptions = .defaults,
@@ -1008,7 +1008,7 @@ extension Torus_V1_SnapshotService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    internal func listSnapshots<Result>(
+    public func listSnapshots<Result>(
         _ message: Torus_V1_ListSnapshotsRequest,
         metadata: GRPCCore.Metadata = [:],
         options: GRPCCore.CallOptions = .defaults,
@@ -1037,7 +1037,7 @@ extension Torus_V1_SnapshotService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    internal func deleteSnapshot<Result>(
+    public func deleteSnapshot<Result>(
         _ message: Torus_V1_DeleteSnapshotRequest,
         metadata: GRPCCore.Metadata = [:],
         options: GRPCCore.CallOptions = .defaults,
@@ -1066,7 +1066,7 @@ extension Torus_V1_SnapshotService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    internal func rollback<Result>(
+    public func rollback<Result>(
         _ message: Torus_V1_RollbackRequest,
         metadata: GRPCCore.Metadata = [:],
         options: GRPCCore.CallOptions = .defaults,
@@ -1095,7 +1095,7 @@ extension Torus_V1_SnapshotService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    internal func cloneVolume<Result>(
+    public func cloneVolume<Result>(
         _ message: Torus_V1_CloneVolumeRequest,
         metadata: GRPCCore.Metadata = [:],
         options: GRPCCore.CallOptions = .defaults,

@@ -23,173 +23,173 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
-nonisolated struct Torus_V1_Snapshot: Sendable {
+public nonisolated struct Torus_V1_Snapshot: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var volume: String = String()
+  public var volume: String = String()
 
-  var name: String = String()
+  public var name: String = String()
 
   /// The volume's size when the snapshot was taken.
-  var sizeBytes: UInt64 = 0
+  public var sizeBytes: UInt64 = 0
 
   /// The volume's commit generation the snapshot holds.
-  var generation: UInt64 = 0
+  public var generation: UInt64 = 0
 
   /// Bytes only this snapshot holds (freed by deleting it); 0 when unknown.
-  var exclusiveBytes: UInt64 = 0
+  public var exclusiveBytes: UInt64 = 0
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  public init() {}
 }
 
-nonisolated struct Torus_V1_CreateSnapshotRequest: Sendable {
+public nonisolated struct Torus_V1_CreateSnapshotRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var volume: String = String()
+  public var volume: String = String()
 
-  var name: String = String()
+  public var name: String = String()
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  public init() {}
 }
 
-nonisolated struct Torus_V1_CreateSnapshotResponse: Sendable {
+public nonisolated struct Torus_V1_CreateSnapshotResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var snapshot: Torus_V1_Snapshot {
+  public var snapshot: Torus_V1_Snapshot {
     get {_snapshot ?? Torus_V1_Snapshot()}
     set {_snapshot = newValue}
   }
   /// Returns true if `snapshot` has been explicitly set.
-  var hasSnapshot: Bool {self._snapshot != nil}
+  public var hasSnapshot: Bool {self._snapshot != nil}
   /// Clears the value of `snapshot`. Subsequent reads from it will return its default value.
-  mutating func clearSnapshot() {self._snapshot = nil}
+  public mutating func clearSnapshot() {self._snapshot = nil}
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  public init() {}
 
   fileprivate var _snapshot: Torus_V1_Snapshot? = nil
 }
 
-nonisolated struct Torus_V1_ListSnapshotsRequest: Sendable {
+public nonisolated struct Torus_V1_ListSnapshotsRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Empty: the snapshots of every volume.
-  var volume: String = String()
+  public var volume: String = String()
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  public init() {}
 }
 
-nonisolated struct Torus_V1_ListSnapshotsResponse: Sendable {
+public nonisolated struct Torus_V1_ListSnapshotsResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var snapshots: [Torus_V1_Snapshot] = []
+  public var snapshots: [Torus_V1_Snapshot] = []
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  public init() {}
 }
 
-nonisolated struct Torus_V1_DeleteSnapshotRequest: Sendable {
+public nonisolated struct Torus_V1_DeleteSnapshotRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var volume: String = String()
+  public var volume: String = String()
 
-  var name: String = String()
+  public var name: String = String()
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  public init() {}
 }
 
-nonisolated struct Torus_V1_DeleteSnapshotResponse: Sendable {
+public nonisolated struct Torus_V1_DeleteSnapshotResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  public init() {}
 }
 
-nonisolated struct Torus_V1_RollbackRequest: Sendable {
+public nonisolated struct Torus_V1_RollbackRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var volume: String = String()
+  public var volume: String = String()
 
-  var snapshot: String = String()
+  public var snapshot: String = String()
 
   /// Roll back even while NBD clients are connected (their connections are cut).
-  var force: Bool = false
+  public var force: Bool = false
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  public init() {}
 }
 
-nonisolated struct Torus_V1_RollbackResponse: Sendable {
+public nonisolated struct Torus_V1_RollbackResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  public init() {}
 }
 
-nonisolated struct Torus_V1_CloneVolumeRequest: Sendable {
+public nonisolated struct Torus_V1_CloneVolumeRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var volume: String = String()
+  public var volume: String = String()
 
-  var snapshot: String = String()
+  public var snapshot: String = String()
 
-  var newName: String = String()
+  public var newName: String = String()
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  public init() {}
 }
 
-nonisolated struct Torus_V1_CloneVolumeResponse: Sendable {
+public nonisolated struct Torus_V1_CloneVolumeResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var volume: Torus_V1_Volume {
+  public var volume: Torus_V1_Volume {
     get {_volume ?? Torus_V1_Volume()}
     set {_volume = newValue}
   }
   /// Returns true if `volume` has been explicitly set.
-  var hasVolume: Bool {self._volume != nil}
+  public var hasVolume: Bool {self._volume != nil}
   /// Clears the value of `volume`. Subsequent reads from it will return its default value.
-  mutating func clearVolume() {self._volume = nil}
+  public mutating func clearVolume() {self._volume = nil}
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  public init() {}
 
   fileprivate var _volume: Torus_V1_Volume? = nil
 }
@@ -199,10 +199,10 @@ nonisolated struct Torus_V1_CloneVolumeResponse: Sendable {
 fileprivate nonisolated let _protobuf_package = "torus.v1"
 
 nonisolated extension Torus_V1_Snapshot: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".Snapshot"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}volume\0\u{1}name\0\u{3}size_bytes\0\u{1}generation\0\u{3}exclusive_bytes\0")
+  public static let protoMessageName: String = _protobuf_package + ".Snapshot"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}volume\0\u{1}name\0\u{3}size_bytes\0\u{1}generation\0\u{3}exclusive_bytes\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -218,7 +218,7 @@ nonisolated extension Torus_V1_Snapshot: SwiftProtobuf.Message, SwiftProtobuf._M
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.volume.isEmpty {
       try visitor.visitSingularStringField(value: self.volume, fieldNumber: 1)
     }
@@ -237,7 +237,7 @@ nonisolated extension Torus_V1_Snapshot: SwiftProtobuf.Message, SwiftProtobuf._M
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Torus_V1_Snapshot, rhs: Torus_V1_Snapshot) -> Bool {
+  public static func ==(lhs: Torus_V1_Snapshot, rhs: Torus_V1_Snapshot) -> Bool {
     if lhs.volume != rhs.volume {return false}
     if lhs.name != rhs.name {return false}
     if lhs.sizeBytes != rhs.sizeBytes {return false}
@@ -249,10 +249,10 @@ nonisolated extension Torus_V1_Snapshot: SwiftProtobuf.Message, SwiftProtobuf._M
 }
 
 nonisolated extension Torus_V1_CreateSnapshotRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".CreateSnapshotRequest"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}volume\0\u{1}name\0")
+  public static let protoMessageName: String = _protobuf_package + ".CreateSnapshotRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}volume\0\u{1}name\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -265,7 +265,7 @@ nonisolated extension Torus_V1_CreateSnapshotRequest: SwiftProtobuf.Message, Swi
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.volume.isEmpty {
       try visitor.visitSingularStringField(value: self.volume, fieldNumber: 1)
     }
@@ -275,7 +275,7 @@ nonisolated extension Torus_V1_CreateSnapshotRequest: SwiftProtobuf.Message, Swi
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Torus_V1_CreateSnapshotRequest, rhs: Torus_V1_CreateSnapshotRequest) -> Bool {
+  public static func ==(lhs: Torus_V1_CreateSnapshotRequest, rhs: Torus_V1_CreateSnapshotRequest) -> Bool {
     if lhs.volume != rhs.volume {return false}
     if lhs.name != rhs.name {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
@@ -284,10 +284,10 @@ nonisolated extension Torus_V1_CreateSnapshotRequest: SwiftProtobuf.Message, Swi
 }
 
 nonisolated extension Torus_V1_CreateSnapshotResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".CreateSnapshotResponse"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}snapshot\0")
+  public static let protoMessageName: String = _protobuf_package + ".CreateSnapshotResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}snapshot\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -299,7 +299,7 @@ nonisolated extension Torus_V1_CreateSnapshotResponse: SwiftProtobuf.Message, Sw
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -310,7 +310,7 @@ nonisolated extension Torus_V1_CreateSnapshotResponse: SwiftProtobuf.Message, Sw
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Torus_V1_CreateSnapshotResponse, rhs: Torus_V1_CreateSnapshotResponse) -> Bool {
+  public static func ==(lhs: Torus_V1_CreateSnapshotResponse, rhs: Torus_V1_CreateSnapshotResponse) -> Bool {
     if lhs._snapshot != rhs._snapshot {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -318,10 +318,10 @@ nonisolated extension Torus_V1_CreateSnapshotResponse: SwiftProtobuf.Message, Sw
 }
 
 nonisolated extension Torus_V1_ListSnapshotsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".ListSnapshotsRequest"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}volume\0")
+  public static let protoMessageName: String = _protobuf_package + ".ListSnapshotsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}volume\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -333,14 +333,14 @@ nonisolated extension Torus_V1_ListSnapshotsRequest: SwiftProtobuf.Message, Swif
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.volume.isEmpty {
       try visitor.visitSingularStringField(value: self.volume, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Torus_V1_ListSnapshotsRequest, rhs: Torus_V1_ListSnapshotsRequest) -> Bool {
+  public static func ==(lhs: Torus_V1_ListSnapshotsRequest, rhs: Torus_V1_ListSnapshotsRequest) -> Bool {
     if lhs.volume != rhs.volume {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -348,10 +348,10 @@ nonisolated extension Torus_V1_ListSnapshotsRequest: SwiftProtobuf.Message, Swif
 }
 
 nonisolated extension Torus_V1_ListSnapshotsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".ListSnapshotsResponse"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}snapshots\0")
+  public static let protoMessageName: String = _protobuf_package + ".ListSnapshotsResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}snapshots\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -363,14 +363,14 @@ nonisolated extension Torus_V1_ListSnapshotsResponse: SwiftProtobuf.Message, Swi
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.snapshots.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.snapshots, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Torus_V1_ListSnapshotsResponse, rhs: Torus_V1_ListSnapshotsResponse) -> Bool {
+  public static func ==(lhs: Torus_V1_ListSnapshotsResponse, rhs: Torus_V1_ListSnapshotsResponse) -> Bool {
     if lhs.snapshots != rhs.snapshots {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -378,10 +378,10 @@ nonisolated extension Torus_V1_ListSnapshotsResponse: SwiftProtobuf.Message, Swi
 }
 
 nonisolated extension Torus_V1_DeleteSnapshotRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".DeleteSnapshotRequest"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}volume\0\u{1}name\0")
+  public static let protoMessageName: String = _protobuf_package + ".DeleteSnapshotRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}volume\0\u{1}name\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -394,7 +394,7 @@ nonisolated extension Torus_V1_DeleteSnapshotRequest: SwiftProtobuf.Message, Swi
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.volume.isEmpty {
       try visitor.visitSingularStringField(value: self.volume, fieldNumber: 1)
     }
@@ -404,7 +404,7 @@ nonisolated extension Torus_V1_DeleteSnapshotRequest: SwiftProtobuf.Message, Swi
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Torus_V1_DeleteSnapshotRequest, rhs: Torus_V1_DeleteSnapshotRequest) -> Bool {
+  public static func ==(lhs: Torus_V1_DeleteSnapshotRequest, rhs: Torus_V1_DeleteSnapshotRequest) -> Bool {
     if lhs.volume != rhs.volume {return false}
     if lhs.name != rhs.name {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
@@ -413,29 +413,29 @@ nonisolated extension Torus_V1_DeleteSnapshotRequest: SwiftProtobuf.Message, Swi
 }
 
 nonisolated extension Torus_V1_DeleteSnapshotResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".DeleteSnapshotResponse"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+  public static let protoMessageName: String = _protobuf_package + ".DeleteSnapshotResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     // Load everything into unknown fields
     while try decoder.nextFieldNumber() != nil {}
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Torus_V1_DeleteSnapshotResponse, rhs: Torus_V1_DeleteSnapshotResponse) -> Bool {
+  public static func ==(lhs: Torus_V1_DeleteSnapshotResponse, rhs: Torus_V1_DeleteSnapshotResponse) -> Bool {
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
 }
 
 nonisolated extension Torus_V1_RollbackRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".RollbackRequest"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}volume\0\u{1}snapshot\0\u{1}force\0")
+  public static let protoMessageName: String = _protobuf_package + ".RollbackRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}volume\0\u{1}snapshot\0\u{1}force\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -449,7 +449,7 @@ nonisolated extension Torus_V1_RollbackRequest: SwiftProtobuf.Message, SwiftProt
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.volume.isEmpty {
       try visitor.visitSingularStringField(value: self.volume, fieldNumber: 1)
     }
@@ -462,7 +462,7 @@ nonisolated extension Torus_V1_RollbackRequest: SwiftProtobuf.Message, SwiftProt
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Torus_V1_RollbackRequest, rhs: Torus_V1_RollbackRequest) -> Bool {
+  public static func ==(lhs: Torus_V1_RollbackRequest, rhs: Torus_V1_RollbackRequest) -> Bool {
     if lhs.volume != rhs.volume {return false}
     if lhs.snapshot != rhs.snapshot {return false}
     if lhs.force != rhs.force {return false}
@@ -472,29 +472,29 @@ nonisolated extension Torus_V1_RollbackRequest: SwiftProtobuf.Message, SwiftProt
 }
 
 nonisolated extension Torus_V1_RollbackResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".RollbackResponse"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+  public static let protoMessageName: String = _protobuf_package + ".RollbackResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     // Load everything into unknown fields
     while try decoder.nextFieldNumber() != nil {}
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Torus_V1_RollbackResponse, rhs: Torus_V1_RollbackResponse) -> Bool {
+  public static func ==(lhs: Torus_V1_RollbackResponse, rhs: Torus_V1_RollbackResponse) -> Bool {
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
 }
 
 nonisolated extension Torus_V1_CloneVolumeRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".CloneVolumeRequest"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}volume\0\u{1}snapshot\0\u{3}new_name\0")
+  public static let protoMessageName: String = _protobuf_package + ".CloneVolumeRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}volume\0\u{1}snapshot\0\u{3}new_name\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -508,7 +508,7 @@ nonisolated extension Torus_V1_CloneVolumeRequest: SwiftProtobuf.Message, SwiftP
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.volume.isEmpty {
       try visitor.visitSingularStringField(value: self.volume, fieldNumber: 1)
     }
@@ -521,7 +521,7 @@ nonisolated extension Torus_V1_CloneVolumeRequest: SwiftProtobuf.Message, SwiftP
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Torus_V1_CloneVolumeRequest, rhs: Torus_V1_CloneVolumeRequest) -> Bool {
+  public static func ==(lhs: Torus_V1_CloneVolumeRequest, rhs: Torus_V1_CloneVolumeRequest) -> Bool {
     if lhs.volume != rhs.volume {return false}
     if lhs.snapshot != rhs.snapshot {return false}
     if lhs.newName != rhs.newName {return false}
@@ -531,10 +531,10 @@ nonisolated extension Torus_V1_CloneVolumeRequest: SwiftProtobuf.Message, SwiftP
 }
 
 nonisolated extension Torus_V1_CloneVolumeResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".CloneVolumeResponse"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}volume\0")
+  public static let protoMessageName: String = _protobuf_package + ".CloneVolumeResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}volume\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -546,7 +546,7 @@ nonisolated extension Torus_V1_CloneVolumeResponse: SwiftProtobuf.Message, Swift
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -557,7 +557,7 @@ nonisolated extension Torus_V1_CloneVolumeResponse: SwiftProtobuf.Message, Swift
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Torus_V1_CloneVolumeResponse, rhs: Torus_V1_CloneVolumeResponse) -> Bool {
+  public static func ==(lhs: Torus_V1_CloneVolumeResponse, rhs: Torus_V1_CloneVolumeResponse) -> Bool {
     if lhs._volume != rhs._volume {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true

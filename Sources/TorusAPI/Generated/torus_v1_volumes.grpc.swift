@@ -18,78 +18,78 @@ import GRPCProtobuf
 
 /// Namespace containing generated types for the "torus.v1.VolumeService" service.
 @available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
-internal enum Torus_V1_VolumeService: Sendable {
+public enum Torus_V1_VolumeService: Sendable {
     /// Service descriptor for the "torus.v1.VolumeService" service.
-    internal static let descriptor = GRPCCore.ServiceDescriptor(fullyQualifiedService: "torus.v1.VolumeService")
+    public static let descriptor = GRPCCore.ServiceDescriptor(fullyQualifiedService: "torus.v1.VolumeService")
     /// Namespace for method metadata.
-    internal enum Method: Sendable {
+    public enum Method: Sendable {
         /// Namespace for "CreateVolume" metadata.
-        internal enum CreateVolume: Sendable {
+        public enum CreateVolume: Sendable {
             /// Request type for "CreateVolume".
-            internal typealias Input = Torus_V1_CreateVolumeRequest
+            public typealias Input = Torus_V1_CreateVolumeRequest
             /// Response type for "CreateVolume".
-            internal typealias Output = Torus_V1_CreateVolumeResponse
+            public typealias Output = Torus_V1_CreateVolumeResponse
             /// Descriptor for "CreateVolume".
-            internal static let descriptor = GRPCCore.MethodDescriptor(
+            public static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "torus.v1.VolumeService"),
                 method: "CreateVolume",
                 type: .unary
             )
         }
         /// Namespace for "ListVolumes" metadata.
-        internal enum ListVolumes: Sendable {
+        public enum ListVolumes: Sendable {
             /// Request type for "ListVolumes".
-            internal typealias Input = Torus_V1_ListVolumesRequest
+            public typealias Input = Torus_V1_ListVolumesRequest
             /// Response type for "ListVolumes".
-            internal typealias Output = Torus_V1_ListVolumesResponse
+            public typealias Output = Torus_V1_ListVolumesResponse
             /// Descriptor for "ListVolumes".
-            internal static let descriptor = GRPCCore.MethodDescriptor(
+            public static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "torus.v1.VolumeService"),
                 method: "ListVolumes",
                 type: .unary
             )
         }
         /// Namespace for "GetVolume" metadata.
-        internal enum GetVolume: Sendable {
+        public enum GetVolume: Sendable {
             /// Request type for "GetVolume".
-            internal typealias Input = Torus_V1_GetVolumeRequest
+            public typealias Input = Torus_V1_GetVolumeRequest
             /// Response type for "GetVolume".
-            internal typealias Output = Torus_V1_GetVolumeResponse
+            public typealias Output = Torus_V1_GetVolumeResponse
             /// Descriptor for "GetVolume".
-            internal static let descriptor = GRPCCore.MethodDescriptor(
+            public static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "torus.v1.VolumeService"),
                 method: "GetVolume",
                 type: .unary
             )
         }
         /// Namespace for "ResizeVolume" metadata.
-        internal enum ResizeVolume: Sendable {
+        public enum ResizeVolume: Sendable {
             /// Request type for "ResizeVolume".
-            internal typealias Input = Torus_V1_ResizeVolumeRequest
+            public typealias Input = Torus_V1_ResizeVolumeRequest
             /// Response type for "ResizeVolume".
-            internal typealias Output = Torus_V1_ResizeVolumeResponse
+            public typealias Output = Torus_V1_ResizeVolumeResponse
             /// Descriptor for "ResizeVolume".
-            internal static let descriptor = GRPCCore.MethodDescriptor(
+            public static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "torus.v1.VolumeService"),
                 method: "ResizeVolume",
                 type: .unary
             )
         }
         /// Namespace for "DeleteVolume" metadata.
-        internal enum DeleteVolume: Sendable {
+        public enum DeleteVolume: Sendable {
             /// Request type for "DeleteVolume".
-            internal typealias Input = Torus_V1_DeleteVolumeRequest
+            public typealias Input = Torus_V1_DeleteVolumeRequest
             /// Response type for "DeleteVolume".
-            internal typealias Output = Torus_V1_DeleteVolumeResponse
+            public typealias Output = Torus_V1_DeleteVolumeResponse
             /// Descriptor for "DeleteVolume".
-            internal static let descriptor = GRPCCore.MethodDescriptor(
+            public static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "torus.v1.VolumeService"),
                 method: "DeleteVolume",
                 type: .unary
             )
         }
         /// Descriptors for all methods in the "torus.v1.VolumeService" service.
-        internal static let descriptors: [GRPCCore.MethodDescriptor] = [
+        public static let descriptors: [GRPCCore.MethodDescriptor] = [
             CreateVolume.descriptor,
             ListVolumes.descriptor,
             GetVolume.descriptor,
@@ -102,7 +102,7 @@ internal enum Torus_V1_VolumeService: Sendable {
 @available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
 extension GRPCCore.ServiceDescriptor {
     /// Service descriptor for the "torus.v1.VolumeService" service.
-    internal static let torus_v1_VolumeService = GRPCCore.ServiceDescriptor(fullyQualifiedService: "torus.v1.VolumeService")
+    public static let torus_v1_VolumeService = GRPCCore.ServiceDescriptor(fullyQualifiedService: "torus.v1.VolumeService")
 }
 
 // MARK: torus.v1.VolumeService (server)
@@ -125,7 +125,7 @@ extension Torus_V1_VolumeService {
     /// >
     /// > Errors: NOT_FOUND (no such volume), ALREADY_EXISTS, INVALID_ARGUMENT (bad name or size),
     /// > FAILED_PRECONDITION (a volume with clones, or shrinking), UNAVAILABLE (metadata outage).
-    internal protocol StreamingServiceProtocol: GRPCCore.RegistrableRPCService {
+    public protocol StreamingServiceProtocol: GRPCCore.RegistrableRPCService {
         /// Handle the "CreateVolume" method.
         ///
         /// - Parameters:
@@ -209,7 +209,7 @@ extension Torus_V1_VolumeService {
     /// >
     /// > Errors: NOT_FOUND (no such volume), ALREADY_EXISTS, INVALID_ARGUMENT (bad name or size),
     /// > FAILED_PRECONDITION (a volume with clones, or shrinking), UNAVAILABLE (metadata outage).
-    internal protocol ServiceProtocol: Torus_V1_VolumeService.StreamingServiceProtocol {
+    public protocol ServiceProtocol: Torus_V1_VolumeService.StreamingServiceProtocol {
         /// Handle the "CreateVolume" method.
         ///
         /// - Parameters:
@@ -291,7 +291,7 @@ extension Torus_V1_VolumeService {
     /// >
     /// > Errors: NOT_FOUND (no such volume), ALREADY_EXISTS, INVALID_ARGUMENT (bad name or size),
     /// > FAILED_PRECONDITION (a volume with clones, or shrinking), UNAVAILABLE (metadata outage).
-    internal protocol SimpleServiceProtocol: Torus_V1_VolumeService.ServiceProtocol {
+    public protocol SimpleServiceProtocol: Torus_V1_VolumeService.ServiceProtocol {
         /// Handle the "CreateVolume" method.
         ///
         /// - Parameters:
@@ -367,7 +367,7 @@ extension Torus_V1_VolumeService {
 // Default implementation of 'registerMethods(with:)'.
 @available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
 extension Torus_V1_VolumeService.StreamingServiceProtocol {
-    internal func registerMethods<Transport>(with router: inout GRPCCore.RPCRouter<Transport>) where Transport: GRPCCore.ServerTransport {
+    public func registerMethods<Transport>(with router: inout GRPCCore.RPCRouter<Transport>) where Transport: GRPCCore.ServerTransport {
         router.registerHandler(
             forMethod: Torus_V1_VolumeService.Method.CreateVolume.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Torus_V1_CreateVolumeRequest>(),
@@ -429,7 +429,7 @@ extension Torus_V1_VolumeService.StreamingServiceProtocol {
 // Default implementation of streaming methods from 'StreamingServiceProtocol'.
 @available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
 extension Torus_V1_VolumeService.ServiceProtocol {
-    internal func createVolume(
+    public func createVolume(
         request: GRPCCore.StreamingServerRequest<Torus_V1_CreateVolumeRequest>,
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Torus_V1_CreateVolumeResponse> {
@@ -440,7 +440,7 @@ extension Torus_V1_VolumeService.ServiceProtocol {
         return GRPCCore.StreamingServerResponse(single: response)
     }
 
-    internal func listVolumes(
+    public func listVolumes(
         request: GRPCCore.StreamingServerRequest<Torus_V1_ListVolumesRequest>,
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Torus_V1_ListVolumesResponse> {
@@ -451,7 +451,7 @@ extension Torus_V1_VolumeService.ServiceProtocol {
         return GRPCCore.StreamingServerResponse(single: response)
     }
 
-    internal func getVolume(
+    public func getVolume(
         request: GRPCCore.StreamingServerRequest<Torus_V1_GetVolumeRequest>,
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Torus_V1_GetVolumeResponse> {
@@ -462,7 +462,7 @@ extension Torus_V1_VolumeService.ServiceProtocol {
         return GRPCCore.StreamingServerResponse(single: response)
     }
 
-    internal func resizeVolume(
+    public func resizeVolume(
         request: GRPCCore.StreamingServerRequest<Torus_V1_ResizeVolumeRequest>,
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Torus_V1_ResizeVolumeResponse> {
@@ -473,7 +473,7 @@ extension Torus_V1_VolumeService.ServiceProtocol {
         return GRPCCore.StreamingServerResponse(single: response)
     }
 
-    internal func deleteVolume(
+    public func deleteVolume(
         request: GRPCCore.StreamingServerRequest<Torus_V1_DeleteVolumeRequest>,
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Torus_V1_DeleteVolumeResponse> {
@@ -488,7 +488,7 @@ extension Torus_V1_VolumeService.ServiceProtocol {
 // Default implementation of methods from 'ServiceProtocol'.
 @available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
 extension Torus_V1_VolumeService.SimpleServiceProtocol {
-    internal func createVolume(
+    public func createVolume(
         request: GRPCCore.ServerRequest<Torus_V1_CreateVolumeRequest>,
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.ServerResponse<Torus_V1_CreateVolumeResponse> {
@@ -501,7 +501,7 @@ extension Torus_V1_VolumeService.SimpleServiceProtocol {
         )
     }
 
-    internal func listVolumes(
+    public func listVolumes(
         request: GRPCCore.ServerRequest<Torus_V1_ListVolumesRequest>,
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.ServerResponse<Torus_V1_ListVolumesResponse> {
@@ -514,7 +514,7 @@ extension Torus_V1_VolumeService.SimpleServiceProtocol {
         )
     }
 
-    internal func getVolume(
+    public func getVolume(
         request: GRPCCore.ServerRequest<Torus_V1_GetVolumeRequest>,
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.ServerResponse<Torus_V1_GetVolumeResponse> {
@@ -527,7 +527,7 @@ extension Torus_V1_VolumeService.SimpleServiceProtocol {
         )
     }
 
-    internal func resizeVolume(
+    public func resizeVolume(
         request: GRPCCore.ServerRequest<Torus_V1_ResizeVolumeRequest>,
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.ServerResponse<Torus_V1_ResizeVolumeResponse> {
@@ -540,7 +540,7 @@ extension Torus_V1_VolumeService.SimpleServiceProtocol {
         )
     }
 
-    internal func deleteVolume(
+    public func deleteVolume(
         request: GRPCCore.ServerRequest<Torus_V1_DeleteVolumeRequest>,
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.ServerResponse<Torus_V1_DeleteVolumeResponse> {
@@ -567,7 +567,7 @@ extension Torus_V1_VolumeService {
     /// >
     /// > Errors: NOT_FOUND (no such volume), ALREADY_EXISTS, INVALID_ARGUMENT (bad name or size),
     /// > FAILED_PRECONDITION (a volume with clones, or shrinking), UNAVAILABLE (metadata outage).
-    internal protocol ClientProtocol: Sendable {
+    public protocol ClientProtocol: Sendable {
         /// Call the "CreateVolume" method.
         ///
         /// - Parameters:
@@ -674,14 +674,14 @@ extension Torus_V1_VolumeService {
     /// >
     /// > Errors: NOT_FOUND (no such volume), ALREADY_EXISTS, INVALID_ARGUMENT (bad name or size),
     /// > FAILED_PRECONDITION (a volume with clones, or shrinking), UNAVAILABLE (metadata outage).
-    internal struct Client<Transport>: ClientProtocol where Transport: GRPCCore.ClientTransport {
+    public struct Client<Transport>: ClientProtocol where Transport: GRPCCore.ClientTransport {
         private let client: GRPCCore.GRPCClient<Transport>
 
         /// Creates a new client wrapping the provided `GRPCCore.GRPCClient`.
         ///
         /// - Parameters:
         ///   - client: A `GRPCCore.GRPCClient` providing a communication channel to the service.
-        internal init(wrapping client: GRPCCore.GRPCClient<Transport>) {
+        public init(wrapping client: GRPCCore.GRPCClient<Transport>) {
             self.client = client
         }
 
@@ -696,7 +696,7 @@ extension Torus_V1_VolumeService {
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
-        internal func createVolume<Result>(
+        public func createVolume<Result>(
             request: GRPCCore.ClientRequest<Torus_V1_CreateVolumeRequest>,
             serializer: some GRPCCore.MessageSerializer<Torus_V1_CreateVolumeRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Torus_V1_CreateVolumeResponse>,
@@ -726,7 +726,7 @@ extension Torus_V1_VolumeService {
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
-        internal func listVolumes<Result>(
+        public func listVolumes<Result>(
             request: GRPCCore.ClientRequest<Torus_V1_ListVolumesRequest>,
             serializer: some GRPCCore.MessageSerializer<Torus_V1_ListVolumesRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Torus_V1_ListVolumesResponse>,
@@ -756,7 +756,7 @@ extension Torus_V1_VolumeService {
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
-        internal func getVolume<Result>(
+        public func getVolume<Result>(
             request: GRPCCore.ClientRequest<Torus_V1_GetVolumeRequest>,
             serializer: some GRPCCore.MessageSerializer<Torus_V1_GetVolumeRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Torus_V1_GetVolumeResponse>,
@@ -786,7 +786,7 @@ extension Torus_V1_VolumeService {
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
-        internal func resizeVolume<Result>(
+        public func resizeVolume<Result>(
             request: GRPCCore.ClientRequest<Torus_V1_ResizeVolumeRequest>,
             serializer: some GRPCCore.MessageSerializer<Torus_V1_ResizeVolumeRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Torus_V1_ResizeVolumeResponse>,
@@ -816,7 +816,7 @@ extension Torus_V1_VolumeService {
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
-        internal func deleteVolume<Result>(
+        public func deleteVolume<Result>(
             request: GRPCCore.ClientRequest<Torus_V1_DeleteVolumeRequest>,
             serializer: some GRPCCore.MessageSerializer<Torus_V1_DeleteVolumeRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Torus_V1_DeleteVolumeResponse>,
@@ -849,7 +849,7 @@ extension Torus_V1_VolumeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    internal func createVolume<Result>(
+    public func createVolume<Result>(
         request: GRPCCore.ClientRequest<Torus_V1_CreateVolumeRequest>,
         options: GRPCCore.CallOptions = .defaults,
         onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Torus_V1_CreateVolumeResponse>) async throws -> Result = { response in
@@ -874,7 +874,7 @@ extension Torus_V1_VolumeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    internal func listVolumes<Result>(
+    public func listVolumes<Result>(
         request: GRPCCore.ClientRequest<Torus_V1_ListVolumesRequest>,
         options: GRPCCore.CallOptions = .defaults,
         onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Torus_V1_ListVolumesResponse>) async throws -> Result = { response in
@@ -899,7 +899,7 @@ extension Torus_V1_VolumeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    internal func getVolume<Result>(
+    public func getVolume<Result>(
         request: GRPCCore.ClientRequest<Torus_V1_GetVolumeRequest>,
         options: GRPCCore.CallOptions = .defaults,
         onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Torus_V1_GetVolumeResponse>) async throws -> Result = { response in
@@ -924,7 +924,7 @@ extension Torus_V1_VolumeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    internal func resizeVolume<Result>(
+    public func resizeVolume<Result>(
         request: GRPCCore.ClientRequest<Torus_V1_ResizeVolumeRequest>,
         options: GRPCCore.CallOptions = .defaults,
         onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Torus_V1_ResizeVolumeResponse>) async throws -> Result = { response in
@@ -949,7 +949,7 @@ extension Torus_V1_VolumeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    internal func deleteVolume<Result>(
+    public func deleteVolume<Result>(
         request: GRPCCore.ClientRequest<Torus_V1_DeleteVolumeRequest>,
         options: GRPCCore.CallOptions = .defaults,
         onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Torus_V1_DeleteVolumeResponse>) async throws -> Result = { response in
@@ -979,7 +979,7 @@ extension Torus_V1_VolumeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    internal func createVolume<Result>(
+    public func createVolume<Result>(
         _ message: Torus_V1_CreateVolumeRequest,
         metadata: GRPCCore.Metadata = [:],
         options: GRPCCore.CallOptions = .defaults,
@@ -1008,7 +1008,7 @@ extension Torus_V1_VolumeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    internal func listVolumes<Result>(
+    public func listVolumes<Result>(
         _ message: Torus_V1_ListVolumesRequest,
         metadata: GRPCCore.Metadata = [:],
         options: GRPCCore.CallOptions = .defaults,
@@ -1037,7 +1037,7 @@ extension Torus_V1_VolumeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    internal func getVolume<Result>(
+    public func getVolume<Result>(
         _ message: Torus_V1_GetVolumeRequest,
         metadata: GRPCCore.Metadata = [:],
         options: GRPCCore.CallOptions = .defaults,
@@ -1066,7 +1066,7 @@ extension Torus_V1_VolumeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    internal func resizeVolume<Result>(
+    public func resizeVolume<Result>(
         _ message: Torus_V1_ResizeVolumeRequest,
         metadata: GRPCCore.Metadata = [:],
         options: GRPCCore.CallOptions = .defaults,
@@ -1095,7 +1095,7 @@ extension Torus_V1_VolumeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    internal func deleteVolume<Result>(
+    public func deleteVolume<Result>(
         _ message: Torus_V1_DeleteVolumeRequest,
         metadata: GRPCCore.Metadata = [:],
         options: GRPCCore.CallOptions = .defaults,

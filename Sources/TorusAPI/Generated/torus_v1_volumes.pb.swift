@@ -24,185 +24,185 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
 }
 
 /// A volume as the metadata store describes it.
-nonisolated struct Torus_V1_Volume: Sendable {
+public nonisolated struct Torus_V1_Volume: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var name: String = String()
+  public var name: String = String()
 
-  var sizeBytes: UInt64 = 0
+  public var sizeBytes: UInt64 = 0
 
-  var blockSize: UInt32 = 0
+  public var blockSize: UInt32 = 0
 
-  var replication: UInt32 = 0
+  public var replication: UInt32 = 0
 
   /// Unique to this volume: a volume deleted and created again gets a new id.
-  var id: UInt64 = 0
+  public var id: UInt64 = 0
 
   /// For a clone, the id of the volume whose snapshot it was made from; 0 otherwise.
-  var originID: UInt64 = 0
+  public var originID: UInt64 = 0
 
   /// A server holds its writer lock.
-  var openForWriting: Bool = false
+  public var openForWriting: Bool = false
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  public init() {}
 }
 
-nonisolated struct Torus_V1_CreateVolumeRequest: Sendable {
+public nonisolated struct Torus_V1_CreateVolumeRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// 1-64 characters of a-z, A-Z, 0-9, '-', '_', '.', not starting with '-'.
-  var name: String = String()
+  public var name: String = String()
 
   /// A positive multiple of 4096.
-  var sizeBytes: UInt64 = 0
+  public var sizeBytes: UInt64 = 0
 
   /// Return the existing volume when one of this name and size exists (ALREADY_EXISTS only
   /// when the size differs).
-  var ifMissing: Bool = false
+  public var ifMissing: Bool = false
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  public init() {}
 }
 
-nonisolated struct Torus_V1_CreateVolumeResponse: Sendable {
+public nonisolated struct Torus_V1_CreateVolumeResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var volume: Torus_V1_Volume {
+  public var volume: Torus_V1_Volume {
     get {_volume ?? Torus_V1_Volume()}
     set {_volume = newValue}
   }
   /// Returns true if `volume` has been explicitly set.
-  var hasVolume: Bool {self._volume != nil}
+  public var hasVolume: Bool {self._volume != nil}
   /// Clears the value of `volume`. Subsequent reads from it will return its default value.
-  mutating func clearVolume() {self._volume = nil}
+  public mutating func clearVolume() {self._volume = nil}
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  public init() {}
 
   fileprivate var _volume: Torus_V1_Volume? = nil
 }
 
-nonisolated struct Torus_V1_ListVolumesRequest: Sendable {
+public nonisolated struct Torus_V1_ListVolumesRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  public init() {}
 }
 
-nonisolated struct Torus_V1_ListVolumesResponse: Sendable {
+public nonisolated struct Torus_V1_ListVolumesResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var volumes: [Torus_V1_Volume] = []
+  public var volumes: [Torus_V1_Volume] = []
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  public init() {}
 }
 
-nonisolated struct Torus_V1_GetVolumeRequest: Sendable {
+public nonisolated struct Torus_V1_GetVolumeRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var name: String = String()
+  public var name: String = String()
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  public init() {}
 }
 
-nonisolated struct Torus_V1_GetVolumeResponse: Sendable {
+public nonisolated struct Torus_V1_GetVolumeResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var volume: Torus_V1_Volume {
+  public var volume: Torus_V1_Volume {
     get {_volume ?? Torus_V1_Volume()}
     set {_volume = newValue}
   }
   /// Returns true if `volume` has been explicitly set.
-  var hasVolume: Bool {self._volume != nil}
+  public var hasVolume: Bool {self._volume != nil}
   /// Clears the value of `volume`. Subsequent reads from it will return its default value.
-  mutating func clearVolume() {self._volume = nil}
+  public mutating func clearVolume() {self._volume = nil}
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  public init() {}
 
   fileprivate var _volume: Torus_V1_Volume? = nil
 }
 
-nonisolated struct Torus_V1_ResizeVolumeRequest: Sendable {
+public nonisolated struct Torus_V1_ResizeVolumeRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var name: String = String()
+  public var name: String = String()
 
   /// Volumes only grow: a smaller size is FAILED_PRECONDITION.
-  var sizeBytes: UInt64 = 0
+  public var sizeBytes: UInt64 = 0
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  public init() {}
 }
 
-nonisolated struct Torus_V1_ResizeVolumeResponse: Sendable {
+public nonisolated struct Torus_V1_ResizeVolumeResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var volume: Torus_V1_Volume {
+  public var volume: Torus_V1_Volume {
     get {_volume ?? Torus_V1_Volume()}
     set {_volume = newValue}
   }
   /// Returns true if `volume` has been explicitly set.
-  var hasVolume: Bool {self._volume != nil}
+  public var hasVolume: Bool {self._volume != nil}
   /// Clears the value of `volume`. Subsequent reads from it will return its default value.
-  mutating func clearVolume() {self._volume = nil}
+  public mutating func clearVolume() {self._volume = nil}
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  public init() {}
 
   fileprivate var _volume: Torus_V1_Volume? = nil
 }
 
-nonisolated struct Torus_V1_DeleteVolumeRequest: Sendable {
+public nonisolated struct Torus_V1_DeleteVolumeRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var name: String = String()
+  public var name: String = String()
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  public init() {}
 }
 
-nonisolated struct Torus_V1_DeleteVolumeResponse: Sendable {
+public nonisolated struct Torus_V1_DeleteVolumeResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  public init() {}
 }
 
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
@@ -210,10 +210,10 @@ nonisolated struct Torus_V1_DeleteVolumeResponse: Sendable {
 fileprivate nonisolated let _protobuf_package = "torus.v1"
 
 nonisolated extension Torus_V1_Volume: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".Volume"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}size_bytes\0\u{3}block_size\0\u{1}replication\0\u{1}id\0\u{3}origin_id\0\u{3}open_for_writing\0")
+  public static let protoMessageName: String = _protobuf_package + ".Volume"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}size_bytes\0\u{3}block_size\0\u{1}replication\0\u{1}id\0\u{3}origin_id\0\u{3}open_for_writing\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -231,7 +231,7 @@ nonisolated extension Torus_V1_Volume: SwiftProtobuf.Message, SwiftProtobuf._Mes
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.name.isEmpty {
       try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
     }
@@ -256,7 +256,7 @@ nonisolated extension Torus_V1_Volume: SwiftProtobuf.Message, SwiftProtobuf._Mes
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Torus_V1_Volume, rhs: Torus_V1_Volume) -> Bool {
+  public static func ==(lhs: Torus_V1_Volume, rhs: Torus_V1_Volume) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs.sizeBytes != rhs.sizeBytes {return false}
     if lhs.blockSize != rhs.blockSize {return false}
@@ -270,10 +270,10 @@ nonisolated extension Torus_V1_Volume: SwiftProtobuf.Message, SwiftProtobuf._Mes
 }
 
 nonisolated extension Torus_V1_CreateVolumeRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".CreateVolumeRequest"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}size_bytes\0\u{3}if_missing\0")
+  public static let protoMessageName: String = _protobuf_package + ".CreateVolumeRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}size_bytes\0\u{3}if_missing\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -287,7 +287,7 @@ nonisolated extension Torus_V1_CreateVolumeRequest: SwiftProtobuf.Message, Swift
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.name.isEmpty {
       try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
     }
@@ -300,7 +300,7 @@ nonisolated extension Torus_V1_CreateVolumeRequest: SwiftProtobuf.Message, Swift
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Torus_V1_CreateVolumeRequest, rhs: Torus_V1_CreateVolumeRequest) -> Bool {
+  public static func ==(lhs: Torus_V1_CreateVolumeRequest, rhs: Torus_V1_CreateVolumeRequest) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs.sizeBytes != rhs.sizeBytes {return false}
     if lhs.ifMissing != rhs.ifMissing {return false}
@@ -310,10 +310,10 @@ nonisolated extension Torus_V1_CreateVolumeRequest: SwiftProtobuf.Message, Swift
 }
 
 nonisolated extension Torus_V1_CreateVolumeResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".CreateVolumeResponse"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}volume\0")
+  public static let protoMessageName: String = _protobuf_package + ".CreateVolumeResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}volume\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -325,7 +325,7 @@ nonisolated extension Torus_V1_CreateVolumeResponse: SwiftProtobuf.Message, Swif
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -336,7 +336,7 @@ nonisolated extension Torus_V1_CreateVolumeResponse: SwiftProtobuf.Message, Swif
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Torus_V1_CreateVolumeResponse, rhs: Torus_V1_CreateVolumeResponse) -> Bool {
+  public static func ==(lhs: Torus_V1_CreateVolumeResponse, rhs: Torus_V1_CreateVolumeResponse) -> Bool {
     if lhs._volume != rhs._volume {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -344,29 +344,29 @@ nonisolated extension Torus_V1_CreateVolumeResponse: SwiftProtobuf.Message, Swif
 }
 
 nonisolated extension Torus_V1_ListVolumesRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".ListVolumesRequest"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+  public static let protoMessageName: String = _protobuf_package + ".ListVolumesRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     // Load everything into unknown fields
     while try decoder.nextFieldNumber() != nil {}
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Torus_V1_ListVolumesRequest, rhs: Torus_V1_ListVolumesRequest) -> Bool {
+  public static func ==(lhs: Torus_V1_ListVolumesRequest, rhs: Torus_V1_ListVolumesRequest) -> Bool {
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
 }
 
 nonisolated extension Torus_V1_ListVolumesResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".ListVolumesResponse"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}volumes\0")
+  public static let protoMessageName: String = _protobuf_package + ".ListVolumesResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}volumes\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -378,14 +378,14 @@ nonisolated extension Torus_V1_ListVolumesResponse: SwiftProtobuf.Message, Swift
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.volumes.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.volumes, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Torus_V1_ListVolumesResponse, rhs: Torus_V1_ListVolumesResponse) -> Bool {
+  public static func ==(lhs: Torus_V1_ListVolumesResponse, rhs: Torus_V1_ListVolumesResponse) -> Bool {
     if lhs.volumes != rhs.volumes {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -393,10 +393,10 @@ nonisolated extension Torus_V1_ListVolumesResponse: SwiftProtobuf.Message, Swift
 }
 
 nonisolated extension Torus_V1_GetVolumeRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".GetVolumeRequest"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0")
+  public static let protoMessageName: String = _protobuf_package + ".GetVolumeRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -408,14 +408,14 @@ nonisolated extension Torus_V1_GetVolumeRequest: SwiftProtobuf.Message, SwiftPro
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.name.isEmpty {
       try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Torus_V1_GetVolumeRequest, rhs: Torus_V1_GetVolumeRequest) -> Bool {
+  public static func ==(lhs: Torus_V1_GetVolumeRequest, rhs: Torus_V1_GetVolumeRequest) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -423,10 +423,10 @@ nonisolated extension Torus_V1_GetVolumeRequest: SwiftProtobuf.Message, SwiftPro
 }
 
 nonisolated extension Torus_V1_GetVolumeResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".GetVolumeResponse"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}volume\0")
+  public static let protoMessageName: String = _protobuf_package + ".GetVolumeResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}volume\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -438,7 +438,7 @@ nonisolated extension Torus_V1_GetVolumeResponse: SwiftProtobuf.Message, SwiftPr
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -449,7 +449,7 @@ nonisolated extension Torus_V1_GetVolumeResponse: SwiftProtobuf.Message, SwiftPr
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Torus_V1_GetVolumeResponse, rhs: Torus_V1_GetVolumeResponse) -> Bool {
+  public static func ==(lhs: Torus_V1_GetVolumeResponse, rhs: Torus_V1_GetVolumeResponse) -> Bool {
     if lhs._volume != rhs._volume {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -457,10 +457,10 @@ nonisolated extension Torus_V1_GetVolumeResponse: SwiftProtobuf.Message, SwiftPr
 }
 
 nonisolated extension Torus_V1_ResizeVolumeRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".ResizeVolumeRequest"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}size_bytes\0")
+  public static let protoMessageName: String = _protobuf_package + ".ResizeVolumeRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}size_bytes\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -473,7 +473,7 @@ nonisolated extension Torus_V1_ResizeVolumeRequest: SwiftProtobuf.Message, Swift
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.name.isEmpty {
       try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
     }
@@ -483,7 +483,7 @@ nonisolated extension Torus_V1_ResizeVolumeRequest: SwiftProtobuf.Message, Swift
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Torus_V1_ResizeVolumeRequest, rhs: Torus_V1_ResizeVolumeRequest) -> Bool {
+  public static func ==(lhs: Torus_V1_ResizeVolumeRequest, rhs: Torus_V1_ResizeVolumeRequest) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs.sizeBytes != rhs.sizeBytes {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
@@ -492,10 +492,10 @@ nonisolated extension Torus_V1_ResizeVolumeRequest: SwiftProtobuf.Message, Swift
 }
 
 nonisolated extension Torus_V1_ResizeVolumeResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".ResizeVolumeResponse"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}volume\0")
+  public static let protoMessageName: String = _protobuf_package + ".ResizeVolumeResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}volume\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -507,7 +507,7 @@ nonisolated extension Torus_V1_ResizeVolumeResponse: SwiftProtobuf.Message, Swif
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -518,7 +518,7 @@ nonisolated extension Torus_V1_ResizeVolumeResponse: SwiftProtobuf.Message, Swif
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Torus_V1_ResizeVolumeResponse, rhs: Torus_V1_ResizeVolumeResponse) -> Bool {
+  public static func ==(lhs: Torus_V1_ResizeVolumeResponse, rhs: Torus_V1_ResizeVolumeResponse) -> Bool {
     if lhs._volume != rhs._volume {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -526,10 +526,10 @@ nonisolated extension Torus_V1_ResizeVolumeResponse: SwiftProtobuf.Message, Swif
 }
 
 nonisolated extension Torus_V1_DeleteVolumeRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".DeleteVolumeRequest"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0")
+  public static let protoMessageName: String = _protobuf_package + ".DeleteVolumeRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -541,14 +541,14 @@ nonisolated extension Torus_V1_DeleteVolumeRequest: SwiftProtobuf.Message, Swift
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.name.isEmpty {
       try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Torus_V1_DeleteVolumeRequest, rhs: Torus_V1_DeleteVolumeRequest) -> Bool {
+  public static func ==(lhs: Torus_V1_DeleteVolumeRequest, rhs: Torus_V1_DeleteVolumeRequest) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -556,19 +556,19 @@ nonisolated extension Torus_V1_DeleteVolumeRequest: SwiftProtobuf.Message, Swift
 }
 
 nonisolated extension Torus_V1_DeleteVolumeResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".DeleteVolumeResponse"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+  public static let protoMessageName: String = _protobuf_package + ".DeleteVolumeResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     // Load everything into unknown fields
     while try decoder.nextFieldNumber() != nil {}
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Torus_V1_DeleteVolumeResponse, rhs: Torus_V1_DeleteVolumeResponse) -> Bool {
+  public static func ==(lhs: Torus_V1_DeleteVolumeResponse, rhs: Torus_V1_DeleteVolumeResponse) -> Bool {
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
