@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# `torus attach` / `torus detach` on a `torus up`, through nbdfuse + a loop device (the path
-# of hosts without kernel NBD): a filesystem made, mounted, grown after a resize; a snapshot
+# `torus attach` / `torus detach` on a `torus up`, through torus-fuse + a loop device (the path
+# of hosts without kernel NBD): a filesystem made, mounted, grown online after a resize; a snapshot
 # attached read-only; and every bad input or fault the issue names refused with one line and
-# nothing left half-attached (no state file, loop device, FUSE mount or nbdfuse process).
-# Usage: bash scripts/attach.sh   (as root; needs nbdfuse, fuse3, e2fsprogs; run by scripts/test.sh)
+# nothing left half-attached (no state file, loop device, FUSE mount or torus-fuse process).
+# Usage: bash scripts/attach.sh   (as root; needs fuse3, e2fsprogs, xfsprogs; run by scripts/test.sh)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -18,9 +18,9 @@ start_up() {
 start_up && ok "torus up serves a1 and a2" || bad "torus up: $(tail -5 "$WORK/up.log")"
 A=(--nbd "127.0.0.1:$PORT")
 mkdir -p "$WORK/m1" "$WORK/m2" "$WORK/busy"
-# What is attached: state files, loop devices on our files, nbdfuse processes for our port, mounts.
+# What is attached: state files, loop devices on our files, FUSE helpers for our port, mounts.
 snapshot_state() {
-    ls "$TORUS_ATTACH_DIR" 2>/dev/null; losetup -a | grep "$TORUS_ATTACH_DIR"; pgrep -f "nbdfuse.*127.0.0.1:$PORT"
+    ls "$TORUS_ATTACH_DIR" 2>/dev/null; losetup -a | grep "$TORUS_ATTACH_DIR"; pgrep -f "(torus-fuse|nbdfuse).*127.0.0.1:$PORT"
     grep "$TORUS_ATTACH_DIR\|$WORK/m" /proc/mounts
 }
 clean() { [ -z "$(snapshot_state)" ]; }
@@ -38,7 +38,7 @@ dev=$("$BIN" attach a1 "${A[@]}" --fs ext4 --mount "$WORK/m1" 2>"$WORK/attach.er
 [ -b "$dev" ] && mountpoint -q "$WORK/m1" && ok "attach a1 --fs ext4 --mount: $dev, ext4 mounted" || bad "attach: $(cat "$WORK/attach.err")"
 head -c $((32 << 20)) /dev/urandom >"$WORK/data"
 cp "$WORK/data" "$WORK/m1/data" && sync && ok "32 MiB written through the filesystem" || bad "write through the mount"
-"$BIN" attach --list | grep -q "a1 $dev read-write via nbdfuse + loop .* ext4 at $WORK/m1" && ok "attach --list: $("$BIN" attach --list | head -1)" \
+"$BIN" attach --list | grep -q "a1 $dev read-write via torus-fuse + loop .* ext4 at $WORK/m1" && ok "attach --list: $("$BIN" attach --list | head -1)" \
     || bad "attach --list: $("$BIN" attach --list)"
 refused "a second attach of a1 for writing" "already attached for writing" "$BIN" attach a1 "${A[@]}"
 "$BIN" snapshot create a1 s1 --data-dir "$WORK/up" >/dev/null 2>&1 || bad "snapshot create"
@@ -56,14 +56,29 @@ refused "no loop device free" "loop device" unshare -m sh -c "mount -t tmpfs non
     && ok "a1@s1 attached read-only and mounted: the file is there" || bad "snapshot attach: $(cat "$WORK/ro.log")"
 touch "$WORK/m2/x" 2>/dev/null && bad "a read-only mount took a write" || ok "the snapshot's mount refuses writes"
 "$BIN" detach "$WORK/m2" >/dev/null && ok "detach by mount point" || bad "detach a1@s1"
-# Growing: resize, detach, attach again: the filesystem takes the new size.
+# Growing: `volume resize` grows the attached device online; ext4 grows online where the
+# process has CAP_SYS_RESOURCE (this sandbox drops it), else at the next attach.
 before=$(df -B1 --output=size "$WORK/m1" | tail -1)
-"$BIN" volume resize a1 512MiB --data-dir "$WORK/up" >/dev/null && "$BIN" detach a1 >/dev/null \
-    && "$BIN" attach a1 "${A[@]}" --fs ext4 --mount "$WORK/m1" >/dev/null 2>&1 || bad "resize and attach again"
+dev=$("$BIN" attach --list | awk '$1 == "a1" { print $2 }')
+"$BIN" volume resize a1 512MiB --data-dir "$WORK/up" >"$WORK/resize.log" 2>&1 && [ "$(blockdev --getsize64 "$dev")" = $((512 << 20)) ] \
+    && ok "volume resize 256 -> 512 MiB grew the attached $dev online: $(tail -1 "$WORK/resize.log")" || bad "online device growth: $(cat "$WORK/resize.log")"
+"$BIN" detach a1 >/dev/null && "$BIN" attach a1 "${A[@]}" --fs ext4 --mount "$WORK/m1" >/dev/null 2>&1 || bad "resize and attach again"
 after=$(df -B1 --output=size "$WORK/m1" | tail -1)
 [ "$after" -gt $((before * 3 / 2)) ] && cmp -s "$WORK/data" "$WORK/m1/data" \
     && ok "after volume resize 256 -> 512 MiB and attach again: the filesystem grew $((before >> 20)) -> $((after >> 20)) MiB, data intact" \
     || bad "growth: $before -> $after"
+# Online, with the filesystem: a mounted xfs grows with its volume, data intact, no re-attach.
+mkdir -p "$WORK/mx"
+"$BIN" volume create x1 320MiB --data-dir "$WORK/up" >/dev/null && "$BIN" attach x1 "${A[@]}" --fs xfs --mount "$WORK/mx" >/dev/null 2>&1 \
+    && cp "$WORK/data" "$WORK/mx/data" && sync || bad "attach x1 with xfs"
+before=$(df -B1 --output=size "$WORK/mx" | tail -1)
+"$BIN" volume resize x1 640MiB --data-dir "$WORK/up" >"$WORK/resize.log" 2>&1
+after=$(df -B1 --output=size "$WORK/mx" | tail -1)
+[ "$after" -gt $((before * 3 / 2)) ] && cmp -s "$WORK/data" "$WORK/mx/data" && mountpoint -q "$WORK/mx" \
+    && ok "volume resize 320 -> 640 MiB of a mounted xfs: grown online $((before >> 20)) -> $((after >> 20)) MiB, data intact" \
+    || bad "online xfs growth: $before -> $after: $(cat "$WORK/resize.log")"
+refused "attach --grow of a volume not attached here" "not attached" "$BIN" attach --grow a2
+"$BIN" detach x1 >/dev/null || bad "detach x1"
 # The server dies under a mounted volume: detach still releases everything.
 kill -9 "$UP"; wait "$UP" 2>/dev/null
 timeout 120 "$BIN" detach a1 --force >"$WORK/dead.log" 2>&1 && clean && ok "detach after the server died releases the device: $(tail -1 "$WORK/dead.log")" \

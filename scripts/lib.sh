@@ -95,11 +95,13 @@ stop_in_reverse() {
     done
 }
 
-# e2e_begin NAME: the common start of an end-to-end script: builds the release torus (BIN),
+# e2e_begin NAME: the common start of an end-to-end script: builds the release torus (BIN) and
+# torus-fuse beside it (what `torus attach` runs),
 # makes a scratch directory (WORK, removed at exit unless KEEP is set), and defines ok / bad
 # (counted in pass / fail) and a cleanup that SIGKILLs every pid added to PIDS.
 e2e_begin() {
-    swift build -c release --product torus >/dev/null || { echo "$1: build failed"; exit 1; }
+    swift build -c release --product torus >/dev/null && swift build -c release --product torus-fuse >/dev/null \
+        || { echo "$1: build failed"; exit 1; }
     BIN=$PWD/.build/release/torus
     WORK=$(mktemp -d "/tmp/torus-$1.XXXXXX")
     PIDS=()

@@ -107,7 +107,7 @@ attach_pg nbdkit "$WORK/pg-nbdkit" --uri "nbd://127.0.0.1:$NK_PORT/pg" && pg "$P
 tps_nbdkit=$(bench "$PGPORT_N" "$WORK/bench-nbdkit.log")
 pg "$PG/pg_ctl -D $WORK/pg-nbdkit/pg -m fast -w stop" >/dev/null; "$BIN" detach nbdkit >/dev/null
 ratio=$(awk -v a="${tps_torus:-0}" -v b="${tps_nbdkit:-0}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
-echo "        pgbench 8 clients ${SECONDS_RUN} s, ext4 via nbdfuse + loop: torus ($MODE$what) $tps_torus TPS, nbdkit file $tps_nbdkit TPS: ${ratio}x"
+echo "        pgbench 8 clients ${SECONDS_RUN} s, ext4 via torus attach (torus-fuse + loop): torus ($MODE$what) $tps_torus TPS, nbdkit file $tps_nbdkit TPS: ${ratio}x"
 kill -INT "$SERVER" 2>/dev/null; wait "$SERVER" 2>/dev/null
 echo "postgres-demo ($MODE): $pass passed, $fail failed"
 [ $fail -eq 0 ]

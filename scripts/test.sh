@@ -100,7 +100,7 @@ bash scripts/e2e-etcd-auth.sh
 echo "== end to end: snapshots, clones and rollback on etcd and on torus up (stamped data, the collector reclaiming)"
 bash scripts/e2e-snapshots.sh
 
-echo "== torus attach / detach: nbdfuse + loop + ext4, snapshots read-only, growth, bad input, a server that dies"
+echo "== torus attach / detach: torus-fuse + loop + ext4 and xfs, snapshots read-only, online growth, bad input, a server that dies"
 bash scripts/attach.sh
 
 echo "== PostgreSQL on a Torus volume (etcd cluster with a node SIGKILLed under pgbench, then on torus up)"

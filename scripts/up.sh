@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 . scripts/lib.sh
-install_missing libisal-dev libcurl4-openssl-dev libmimalloc-dev
+install_missing libisal-dev libcurl4-openssl-dev libmimalloc-dev libfuse3-dev libnbd-dev
 swift build -c release --product torus
+swift build -c release --product torus-fuse
 exec .build/release/torus up "$@"
