@@ -10,6 +10,7 @@
 #include <libnbd.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +36,7 @@ static atomic_uint next_connection;
 static struct nbd_handle *connect_export(void) {
     struct nbd_handle *h = nbd_create();
     if (h == NULL) return NULL;
+    nbd_set_uri_allow_local_file(h, true);  // nbds://...?tls-certificates=DIR: the operator's own URI
     if (nbd_connect_uri(h, uri) == -1) {
         fprintf(stderr, "torus-fuse: cannot connect to %s: %s\n", uri, nbd_get_error());
         nbd_close(h);
