@@ -218,3 +218,16 @@ def test_flushed_data_survives_sigkill():
         assert read(s, "dur", 8 * MiB, MiB) == pattern(9, MiB)
     finally:
         s.stop()
+
+
+def test_no_space_is_resource_exhausted():
+    s = Server(extra=["--disk-size", "32MiB", "--volume", "big:256MiB"])  # 3 x 32 MiB at replication 2
+    try:
+        for i in range(100):
+            write(s, "big", i * MiB, bytes([i % 251 + 1]) * MiB)
+        with pytest.raises(grpc.RpcError) as e:
+            s.blocks.Flush(blocks_pb2.FlushRequest(volume="big"), timeout=180)
+        assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e.value
+        assert "room" in e.value.details()
+    finally:
+        s.stop()
