@@ -14,6 +14,7 @@ func rpcError(_ error: any Error) -> RPCError {
         case .notFound(let m): return RPCError(code: .notFound, message: m)
         case .exists(let m): return RPCError(code: .alreadyExists, message: m)
         case .refused(let m): return RPCError(code: .failedPrecondition, message: m)
+        case .busy(let m): return RPCError(code: .aborted, message: m)
         case .metadata(let m): return RPCError(code: .unavailable, message: m)
         case .io(let m): return RPCError(code: .internalError, message: m)
         }

@@ -53,7 +53,7 @@ public enum APIServer {
 
     static func socketAddress(_ address: String) throws -> GRPCNIOTransportCore.SocketAddress {
         if address.hasPrefix("/") || address.hasPrefix("./") {
-            unlink(address)  // a socket left by a process that died; a live server's is in use anyway
+            try UnixSocket.removeStale(address)  // a socket left by a process that died
             return .unixDomainSocket(path: address)
         }
         let hp: HostPort

@@ -8,30 +8,39 @@ import TorusRuntime
 extension BlockAPI {
     func stream(request: RPCAsyncSequence<Torus_V1_BlockRequest, any Error>, response: RPCWriter<Torus_V1_BlockResponse>,
                 context: ServerContext) async throws {
-        let (answers, out) = AsyncStream<Torus_V1_BlockResponse>.makeStream()
+        let (answers, out) = AsyncStream<(Torus_V1_BlockResponse, Int)>.makeStream()
+        // A credit per answer written to the client: requests stop being read while too many,
+        // or too many bytes, are in flight or waiting to be written (a slow reader of replies
+        // holds the window shut instead of filling this process's memory).
+        let (credits, credit) = AsyncStream<Int>.makeStream()
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 defer { out.finish() }
-                try await withThrowingTaskGroup(of: Void.self) { work in
-                    var inFlight = 0
+                try await withThrowingDiscardingTaskGroup { work in
+                    var window = credits.makeAsyncIterator()
+                    var inFlight = 0, bytes = 0
                     var first: [String: UInt64] = [:]
                     for try await r in request {
-                        if inFlight >= Self.streamWindow {
-                            try await work.next()
+                        let cost = r.cost
+                        while inFlight > 0 && (inFlight >= Self.streamWindow || bytes + cost > Self.streamWindowBytes) {
+                            guard let freed = await window.next() else { return }
                             inFlight -= 1
+                            bytes -= freed
                         }
                         let volume = r.volume
                         if first[volume] == nil { first[volume] = UInt64(cluster.volumeDirectory.generation(volume)) + 1 }
                         let expect = first[volume]!
-                        work.addTask { out.yield(await self.answer(r, expect: expect)) }
                         inFlight += 1
+                        bytes += cost
+                        work.addTask { out.yield((await self.answer(r, expect: expect), cost)) }
                     }
-                    try await work.waitForAll()
                 }
             }
             group.addTask {
-                for await a in answers {
+                defer { credit.finish() }
+                for await (a, cost) in answers {
                     try await response.write(a)
+                    credit.yield(cost)
                     // A writer replaced under the stream: its writes may be gone, so the stream ends.
                     if a.code == Int32(RPCError.Code.aborted.rawValue) { throw RPCError(code: .aborted, message: a.message) }
                 }
@@ -64,6 +73,15 @@ extension BlockAPI {
 }
 
 extension Torus_V1_BlockRequest {
+    /// Bytes the request holds or asks for (a flush or trim counts a little).
+    var cost: Int {
+        switch op {
+        case .read(let q): Int(q.length)
+        case .write(let q): q.data.count
+        default: 4096
+        }
+    }
+
     /// The volume the request names.
     var volume: String {
         switch op {

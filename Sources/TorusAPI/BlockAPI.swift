@@ -10,8 +10,9 @@ import TorusRuntime
 /// this process, like an NBD connection's commands.
 struct BlockAPI: Torus_V1_BlockService.SimpleServiceProtocol {
     let cluster: VolumeServer
-    /// Requests in flight on one stream before it stops reading more.
+    /// Requests, and bytes, in flight on one stream before it stops reading more.
     static let streamWindow = 256
+    static let streamWindowBytes = 64 << 20
     static let requestBytesMax = 32 << 20
 
     func read(request: Torus_V1_ReadRequest, context: ServerContext) async throws -> Torus_V1_ReadResponse {

@@ -11,12 +11,14 @@ public enum RuntimeError: Error, CustomStringConvertible {
     case exists(String)
     /// Refused in the current state (clones share the blocks, clients are connected, shrinking).
     case refused(String)
+    /// The same operation is under way: try again later.
+    case busy(String)
     case metadata(String)
     case io(String)
 
     public var description: String {
         switch self {
-        case .badInput(let s), .notFound(let s), .exists(let s), .refused(let s), .metadata(let s), .io(let s): s
+        case .badInput(let s), .notFound(let s), .exists(let s), .refused(let s), .busy(let s), .metadata(let s), .io(let s): s
         }
     }
 }

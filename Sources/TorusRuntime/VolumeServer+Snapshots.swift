@@ -22,7 +22,7 @@ extension VolumeServer {
         }
         let key = "\(volume)@\(name)"
         guard snapshotsUnderWay.insert(key).inserted else {
-            return loop.makeFailedFuture(RuntimeError.exists("snapshot \(key) is already being taken"))
+            return loop.makeFailedFuture(RuntimeError.busy("snapshot \(key) is already being taken"))
         }
         let meta = self.meta, started = SystemClock.now()
         return metaPool.runIfActive(eventLoop: loop) { try SnapshotCatalog.list(meta, volume: volume).contains { $0.name == name } }

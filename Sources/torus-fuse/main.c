@@ -50,24 +50,43 @@ static struct nbd_handle *connect_export(void) {
     return h;
 }
 
-// Opens every connection anew and takes the export's size from them. Writes done on an old
-// connection are flushed before it closes (the server shares one writer per volume anyway).
+// Set when a flush on an old connection failed at a reconnect: the server's writer may have been
+// replaced, so writes not flushed may be lost; from then on every request fails, as a closed
+// NBD connection would (the filesystem must learn of it, not carry on).
+static atomic_int broken;
+
+// Opens every connection anew, then swaps them in one by one (each old one flushed first, under
+// its lock), then publishes the new size: requests past the old end only ever reach new
+// connections. Returns -1 if a connection could not be opened (the old ones stay).
 static int reconnect(void) {
+    struct nbd_handle *fresh[CONNECTIONS_MAX];
     for (int i = 0; i < connection_count; i++) {
-        struct nbd_handle *h = connect_export();
-        if (h == NULL) return -1;
-        pthread_mutex_lock(&connections[i].lock);
-        struct nbd_handle *old = connections[i].nbd;
-        connections[i].nbd = h;
-        if (i == 0) atomic_store(&export_size, nbd_get_size(h));
-        pthread_mutex_unlock(&connections[i].lock);
-        if (old != NULL) {
-            if (!read_only) nbd_flush(old, 0);
-            nbd_shutdown(old, 0);
-            nbd_close(old);
+        fresh[i] = connect_export();
+        if (fresh[i] == NULL) {
+            while (i-- > 0) nbd_close(fresh[i]);
+            return -1;
         }
     }
-    return 0;
+    int64_t size = nbd_get_size(fresh[0]);
+    struct nbd_handle *old[CONNECTIONS_MAX];
+    for (int i = 0; i < connection_count; i++) {
+        pthread_mutex_lock(&connections[i].lock);
+        old[i] = connections[i].nbd;
+        if (old[i] != NULL && !read_only && nbd_flush(old[i], 0) == -1) {
+            fprintf(stderr, "torus-fuse: flush before reconnecting failed (%s): writes may be lost; failing every request\n",
+                    nbd_get_error());
+            atomic_store(&broken, 1);
+        }
+        connections[i].nbd = fresh[i];
+        pthread_mutex_unlock(&connections[i].lock);
+    }
+    if (size > 0) atomic_store(&export_size, size);
+    for (int i = 0; i < connection_count; i++) {
+        if (old[i] == NULL) continue;
+        nbd_shutdown(old[i], 0);
+        nbd_close(old[i]);
+    }
+    return atomic_load(&broken) ? -1 : 0;
 }
 
 // SIGUSR1: take the new size (torus attach --refresh, after `torus volume resize`).
@@ -142,6 +161,7 @@ static int failed(void) {
 
 static int on_read(const char *path, char *buf, size_t n, off_t off, struct fuse_file_info *fi) {
     (void)path; (void)fi;
+    if (atomic_load(&broken)) return -EIO;
     int64_t size = atomic_load(&export_size);
     if (off >= size) return 0;
     if ((int64_t)n > size - off) n = (size_t)(size - off);
@@ -154,6 +174,7 @@ static int on_read(const char *path, char *buf, size_t n, off_t off, struct fuse
 
 static int on_write(const char *path, const char *buf, size_t n, off_t off, struct fuse_file_info *fi) {
     (void)path; (void)fi;
+    if (atomic_load(&broken)) return -EIO;
     int64_t size = atomic_load(&export_size);
     if (off + (int64_t)n > size) return -ENOSPC;
     struct connection *c = pick();
@@ -166,6 +187,7 @@ static int on_write(const char *path, const char *buf, size_t n, off_t off, stru
 // A flush on one connection covers the writes completed on all (the server sets MULTI_CONN).
 static int on_fsync(const char *path, int datasync, struct fuse_file_info *fi) {
     (void)path; (void)datasync; (void)fi;
+    if (atomic_load(&broken)) return -EIO;
     if (read_only) return 0;
     struct connection *c = pick();
     pthread_mutex_lock(&c->lock);
@@ -177,6 +199,7 @@ static int on_fsync(const char *path, int datasync, struct fuse_file_info *fi) {
 // Discards from the loop device arrive as hole punches: NBD TRIM (and WRITE_ZEROES for zeroing).
 static int on_fallocate(const char *path, int mode, off_t off, off_t n, struct fuse_file_info *fi) {
     (void)path; (void)fi;
+    if (atomic_load(&broken)) return -EIO;
     if (read_only) return -EROFS;
     if (!(mode & FALLOC_FL_KEEP_SIZE) && off + n > atomic_load(&export_size)) return -ENOSPC;
     struct connection *c = pick();
@@ -189,8 +212,21 @@ static int on_fallocate(const char *path, int mode, off_t off, off_t n, struct f
     return r == -1 ? failed() : 0;
 }
 
+// Unmounted (torus detach): flush and say goodbye to the server on every connection.
+static void on_destroy(void *data) {
+    (void)data;
+    for (int i = 0; i < connection_count; i++) {
+        pthread_mutex_lock(&connections[i].lock);
+        if (connections[i].nbd != NULL) {
+            if (!read_only && !atomic_load(&broken) && i == 0) nbd_flush(connections[i].nbd, 0);
+            nbd_shutdown(connections[i].nbd, 0);
+        }
+        pthread_mutex_unlock(&connections[i].lock);
+    }
+}
+
 static const struct fuse_operations operations = {
-    .init = on_init, .getattr = on_getattr, .readdir = on_readdir, .open = on_open,
+    .init = on_init, .destroy = on_destroy, .getattr = on_getattr, .readdir = on_readdir, .open = on_open,
     .read = on_read, .write = on_write, .fsync = on_fsync, .fallocate = on_fallocate,
 };
 

@@ -54,7 +54,7 @@ struct Attach: ParsableCommand {
         }
         if grow {
             guard geteuid() == 0 else { say("torus: attach --grow needs root: run it with sudo"); throw ExitCode(1) }
-            let lines = AttachGrowth.growAll(volume: volume!)
+            let lines = AttachGrowth.growAll(volume: volume!, to: nil)
             if lines.isEmpty { say("torus: \(volume!) is not attached for writing on this host") }
             for l in lines { say(l) }
             if lines.isEmpty || lines.contains(where: { $0.hasPrefix("torus:") }) { throw ExitCode(1) }
@@ -158,10 +158,17 @@ enum Detacher {
             _ = try HostTools.status("nbd-client", ["-d", a.device])
         } else {
             _ = try HostTools.status("losetup", ["-d", a.device])
-            if try HostTools.status("fusermount3", ["-u", a.fuseDir]).status != 0 { _ = try HostTools.status("fusermount3", ["-uz", a.fuseDir]) }
-            for _ in 0..<200 where a.pid > 0 && kill(a.pid, 0) == 0 { usleep(50_000) }
-            if a.pid > 0 && kill(a.pid, 0) == 0 { kill(a.pid, SIGKILL) }
-            for suffix in ["", ".pid", ".log"] { try? FileManager.default.removeItem(atPath: a.fuseDir + suffix) }
+            if try HostTools.status("fusermount3", ["-u", a.fuseDir]).status == 0 {
+                // The helper flushes and exits; one stuck on a server that stopped answering is killed.
+                for _ in 0..<200 where AttachGrowth.helperRuns(a) { usleep(50_000) }
+                if AttachGrowth.helperRuns(a) { kill(a.pid, SIGKILL) }
+                for suffix in ["", ".pid", ".log"] { try? FileManager.default.removeItem(atPath: a.fuseDir + suffix) }
+            } else {
+                // Still in use (a lazily unmounted filesystem writes through it): detached from the
+                // tree now, the helper serves until the last user leaves, then exits by itself.
+                _ = try HostTools.status("fusermount3", ["-uz", a.fuseDir])
+                notes.append("torus: \(a.device) is still in use: it goes, with its \(a.helper), once its last user leaves")
+            }
         }
         a.forget()
         return notes + ["detached \(a.volume) (\(a.device))"]

@@ -107,9 +107,15 @@ struct Attacher {
     /// grows it to the device (a volume resized since it was made).
     private mutating func mountFilesystem(_ a: inout Attachment, at dir: String) throws {
         let found = try HostTools.status("blkid", ["-p", "-o", "value", "-s", "TYPE", a.device])
+        // 0: a signature; 2: none found (or nothing could be read: checked below); others
+        // (conflicting signatures, usage errors): never format.
+        guard found.status == 0 || found.status == 2 else {
+            throw RuntimeFailure("blkid cannot tell what \(volume) holds (status \(found.status)): \(found.output); refusing to format it")
+        }
         var type = found.status == 0 ? found.output : ""
         if let fs, type.isEmpty {
             guard !readOnly else { throw RuntimeFailure("\(volume) holds no filesystem, and a read-only attach cannot make one") }
+            try Self.checkBlank(a.device, volume: volume)
             try HostTools.run(fs == "xfs" ? "mkfs.xfs" : "mkfs.ext4", ["-q", a.device], timeoutSeconds: 600)
             type = fs
         } else if let fs, type != fs {
@@ -125,6 +131,23 @@ struct Attacher {
         a.mount = dir
         a.fs = type
         if type == "xfs" && !readOnly { try HostTools.run("xfs_growfs", [dir]) }
+    }
+
+    /// mkfs only on a volume whose first and last MiB read back as zeros (a new volume): a read
+    /// error, or data without a filesystem signature (a database on the raw device), is refused.
+    static func checkBlank(_ device: String, volume: String) throws {
+        guard let h = FileHandle(forReadingAtPath: device) else { throw RuntimeFailure("cannot open \(device) to check it is blank") }
+        defer { try? h.close() }
+        let size = try h.seekToEnd()
+        for offset in Set([0, size > 1 << 20 ? size - (1 << 20) : 0]) {
+            try h.seek(toOffset: offset)
+            guard let data = try h.read(upToCount: 1 << 20), data.count == Int(min(1 << 20, size - offset)) else {
+                throw RuntimeFailure("cannot read \(device) at \(offset) to check it is blank: refusing to format \(volume)")
+            }
+            guard data.allSatisfy({ $0 == 0 }) else {
+                throw RuntimeFailure("\(volume) holds data but no filesystem blkid knows: refusing to format it")
+            }
+        }
     }
 
     /// Grows an ext4 smaller than its device (the volume was resized), before it is mounted:

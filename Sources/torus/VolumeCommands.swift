@@ -120,8 +120,9 @@ struct Volume: ParsableCommand {
         @OptionGroup var target: Target
         func validate() throws { try checkVolumeName(name) }
         func run() throws {
-            try Volume.run("resize \(name) \(try parseSize(size, what: "size"))", target)
-            let lines = AttachGrowth.growAll(volume: name)
+            let bytes = try parseSize(size, what: "size")
+            try Volume.run("resize \(name) \(bytes)", target)
+            let lines = AttachGrowth.growAll(volume: name, to: bytes)
             for l in lines { say(l) }
             if lines.contains(where: { $0.hasPrefix("torus:") }) { throw ExitCode(1) }
         }

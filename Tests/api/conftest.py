@@ -78,7 +78,11 @@ class Server:
     def kill(self, sig=signal.SIGKILL):
         self.channel.close()
         self.proc.send_signal(sig)
-        self.proc.wait(timeout=60)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:  # a shutdown flush that cannot finish (full nodes)
+            self.proc.kill()
+            self.proc.wait(timeout=60)
 
     def stop(self):
         if self.proc and self.proc.poll() is None:

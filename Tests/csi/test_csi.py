@@ -161,6 +161,8 @@ def test_snapshots(driver):
     assert ls(C.ListSnapshotsRequest(source_volume_id="no-such"), timeout=T).entries == []
     page = ls(C.ListSnapshotsRequest(max_entries=1), timeout=T)
     assert len(page.entries) == 1 and page.next_token
+    # Snapshots go with their volume in Torus: deleting a volume that has some is refused.
+    assert code(driver.controller.DeleteVolume, C.DeleteVolumeRequest(volume_id=v.volume_id)) == grpc.StatusCode.FAILED_PRECONDITION
     assert code(ds, C.DeleteSnapshotRequest()) == grpc.StatusCode.INVALID_ARGUMENT
     assert code(ds, C.DeleteSnapshotRequest(snapshot_id="no@such")) == grpc.StatusCode.OK
     ds(C.DeleteSnapshotRequest(snapshot_id=s.snapshot_id), timeout=T)

@@ -16,6 +16,19 @@ def is_mount(path):
         return any(line.split()[4] == os.path.normpath(path) for line in f)
 
 
+def has_cap_sys_resource():
+    with open("/proc/self/status") as f:
+        mask = int(next(l for l in f if l.startswith("CapEff:")).split()[1], 16)
+    return bool(mask & (1 << 24))
+
+
+def device_bytes(mount):
+    """The size of the block device mounted at `mount`."""
+    with open("/proc/self/mountinfo") as f:
+        dev = next(l.split(" - ")[1].split()[1] for l in f if l.split()[4] == os.path.normpath(mount))
+    return int(subprocess.check_output(["blockdev", "--getsize64", dev]))
+
+
 def test_node_info_and_capabilities(driver):
     info = driver.node.NodeGetInfo(C.NodeGetInfoRequest(), timeout=T)
     assert info.node_id == "test-node" and info.accessible_topology.segments["topology.torus.dev/zone"] == "z1"
@@ -78,9 +91,17 @@ def test_mount_lifecycle(driver):
     # Expansion: the controller grows the volume, the node its device (and filesystem, where allowed).
     driver.controller.ControllerExpandVolume(C.ControllerExpandVolumeRequest(
         volume_id=v.volume_id, capacity_range=C.CapacityRange(required_bytes=2 * GiB)), timeout=T)
-    r = n.NodeExpandVolume(C.NodeExpandVolumeRequest(volume_id=v.volume_id, volume_path=target,
-                                                     capacity_range=C.CapacityRange(required_bytes=2 * GiB)), timeout=T)
-    assert r.capacity_bytes >= 2 * GiB
+    expand = C.NodeExpandVolumeRequest(volume_id=v.volume_id, volume_path=target, capacity_range=C.CapacityRange(required_bytes=2 * GiB))
+    if has_cap_sys_resource():
+        assert n.NodeExpandVolume(expand, timeout=T).capacity_bytes >= 2 * GiB
+        assert os.statvfs(target).f_blocks * os.statvfs(target).f_frsize > 1.5 * GiB
+    else:  # ext4 cannot grow online without it: told, and the device grew all the same
+        try:
+            n.NodeExpandVolume(expand, timeout=T)
+            assert False, "NodeExpandVolume claimed an ext4 grew without CAP_SYS_RESOURCE"
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.FAILED_PRECONDITION and "CAP_SYS_RESOURCE" in e.details(), e
+    assert device_bytes(stage) == 2 * GiB
 
     for t in (ro_target, target):
         n.NodeUnpublishVolume(C.NodeUnpublishVolumeRequest(volume_id=v.volume_id, target_path=t), timeout=T)
@@ -140,3 +161,35 @@ def test_second_stage_of_a_volume_is_refused(driver):
     again = C.NodeStageVolumeRequest(volume_id=v.volume_id, staging_target_path=b, volume_capability=mount_cap())
     assert code(n.NodeStageVolume, again) == grpc.StatusCode.FAILED_PRECONDITION
     n.NodeUnstageVolume(C.NodeUnstageVolumeRequest(volume_id=v.volume_id, staging_target_path=a), timeout=T)
+
+
+def test_xfs_grows_online(driver):
+    n = driver.node
+    xfs = mount_cap(fs="xfs")
+    v = create(driver, size=GiB, cap=xfs)
+    stage, target = paths(driver, "xfs")
+    n.NodeStageVolume(C.NodeStageVolumeRequest(volume_id=v.volume_id, staging_target_path=stage, volume_capability=xfs), timeout=T)
+    n.NodePublishVolume(C.NodePublishVolumeRequest(volume_id=v.volume_id, staging_target_path=stage, target_path=target,
+                                                   volume_capability=xfs), timeout=T)
+    data = os.urandom(4 << 20)
+    with open(os.path.join(target, "blob"), "wb") as f:
+        f.write(data)
+    before = os.statvfs(target).f_blocks * os.statvfs(target).f_frsize
+    driver.controller.ControllerExpandVolume(C.ControllerExpandVolumeRequest(
+        volume_id=v.volume_id, capacity_range=C.CapacityRange(required_bytes=2 * GiB)), timeout=T)
+    r = n.NodeExpandVolume(C.NodeExpandVolumeRequest(volume_id=v.volume_id, volume_path=target,
+                                                     capacity_range=C.CapacityRange(required_bytes=2 * GiB)), timeout=T)
+    after = os.statvfs(target).f_blocks * os.statvfs(target).f_frsize
+    assert r.capacity_bytes == 2 * GiB and after > 1.8 * before, (before, after)
+    assert open(os.path.join(target, "blob"), "rb").read() == data
+    n.NodeUnpublishVolume(C.NodeUnpublishVolumeRequest(volume_id=v.volume_id, target_path=target), timeout=T)
+    n.NodeUnstageVolume(C.NodeUnstageVolumeRequest(volume_id=v.volume_id, staging_target_path=stage), timeout=T)
+
+
+def test_unpublish_never_deletes_data(driver):
+    _, target = paths(driver, "not-mounted")
+    os.makedirs(target, exist_ok=True)
+    with open(os.path.join(target, "precious"), "w") as f:
+        f.write("keep me")
+    assert code(driver.node.NodeUnpublishVolume, C.NodeUnpublishVolumeRequest(volume_id="v", target_path=target)) != grpc.StatusCode.OK
+    assert open(os.path.join(target, "precious")).read() == "keep me"

@@ -15,8 +15,12 @@ struct CSIController: Csi_V1_Controller.SimpleServiceProtocol {
             throw RPCError(code: .outOfRange, message: "no size of whole 4 KiB sectors fits \(request.capacityRange)")
         }
         let name = CSINames.volume(forName: request.name)
-        if let existing = try await client.volume(name) {
+        if var existing = try await client.volume(name) {
             let limit = request.capacityRange.limitBytes
+            // A clone made by an earlier try that stopped before growing it: finish the job.
+            if request.hasVolumeContentSource && existing.originID != 0 && Int64(existing.sizeBytes) < size {
+                existing = try await client.volumes.resizeVolume(.with { $0.name = name; $0.sizeBytes = UInt64(size) }).volume
+            }
             guard Int64(existing.sizeBytes) >= request.capacityRange.requiredBytes, limit == 0 || Int64(existing.sizeBytes) <= limit else {
                 throw RPCError(code: .alreadyExists, message: "volume \(name) (for \(request.name)) exists with \(existing.sizeBytes) bytes")
             }
@@ -33,9 +37,15 @@ struct CSIController: Csi_V1_Controller.SimpleServiceProtocol {
             guard try await client.volume(v.volumeID) != nil else { throw RPCError(code: .notFound, message: "no volume \(v.volumeID)") }
             // A clone of a volume: of a snapshot taken for it, which can go once the clone is made
             // (the clone's map names the blocks; the collector keeps them).
-            let temporary = "csi-clone-" + CSINames.digest(name).prefix(16)
-            _ = try? await client.snapshots.createSnapshot(.with { $0.volume = v.volumeID; $0.name = temporary })
-            made = try await clone(v.volumeID, temporary, as: name, size: size)
+            // Named per attempt, so a retry never reuses an older image; deleted whatever happens.
+            let temporary = "csi-clone-" + CSINames.digest(name + "\(UInt64.random(in: 0...UInt64.max))").prefix(16)
+            _ = try await client.snapshots.createSnapshot(.with { $0.volume = v.volumeID; $0.name = temporary })
+            do {
+                made = try await clone(v.volumeID, temporary, as: name, size: size)
+            } catch {
+                _ = try? await client.snapshots.deleteSnapshot(.with { $0.volume = v.volumeID; $0.name = temporary })
+                throw error
+            }
             _ = try? await client.snapshots.deleteSnapshot(.with { $0.volume = v.volumeID; $0.name = temporary })
         case nil:
             made = try await client.volumes.createVolume(.with { $0.name = name; $0.sizeBytes = UInt64(size); $0.ifMissing = true }).volume
@@ -62,6 +72,15 @@ struct CSIController: Csi_V1_Controller.SimpleServiceProtocol {
 
     func deleteVolume(request: Csi_V1_DeleteVolumeRequest, context: ServerContext) async throws -> Csi_V1_DeleteVolumeResponse {
         guard !request.volumeID.isEmpty else { throw RPCError(code: .invalidArgument, message: "DeleteVolume needs a volume id") }
+        // Deleting a volume deletes its snapshots with it (they are its keys): refused while it
+        // has any, as the spec asks of drivers whose snapshots do not outlive their volume.
+        if try await client.volume(request.volumeID) != nil {
+            let snaps = try await client.allSnapshots(volume: request.volumeID)
+            if !snaps.isEmpty {
+                throw RPCError(code: .failedPrecondition, message: "volume \(request.volumeID) has snapshots "
+                               + "(\(snaps.map(\.name).joined(separator: ", "))): delete them first")
+            }
+        }
         do {
             _ = try await client.volumes.deleteVolume(.with { $0.name = request.volumeID })
         } catch let e as RPCError where e.code == .notFound {

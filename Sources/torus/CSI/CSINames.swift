@@ -29,10 +29,14 @@ enum CSINames {
 
     /// Sizes are whole 4 KiB sectors; a request of 0 bytes gets 1 GiB.
     static let defaultBytes: Int64 = 1 << 30
+    static let maxBytes: Int64 = 1 << 60
     static func size(required: Int64, limit: Int64) -> Int64? {
+        guard required >= 0, limit >= 0, required <= maxBytes, limit == 0 || limit >= required else { return nil }
         let want = required > 0 ? required : (limit > 0 ? min(limit, defaultBytes) : defaultBytes)
-        let rounded = (want + 4095) / 4096 * 4096
-        return limit > 0 && rounded > limit ? nil : rounded
+        let up = (want + 4095) / 4096 * 4096
+        if limit == 0 || up <= limit { return up }
+        let down = min(limit, maxBytes) / 4096 * 4096  // the largest whole-sector size under the limit
+        return down >= max(required, 4096) ? down : nil
     }
 }
 #endif

@@ -2,6 +2,10 @@
 import Foundation
 import GRPCCore
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// CSI Node: stage attaches the volume as `torus attach` does (a filesystem made if the volume
 /// is empty, mounted at the staging path; or the bare device for block access), publish
 /// bind-mounts it into the pod's path. Every call is idempotent; host work runs one at a time.
@@ -21,7 +25,10 @@ struct CSINode: Csi_V1_Node.SimpleServiceProtocol {
         try await HostWork.run {
             if let a = Attachment.all().first(where: { $0.stage == stage }) {
                 guard a.volume == id else { throw RPCError(code: .failedPrecondition, message: "\(stage) stages volume \(a.volume)") }
-                return
+                guard a.via == .fuse && !AttachGrowth.helperRuns(a) else { return }
+                // Its torus-fuse died (the plugin's container restarted): release it, attach anew.
+                CSILog.log.warning("\(id): \(a.helper) of \(a.device) is gone; attaching again")
+                _ = try Detacher.detach(a, force: true)
             }
             let readOnly = cap.accessMode.mode == .singleNodeReaderOnly
             if let other = Attachment.all().first(where: { $0.volume == id && (!$0.readOnly || !readOnly) }) {
@@ -55,18 +62,29 @@ struct CSINode: Csi_V1_Node.SimpleServiceProtocol {
         try require(request.stagingTargetPath, "staging target path", "-", "-")
         guard request.hasVolumeCapability else { throw RPCError(code: .invalidArgument, message: "NodePublishVolume needs a volume capability") }
         try CSICapabilities.check([request.volumeCapability])
+        try await mustExist(request.volumeID)
         let id = request.volumeID, stage = request.stagingTargetPath, target = request.targetPath, readOnly = request.readonly
         try await HostWork.run {
             guard let a = Attachment.all().first(where: { $0.stage == stage && $0.volume == id }) else {
                 throw RPCError(code: .failedPrecondition, message: "\(id) is not staged at \(stage)")
             }
-            if MountTable.isMountPoint(target) { return }
+            if MountTable.isMountPoint(target) {
+                guard !readOnly || MountTable.isReadOnly(target) else {
+                    throw RPCError(code: .alreadyExists, message: "\(target) is published read-write, not read-only")
+                }
+                return
+            }
             let block = a.mount.isEmpty
             let parent = (target as NSString).deletingLastPathComponent
             try FileManager.default.createDirectory(atPath: block ? parent : target, withIntermediateDirectories: true)
             if block && !FileManager.default.fileExists(atPath: target) { _ = FileManager.default.createFile(atPath: target, contents: nil) }
             try HostTools.run("mount", ["--bind", block ? a.device : stage, target])
-            if readOnly { try HostTools.run("mount", ["-o", "remount,bind,ro", target]) }
+            if readOnly {
+                do { try HostTools.run("mount", ["-o", "remount,bind,ro", target]) } catch {
+                    _ = try? HostTools.status("umount", [target])  // never leave it writable
+                    throw error
+                }
+            }
         }
         return .init()
     }
@@ -76,7 +94,11 @@ struct CSINode: Csi_V1_Node.SimpleServiceProtocol {
         let target = request.targetPath
         try await HostWork.run {
             while MountTable.isMountPoint(target) { try HostTools.run("umount", [target]) }
-            try? FileManager.default.removeItem(atPath: target)
+            // Never a recursive delete: an empty directory, or the file a block volume was bound to.
+            if rmdir(target) != 0 && errno == ENOTDIR { unlink(target) }
+            if FileManager.default.fileExists(atPath: target) {
+                throw RPCError(code: .internalError, message: "\(target) is not a mount point any more but could not be removed: \(String(cString: strerror(errno)))")
+            }
         }
         return .init()
     }
@@ -122,12 +144,20 @@ enum HostWork {
 
 /// Mount points, from /proc/self/mountinfo (works for files too, unlike mountpoint(1)).
 enum MountTable {
-    static func isMountPoint(_ path: String) -> Bool {
-        guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return false }
-        let want = (path as NSString).standardizingPath
-        return text.split(separator: "\n").contains { line in
-            let fields = line.split(separator: " ")
-            return fields.count > 4 && unescape(String(fields[4])) == want
+    static func isMountPoint(_ path: String) -> Bool { entry(path) != nil }
+
+    /// Mounted read-only (the per-mount options, field 6).
+    static func isReadOnly(_ path: String) -> Bool {
+        entry(path).map { $0[5].split(separator: ",").contains("ro") } ?? false
+    }
+
+    /// The mountinfo fields of the mount at `path` (symlinks resolved), the last one if stacked.
+    static func entry(_ path: String) -> [Substring]? {
+        guard let data = FileManager.default.contents(atPath: "/proc/self/mountinfo") else { return nil }
+        let text = String(decoding: data, as: UTF8.self)
+        let want = (path as NSString).resolvingSymlinksInPath
+        return text.split(separator: "\n").map { $0.split(separator: " ") }.last { fields in
+            fields.count > 5 && unescape(String(fields[4])) == want
         }
     }
 

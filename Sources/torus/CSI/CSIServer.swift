@@ -6,6 +6,7 @@ import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import Logging
 import Synchronization
+import TorusRuntime
 
 enum CSILog {
     static let log = Logger(label: "torus.csi")
@@ -37,7 +38,10 @@ struct CSIErrors: ServerInterceptor {
 enum CSIServer {
     static func serve(_ options: CSI) throws {
         let client = try options.api.map { try TorusClient(address: $0) }
-        var services: [any RegistrableRPCService] = [CSIIdentity(name: options.driverName, controller: options.mode != "node", client: client)]
+        // The node plugin's Probe does not depend on the API: a liveness restart of the plugin
+        // would end every torus-fuse it started, while attached devices work without the API.
+        var services: [any RegistrableRPCService] = [CSIIdentity(name: options.driverName, controller: options.mode != "node",
+                                                                 client: options.mode == "node" ? nil : client)]
         if options.mode != "node", let client { services.append(CSIController(client: client)) }
         if options.mode != "controller" {
             let host = ProcessInfo.processInfo.hostName
@@ -45,7 +49,10 @@ enum CSIServer {
         }
         let path = options.socketPath
         try? FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-        unlink(path)  // a socket left by a driver that died
+        do { try UnixSocket.removeStale(path) } catch {
+            CSILog.log.error("\(error)")
+            throw ExitCode(1)
+        }
         let transport = HTTP2ServerTransport.Posix(address: .unixDomainSocket(path: path), transportSecurity: .plaintext)
         let server = GRPCServer(transport: transport, services: services, interceptors: [CSIErrors()])
         Task {
