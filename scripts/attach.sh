@@ -87,6 +87,10 @@ start_up || bad "torus up restart"
 "$BIN" attach a1 "${A[@]}" --fs ext4 --mount "$WORK/m1" >/dev/null 2>&1 && cmp -s "$WORK/data" "$WORK/m1/data" \
     && ok "attached again after the restart: the file synced before is intact" || bad "data after the server's death"
 "$BIN" detach a1 >/dev/null && clean && ok "detached; nothing left" || bad "final detach"
+# Never formatted: a volume holding data that is no filesystem (a database on the raw device).
+/usr/bin/python3 -c "import nbd, os; h = nbd.NBD(); h.connect_uri('nbd://127.0.0.1:$PORT/a2'); h.pwrite(os.urandom(1 << 20), 0); h.flush()" \
+    || bad "writing raw data to a2 (python3-libnbd)"
+refused "--fs on a volume that holds data but no filesystem" "holds data" "$BIN" attach a2 "${A[@]}" --fs ext4 --mount "$WORK/m2"
 refused "detach of something never attached" "nothing attached" "$BIN" detach /dev/loop999
 kill -INT "$UP"; wait "$UP" 2>/dev/null
 echo "attach: $pass passed, $fail failed"
