@@ -2,39 +2,18 @@
 
 Run by scripts/api-test.sh (which builds torus with the GRPC trait and sets TORUS_BIN).
 """
-import atexit, os, shutil, signal, socket, subprocess, sys, tempfile, time
+import os, shutil, signal, subprocess, sys, tempfile, time
 
 import grpc
 import pytest
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.join(ROOT, "Tests"))
+from protostubs import free_port, generate  # noqa: E402
 
-
-def generate_stubs():
-    """Generates the Python stubs of proto/torus/v1 into a temporary directory and imports them."""
-    from grpc_tools import protoc
-    out = tempfile.mkdtemp(prefix="torus-api-stubs.")
-    protos = sorted(os.path.join("torus", "v1", f) for f in os.listdir(os.path.join(ROOT, "proto", "torus", "v1")))
-    import grpc_tools
-    include = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
-    rc = protoc.main(["protoc", f"-I{os.path.join(ROOT, 'proto')}", f"-I{include}", f"--python_out={out}",
-                      f"--grpc_python_out={out}", *protos])
-    assert rc == 0, f"protoc failed ({rc})"
-    sys.path.insert(0, out)
-    atexit.register(shutil.rmtree, out, True)
-
-
-generate_stubs()
+generate(*sorted(f"torus/v1/{f}" for f in os.listdir(os.path.join(ROOT, "proto", "torus", "v1"))))
 from torus.v1 import blocks_pb2, blocks_pb2_grpc, cluster_pb2, cluster_pb2_grpc  # noqa: E402
 from torus.v1 import snapshots_pb2, snapshots_pb2_grpc, volumes_pb2, volumes_pb2_grpc  # noqa: E402
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class Server:

@@ -1,35 +1,17 @@
 """Fixtures of the CSI driver tests: stubs from proto/csi, a `torus up --grpc` and a
 `torus csi --mode all` on a Unix socket. Run as root (real loop devices and mounts) by
 scripts/csi-test.sh, which builds torus with the GRPC trait and sets TORUS_BIN."""
-import atexit, os, shutil, signal, socket, subprocess, sys, tempfile, time
+import os, shutil, signal, subprocess, sys, tempfile, time
 
 import grpc
 import pytest
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.join(ROOT, "Tests"))
+from protostubs import free_port, generate  # noqa: E402
 
-
-def generate_stubs():
-    from grpc_tools import protoc
-    import grpc_tools
-    out = tempfile.mkdtemp(prefix="torus-csi-stubs.")
-    include = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
-    rc = protoc.main(["protoc", f"-I{ROOT}/proto", f"-I{include}", f"--python_out={out}", f"--grpc_python_out={out}", "csi/v1/csi.proto"])
-    assert rc == 0, f"protoc failed ({rc})"
-    sys.path.insert(0, out)
-    atexit.register(shutil.rmtree, out, True)
-
-
-generate_stubs()
+generate("csi/v1/csi.proto")
 from csi.v1 import csi_pb2, csi_pb2_grpc  # noqa: E402
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class Driver:
