@@ -31,7 +31,10 @@ func main() {
 
 func run(address, volume, op string, total int64, bs, qd int) (float64, error) {
 	ctx := context.Background()
-	conn, err := grpc.Dial(address, grpc.WithInsecure(), grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(64<<20)))
+	// Fixed flow-control windows also turn off gRPC-Go's bandwidth probe, whose PINGs (one per
+	// burst of data) exceed what the server's HTTP/2 layer allows (200 per 30 s) in a long transfer.
+	conn, err := grpc.Dial(address, grpc.WithInsecure(), grpc.WithInitialWindowSize(16<<20), grpc.WithInitialConnWindowSize(64<<20),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(64<<20)))
 	if err != nil {
 		return 0, err
 	}
@@ -53,7 +56,7 @@ func run(address, volume, op string, total int64, bs, qd int) (float64, error) {
 			r, err := stream.Recv()
 			<-window
 			if err != nil {
-				errs <- err
+				errs <- fmt.Errorf("after %d of %d answers: %v", i, n, err)
 				return
 			}
 			if r.Code != 0 {
@@ -73,7 +76,7 @@ func run(address, volume, op string, total int64, bs, qd int) (float64, error) {
 			req.Op = &torusv1.BlockRequest_Read{Read: &torusv1.ReadRequest{Volume: volume, Offset: off, Length: uint32(bs)}}
 		}
 		if err := stream.Send(req); err != nil {
-			return 0, err
+			return 0, fmt.Errorf("send %d: %v; then %v", i, err, <-errs) // the status comes with Recv
 		}
 	}
 	if err := <-errs; err != nil {

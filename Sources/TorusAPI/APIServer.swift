@@ -29,8 +29,13 @@ public enum APIServer {
     /// Listens on `address` (HOST:PORT, or a Unix socket path) and serves in the background;
     /// returns the address bound once listening, or throws why it cannot.
     public static func start(_ address: String, cluster: VolumeServer, tls: TLS?) throws -> String {
-        let transport = HTTP2ServerTransport.Posix(address: try socketAddress(address), transportSecurity: security(tls),
-                                                   config: .defaults { $0.rpc.maxRequestPayloadSize = BlockAPI.requestBytesMax + (1 << 20) })
+        let transport = HTTP2ServerTransport.Posix(address: try socketAddress(address), transportSecurity: security(tls), config: .defaults { c in
+            c.rpc.maxRequestPayloadSize = BlockAPI.requestBytesMax + (1 << 20)
+            // Block data: a 64 KiB window (the default) held 1 MiB writes to a trickle of
+            // WINDOW_UPDATE round trips, and 16 KiB frames cut each reply into 64.
+            c.http2.targetWindowSize = 16 << 20
+            c.http2.maxFrameSize = 1 << 20
+        })
         let server = GRPCServer(transport: transport, services: [VolumeAPI(cluster: cluster), SnapshotAPI(cluster: cluster),
                                                                  ClusterAPI(cluster: cluster), BlockAPI(cluster: cluster)])
         Task {

@@ -39,6 +39,11 @@ def cluster():
     subprocess.run([bin, "init", "--metadata", meta, "--replication", "2", "--insecure"], check=True, stdout=log, stderr=log)
     for i in range(3):
         start(bin, "node", "--metadata", meta, "--data-dir", f"{work}/node-{i}", "--size", "1GiB", "--listen", f"127.0.0.1:{free_port()}")
+    for _ in range(150):  # the server needs the ring's nodes registered and alive
+        listed = subprocess.run([bin, "peer", "list", "--metadata", meta], capture_output=True, text=True).stdout
+        if listed.count("alive") == 3:
+            break
+        time.sleep(0.2)
     api = free_port()
     start(bin, "nbd", "serve", "--metadata", meta, "--listen", f"127.0.0.1:{free_port()}", "--grpc", f"127.0.0.1:{api}")
     channel = grpc.insecure_channel(f"127.0.0.1:{api}")

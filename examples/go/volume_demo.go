@@ -27,7 +27,10 @@ func main() {
 func run(address, volume string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	conn, err := grpc.DialContext(ctx, address, grpc.WithInsecure(), grpc.WithBlock())
+	// Fixed flow-control windows turn off gRPC-Go's bandwidth probe, whose PINGs exceed what the
+	// server allows (200 per 30 s) in long transfers (docs/api.md).
+	conn, err := grpc.DialContext(ctx, address, grpc.WithInsecure(), grpc.WithBlock(),
+		grpc.WithInitialWindowSize(16<<20), grpc.WithInitialConnWindowSize(64<<20))
 	if err != nil {
 		return err
 	}
