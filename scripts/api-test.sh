@@ -25,6 +25,7 @@ echo "== the examples: Python and Go clients against torus up --grpc"
 install_missing golang-go golang-google-grpc-dev golang-goprotobuf-dev golang-google-protobuf-dev
 work=$(mktemp -d /tmp/torus-api-examples.XXXXXX)
 port=$(free_port)
+: >"$work/up.log"
 "$TORUS_BIN" up --data-dir "$work/data" --nodes 3 --replication 2 --nbd "127.0.0.1:$(free_port)" --grpc "127.0.0.1:$port" \
     >"$work/up.log" 2>&1 &
 pid=$!
