@@ -85,7 +85,16 @@ def test_volume_io_and_snapshot_on_etcd(cluster):
     cluster.blocks.Write(blocks_pb2.WriteRequest(volume="e1", offset=0, data=data), timeout=T)
     cluster.blocks.Flush(blocks_pb2.FlushRequest(volume="e1"), timeout=T)
     cluster.snapshots.CreateSnapshot(snapshots_pb2.CreateSnapshotRequest(volume="e1", name="s"), timeout=T)
-    assert cluster.blocks.Read(blocks_pb2.ReadRequest(volume="e1@s", offset=0, length=MiB), timeout=T).data == data
+    # The server opens the snapshot's export when its watch sees the new key: wait for it.
+    deadline = time.time() + 30
+    while True:
+        try:
+            got = cluster.blocks.Read(blocks_pb2.ReadRequest(volume="e1@s", offset=0, length=MiB), timeout=T).data
+            break
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.NOT_FOUND and time.time() < deadline, e
+            time.sleep(0.2)
+    assert got == data
     assert "e1" in [x.name for x in cluster.volumes.ListVolumes(volumes_pb2.ListVolumesRequest(), timeout=T).volumes]
 
 
